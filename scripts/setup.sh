@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for VIPA: Debian packages, the .venv at the repository root, the
+# `vipa` command in it. Idempotent: a second run only checks. Usage: scripts/setup.sh [--dev]
+#   --dev   also the test extras (pytest, playwright, hypothesis), Ray, Meta-World, Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+apt_pkgs=(libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libgomp1)
+[ "$dev" = 1 ] && apt_pkgs+=(chromium chromium-driver)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+py=$(command -v python3.11 || command -v python3)
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $py"
+  "$py" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+
+extras="."
+[ "$dev" = 1 ] && extras=".[dev,scale,sim]"
+stamp=".venv/.vipa-installed-$dev"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing vipa $extras into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install -q -e "$extras"
+  touch "$stamp"
+fi
