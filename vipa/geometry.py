@@ -152,17 +152,18 @@ def pixel_centers(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(u[None, :], (height, width)), np.broadcast_to(v[:, None], (height, width))
 
 
-_RAY_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_RAY_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 _RAY_CACHE_SIZE = 16
 
 
-def _rays(K: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W, 3) float32 rays with z = 1 through pixel centres; cached per (K, H, W), read-only."""
+def _ray_grids(K: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rays with z = 1 through pixel centres, cached per (K, H, W), read-only: the (H, W, 3)
+    ray map and its x and y planes (H, W) as contiguous arrays (fast masked gathers)."""
     key = (K.astype(np.float32).tobytes(), height, width)
-    rays = _RAY_CACHE.get(key)
-    if rays is not None:
+    hit = _RAY_CACHE.get(key)
+    if hit is not None:
         _RAY_CACHE.move_to_end(key)
-        return rays
+        return hit
     k = K.astype(np.float64)
     fx, s, cx, fy, cy = k[0, 0], k[0, 1], k[0, 2], k[1, 1], k[1, 2]
     u = np.arange(width, dtype=np.float64) + 0.5
@@ -173,11 +174,14 @@ def _rays(K: np.ndarray, height: int, width: int) -> np.ndarray:
     rays[..., 0] = xn
     rays[..., 1] = yn[:, None]
     rays[..., 2] = 1.0
-    rays.flags.writeable = False
-    _RAY_CACHE[key] = rays
+    rx = np.ascontiguousarray(rays[..., 0])
+    ry = np.ascontiguousarray(rays[..., 1])
+    for a in (rays, rx, ry):
+        a.flags.writeable = False
+    _RAY_CACHE[key] = (rays, rx, ry)
     while len(_RAY_CACHE) > _RAY_CACHE_SIZE:
         _RAY_CACHE.popitem(last=False)
-    return rays
+    return rays, rx, ry
 
 
 def _metric_depth(depth: np.ndarray, depth_unit: float | None, name: str = "depth") -> np.ndarray:
@@ -210,7 +214,7 @@ def unproject(depth: np.ndarray, K: np.ndarray, depth_unit: float | None = None)
         raise ValueError(f"K: unproject takes one (3, 3) K, got shape {K.shape}")
     d = _metric_depth(depth, depth_unit)
     h, w = d.shape[-2:]
-    rays = _rays(K, h, w)
+    rays = _ray_grids(K, h, w)[0]
     dz = np.where(_valid_depth(d), d, np.float32(np.nan))
     return rays * dz[..., None]
 
@@ -248,22 +252,34 @@ def depth_to_points(
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != (h, w):
             raise ValueError(f"valid: expected shape ({h}, {w}) to match depth, got {valid.shape}")
-    rays = _rays(K, h, w)
+    _, rx, ry = _ray_grids(K, h, w)
     if stride > 1:
-        d, rays = d[::stride, ::stride], rays[::stride, ::stride]
+        d, rx, ry = d[::stride, ::stride], rx[::stride, ::stride], ry[::stride, ::stride]
         colors = None if colors is None else colors[::stride, ::stride]
         valid = None if valid is None else valid[::stride, ::stride]
-    d = _metric_depth(d, depth_unit)
-    mask = _valid_depth(d)
-    if max_depth is not None:
-        mask &= d <= max_depth
-    if valid is not None:
-        mask &= valid
-    z = d[mask]
-    r = rays[mask]
-    r *= z[:, None]
+    if depth_unit is not None and not (np.isfinite(depth_unit) and depth_unit > 0):
+        raise ValueError(f"depth_unit must be a positive number of metres per count, got {depth_unit}")
+    if np.issubdtype(d.dtype, np.integer):
+        mask = d > 0
+        z = d[mask].astype(np.float32)
+        if depth_unit is not None:
+            z *= np.float32(depth_unit)
+    else:
+        d = _metric_depth(d, depth_unit)
+        mask = _valid_depth(d)
+        z = d[mask]
+    if max_depth is not None or valid is not None:
+        keep = np.ones(len(z), bool) if max_depth is None else z <= max_depth
+        if valid is not None:
+            keep &= valid[mask]
+        mask[mask] = keep
+        z = z[keep]
+    out = np.empty((len(z), 3), np.float32)
+    np.multiply(rx[mask], z, out=out[:, 0])
+    np.multiply(ry[mask], z, out=out[:, 1])
+    out[:, 2] = z
     cols = None if colors is None else colors[mask]
-    return r, cols
+    return out, cols
 
 
 def sample_depth(depth: np.ndarray, uv: np.ndarray, radius: int = 0) -> np.ndarray:
