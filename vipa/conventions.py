@@ -75,3 +75,167 @@ MOTION_BINS: Final = 1024
 
 # QA direction words per camera axis: (positive, negative).
 AXIS_WORDS: Final = (("right", "left"), ("down", "up"), ("forward", "backward"))
+
+# ----------------------------------------------------------------------------------------------
+# Other joint orders and converters. Every order below is written with the names of
+# ``JOINT_NAMES`` (plus "palm_center"), so one table lookup converts between any two.
+# ----------------------------------------------------------------------------------------------
+
+PALM_CENTER: Final = "palm_center"
+
+# MediaPipe Hands / OpenPose hand: the order above (mediapipe HandLandmark enum; OpenPose's
+# hand keypoints use the same 21 positions).
+MEDIAPIPE_ORDER: Final = JOINT_NAMES
+
+# MANO's 16 kinematic joints in the order of the MANO pickle / smplx.MANO (wrist, index1-3,
+# middle1-3, pinky1-3, ring1-3, thumb1-3) followed by the five fingertip vertices as smplx
+# appends them (thumb, index, middle, ring, pinky; vertex ids 744, 320, 443, 554, 671).
+# Checked against smplx's MANO keypoint names and HaMeR's mano_wrapper.py, whose
+# mano_to_openpose = [0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20]
+# this table reproduces. MANO thumb1/2/3 = MediaPipe thumb CMC/MCP/IP.
+MANO_ORDER: Final[tuple[str, ...]] = (
+    "wrist",
+    "index_mcp", "index_pip", "index_dip",
+    "middle_mcp", "middle_pip", "middle_dip",
+    "pinky_mcp", "pinky_pip", "pinky_dip",
+    "ring_mcp", "ring_pip", "ring_dip",
+    "thumb_cmc", "thumb_mcp", "thumb_ip",
+    "thumb_tip", "index_tip", "middle_tip", "ring_tip", "pinky_tip",
+)
+
+# InterHand2.6M, one hand (its skeleton.txt; mmpose's interhand3d dataset_info): thumb4 (tip),
+# thumb3, thumb2, thumb1, then index/middle/ring/pinky 4..1, then the wrist. Its 42-joint
+# arrays hold the right hand at 0-20 and the left at 21-41 (``split_interhand``).
+INTERHAND_ORDER: Final[tuple[str, ...]] = (
+    "thumb_tip", "thumb_ip", "thumb_mcp", "thumb_cmc",
+    "index_tip", "index_dip", "index_pip", "index_mcp",
+    "middle_tip", "middle_dip", "middle_pip", "middle_mcp",
+    "ring_tip", "ring_dip", "ring_pip", "ring_mcp",
+    "pinky_tip", "pinky_dip", "pinky_pip", "pinky_mcp",
+    "wrist",
+)
+
+# HOT3D (facebookresearch/hot3d, hot3d/data_loaders/hand_common.py LANDMARK_INDEX_TO_NAMING):
+# five fingertips, wrist, thumb intermediate and distal frames, index/middle/ring/pinky
+# proximal, intermediate and distal frames, palm centre. Its mano_layer.py maps MANO joints
+# [16..20, 0, 14, 15, 1..6, 10..12, 7..9] onto the first 20, so the thumb "intermediate frame"
+# is MANO thumb2 (MediaPipe thumb MCP) and "distal frame" thumb3 (thumb IP). HOT3D has no thumb
+# CMC; MediaPipe has no palm centre: those come out as NaN when converting. (HOT3D's MANO
+# landmarks have only the first 20; pad a 21st row of NaN to use them here.)
+HOT3D_ORDER: Final[tuple[str, ...]] = (
+    "thumb_tip", "index_tip", "middle_tip", "ring_tip", "pinky_tip",
+    "wrist",
+    "thumb_mcp", "thumb_ip",
+    "index_mcp", "index_pip", "index_dip",
+    "middle_mcp", "middle_pip", "middle_dip",
+    "ring_mcp", "ring_pip", "ring_dip",
+    "pinky_mcp", "pinky_pip", "pinky_dip",
+    PALM_CENTER,
+)
+
+JOINT_ORDERS: Final[dict[str, tuple[str, ...]]] = {
+    "mediapipe": MEDIAPIPE_ORDER,
+    "openpose": MEDIAPIPE_ORDER,
+    "mano": MANO_ORDER,
+    "interhand": INTERHAND_ORDER,
+    "hot3d": HOT3D_ORDER,
+}
+
+
+def _order(name: str) -> tuple[str, ...]:
+    try:
+        return JOINT_ORDERS[name.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown joint order {name!r}; known: {sorted(JOINT_ORDERS)}") from None
+
+
+def joint_index_table(src: str, dst: str):
+    """(21,) int64 array: ``dst`` joint k is ``src`` joint table[k]; -1 where ``src`` lacks it."""
+    import numpy as np
+
+    s, d = _order(src), _order(dst)
+    pos = {n: i for i, n in enumerate(s)}
+    return np.array([pos.get(n, -1) for n in d], dtype=np.int64)
+
+
+def convert_joints(joints, src: str, dst: str, fill: float = float("nan")):
+    """Reorder joints (..., 21, C) from order ``src`` to order ``dst`` (names in JOINT_ORDERS).
+
+    Joints ``dst`` has and ``src`` lacks (HOT3D palm centre, MediaPipe-order thumb CMC from
+    HOT3D) are set to ``fill`` (NaN). Returns a new float array (input dtype kept for floats;
+    integer or boolean input must not need filling).
+    """
+    import numpy as np
+
+    a = np.asarray(joints)
+    if a.ndim < 2 or a.shape[-2] != NUM_JOINTS:
+        raise ValueError(f"joints: expected shape (..., {NUM_JOINTS}, C), got {a.shape}")
+    table = joint_index_table(src, dst)
+    out = a[..., np.maximum(table, 0), :]
+    missing = table < 0
+    if np.any(missing):
+        if not np.issubdtype(out.dtype, np.floating):
+            if np.issubdtype(out.dtype, np.bool_) and fill in (0, False):
+                out[..., missing, :] = False
+                return out
+            raise ValueError(
+                f"joints: {src} -> {dst} leaves {[_order(dst)[i] for i in np.flatnonzero(missing)]} "
+                f"unset; pass a float array (dtype {out.dtype} cannot hold fill={fill})"
+            )
+        out[..., missing, :] = fill
+    return out
+
+
+def convert_joint_mask(valid, src: str, dst: str):
+    """Reorder a per-joint mask (..., 21) bool; joints ``src`` lacks become False."""
+    import numpy as np
+
+    v = np.asarray(valid, dtype=bool)
+    if v.ndim < 1 or v.shape[-1] != NUM_JOINTS:
+        raise ValueError(f"valid: expected shape (..., {NUM_JOINTS}), got {v.shape}")
+    table = joint_index_table(src, dst)
+    return v[..., np.maximum(table, 0)] & (table >= 0)
+
+
+def split_interhand(joints):
+    """InterHand2.6M (..., 42, C) arrays -> {"right": (..., 21, C), "left": (..., 21, C)} in the
+    InterHand per-hand order (right hand first in its files)."""
+    import numpy as np
+
+    a = np.asarray(joints)
+    if a.ndim < 2 or a.shape[-2] != 2 * NUM_JOINTS:
+        raise ValueError(f"joints: expected InterHand2.6M shape (..., 42, C), got {a.shape}")
+    return {"right": a[..., :NUM_JOINTS, :], "left": a[..., NUM_JOINTS:, :]}
+
+
+# Handedness. MediaPipe's legacy ``mp.solutions.hands`` labels hands as if the input were a
+# mirrored selfie image: on an ordinary (unmirrored) camera image its "Left" is the person's
+# right hand (STACK.md; MediaPipe docs on multi_handedness).
+MEDIAPIPE_LEGACY_MIRRORED: Final = True
+
+_SIDE_WORDS: Final[dict[str, str]] = {"left": "left", "l": "left", "right": "right", "r": "right"}
+
+
+def other_side(side: str) -> str:
+    """"left" <-> "right"."""
+    return "right" if normalize_side(side) == "left" else "left"
+
+
+def normalize_side(label: str) -> str:
+    """A handedness label ("Left", "R", " right ") -> "left" or "right"; ValueError otherwise."""
+    side = _SIDE_WORDS.get(str(label).strip().lower())
+    if side is None:
+        raise ValueError(f"handedness label {label!r}: expected left/right (or l/r)")
+    return side
+
+
+def anatomical_side(detector_label: str, mirrored: bool) -> str:
+    """The person's anatomical hand ("left"/"right") from a detector's label.
+
+    ``mirrored`` is True when the label describes the mirror image of what the camera saw:
+    MediaPipe's legacy solution on an unflipped frame (``MEDIAPIPE_LEGACY_MIRRORED``), or any
+    detector run on a horizontally flipped frame. Two mirrors cancel: pass
+    ``detector_mirrors != frame_was_flipped``.
+    """
+    side = normalize_side(detector_label)
+    return other_side(side) if mirrored else side
