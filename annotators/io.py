@@ -1,0 +1,627 @@
+"""Inputs -> a stream of RGB (and depth) frames with metadata.
+
+Public names
+    ``open_source(path, *, fps=None, max_width=None, max_frames=None, K=None, depth_factor=None,
+    source_fps=None, fov_deg=DEFAULT_FOV_DEG) -> FrameSource``: opens a video file (mp4 and
+    whatever PyAV reads), a single image, a folder of images, or an RGB-D sequence, checks it
+    (raising ``annotators.errors.InputError`` with the path and the reason), and returns an
+    iterable ``FrameSource`` (also a context manager) with ``.info`` (a ``SourceInfo``).
+    ``iter_frames(path, **kw)`` is the one-line generator form. ``detect_kind(path)`` says how
+    a path will be read. ``read_intrinsics(path)`` reads a K file.
+``Frame``
+    ``index`` (0.. in the output stream), ``source_index`` (frame number in the input),
+    ``timestamp`` (s from the input's start), ``rgb`` (H, W, 3) uint8, ``depth`` (H, W) float32
+    metres with NaN where the sensor gave no reading (RGB-D inputs only, else None).
+``SourceInfo``
+    path, kind ("video" | "images" | "rgbd"), fps / source_fps, width x height (output) and
+    source_width x source_height, num_frames (output; for videos the container's count, which
+    may be an estimate: ``num_frames_exact``), frame_step k (every k-th input frame is kept),
+    scale_x / scale_y (output px per input px), K (3x3 float32, for the *output* size) and
+    K_is_estimate, depth_factor, rotation. ``to_dict()`` gives the JSON record to store.
+
+Sampling and resizing
+    ``fps``: keep every k-th input frame, k = max(1, round(source_fps / fps)); the output fps is
+    source_fps / k (never more frames than the input). ``max_width``: frames wider than this
+    are downscaled to that width, aspect kept (height rounded to whole pixels); the exact
+    per-axis scale factors are recorded and K is scaled with them. Under the pixel convention of
+    ``vipa.conventions`` (continuous coordinates, origin at the top-left pixel's corner) a
+    resize maps u -> u * scale_x exactly, so fx, cx scale by scale_x and fy, cy by scale_y.
+    Depth is resized with nearest neighbour (no mixing of depths across edges).
+
+Intrinsics
+    Given ``K`` > a K file beside an RGB-D input (Open3D's camera json with a column-major
+    ``intrinsic_matrix``, a json with fx/fy/cx/cy, or a K.txt / intrinsics.txt 3x3) > the
+    field-of-view default ``vipa.geometry.fov_intrinsics`` (``K_is_estimate=True``).
+
+RGB-D layouts
+    TUM: ``rgb.txt`` + ``depth.txt`` association files (``timestamp path`` lines, ``#``
+    comments; pairs matched by nearest timestamp within 20 ms), or ``rgb/`` + ``depth/`` folders
+    (paired by timestamp file names, else by sorted order when the counts match); a single pair
+    in one folder (``*color*``/``*rgb*`` + ``*depth*`` images, e.g. ``samples/rgbd_tum``).
+    uint16 depth is converted with metres = value / depth_factor (default 5000, the TUM
+    factor; pass 1000 for millimetre sensors); float depth (.npy, float TIFF) is already metres.
+    0 (and non-finite values) mean no reading -> NaN.
+
+Videos are decoded lazily (a generator): long videos are never held in memory. A video's
+display rotation (phone videos) is applied to the pixels and recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from annotators.errors import InputError
+from vipa.conventions import DEFAULT_FOV_DEG
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEPTH_EXTS = (".png", ".tif", ".tiff", ".npy")
+DEFAULT_DEPTH_FACTOR = 5000.0  # TUM: uint16 counts per metre
+DEFAULT_IMAGE_FPS = 30.0  # assumed frame rate of an image folder when none is given
+TUM_MAX_DT = 0.02  # s, TUM associate.py's default max time difference
+K_FILES = ("camera_intrinsics.json", "intrinsics.json", "camera.json", "K.txt", "intrinsics.txt")
+
+
+@dataclass
+class Frame:
+    """One output frame. ``rgb`` (H, W, 3) uint8; ``depth`` (H, W) float32 metres, NaN = none."""
+
+    index: int
+    source_index: int
+    timestamp: float
+    rgb: np.ndarray
+    depth: np.ndarray | None = None
+
+
+@dataclass
+class SourceInfo:
+    """What an input is and how it is being read (record ``to_dict()`` with the episode)."""
+
+    path: str
+    kind: str  # "video" | "images" | "rgbd"
+    fps: float  # output frame rate (after sampling)
+    source_fps: float
+    width: int  # output size (after resizing)
+    height: int
+    source_width: int
+    source_height: int
+    num_frames: int  # output frames (after sampling and max_frames)
+    source_num_frames: int
+    num_frames_exact: bool = True  # False: the container's count or a duration-based estimate
+    frame_step: int = 1
+    scale_x: float = 1.0  # output px per source px
+    scale_y: float = 1.0
+    max_width: int | None = None
+    K: np.ndarray | None = None  # (3, 3) float32, for the output size
+    K_is_estimate: bool = True
+    has_depth: bool = False
+    depth_factor: float | None = None  # uint16 counts per metre (RGB-D)
+    rotation: int = 0  # degrees counter-clockwise applied to decoded video frames
+    codec: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable record of the source and the resize/sampling policy."""
+        d = asdict(self)
+        d["K"] = None if self.K is None else np.asarray(self.K, float).tolist()
+        return d
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _natural_key(p: Path) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+def _resized_size(w: int, h: int, max_width: int | None) -> tuple[int, int]:
+    if max_width is None or w <= max_width:
+        return w, h
+    if max_width < 1:
+        raise ValueError(f"max_width must be >= 1, got {max_width}")
+    return int(max_width), max(1, int(round(h * max_width / w)))
+
+
+def _scale_K(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    K2 = np.array(K, np.float32, copy=True)
+    K2[0, :] *= sx
+    K2[1, :] *= sy
+    K2[2] = (0.0, 0.0, 1.0)
+    return K2
+
+
+def _fov_K(width: int, height: int, fov_deg: float) -> np.ndarray:
+    try:
+        from vipa.geometry import fov_intrinsics
+    except ImportError:  # geometry not there yet: same formula (principal point at the centre)
+        f = 0.5 * width / math.tan(math.radians(fov_deg) / 2.0)
+        return np.array([[f, 0, width / 2.0], [0, f, height / 2.0], [0, 0, 1]], np.float32)
+    return np.asarray(fov_intrinsics(width, height, fov_deg), np.float32)
+
+
+def _check_K(K: Any, where: str | Path) -> np.ndarray:
+    try:
+        K = np.asarray(K, np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(where, f"intrinsics are not numeric: {exc}") from None
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(where, f"intrinsics must be a 3x3 K with positive focal lengths, got {K.tolist()}")
+    return K
+
+
+def read_intrinsics(path: str | Path) -> np.ndarray:
+    """Read a 3x3 K (float32, pixels) from an Open3D camera json (column-major
+    ``intrinsic_matrix``), a json with fx, fy, cx, cy, or a text/npy file holding 3x3 numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "intrinsics file does not exist")
+    try:
+        if path.suffix == ".npy":
+            return _check_K(np.load(path, allow_pickle=False), path)
+        if path.suffix == ".json":
+            d = json.loads(path.read_text())
+            if "intrinsic_matrix" in d:  # Open3D PinholeCameraIntrinsic: column-major
+                return _check_K(np.asarray(d["intrinsic_matrix"], np.float32).reshape(3, 3).T, path)
+            if "K" in d:
+                return _check_K(np.asarray(d["K"], np.float32).reshape(3, 3), path)
+            if all(k in d for k in ("fx", "fy", "cx", "cy")):
+                return _check_K([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], path)
+            raise InputError(path, "json has none of intrinsic_matrix, K, fx/fy/cx/cy")
+        return _check_K(np.loadtxt(path, dtype=np.float32).reshape(3, 3), path)
+    except InputError:
+        raise
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read intrinsics: {exc}") from None
+
+
+def _find_K_file(folder: Path) -> Path | None:
+    for name in K_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    for p in sorted(folder.glob("*.json")):
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and ("intrinsic_matrix" in d or all(k in d for k in ("fx", "fy", "cx", "cy"))):
+            return p
+    return None
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)  # camera orientation tag -> upright pixels
+            return np.asarray(im.convert("RGB"), np.uint8)
+    except FileNotFoundError:
+        raise InputError(path, "image file does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable image ({exc})") from None
+
+
+def _read_depth(path: Path, depth_factor: float) -> np.ndarray:
+    """(H, W) float32 metres, NaN where there is no reading."""
+    try:
+        if path.suffix == ".npy":
+            d = np.load(path, allow_pickle=False)
+        else:
+            import cv2
+
+            d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+            if d is None:
+                raise InputError(path, "not a readable depth image")
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable depth image ({exc})") from None
+    if d.ndim == 3:
+        if d.shape[2] != 1:
+            raise InputError(path, f"depth must have one channel, got shape {d.shape}")
+        d = d[..., 0]
+    if d.ndim != 2:
+        raise InputError(path, f"depth must be 2D, got shape {d.shape}")
+    if np.issubdtype(d.dtype, np.integer):
+        if d.dtype == np.uint8:
+            raise InputError(path, "8-bit depth cannot be metric; expected uint16 or float")
+        out = d.astype(np.float32) / np.float32(depth_factor)
+    else:
+        out = d.astype(np.float32)
+    out[~(out > 0) | ~np.isfinite(out)] = np.nan
+    return out
+
+
+def _resize_rgb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (img.shape[1], img.shape[0]) == size:
+        return img
+    import cv2
+
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def _resize_depth(d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (d.shape[1], d.shape[0]) == size:
+        return d
+    import cv2
+
+    return cv2.resize(d, size, interpolation=cv2.INTER_NEAREST)
+
+
+def detect_kind(path: str | Path) -> str:
+    """"video", "image", "images" or "rgbd" for a path (raises InputError if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if path.is_file():
+        return "image" if path.suffix.lower() in IMAGE_EXTS else "video"
+    if not path.is_dir():
+        raise InputError(path, "neither a file nor a folder")
+    if (path / "rgb.txt").is_file() and (path / "depth.txt").is_file():
+        return "rgbd"
+    if (path / "rgb").is_dir() and (path / "depth").is_dir():
+        return "rgbd"
+    if _single_pair(path) is not None:
+        return "rgbd"
+    return "images"
+
+
+def _single_pair(folder: Path) -> tuple[Path, Path] | None:
+    imgs = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS + (".npy",)]
+    depth = [p for p in imgs if "depth" in p.stem.lower()]
+    color = [p for p in imgs if p not in depth and re.search(r"colou?r|rgb|image", p.stem.lower())]
+    if len(depth) == 1 and len(color) == 1:
+        return color[0], depth[0]
+    return None
+
+
+# ----------------------------------------------------------------------------- the source
+
+
+class FrameSource:
+    """An opened, checked input. Iterate it for ``Frame``s (a generator: one frame in memory at
+    a time); ``info`` describes it. Iterating again starts again from the first frame."""
+
+    def __init__(self, info: SourceInfo, make_iter, close=None) -> None:
+        self.info = info
+        self._make_iter = make_iter
+        self._close = close
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self._make_iter()
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_source(
+    path: str | Path,
+    *,
+    fps: float | None = None,
+    max_width: int | None = None,
+    max_frames: int | None = None,
+    K: np.ndarray | None = None,
+    depth_factor: float | None = None,
+    source_fps: float | None = None,
+    fov_deg: float = DEFAULT_FOV_DEG,
+) -> FrameSource:
+    """Open and check an input (see the module docstring). ``fps``: target frame rate (keep every
+    k-th frame); ``max_width``: downscale wider frames (aspect kept); ``max_frames``: stop after
+    this many output frames; ``K``: intrinsics of the *input* size (scaled with the frames);
+    ``source_fps``: frame rate of an image folder / RGB-D sequence without timestamps (default
+    30). Raises InputError for anything that cannot be read."""
+    if fps is not None and not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    if max_frames is not None and max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+    path = Path(path)
+    kind = detect_kind(path)
+    opts = dict(fps=fps, max_width=max_width, max_frames=max_frames, K=K, fov_deg=fov_deg)
+    if kind == "video":
+        return _open_video(path, **opts)
+    if kind in ("images", "image"):
+        return _open_images(path, source_fps=source_fps, **opts)
+    return _open_rgbd(path, depth_factor=depth_factor, source_fps=source_fps, **opts)
+
+
+def iter_frames(path: str | Path, **kwargs: Any) -> Iterator[Frame]:
+    """Generator over the frames of ``open_source(path, **kwargs)``; closes the input at the end."""
+    with open_source(path, **kwargs) as src:
+        yield from src
+
+
+def _step(source_fps: float, fps: float | None) -> int:
+    if fps is None or fps >= source_fps:
+        return 1
+    return max(1, int(round(source_fps / fps)))
+
+
+def _n_out(n_src: int, step: int, max_frames: int | None) -> int:
+    n = (n_src + step - 1) // step
+    return n if max_frames is None else min(n, max_frames)
+
+
+def _intrinsics(K, where, src_w, src_h, sx, sy, out_w, out_h, fov_deg) -> tuple[np.ndarray, bool]:
+    if K is not None:
+        return _scale_K(_check_K(K, where), sx, sy), False
+    return _fov_K(out_w, out_h, fov_deg), True
+
+
+# ----------------------------------------------------------------------------- video
+
+
+def _open_video(path: Path, *, fps, max_width, max_frames, K, fov_deg) -> FrameSource:
+    import av
+
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file (0 bytes), not a video")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise InputError(path, f"not a readable video (truncated or not a video container): {exc}") from None
+    try:
+        if not container.streams.video:
+            raise InputError(path, "no video stream in the file")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        src_fps = float(rate) if rate else 0.0
+        first = None
+        try:
+            for first in container.decode(stream):
+                break
+        except av.FFmpegError as exc:
+            raise InputError(path, f"cannot decode the first frame (corrupt or truncated): {exc}") from None
+        if first is None:
+            raise InputError(path, "zero-length video: no frame could be decoded")
+        if not src_fps > 0:
+            raise InputError(path, "video has no frame rate")
+        rotation = int(round((first.rotation or 0) / 90.0)) * 90 % 360
+        w0, h0 = first.width, first.height
+        src_w, src_h = (h0, w0) if rotation in (90, 270) else (w0, h0)
+        n_src = int(stream.frames or 0)
+        exact = n_src > 0
+        if not exact:
+            dur = (float(stream.duration * stream.time_base) if stream.duration else
+                   (container.duration or 0) / 1e6)
+            n_src = max(1, int(round(dur * src_fps)))
+        codec = stream.codec_context.name
+    except BaseException:
+        container.close()
+        raise
+    container.close()
+
+    out_w, out_h = _resized_size(src_w, src_h, max_width)
+    sx, sy = out_w / src_w, out_h / src_h
+    step = _step(src_fps, fps)
+    K_out, est = _intrinsics(K, path, src_w, src_h, sx, sy, out_w, out_h, fov_deg)
+    info = SourceInfo(
+        path=str(path), kind="video", fps=src_fps / step, source_fps=src_fps, width=out_w,
+        height=out_h, source_width=src_w, source_height=src_h,
+        num_frames=_n_out(n_src, step, max_frames), source_num_frames=n_src,
+        num_frames_exact=exact, frame_step=step, scale_x=sx, scale_y=sy, max_width=max_width,
+        K=K_out, K_is_estimate=est, rotation=rotation, codec=codec,
+    )
+    # decode size before rotation
+    dec_w, dec_h = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
+    return FrameSource(info, lambda: _video_frames(path, info, dec_w, dec_h, max_frames))
+
+
+def _video_frames(path: Path, info: SourceInfo, dec_w: int, dec_h: int, max_frames) -> Iterator[Frame]:
+    import av
+
+    step, k_rot = info.frame_step, info.rotation // 90
+    resize = (dec_w, dec_h) != ((info.source_height, info.source_width) if k_rot % 2 else
+                                (info.source_width, info.source_height))
+    n_out = n_src = 0
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise InputError(path, f"not a readable video: {exc}") from None
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                i = n_src
+                n_src += 1
+                if i % step:
+                    continue
+                if max_frames is not None and n_out >= max_frames:
+                    return
+                if resize:
+                    rgb = frame.to_ndarray(format="rgb24", width=dec_w, height=dec_h, interpolation="AREA")
+                else:
+                    rgb = frame.to_ndarray(format="rgb24")
+                if k_rot:
+                    rgb = np.ascontiguousarray(np.rot90(rgb, k_rot))
+                t = float(frame.time) if frame.time is not None else i / info.source_fps
+                yield Frame(index=n_out, source_index=i, timestamp=t, rgb=rgb)
+                n_out += 1
+        except av.FFmpegError as exc:
+            raise InputError(path, f"decoding failed after {n_src} frames (corrupt or truncated): {exc}") from None
+    finally:
+        container.close()
+    if info.num_frames_exact and n_src < info.source_num_frames - 1:
+        raise InputError(
+            path, f"truncated video: decoded {n_src} of the {info.source_num_frames} frames the container declares"
+        )
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
+
+
+def _open_images(path: Path, *, fps, max_width, max_frames, K, fov_deg, source_fps) -> FrameSource:
+    files = [path] if path.is_file() else _image_files(path)
+    if not files:
+        raise InputError(path, f"folder holds no images ({', '.join(IMAGE_EXTS)})")
+    first = _read_rgb(files[0])
+    src_h, src_w = first.shape[:2]
+    src_fps = float(source_fps or DEFAULT_IMAGE_FPS)
+    step = _step(src_fps, fps)
+    out_w, out_h = _resized_size(src_w, src_h, max_width)
+    sx, sy = out_w / src_w, out_h / src_h
+    if K is None and path.is_dir() and (kf := _find_K_file(path)) is not None:
+        K = read_intrinsics(kf)
+    K_out, est = _intrinsics(K, path, src_w, src_h, sx, sy, out_w, out_h, fov_deg)
+    info = SourceInfo(
+        path=str(path), kind="images", fps=src_fps / step, source_fps=src_fps, width=out_w,
+        height=out_h, source_width=src_w, source_height=src_h,
+        num_frames=_n_out(len(files), step, max_frames), source_num_frames=len(files),
+        frame_step=step, scale_x=sx, scale_y=sy, max_width=max_width, K=K_out, K_is_estimate=est,
+        extra={"files_sorted": "natural"},
+    )
+
+    def gen() -> Iterator[Frame]:
+        for n, i in enumerate(range(0, len(files), step)):
+            if n >= info.num_frames:
+                return
+            rgb = _read_rgb(files[i])
+            if rgb.shape[:2] != (src_h, src_w):
+                raise InputError(files[i], f"image is {rgb.shape[1]}x{rgb.shape[0]}, the sequence is {src_w}x{src_h}")
+            yield Frame(index=n, source_index=i, timestamp=i / src_fps, rgb=_resize_rgb(rgb, (out_w, out_h)))
+
+    return FrameSource(info, gen)
+
+
+# ----------------------------------------------------------------------------- RGB-D
+
+
+def _read_assoc(txt: Path) -> list[tuple[float, Path]]:
+    out = []
+    try:
+        lines = txt.read_text().splitlines()
+    except OSError as exc:
+        raise InputError(txt, f"cannot read: {exc}") from None
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        try:
+            out.append((float(parts[0]), txt.parent / parts[1]))
+        except (ValueError, IndexError):
+            raise InputError(txt, f"line {n}: expected 'timestamp path', got {line!r}") from None
+    return out
+
+
+def _associate(a: list[tuple[float, Path]], b: list[tuple[float, Path]], max_dt: float):
+    """Greedy nearest-timestamp matching (TUM associate.py): list of (t_a, path_a, path_b)."""
+    if not a or not b:
+        return []
+    tb = np.array([t for t, _ in b])
+    order = np.argsort(tb)
+    tb = tb[order]
+    used: set[int] = set()
+    pairs = []
+    for t, pa in a:
+        j = int(np.searchsorted(tb, t))
+        cands = [k for k in (j - 1, j) if 0 <= k < len(tb) and k not in used]
+        if not cands:
+            continue
+        k = min(cands, key=lambda c: abs(tb[c] - t))
+        if abs(tb[k] - t) <= max_dt:
+            used.add(k)
+            pairs.append((t, pa, b[order[k]][1]))
+    return pairs
+
+
+def _stamp(p: Path) -> float | None:
+    try:
+        return float(p.stem)
+    except ValueError:
+        return None
+
+
+def _rgbd_pairs(path: Path) -> tuple[list[tuple[float | None, Path, Path]], bool]:
+    """(timestamp or None, colour path, depth path) pairs, and whether timestamps are real."""
+    if (path / "rgb.txt").is_file() and (path / "depth.txt").is_file():
+        pairs = _associate(_read_assoc(path / "rgb.txt"), _read_assoc(path / "depth.txt"), TUM_MAX_DT)
+        if not pairs:
+            raise InputError(path, f"no colour/depth pair within {TUM_MAX_DT * 1000:.0f} ms in rgb.txt/depth.txt")
+        return [(t, c, d) for t, c, d in pairs], True
+    if (path / "rgb").is_dir() and (path / "depth").is_dir():
+        rgb = _image_files(path / "rgb")
+        depth = sorted((p for p in (path / "depth").iterdir() if p.suffix.lower() in DEPTH_EXTS), key=_natural_key)
+        if not rgb or not depth:
+            raise InputError(path, f"rgb/ has {len(rgb)} images and depth/ {len(depth)} depth files")
+        ta, tb = [_stamp(p) for p in rgb], [_stamp(p) for p in depth]
+        if None not in ta and None not in tb:
+            pairs = _associate(list(zip(ta, rgb)), list(zip(tb, depth)), TUM_MAX_DT)
+            if pairs:
+                return [(t, c, d) for t, c, d in pairs], True
+        if len(rgb) != len(depth):
+            raise InputError(path, f"rgb/ has {len(rgb)} images but depth/ has {len(depth)}, and their names are not timestamps")
+        return [(None, c, d) for c, d in zip(rgb, depth)], False
+    pair = _single_pair(path)
+    if pair is None:
+        raise InputError(path, "not an RGB-D layout (rgb.txt+depth.txt, rgb/+depth/, or one colour+depth pair)")
+    return [(None, pair[0], pair[1])], False
+
+
+def _open_rgbd(path: Path, *, fps, max_width, max_frames, K, fov_deg, depth_factor, source_fps) -> FrameSource:
+    pairs, stamped = _rgbd_pairs(path)
+    depth_factor = float(depth_factor or DEFAULT_DEPTH_FACTOR)
+    c0 = _read_rgb(pairs[0][1])
+    d0 = _read_depth(pairs[0][2], depth_factor)
+    src_h, src_w = c0.shape[:2]
+    if d0.shape != (src_h, src_w):
+        raise InputError(path, f"depth {pairs[0][2].name} is {d0.shape[1]}x{d0.shape[0]} but colour "
+                               f"{pairs[0][1].name} is {src_w}x{src_h}; they must be registered and the same size")
+    if stamped and len(pairs) > 1:
+        ts = np.array([p[0] for p in pairs], float)
+        src_fps = float(source_fps or (len(ts) - 1) / max(ts[-1] - ts[0], 1e-9))
+        t0 = ts[0]
+    else:
+        src_fps, t0 = float(source_fps or DEFAULT_IMAGE_FPS), 0.0
+    step = _step(src_fps, fps)
+    out_w, out_h = _resized_size(src_w, src_h, max_width)
+    sx, sy = out_w / src_w, out_h / src_h
+    if K is None and (kf := _find_K_file(path)) is not None:
+        K = read_intrinsics(kf)
+    K_out, est = _intrinsics(K, path, src_w, src_h, sx, sy, out_w, out_h, fov_deg)
+    info = SourceInfo(
+        path=str(path), kind="rgbd", fps=src_fps / step, source_fps=src_fps, width=out_w,
+        height=out_h, source_width=src_w, source_height=src_h,
+        num_frames=_n_out(len(pairs), step, max_frames), source_num_frames=len(pairs),
+        frame_step=step, scale_x=sx, scale_y=sy, max_width=max_width, K=K_out, K_is_estimate=est,
+        has_depth=True, depth_factor=depth_factor,
+        extra={"timestamps": "file" if stamped else "index/fps"},
+    )
+
+    def gen() -> Iterator[Frame]:
+        for n, i in enumerate(range(0, len(pairs), step)):
+            if n >= info.num_frames:
+                return
+            t, cp, dp = pairs[i]
+            rgb = c0 if i == 0 else _read_rgb(cp)
+            depth = d0 if i == 0 else _read_depth(dp, depth_factor)
+            if rgb.shape[:2] != (src_h, src_w):
+                raise InputError(cp, f"colour is {rgb.shape[1]}x{rgb.shape[0]}, the sequence is {src_w}x{src_h}")
+            if depth.shape != (src_h, src_w):
+                raise InputError(dp, f"depth is {depth.shape[1]}x{depth.shape[0]} but colour {cp.name} is {src_w}x{src_h}")
+            ts = (t - t0) if t is not None else i / src_fps
+            yield Frame(index=n, source_index=i, timestamp=float(ts), rgb=_resize_rgb(rgb, (out_w, out_h)),
+                        depth=_resize_depth(depth, (out_w, out_h)))
+
+    return FrameSource(info, gen)
