@@ -1,0 +1,93 @@
+"""Every Rerun entity path and timeline name VIPA uses, defined once.
+
+Layout of a recording (3D values in metres; ``world`` uses the OpenCV camera convention,
+x right, y down, z forward, so an identity camera pose puts the camera at the origin):
+
+    /world                              view coordinates (RDF)
+    /world/camera                       Transform3D world_from_camera per frame
+    /world/camera/image                 Pinhole (K) + the RGB frame (frustum in 3D, 2D view)
+    /world/camera/image/hands/{side}/joints    Points2D, projected joints (pixels)
+    /world/camera/image/hands/{side}/bones     LineStrips2D, skeleton in the image
+    /world/camera/points                Points3D, downsampled coloured cloud (camera frame)
+    /world/camera/hands/{side}/joints   Points3D, 21 joints (camera frame)
+    /world/camera/hands/{side}/bones    LineStrips3D per HAND_EDGES (camera frame)
+    /world/camera/objects/{id}          Boxes3D (camera frame)
+    /world/trajectory/{side}            LineStrips3D, the wrist over the episode (world frame)
+    /world/prediction/{side}            LineStrips3D, a predicted wrist trajectory (world frame)
+    /plots/wrist/{side}                 Scalars x, y, z (metres, camera frame)
+    /plots/confidence/{side}            Scalars, mean joint confidence
+    /plots/reproj_error/{side}          Scalars, mean reprojection error (pixels)
+    /plots/depth_scale                  Scalars, calibration scale s
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+FRAME_TIMELINE: Final = "frame"  # sequence timeline: frame index 0..T-1
+TIME_TIMELINE: Final = "time"  # duration timeline: seconds from the episode start
+
+WORLD: Final = "world"
+CAMERA: Final = "world/camera"
+IMAGE: Final = "world/camera/image"
+CLOUD: Final = "world/camera/points"
+TRAJECTORY_ROOT: Final = "world/trajectory"
+PREDICTION_ROOT: Final = "world/prediction"
+PLOTS: Final = "plots"
+DEPTH_SCALE_PLOT: Final = "plots/depth_scale"
+
+
+def hand_joints_3d(side: str) -> str:
+    """Points3D of one hand's joints, camera frame."""
+    return f"{CAMERA}/hands/{side}/joints"
+
+
+def hand_bones_3d(side: str) -> str:
+    """LineStrips3D of one hand's skeleton, camera frame."""
+    return f"{CAMERA}/hands/{side}/bones"
+
+
+def hand_joints_2d(side: str) -> str:
+    """Points2D of one hand's joints in the image, pixels."""
+    return f"{IMAGE}/hands/{side}/joints"
+
+
+def hand_bones_2d(side: str) -> str:
+    """LineStrips2D of one hand's skeleton in the image, pixels."""
+    return f"{IMAGE}/hands/{side}/bones"
+
+
+def object_box(object_id: str) -> str:
+    """Boxes3D of one object, camera frame."""
+    return f"{CAMERA}/objects/{_safe(object_id)}"
+
+
+def trajectory(side: str) -> str:
+    """LineStrips3D of one hand's wrist trajectory, world frame."""
+    return f"{TRAJECTORY_ROOT}/{side}"
+
+
+def prediction(name: str) -> str:
+    """LineStrips3D of a predicted wrist trajectory, world frame."""
+    return f"{PREDICTION_ROOT}/{_safe(name)}"
+
+
+def wrist_plot(side: str) -> str:
+    """Scalars x, y, z of one wrist over time."""
+    return f"{PLOTS}/wrist/{side}"
+
+
+def confidence_plot(side: str) -> str:
+    """Scalars: mean joint confidence of one hand over time."""
+    return f"{PLOTS}/confidence/{side}"
+
+
+def reproj_plot(side: str) -> str:
+    """Scalars: mean reprojection error (pixels) of one hand over time."""
+    return f"{PLOTS}/reproj_error/{side}"
+
+
+def _safe(part: str) -> str:
+    """One entity-path segment: no separators, no empty name."""
+    cleaned = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in str(part))
+    return cleaned or "_"
