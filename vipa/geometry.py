@@ -138,7 +138,8 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
         raise ValueError(f"points: expected shape (..., 3), got {p.shape}")
     x, y, z = p[..., 0], p[..., 1], p[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        zi = np.where(z > 0, 1.0 / z, np.nan).astype(np.float32)
+        ok = (z > 0) & np.isfinite(x) & np.isfinite(y) & (z < np.inf)
+        zi = np.where(ok, 1.0 / z, np.nan).astype(np.float32)
     xn, yn = x * zi, y * zi
     u = K[..., 0, 0] * xn + K[..., 0, 1] * yn + K[..., 0, 2]
     v = K[..., 1, 1] * yn + K[..., 1, 2]
