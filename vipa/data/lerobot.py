@@ -140,7 +140,7 @@ class LeRobotWriter:
         for name, ft in self.features.items():
             if "/" in name:
                 raise LeRobotFormatError(f"feature {name!r}: names must not contain '/'")
-            if ft.get("dtype") not in ("float32", "int64", "bool", "video"):
+            if ft.get("dtype") not in ("float32", "int64", "uint16", "bool", "video"):
                 raise LeRobotFormatError(f"feature {name!r}: unsupported dtype {ft.get('dtype')!r}")
 
     def add_episode(self, data: dict[str, np.ndarray], task: str, extra: dict[str, Any] | None = None) -> int:

@@ -1,0 +1,79 @@
+"""`vipa sim collect | eval`: robot demonstrations and closed-loop evaluation in Meta-World."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DEFAULT_TASKS = ["reach-v3", "push-v3", "button-press-topdown-v3", "drawer-open-v3"]
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from vipa.sim.collect import collect_demos
+
+    stats = collect_demos(args.out, args.tasks, args.episodes, seed=args.seed, camera=args.camera,
+                          size=args.size, max_steps=args.max_steps, only_success=not args.keep_failures)
+    for s in stats:
+        print(json.dumps({"task": s.task, "attempted": s.attempted, "kept": s.kept, "expert_successes": s.successes}))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vipa.sim.evaluate import evaluate
+
+    policy = None
+    server = None
+    if args.checkpoint != "expert":
+        from vipa.infer.server import PolicyClient, PolicyServer
+        from vipa.sim.policy import PredictorPolicy
+
+        if args.server:
+            host, _, port = args.server.rpartition(":")
+            policy = PolicyClient(host or "127.0.0.1", int(port))
+        else:  # the same path a real robot uses: an in-process server and a client
+            server = PolicyServer(PredictorPolicy.load(args.checkpoint), port=0).start()
+            policy = PolicyClient("127.0.0.1", server.port)
+    try:
+        report = evaluate(policy, args.tasks, args.episodes, seed=args.seed, replan=args.replan,
+                          camera=args.camera, size=args.size, max_steps=args.max_steps, out=args.out,
+                          save_videos=args.save_videos)
+    finally:
+        if server is not None:
+            policy.close()
+            server.stop()
+    for t in report["tasks"]:
+        lo, hi = t["ci95"]
+        print(f"{t['task']:28s} {t['successes']:3d}/{t['episodes']:<3d} = {t['success_rate']:.0%}  "
+              f"(95% CI {lo:.0%}-{hi:.0%})")
+    print(f"mean success rate {report['mean_success_rate']:.1%}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="robot demonstrations and evaluation in simulation (Meta-World)")
+    ssub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--env", default="metaworld", choices=["metaworld"])
+        q.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
+        q.add_argument("--episodes", type=int, default=50)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--camera", default="corner")
+        q.add_argument("--size", type=int, default=96, help="square image size in pixels")
+        q.add_argument("--max-steps", type=int, default=200)
+
+    c = ssub.add_parser("collect", help="record scripted-expert demonstrations as a LeRobot v3 dataset")
+    common(c)
+    c.add_argument("--out", required=True)
+    c.add_argument("--keep-failures", action="store_true", help="also keep demonstrations that failed")
+    c.set_defaults(func=_collect)
+
+    e = ssub.add_parser("eval", help="roll a checkpoint out; success rate per task with 95%% intervals")
+    e.add_argument("checkpoint", help="checkpoint folder (from `vipa train post`), or 'expert' for the ceiling")
+    common(e)
+    e.add_argument("--replan", type=int, default=8, help="actions executed from each predicted chunk")
+    e.add_argument("--server", help="HOST:PORT of a running `vipa serve` instead of loading the checkpoint")
+    e.add_argument("--out", help="folder for report.json, videos and rollouts")
+    e.add_argument("--save-videos", type=int, default=2, help="rollouts saved per task")
+    e.set_defaults(func=_eval)
