@@ -156,3 +156,309 @@ def test_score_predictions() -> None:
         score_predictions(preds[:2], gts)
     with pytest.raises(AnswerParseError):
         score_predictions(["left, 0.1m"], ["not an answer"])
+
+
+# ============================================================================ generated QA
+# A hand-made episode with known world-frame ground truth: the camera pans about its y axis and
+# slides right; the right hand reaches a box, grasps it (index tip inside it) and lifts it.
+# Everything the generator reads is derived here with plain numpy, and the checks below
+# recompute every answer from the world-frame truth, not from the generator's helpers.
+
+from annotators.language import (  # noqa: E402
+    TemplateError,
+    load_templates,
+    resolve_instruction,
+    template_instruction,
+)
+from annotators.qa import QA_TYPES, generate_qa  # noqa: E402
+from vipa.conventions import FINGERTIPS, INDEX_MCP, INDEX_TIP, MIDDLE_MCP, PINKY_MCP, WRIST  # noqa: E402
+from vipa.data.episode import Episode, HandTrack, ObjectTrack  # noqa: E402
+
+T_FRAMES, FPS = 60, 10.0
+OBJ_SIZE = np.array([0.08, 0.10, 0.08])
+GRASP_AT = 25
+
+
+def rot_y(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def make_world(moving_camera: bool = True, still_hand: bool = False) -> dict:
+    """World-frame truth: camera poses (T,4,4), hand joints (T,21,3), object centres (T,3)."""
+    rng = np.random.default_rng(7)
+    offsets = rng.uniform(-0.03, 0.03, (21, 3))
+    offsets[WRIST] = 0.0
+    offsets[list(FINGERTIPS)] += [0.0, 0.0, 0.09]
+    poses = np.tile(np.eye(4), (T_FRAMES, 1, 1))
+    if moving_camera:
+        for t in range(T_FRAMES):
+            poses[t, :3, :3] = rot_y(0.01 * t)
+            poses[t, :3, 3] = [0.004 * t, -0.001 * t, 0.0]
+    obj0 = np.array([0.10, 0.10, 0.65])
+    w_grasp = obj0 - offsets[INDEX_TIP]  # index tip at the box centre
+    w_start = np.array([-0.15, 0.02, 0.40])
+    wrist = np.empty((T_FRAMES, 3))
+    for t in range(T_FRAMES):
+        if still_hand:
+            wrist[t] = w_start + 0.001 * np.sin(t)
+        elif t <= GRASP_AT:
+            wrist[t] = w_start + (w_grasp - w_start) * t / GRASP_AT
+        else:
+            wrist[t] = w_grasp + np.array([0.0, -0.006, -0.002]) * (t - GRASP_AT)
+    joints = wrist[:, None, :] + offsets[None]
+    obj = np.tile(obj0, (T_FRAMES, 1))
+    if not still_hand:
+        obj[GRASP_AT:] = obj0 + (wrist[GRASP_AT:] - w_grasp)
+    return {"poses": poses, "joints": joints, "obj": obj}
+
+
+def to_cam(poses: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """World points (T, ..., 3) into each frame's camera frame."""
+    R, t = poses[:, :3, :3], poses[:, :3, 3]
+    shape = pts.shape
+    p = pts.reshape(shape[0], -1, 3) - t[:, None, :]
+    return np.einsum("tji,tnj->tni", R, p).reshape(shape)  # R^T (p - t)
+
+
+def make_episode(world: dict, episode_id: str = "ep0") -> Episode:
+    K = np.array([[300, 0, 112], [0, 300, 112], [0, 0, 1]], np.float32)
+    cam_joints = to_cam(world["poses"], world["joints"]).astype(np.float32)
+    right = HandTrack.empty("right", T_FRAMES)
+    right.joints_3d[:] = cam_joints
+    right.joints_2d[:] = 0.0
+    right.present[:] = True
+    right.valid[:] = True
+    right.confidence[:] = 1.0
+    right.present[12:15] = False  # hand out of view
+    right.joints_3d[12:15] = np.nan
+    right.valid[12:15] = False
+    right.valid[30, PINKY_MCP] = False  # palm centre unavailable: wrist anchor
+    right.valid[40, list(FINGERTIPS)] = False  # contact unknown in this frame
+    frame_valid = np.ones(T_FRAMES, bool)
+    frame_valid[7] = False
+    obj = ObjectTrack("o1", "red box", to_cam(world["poses"], world["obj"]).astype(np.float32),
+                      OBJ_SIZE.astype(np.float32), np.zeros((T_FRAMES, 4), np.float32))
+    return Episode(episode_id=episode_id, fps=FPS, width=224, height=224, K=K, hands={"right": right},
+                   num_frames=T_FRAMES, instruction="Lift the red box.", objects=[obj],
+                   camera_pose=world["poses"].astype(np.float32), frame_valid=frame_valid).validate()
+
+
+def want_words(v: np.ndarray, gamma: float = DEFAULT_GAMMA) -> str:
+    """Direction + distance recomputed independently of vipa.data.qa."""
+    n = np.linalg.norm(v)
+    if n < 0.005:
+        return f"stationary, {n:.2f}m"
+    u = v / n
+    names = [("right", "left"), ("down", "up"), ("forward", "backward")]
+    words = [names[i][0 if u[i] > 0 else 1] for i in range(3) if abs(u[i]) > gamma]
+    assert words, "test episode has no axis above gamma"
+    return f"{' and '.join(words)}, {n:.2f}m"
+
+
+def world_to_cam(world: dict, t: int, p: np.ndarray) -> np.ndarray:
+    P = world["poses"][t]
+    return P[:3, :3].T @ (p - P[:3, 3])
+
+
+def hand_ok(ep: Episode, t: int) -> bool:
+    return bool(ep.frame_valid[t] and ep.hands["right"].present[t])
+
+
+def truth_contact(world: dict, ep: Episode, t: int) -> float:
+    tips = [k for k in FINGERTIPS if ep.hands["right"].valid[t, k]]
+    if not tips:
+        return np.inf
+    c = world_to_cam(world, t, world["obj"][t])
+    tips_cam = np.array([world_to_cam(world, t, world["joints"][t, k]) for k in tips])
+    d = np.maximum(np.abs(tips_cam - c) - OBJ_SIZE / 2, 0)
+    return float(np.linalg.norm(d, axis=1).min())
+
+
+def check_qa_record(r: dict, world: dict, ep: Episode) -> None:
+    """Recompute one record's answer from the world-frame truth."""
+    assert all(ep.frame_valid[f] for f in r["frames"]), r
+    assert r["frames"] == sorted(r["frames"]) and len(set(r["frames"])) == len(r["frames"])
+    j = world["joints"]
+    if r["type"] == "spatial_relationship":
+        t = r["frames"][-1]
+        assert 1 <= len(r["frames"]) <= 4 and hand_ok(ep, t)
+        palm_ids = [WRIST, INDEX_MCP, MIDDLE_MCP, PINKY_MCP]
+        if ep.hands["right"].valid[t, palm_ids].all():
+            hand_w, anchor = j[t, palm_ids].mean(0), "palm_centre"
+        else:
+            hand_w, anchor = j[t, WRIST], "wrist"
+        v = world_to_cam(world, t, world["obj"][t]) - world_to_cam(world, t, hand_w)
+        contact = truth_contact(world, ep, t) <= 0.02
+        assert r["target"]["anchor"] == anchor
+        assert r["answer"] == want_words(v) + (", in contact" if contact else ", not in contact")
+        assert "red box" in r["question"]
+    elif r["type"] == "task_completion":
+        (t,) = r["frames"]
+        assert hand_ok(ep, t)
+        valid = [f for f in range(T_FRAMES) if hand_ok(ep, f)]
+        contact = {f: truth_contact(world, ep, f) <= 0.02 for f in valid}
+        onsets = [f for f in valid if contact[f] and not contact.get(f - 1, False)]
+        later = [f for f in onsets if f > t]
+        g = later[0] if later else valid[-1]
+        assert r["target"]["goal_frame"] == g
+        assert r["target"]["goal"] == ("grasp" if later else "end")
+        v = world_to_cam(world, t, j[g, WRIST]) - world_to_cam(world, t, j[t, WRIST])
+        assert r["answer"] == want_words(v)
+        assert "lift the red box" in r["question"].lower()
+    elif r["type"] == "hand_movement":
+        a, b = r["frames"]
+        assert hand_ok(ep, a) and hand_ok(ep, b) and a < b
+        v = world_to_cam(world, a, j[b, WRIST]) - world_to_cam(world, a, j[a, WRIST])
+        assert r["answer"] == want_words(v)
+    elif r["type"] == "camera_movement":
+        a, b = r["frames"]
+        Pa, Pb = world["poses"][a], world["poses"][b]
+        R = Pa[:3, :3].T @ Pb[:3, :3]
+        t_ab = Pa[:3, :3].T @ (Pb[:3, 3] - Pa[:3, 3])
+        angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
+        # The camera pans about +y (down) only: the axis is "down" for b after a.
+        rot = f"rotation: down, {angle:.1f} degrees" if angle >= 0.5 else "rotation: none, 0.0 degrees"
+        assert r["answer"] == f"{rot}; translation: {want_words(t_ab)}"
+    else:
+        raise AssertionError(f"unknown type {r['type']}")
+    for key in ("id", "episode_id", "question", "answer", "target", "frames"):
+        assert key in r
+    assert abs(np.linalg.norm(r["target"]["vector"]) - r["target"]["distance"]) < 1e-6
+
+
+def test_every_generated_answer_matches_ground_truth() -> None:
+    world = make_world()
+    ep = make_episode(world)
+    recs = generate_qa(ep, seed=3, per_type=12)
+    types = {r["type"] for r in recs}
+    assert types == set(QA_TYPES)
+    for r in recs:
+        check_qa_record(r, world, ep)
+    spatial = [r for r in recs if r["type"] == "spatial_relationship"]
+    assert {r["target"]["in_contact"] for r in spatial} == {True, False}
+    assert {r["target"]["goal"] for r in recs if r["type"] == "task_completion"} <= {"grasp", "end"}
+    assert not any(40 == r["frames"][-1] for r in spatial)  # fingertips invalid there
+    assert len({r["id"] for r in recs}) == len(recs)
+    # The records are plain JSON.
+    import json
+    assert json.loads(json.dumps(recs)) == recs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 5])
+def test_generated_answers_over_seeds_and_goal_modes(seed: int) -> None:
+    world = make_world()
+    ep = make_episode(world, f"ep{seed}")
+    for goal in ("auto", "end"):
+        recs = generate_qa(ep, seed=seed, per_type=6, task_goal=goal, max_context_frames=4)
+        for r in recs:
+            if r["type"] == "task_completion" and goal == "end":
+                valid = [f for f in range(T_FRAMES) if hand_ok(ep, f)]
+                assert r["target"]["goal_frame"] == valid[-1]
+                v = world_to_cam(world, r["frames"][0], world["joints"][valid[-1], WRIST]) \
+                    - world_to_cam(world, r["frames"][0], world["joints"][r["frames"][0], WRIST])
+                assert r["answer"] == want_words(v)
+            elif not (r["type"] == "task_completion"):
+                check_qa_record(r, world, ep)
+    grasp = [r for r in generate_qa(ep, seed=seed, per_type=30, types=("task_completion",))
+             if r["target"]["goal"] == "grasp"]
+    assert grasp and all(r["frames"][0] < r["target"]["goal_frame"] for r in grasp)
+    for r in grasp:
+        check_qa_record(r, world, ep)
+
+
+def test_generation_is_deterministic_and_seeded() -> None:
+    ep = make_episode(make_world())
+    a, b = generate_qa(ep, seed=11), generate_qa(ep, seed=11)
+    assert a == b
+    assert generate_qa(ep, seed=12) != a
+
+
+def test_static_camera_and_invalid_frames() -> None:
+    world = make_world(moving_camera=False)
+    ep = make_episode(world)
+    recs = generate_qa(ep, seed=0, per_type=8)
+    assert not [r for r in recs if r["type"] == "camera_movement"]
+    for r in recs:
+        check_qa_record(r, world, ep)
+    static = generate_qa(ep, seed=0, per_type=3, types=("camera_movement",), include_static_camera=True)
+    assert len(static) == 3
+    assert all(r["answer"] == "rotation: none, 0.0 degrees; translation: stationary, 0.00m" for r in static)
+    # No frame where the hand is absent or the frame is dropped is ever used.
+    for r in recs:
+        assert 7 not in r["frames"]
+        if r["hand"] is not None:
+            assert not set(r["frames"]) & {12, 13, 14} or r["type"] == "spatial_relationship"
+            if r["type"] == "spatial_relationship":
+                assert r["frames"][-1] not in (12, 13, 14)
+
+
+def test_episode_without_hands_or_objects() -> None:
+    world = make_world()
+    ep = make_episode(world)
+    ep.hands["right"] = HandTrack.empty("right", T_FRAMES)
+    recs = generate_qa(ep, seed=0)
+    assert {r["type"] for r in recs} == {"camera_movement"}
+    ep2 = make_episode(world)
+    ep2.objects = []
+    recs2 = generate_qa(ep2, seed=0)
+    assert "spatial_relationship" not in {r["type"] for r in recs2}
+    assert {r["target"]["goal"] for r in recs2 if r["type"] == "task_completion"} == {"end"}
+
+
+def test_bad_config_is_rejected() -> None:
+    ep = make_episode(make_world())
+    with pytest.raises(ValueError, match="unknown QA type"):
+        generate_qa(ep, types=("nonsense",))
+    with pytest.raises(ValueError, match="task_goal"):
+        generate_qa(ep, task_goal="later")
+    with pytest.raises(TypeError):
+        generate_qa(ep, not_a_field=1)
+
+
+# ============================================================================ templates, language
+
+def test_templates_are_data_and_checked(tmp_path) -> None:
+    from annotators.qa import qa_templates
+    t = qa_templates()
+    assert set(QA_TYPES) <= set(t) and all(t[k] for k in QA_TYPES)
+    bad = tmp_path / "qa.json"
+    bad.write_text('{"spatial_relationship": ["Where is {thing}?"]}')
+    with pytest.raises(TemplateError, match="unknown placeholder"):
+        load_templates(bad, {"spatial_relationship": {"object", "hand"}})
+    with pytest.raises(TemplateError, match="missing template list 'task_completion'"):
+        load_templates(bad, {"task_completion": {"hand"}})
+    bad.write_text("{not json")
+    with pytest.raises(TemplateError, match="not valid JSON"):
+        load_templates(bad)
+    # Custom templates change the questions, never the answers.
+    ep = make_episode(make_world())
+    custom = {k: [f"Q {k} {{hand}}?"] for k in QA_TYPES}
+    a, b = generate_qa(ep, seed=1), generate_qa(ep, seed=1, templates=custom)
+    assert [r["answer"] for r in a] == [r["answer"] for r in b]
+    assert all(r["question"].startswith("Q ") for r in b)
+
+
+def test_instruction_sources(tmp_path) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert resolve_instruction(video, user="  Open the drawer. ").text == "Open the drawer"
+    (tmp_path / "instructions.json").write_text('{"clip": "pour the water"}')
+    got = resolve_instruction(video)
+    assert (got.text, got.source) == ("pour the water", "sidecar-json")
+    (tmp_path / "clip.txt").write_text("\n  Stack the cups.\nsecond line\n")
+    got = resolve_instruction(video)
+    assert (got.text, got.source) == ("Stack the cups", "sidecar-txt")
+    other = tmp_path / "other.mp4"
+    got = resolve_instruction(other, object_names=["mug"], seed=3)
+    assert got.source == "template" and "mug" in got.text
+    assert template_instruction(["mug"], seed=3) == got.text
+    assert resolve_instruction(other, mapping={"other.mp4": "wipe the table"}).text == "wipe the table"
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "instruction.txt").write_text("open the lid")
+    assert resolve_instruction(frames).text == "open the lid"
+    (tmp_path / "broken.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="broken.json.*not valid JSON"):
+        resolve_instruction(other, mapping=tmp_path / "broken.json")
+    assert resolve_instruction(None).source == "template"
