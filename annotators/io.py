@@ -29,9 +29,11 @@ Sampling and resizing
     Depth is resized with nearest neighbour (no mixing of depths across edges).
 
 Intrinsics
-    Given ``K`` > a K file beside an RGB-D input (Open3D's camera json with a column-major
+    All K are in the corner convention of ``vipa.conventions`` (a ``K`` argument too). Given
+    ``K`` > a K file beside an RGB-D input (Open3D's camera json with a column-major
     ``intrinsic_matrix``, a json with fx/fy/cx/cy, or a K.txt / intrinsics.txt 3x3) > the
-    field-of-view default ``vipa.geometry.fov_intrinsics`` (``K_is_estimate=True``).
+    field-of-view default ``vipa.geometry.fov_intrinsics`` (``K_is_estimate=True``). K files are
+    read by ``read_intrinsics``, which converts OpenCV-convention files (cx + 0.5, cy + 0.5).
 
 RGB-D layouts
     TUM: ``rgb.txt`` + ``depth.txt`` association files (``timestamp path`` lines, ``#``
@@ -49,7 +51,6 @@ display rotation (phone videos) is applied to the pixels and recorded.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ import numpy as np
 
 from annotators.errors import InputError
 from vipa.conventions import DEFAULT_FOV_DEG
+from vipa.geometry import fov_intrinsics, scale_intrinsics
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEPTH_EXTS = (".png", ".tif", ".tiff", ".npy")
@@ -128,23 +130,6 @@ def _resized_size(w: int, h: int, max_width: int | None) -> tuple[int, int]:
     return int(max_width), max(1, int(round(h * max_width / w)))
 
 
-def _scale_K(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    K2 = np.array(K, np.float32, copy=True)
-    K2[0, :] *= sx
-    K2[1, :] *= sy
-    K2[2] = (0.0, 0.0, 1.0)
-    return K2
-
-
-def _fov_K(width: int, height: int, fov_deg: float) -> np.ndarray:
-    try:
-        from vipa.geometry import fov_intrinsics
-    except ImportError:  # geometry not there yet: same formula (principal point at the centre)
-        f = 0.5 * width / math.tan(math.radians(fov_deg) / 2.0)
-        return np.array([[f, 0, width / 2.0], [0, f, height / 2.0], [0, 0, 1]], np.float32)
-    return np.asarray(fov_intrinsics(width, height, fov_deg), np.float32)
-
-
 def _check_K(K: Any, where: str | Path) -> np.ndarray:
     try:
         K = np.asarray(K, np.float32)
@@ -155,29 +140,49 @@ def _check_K(K: Any, where: str | Path) -> np.ndarray:
     return K
 
 
-def read_intrinsics(path: str | Path) -> np.ndarray:
-    """Read a 3x3 K (float32, pixels) from an Open3D camera json (column-major
-    ``intrinsic_matrix``), a json with fx, fy, cx, cy, or a text/npy file holding 3x3 numbers."""
+def read_intrinsics(path: str | Path, convention: str | None = None) -> np.ndarray:
+    """Read a 3x3 K (float32, pixels, this project's corner convention) from an Open3D camera
+    json (column-major ``intrinsic_matrix``), a json with ``K`` or fx, fy, cx, cy, or a text/npy
+    file holding 3x3 numbers.
+
+    Files written by OpenCV, Open3D, ROS and the TUM/most calibration tools put pixel centres at
+    integers, so by default (``convention=None`` -> a json's ``"convention"`` key, else
+    ``"opencv"``) cx and cy are shifted by +0.5 px into the corner convention of
+    ``vipa.conventions`` (TUM's 319.5, 239.5 for 640x480 becomes 320, 240: the image centre).
+    Pass ``convention="corner"`` (or store it in the json) for a K already in that convention."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "intrinsics file does not exist")
+    d: dict = {}
     try:
         if path.suffix == ".npy":
-            return _check_K(np.load(path, allow_pickle=False), path)
-        if path.suffix == ".json":
+            K = _check_K(np.load(path, allow_pickle=False), path)
+        elif path.suffix == ".json":
             d = json.loads(path.read_text())
+            if not isinstance(d, dict):
+                raise InputError(path, "json must hold an object")
             if "intrinsic_matrix" in d:  # Open3D PinholeCameraIntrinsic: column-major
-                return _check_K(np.asarray(d["intrinsic_matrix"], np.float32).reshape(3, 3).T, path)
-            if "K" in d:
-                return _check_K(np.asarray(d["K"], np.float32).reshape(3, 3), path)
-            if all(k in d for k in ("fx", "fy", "cx", "cy")):
-                return _check_K([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], path)
-            raise InputError(path, "json has none of intrinsic_matrix, K, fx/fy/cx/cy")
-        return _check_K(np.loadtxt(path, dtype=np.float32).reshape(3, 3), path)
+                K = _check_K(np.asarray(d["intrinsic_matrix"], np.float32).reshape(3, 3).T, path)
+            elif "K" in d:
+                K = _check_K(np.asarray(d["K"], np.float32).reshape(3, 3), path)
+            elif all(k in d for k in ("fx", "fy", "cx", "cy")):
+                K = _check_K([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], path)
+            else:
+                raise InputError(path, "json has none of intrinsic_matrix, K, fx/fy/cx/cy")
+        else:
+            K = _check_K(np.loadtxt(path, dtype=np.float32).reshape(3, 3), path)
     except InputError:
         raise
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         raise InputError(path, f"cannot read intrinsics: {exc}") from None
+    convention = convention or d.get("convention", "opencv")
+    if convention not in ("opencv", "corner"):
+        raise InputError(path, f"convention must be 'opencv' or 'corner', got {convention!r}")
+    if convention == "opencv":
+        K = K.copy()
+        K[0, 2] += 0.5
+        K[1, 2] += 0.5
+    return K
 
 
 def _find_K_file(folder: Path) -> Path | None:
@@ -251,7 +256,7 @@ def _resize_depth(d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return d
     import cv2
 
-    return cv2.resize(d, size, interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(d, size, interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def detect_kind(path: str | Path) -> str:
@@ -360,8 +365,8 @@ def _n_out(n_src: int, step: int, max_frames: int | None) -> int:
 
 def _intrinsics(K, where, src_w, src_h, sx, sy, out_w, out_h, fov_deg) -> tuple[np.ndarray, bool]:
     if K is not None:
-        return _scale_K(_check_K(K, where), sx, sy), False
-    return _fov_K(out_w, out_h, fov_deg), True
+        return scale_intrinsics(_check_K(K, where), sx, sy), False
+    return fov_intrinsics(out_w, out_h, fov_deg), True
 
 
 # ----------------------------------------------------------------------------- video
@@ -371,14 +376,14 @@ def _open_video(path: Path, *, fps, max_width, max_frames, K, fov_deg) -> FrameS
     import av
 
     if path.stat().st_size == 0:
-        raise InputError(path, "empty file (0 bytes), not a video")
+        raise InputError(path, "zero-length file (0 bytes), not a video")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as exc:
         raise InputError(path, f"not a readable video (truncated or not a video container): {exc}") from None
     try:
         if not container.streams.video:
-            raise InputError(path, "no video stream in the file")
+            raise InputError(path, "no video stream in the file (a zero-length video, or audio only)")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         src_fps = float(rate) if rate else 0.0
