@@ -1,0 +1,236 @@
+"""Synthetic ground-truth generator: determinism, schema, and that the ground truth agrees with
+the rendered pixels and with the physics of the task (grasp, carry, place)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotators.hand_model import HandShape, joint_radius, local_joints
+from annotators.synthetic import LABEL_HAND, RELATIONS, generate_episode
+from vipa.conventions import HAND_EDGES, INDEX_TIP, MIDDLE_MCP, MIDDLE_TIP, THUMB_TIP, WRIST
+
+W, H, T = 96, 96, 16
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    return {s: generate_episode(s, width=W, height=H, num_frames=T, return_labels=True) for s in range(6)}
+
+
+def _hand(ep):
+    return ep.hands[ep.extra["synthetic"]["hand_side"]]
+
+
+def _to_world(ep, pts_cam: np.ndarray) -> np.ndarray:
+    """(T, N, 3) camera-frame points -> world, frame by frame."""
+    P = ep.camera_pose.astype(np.float64)
+    return np.einsum("tij,tnj->tni", P[:, :3, :3], pts_cam) + P[:, None, :3, 3]
+
+
+def _sdf(obj: dict, p: np.ndarray) -> np.ndarray:
+    """Signed distance (metres) of world points p (N, 3) to a synthetic object at its placement."""
+    c = np.asarray(obj["center"])
+    yaw = obj["yaw"]
+    R = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    q = (p - c) @ R
+    h = np.asarray(obj["half_extent"])
+    if obj["shape"] == "ball":
+        return np.linalg.norm(q, axis=-1) - h[0]
+    if obj["shape"] == "cylinder":
+        d = np.stack([np.linalg.norm(q[:, :2], axis=-1) - h[0], np.abs(q[:, 2]) - h[2]], -1)
+    else:
+        d = np.abs(q) - h
+    return np.minimum(d.max(-1), 0) + np.linalg.norm(np.maximum(d, 0), axis=-1)
+
+
+def test_deterministic_per_seed():
+    a = generate_episode(7, width=64, height=48, num_frames=6)
+    b = generate_episode(7, width=64, height=48, num_frames=6)
+    c = generate_episode(8, width=64, height=48, num_frames=6)
+    assert a.episode_id == "syn_000007"
+    np.testing.assert_array_equal(a.rgb, b.rgb)
+    np.testing.assert_array_equal(a.depth_raw, b.depth_raw)
+    np.testing.assert_array_equal(_hand(a).joints_3d, _hand(b).joints_3d)
+    assert a.instruction == b.instruction
+    assert not np.array_equal(a.rgb, c.rgb)
+
+
+def test_schema_shapes_and_depth_units(episodes):
+    for ep, _ in episodes.values():
+        ep.validate()
+        assert ep.rgb.shape == (T, H, W, 3) and ep.rgb.dtype == np.uint8
+        assert ep.depth_raw.shape == (T, H, W) and ep.depth_raw.dtype == np.float32
+        assert ep.depth_unit == 0.001 and np.all(ep.depth_scale == 1.0)
+        assert ep.K.dtype == np.float32 and not ep.K_is_estimate
+        hand = _hand(ep)
+        assert hand.present.any() and np.all(hand.confidence == 1.0)
+        other = ep.hands["left" if hand.side == "right" else "right"]
+        assert not other.present.any()
+        d = ep.metric_depth(0)
+        assert np.nanmin(d) > 0.1 and np.nanmax(d) < 5.0  # metres
+        assert ep.instruction and ep.extra["synthetic"]["seed"] >= 0
+        assert 2 <= len(ep.objects) <= 4 and len({o.name for o in ep.objects}) == len(ep.objects)
+
+
+def test_joints_2d_are_projections_with_pixel_centre_convention(episodes):
+    for ep, _ in episodes.values():
+        hand = _hand(ep)
+        j = hand.joints_3d.astype(np.float64)
+        K = ep.K.astype(np.float64)
+        uv = j[..., :2] / j[..., 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+        np.testing.assert_allclose(hand.joints_2d, uv, atol=1e-3)
+        # A visible joint's pixel, unprojected through its centre with the rendered depth, lands
+        # on the hand's surface next to the joint (within its capsule radius and a pixel's width).
+        rad = joint_radius(HandShape(ep.extra["synthetic"]["hand_scale"], hand.side))
+        t_idx, k_idx = np.nonzero(hand.valid)
+        assert len(t_idx) > 0
+        u, v = hand.joints_2d[t_idx, k_idx].T
+        i, jj = np.floor(v).astype(int), np.floor(u).astype(int)
+        z = ep.depth_raw[t_idx, i, jj].astype(np.float64) * ep.depth_unit
+        p = np.stack([(jj + 0.5 - K[0, 2]) / K[0, 0] * z, (i + 0.5 - K[1, 2]) / K[1, 1] * z, z], -1)
+        dist = np.linalg.norm(p - j[t_idx, k_idx], axis=-1)
+        pix = z / K[0, 0]  # metres per pixel at that depth
+        assert np.all(dist <= rad[k_idx] + 0.003 + 1.5 * pix)
+
+
+def test_visible_joints_land_on_skin_pixels(episodes):
+    for ep, labels in episodes.values():
+        hand = _hand(ep)
+        skin = np.asarray(ep.extra["synthetic"]["skin"])
+        t_idx, k_idx = np.nonzero(hand.valid)
+        u, v = hand.joints_2d[t_idx, k_idx].T
+        i, jj = np.floor(v).astype(int), np.floor(u).astype(int)
+        assert np.all(labels[t_idx, i, jj] == LABEL_HAND)
+        rgb = ep.rgb[t_idx, i, jj].astype(np.float64)
+        cos = (rgb @ skin) / (np.linalg.norm(rgb, axis=-1) * np.linalg.norm(skin) + 1e-9)
+        assert np.all(cos > 0.99), cos.min()
+
+
+def test_depth_at_visible_joint_matches_joint_z(episodes):
+    seen = []
+    for ep, _ in episodes.values():
+        hand = _hand(ep)
+        rad = joint_radius(HandShape(ep.extra["synthetic"]["hand_scale"], hand.side))
+        t_idx, k_idx = np.nonzero(hand.valid)
+        u, v = hand.joints_2d[t_idx, k_idx].T
+        d = ep.depth_raw[t_idx, np.floor(v).astype(int), np.floor(u).astype(int)] * ep.depth_unit
+        z = hand.joints_3d[t_idx, k_idx, 2]
+        assert np.all(np.abs(d - z) <= rad[k_idx] + 0.003 + 1e-4)
+        # the wrist or a knuckle is visible in most frames with the hand present
+        seen.append(hand.valid[:, [WRIST, 5, MIDDLE_MCP, 13, 17]].any(1)[hand.present])
+    assert np.concatenate(seen).mean() > 0.85
+
+
+def test_out_of_image_joints_are_not_valid():
+    ep = generate_episode(3, width=W, height=H, num_frames=T)
+    hand = _hand(ep)
+    uv = hand.joints_2d
+    outside = (uv[..., 0] < 0) | (uv[..., 0] >= W) | (uv[..., 1] < 0) | (uv[..., 1] >= H)
+    assert not np.any(hand.valid & outside)
+
+
+def test_object_centres_inside_their_boxes(episodes):
+    for ep, _ in episodes.values():
+        K = ep.K.astype(np.float64)
+        for obj in ep.objects:
+            c = obj.center.astype(np.float64)
+            uv = c[:, :2] / c[:, 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+            ok = np.isfinite(obj.box_2d).all(1) & (uv[:, 0] > 0) & (uv[:, 0] < W) & (uv[:, 1] > 0) & (uv[:, 1] < H)
+            assert ok.any()
+            b = obj.box_2d[ok]
+            assert np.all((b[:, 0] <= uv[ok, 0]) & (uv[ok, 0] <= b[:, 2]) & (b[:, 1] <= uv[ok, 1]) & (uv[ok, 1] <= b[:, 3]))
+            assert np.all(obj.size > 0.03) and np.all(obj.size < 0.15)
+
+
+def test_hand_grasps_and_carries_the_object(episodes):
+    for ep, _ in episodes.values():
+        info = ep.extra["synthetic"]
+        mv = info["task"]["object_index"]
+        ph = info["phases"]
+        hand = _hand(ep)
+        jw = _to_world(ep, hand.joints_3d.astype(np.float64))
+        ow = _to_world(ep, ep.objects[mv].center[:, None].astype(np.float64))[:, 0]
+        obj = dict(info["objects"][mv], center=ow[ph["grasp"]])
+        tips = jw[ph["grasp"], [THUMB_TIP, INDEX_TIP, MIDDLE_TIP]]
+        sd = _sdf(obj, tips)
+        assert abs(sd[0]) < 0.02 and np.abs(sd[1:]).min() < 0.02, sd  # thumb and a finger touch it
+        # before the grasp the object rests where it started; while held it moves rigidly with the wrist
+        start = np.asarray(info["objects"][mv]["start_world"])
+        assert np.abs(ow[: ph["grasp"]] - start).max() < 1e-4
+        held = np.asarray(info["attached_frames"])
+        rel = ow[held] - jw[held, WRIST]
+        assert np.abs(rel - rel[0]).max() < 1e-4
+        assert np.linalg.norm(ow[-1] - ow[0]) > 0.05
+        assert ow[held].min(0)[2] >= ow[0, 2] - 1e-4 and ow[held][:, 2].max() > ow[0, 2] + 0.05  # lifted
+
+
+def test_instruction_matches_final_placement(episodes):
+    for ep, _ in episodes.values():
+        info = ep.extra["synthetic"]["task"]
+        assert info["object"] in ep.instruction and info["reference"] in ep.instruction
+        assert info["relation"] in ep.instruction
+        mv, ref = info["object_index"], info["reference_index"]
+        ow = _to_world(ep, np.stack([ep.objects[mv].center, ep.objects[ref].center], 1).astype(np.float64))
+        right = ep.camera_pose[0, :3, 0].astype(np.float64)
+        right[2] = 0
+        right /= np.linalg.norm(right)
+        fwd = ep.camera_pose[0, :3, 2].astype(np.float64)
+        fwd[2] = 0
+        fwd /= np.linalg.norm(fwd)
+        dr, df = RELATIONS[info["relation"]]
+        d = ow[-1, 0] - ow[-1, 1]
+        along = d @ (dr * right + df * fwd)
+        assert along > 0.08
+        assert abs(d @ (df * right - dr * fwd)) < 0.03  # little off-axis offset
+
+
+def test_bone_lengths_constant_and_plausible(episodes):
+    for ep, _ in episodes.values():
+        j = _hand(ep).joints_3d.astype(np.float64)
+        for a, b in HAND_EDGES:
+            L = np.linalg.norm(j[:, a] - j[:, b], axis=-1)
+            assert L.std() < 1e-5 and 0.01 < L.mean() < 0.1
+        wm = np.linalg.norm(j[:, WRIST] - j[:, MIDDLE_MCP], axis=-1)
+        assert np.all((0.08 <= wm) & (wm <= 0.10))
+        full = np.linalg.norm(j[:, WRIST] - j[:, MIDDLE_TIP], axis=-1).max()  # open hand length
+        assert 0.16 < full < 0.20
+
+
+def test_hand_model_grip_closes_fingers():
+    open_, closed = local_joints(0.0), local_joints(1.0)
+    for tip in (INDEX_TIP, MIDDLE_TIP):
+        assert np.linalg.norm(closed[tip]) < np.linalg.norm(open_[tip]) - 0.05
+    left = local_joints(0.3, HandShape(side="left"))
+    right = local_joints(0.3, HandShape(side="right"))
+    np.testing.assert_allclose(left * [1, -1, 1], right, atol=1e-7)
+
+
+def test_camera_static_or_moving():
+    moving = 0
+    for s in range(12):
+        ep = generate_episode(s, width=32, height=32, num_frames=4)
+        cam = ep.extra["synthetic"]["camera"]
+        delta = np.abs(ep.camera_pose[-1] - ep.camera_pose[0]).max()
+        if cam["moving"]:
+            moving += 1
+            assert delta > 0.01
+        else:
+            assert delta == 0.0
+        R = ep.camera_pose[:, :3, :3].astype(np.float64)
+        np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-5)
+    assert 0 < moving < 12
+
+
+def test_culled_render_equals_full_render():
+    a = generate_episode(11, width=48, height=40, num_frames=5)
+    b = generate_episode(11, width=48, height=40, num_frames=5, cull=False)
+    np.testing.assert_array_equal(a.rgb, b.rgb)
+    np.testing.assert_array_equal(a.depth_raw, b.depth_raw)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_frames"):
+        generate_episode(0, num_frames=1)
+    with pytest.raises(ValueError, match="width"):
+        generate_episode(0, width=4)
