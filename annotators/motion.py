@@ -12,8 +12,10 @@ is in ``clipped``; ``drop_clipped`` drops such records).
 Tasks (``type``):
 
 * ``instruction_to_motion``: instruction (+ first image) -> tokens of the whole wrist
-  trajectory from the first valid waypoint, the current position included; longer
-  trajectories are resampled to ``max_waypoints`` evenly spaced waypoints.
+  trajectory from the first valid waypoint, the current position included. A trajectory
+  longer than ``max_waypoints`` (16) keeps its even timing: the period becomes the smallest
+  multiple k of the stride that leaves at most 16 waypoints (``stride_frames`` records it), so
+  its end may fall up to k strides before the last valid frame.
 * ``motion_to_text``: the same tokens -> the net displacement in the QA direction encoding
   ("left and forward, 0.30m", ``vipa.data.qa``).
 * ``contextual_prediction``: an image at frame r + the past ``n_past`` waypoints up to r
@@ -34,7 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from annotators.language import episode_instruction, load_templates, pick
+from annotators.language import clean_instruction, episode_instruction, inline_instruction, load_templates, pick
 from annotators.qa import episode_rng, hand_valid_frames
 from vipa.conventions import HANDS, WRIST
 from vipa.data.episode import Episode
@@ -83,6 +85,17 @@ def stride_frames(fps: float, stride_s: float) -> int:
     return max(1, int(round(fps * stride_s)))
 
 
+def coarse_waypoints(frames: np.ndarray, step: int, max_waypoints: int) -> tuple[np.ndarray, int]:
+    """The valid grid ``frames`` (multiples of ``step``) thinned to a k * step period so that at
+    most ``max_waypoints`` remain, starting at the first; returns (frames, k)."""
+    k = 1
+    while True:
+        keep = frames[(frames - frames[0]) % (k * step) == 0]
+        if len(keep) <= max_waypoints:
+            return keep, k
+        k += 1
+
+
 def wrist_in_frame(ep: Episode, side: str, frames: np.ndarray, ref: int) -> np.ndarray:
     """(N, 3) float64 wrist positions of ``frames`` expressed in camera ``ref``'s frame."""
     wr = ep.hands[side].joints_3d[frames, WRIST].astype(np.float64)
@@ -104,7 +117,7 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
     tok = tokenizer or MotionTokenizer()
     tpls = dict(templates) if templates is not None else motion_templates()
     ep = episode
-    instr = instruction if instruction is not None else episode_instruction(ep, seed)
+    instr = clean_instruction(instruction) if instruction is not None else episode_instruction(ep, seed)
     step = stride_frames(ep.fps, cfg.stride_s)
     grid = np.arange(0, ep.num_frames, step)
     out: list[dict] = []
@@ -114,31 +127,31 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
         if len(wp_frames) < 2:
             continue
         rng = episode_rng(ep.episode_id, seed, f"motion:{side}")
-        fmt = dict(hand=side, instruction=instr, stride_s=f"{cfg.stride_s:g}")
+        fmt = dict(hand=side, instruction=inline_instruction(instr), stride_s=f"{cfg.stride_s:g}")
 
-        def base(kind: str, frames: list[int], ref: int, xyz: np.ndarray, wf: np.ndarray) -> dict[str, Any]:
+        def base(kind: str, frames: list[int], ref: int, xyz: np.ndarray, wf: np.ndarray,
+                 period: int) -> dict[str, Any]:
             text, n_clip = _tokens(tok, xyz)
             return {"id": "", "type": kind, "episode_id": ep.episode_id, "hand": side,
                     "frames": [int(f) for f in frames], "question": "", "answer": "",
                     "tokens": text, "waypoints": np.asarray(xyz, np.float32).tolist(),
-                    "waypoint_frames": [int(f) for f in wf], "frame_of_reference": int(ref),
+                    "waypoint_frames": [int(f) for f in wf], "stride_frames": int(period),
+                    "frame_of_reference": int(ref),
                     "clipped": n_clip, "instruction": instr}
 
         # Whole trajectory: instruction_to_motion and motion_to_text.
         if {"instruction_to_motion", "motion_to_text"} & set(cfg.tasks):
-            wf = wp_frames
-            if len(wf) > cfg.max_waypoints:
-                wf = wf[np.round(np.linspace(0, len(wf) - 1, cfg.max_waypoints)).astype(int)]
+            wf, k = coarse_waypoints(wp_frames, step, cfg.max_waypoints)
             ref = int(wf[0])
             xyz = wrist_in_frame(ep, side, wf, ref)
             if cfg.low_motion(xyz):
                 if "instruction_to_motion" in cfg.tasks:
-                    r = base("instruction_to_motion", [ref], ref, xyz, wf)
+                    r = base("instruction_to_motion", [ref], ref, xyz, wf, k * step)
                     r["question"] = pick(rng, tpls["instruction_to_motion"]).format(**fmt, n_waypoints=len(wf))
                     r["answer"] = r["tokens"]
                     out.append(r)
                 if "motion_to_text" in cfg.tasks:
-                    r = base("motion_to_text", [ref], ref, xyz, wf)
+                    r = base("motion_to_text", [ref], ref, xyz, wf, k * step)
                     v = xyz[-1] - xyz[0]
                     motion = encode_direction_distance(v, cfg.gamma)
                     r["question"] = pick(rng, tpls["motion_to_text"]).format(**fmt, tokens=r["tokens"])
@@ -163,7 +176,7 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
                 past_xyz = wrist_in_frame(ep, side, past, r0)
                 if not cfg.low_motion(np.concatenate([past_xyz[-1:], fut_xyz])):
                     continue
-                r = base("contextual_prediction", [r0], r0, fut_xyz, fut)
+                r = base("contextual_prediction", [r0], r0, fut_xyz, fut, step)
                 past_text, past_clip = _tokens(tok, past_xyz)
                 r.update(past_tokens=past_text, past_waypoints=np.asarray(past_xyz, np.float32).tolist(),
                          past_frames=[int(f) for f in past], clipped=r["clipped"] + past_clip)

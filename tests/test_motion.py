@@ -127,3 +127,116 @@ def test_low_motion_filter() -> None:
     assert LowMotionFilter(min_path_length=0.03)(creep)
     with pytest.raises(ValueError, match="non-finite"):
         path_length(np.array([[0, 0, 0], [np.nan, 0, 0]]))
+
+
+# ============================================================================ motion samples
+# The hand-made episode of test_qa (world-frame truth, panning camera); every waypoint and
+# answer is recomputed from the world-frame truth here.
+
+from annotators.motion import MOTION_TASKS, motion_samples, stride_frames  # noqa: E402
+from test_qa import FPS, T_FRAMES, hand_ok, make_episode, make_world, want_words, world_to_cam  # noqa: E402
+from vipa.conventions import WRIST  # noqa: E402
+
+
+def check_motion_record(r: dict, world: dict, ep) -> None:
+    ref = r["frame_of_reference"]
+    assert r["frames"] == [ref] and ep.frame_valid[ref]
+    wf = r["waypoint_frames"]
+    assert all(hand_ok(ep, f) for f in wf) and wf == sorted(wf) and len(set(wf)) == len(wf)
+    truth = np.array([world_to_cam(world, ref, world["joints"][f, WRIST]) for f in wf])
+    wp = np.asarray(r["waypoints"])
+    assert np.allclose(wp, truth, atol=1e-5)
+    # Tokens decode to the waypoints within half a bin (none of them is clipped here).
+    assert r["clipped"] == 0
+    assert np.all(np.abs(TOK.decode_text(r["tokens"]) - truth) <= HALF_BIN + 1e-5)
+    assert not LowMotionFilter().is_low_motion(truth) or r["type"] == "contextual_prediction"
+    if r["type"] == "instruction_to_motion":
+        assert r["answer"] == r["tokens"] and "lift the red box" in r["question"].lower()
+        assert wf[0] == ref and len(wf) <= 16
+    elif r["type"] == "motion_to_text":
+        assert r["tokens"] in r["question"]
+        assert r["answer"] == want_words(truth[-1] - truth[0])
+    elif r["type"] == "contextual_prediction":
+        assert r["answer"] == r["tokens"] and r["past_tokens"] in r["question"]
+        pf = r["past_frames"]
+        assert pf[-1] == ref and all(f < ref for f in pf[:-1]) and all(f > ref for f in wf)
+        step = stride_frames(FPS, 0.2)
+        assert all(ref - f <= 4 * step for f in pf) and all(f - ref <= 8 * step for f in wf)
+        past_truth = np.array([world_to_cam(world, ref, world["joints"][f, WRIST]) for f in pf])
+        assert np.allclose(r["past_waypoints"], past_truth, atol=1e-5)
+        assert np.all(np.abs(TOK.decode_text(r["past_tokens"]) - past_truth) <= HALF_BIN + 1e-5)
+        assert not LowMotionFilter().is_low_motion(np.concatenate([past_truth[-1:], truth]))
+    else:
+        raise AssertionError(r["type"])
+
+
+def test_every_motion_sample_matches_ground_truth() -> None:
+    world = make_world()
+    ep = make_episode(world)
+    recs = motion_samples(ep, seed=0, per_hand_contextual=10)
+    assert {r["type"] for r in recs} == set(MOTION_TASKS)
+    for r in recs:
+        check_motion_record(r, world, ep)
+    step = stride_frames(FPS, 0.2)
+    # The whole trajectory is the valid frames of the stride grid, resampled to 16 at most.
+    grid = [f for f in range(0, T_FRAMES, step) if hand_ok(ep, f)]
+    whole = next(r for r in recs if r["type"] == "instruction_to_motion")
+    period = whole["stride_frames"]
+    assert period % step == 0 and len(whole["waypoint_frames"]) <= 16
+    assert whole["waypoint_frames"] == [f for f in grid if (f - grid[0]) % period == 0]
+    assert grid[-1] - whole["waypoint_frames"][-1] < period
+    if period > step:  # the next shorter period would have given too many waypoints
+        assert len([f for f in grid if (f - grid[0]) % (period - step) == 0]) > 16
+    # Frames 7 (dropped) and 12-14 (hand absent) never appear.
+    for r in recs:
+        assert not {7, 12, 13, 14} & set(r["waypoint_frames"] + r.get("past_frames", []))
+    import json
+    assert json.loads(json.dumps(recs)) == recs
+    assert motion_samples(ep, seed=0, per_hand_contextual=10) == recs
+
+
+@pytest.mark.parametrize("stride_s, max_wp", [(0.1, 8), (0.3, 16), (0.5, 4)])
+def test_motion_samples_other_strides(stride_s: float, max_wp: int) -> None:
+    world = make_world()
+    ep = make_episode(world)
+    recs = motion_samples(ep, seed=1, stride_s=stride_s, max_waypoints=max_wp, n_future=4, n_past=2)
+    assert recs
+    step = stride_frames(FPS, stride_s)
+    for r in recs:
+        assert all(f % step == 0 for f in r["waypoint_frames"])
+        if r["type"] != "contextual_prediction":
+            assert len(r["waypoints"]) <= max_wp
+        truth = np.array([world_to_cam(world, r["frame_of_reference"], world["joints"][f, WRIST])
+                          for f in r["waypoint_frames"]])
+        assert np.allclose(r["waypoints"], truth, atol=1e-5)
+
+
+def test_low_motion_episodes_give_no_samples() -> None:
+    ep = make_episode(make_world(still_hand=True))
+    assert motion_samples(ep, seed=0) == []
+    # With the filter off the same episode gives samples.
+    recs = motion_samples(ep, seed=0, low_motion=LowMotionFilter(0.0, 0.0))
+    assert recs and {r["type"] for r in recs} == set(MOTION_TASKS)
+
+
+def test_clipped_waypoints_are_counted_or_dropped() -> None:
+    world = make_world()
+    world["joints"] = world["joints"] + np.array([0.0, -0.5, 0.0])  # wrist above y = -0.5 m late on
+    ep = make_episode(world)
+    recs = motion_samples(ep, seed=0, per_hand_contextual=10)
+    clipped = [r for r in recs if r["clipped"]]
+    assert clipped
+    for r in clipped:
+        wp = np.asarray(r["waypoints"] + r.get("past_waypoints", []))
+        outside = ((wp < LO) | (wp > HI)).sum()
+        assert r["clipped"] == outside > 0
+    kept = motion_samples(ep, seed=0, per_hand_contextual=10, drop_clipped=True)
+    assert kept and all(r["clipped"] == 0 for r in kept)
+
+
+def test_bad_motion_config() -> None:
+    ep = make_episode(make_world())
+    with pytest.raises(ValueError, match="unknown task"):
+        motion_samples(ep, tasks=("dance",))
+    with pytest.raises(ValueError, match="stride_s"):
+        motion_samples(ep, stride_s=0)
