@@ -21,8 +21,8 @@ Three pipeline stages, each a plain function over an :class:`~vipa.data.episode.
     A zero-phase, confidence-aware One-Euro filter on the 3D joints (forward and backward
     passes averaged, so no lag); low-confidence joints are pulled harder towards the filtered
     track, missing ones are skipped and a gap longer than ``max_gap`` frames restarts the
-    filter. The unfiltered joints stay available in ``Episode.extra["joints_3d_raw"]``
-    (``{side: (T, 21, 3) nested lists, None for NaN}``); :func:`raw_joints` reads them back.
+    filter. ``smooth`` returns the unfiltered joints; the pipeline stores them beside the
+    episode as the derived product ``joints_raw`` (``annotators.pipeline.read_raw_joints``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from vipa.conventions import HANDS, NUM_JOINTS
 from vipa.data.episode import Episode
 from vipa import geometry
 
-RAW_KEY = "joints_3d_raw"
 CALIB_KEY = "calibration"
 
 
@@ -327,36 +326,34 @@ def smooth_joints(
     return out.astype(np.float32)
 
 
-def smooth(ep: Episode, cfg: SmoothConfig = SmoothConfig(), *, enabled: bool = True) -> Episode:
-    """Filter each hand's ``joints_3d`` in place; keep the raw joints in ``ep.extra``."""
+def smooth(ep: Episode, cfg: SmoothConfig = SmoothConfig(), *, enabled: bool = True) -> dict[str, np.ndarray]:
+    """Filter each present hand's ``joints_3d`` in place; return the raw joints {side: (T, 21, 3)}.
+
+    The raw joints are returned rather than stored in the episode (the pipeline writes them
+    as the derived product ``joints_raw``, see ``annotators.pipeline``); the filter settings
+    go to ``ep.extra["smoothing"]``. Joints the filter skipped keep their raw value.
+    """
+    raw: dict[str, np.ndarray] = {}
     if not enabled:
-        return ep
-    raw: dict[str, list] = {}
+        ep.extra["smoothing"] = {"method": "none"}
+        return raw
     for side in HANDS:
         tr = ep.hands[side]
         if not tr.present.any():
             continue
-        raw[side] = _list(tr.joints_3d)
+        raw[side] = tr.joints_3d.copy()
         conf = np.where(tr.valid & tr.present[:, None], tr.confidence, 0.0).astype(np.float32)
         filtered = smooth_joints(tr.joints_3d, conf, ep.fps, cfg)
         tr.joints_3d = np.where(np.isfinite(filtered), filtered, tr.joints_3d).astype(np.float32)
-    ep.extra[RAW_KEY] = raw
     ep.extra["smoothing"] = {
         "method": "one_euro_zero_phase",
         "min_cutoff_hz": cfg.min_cutoff,
         "beta": cfg.beta,
         "d_cutoff_hz": cfg.d_cutoff,
         "max_gap": cfg.max_gap,
+        "raw_product": "joints_raw",
     }
-    return ep
-
-
-def raw_joints(ep: Episode, side: str) -> np.ndarray:
-    """(T, 21, 3) float32 unsmoothed joints of one hand (the current ones if never smoothed)."""
-    raw = ep.extra.get(RAW_KEY, {}).get(side)
-    if raw is None:
-        return ep.hands[side].joints_3d.copy()
-    return np.array(raw, dtype=np.float64).astype(np.float32)
+    return raw
 
 
 # ------------------------------------------------------------------------------- helpers

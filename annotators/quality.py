@@ -1,8 +1,8 @@
 """Quality figures of an annotated episode, per frame and per episode.
 
 Episode figures go to ``Episode.quality`` (a flat ``dict[str, float]``, NaN when a figure
-cannot be computed); per-frame arrays go to ``Episode.extra["quality_frames"]`` as
-``{name: list of T floats (None for NaN)}`` for the app's Align tab.
+cannot be computed); per-frame arrays are returned by :func:`assess` and written by the
+pipeline as the derived product ``quality_frames`` (one record per frame) for the app.
 
 Episode keys:
     ``detection_rate``        fraction of frames with at least one hand present
@@ -25,7 +25,7 @@ import numpy as np
 from vipa.conventions import HANDS, JOINT_NAMES, NUM_JOINTS
 from vipa.data.episode import Episode
 
-FRAMES_KEY = "quality_frames"
+FRAMES_PRODUCT = "quality_frames"
 
 
 def joint_acceleration(joints: np.ndarray, fps: float) -> np.ndarray:
@@ -97,19 +97,26 @@ def episode_quality(ep: Episode, calib_scale: float = float("nan"),
     return q
 
 
-def assess(ep: Episode, calibration=None) -> Episode:
-    """Compute both and store them in ``ep.quality`` and ``ep.extra["quality_frames"]``.
+def assess(ep: Episode, calibration=None) -> dict[str, np.ndarray]:
+    """Store the episode figures in ``ep.quality``; return the per-frame arrays.
 
     ``calibration`` is an ``annotators.lift.Calibration`` (or None when there is no depth).
+    The pipeline writes the per-frame arrays as the derived product ``quality_frames``.
     """
     fs = getattr(calibration, "frame_scale", None)
     fr = getattr(calibration, "frame_residual", None)
     scale = getattr(calibration, "scale", float("nan"))
     resid = getattr(calibration, "residual", float("nan"))
     ep.quality.update(episode_quality(ep, scale, resid))
-    frames = frame_quality(ep, fs, fr)
-    ep.extra[FRAMES_KEY] = {k: _json_list(v) for k, v in frames.items()}
-    return ep
+    return frame_quality(ep, fs, fr)
+
+
+def frame_records(frames: dict[str, np.ndarray]) -> list[dict]:
+    """Per-frame arrays -> one JSON-ready dict per frame ({"frame": i, name: value|None})."""
+    names = sorted(frames)
+    t_count = len(next(iter(frames.values()))) if frames else 0
+    cols = {n: _json_list(frames[n]) for n in names}
+    return [{"frame": i, **{n: cols[n][i] for n in names}} for i in range(t_count)]
 
 
 def _nanmedian_rows(a: np.ndarray) -> np.ndarray:

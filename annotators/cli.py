@@ -1,0 +1,137 @@
+"""``vipa annotate INPUT... --out DATASET``: human video / RGB-D inputs -> a Hand3D dataset.
+
+Registered as the ``annotate`` subcommand of ``vipa`` (entry point in pyproject.toml).
+Exit codes: 0 all inputs annotated or skipped, 1 some failed (recorded in the dataset),
+2 bad arguments or an unwritable output folder, 130 interrupted (the dataset stays readable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from annotators.io import IMAGE_EXTS
+
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "annotate", help="annotate human videos / RGB-D sequences into a Hand3D dataset",
+        description="Annotate inputs (video files, image folders, RGB-D sequences; a folder of videos "
+                    "is expanded) into the Hand3D dataset at --out. Resumable: episodes already in the "
+                    "dataset are skipped; a failing input is recorded with its error and the rest go on.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, image folder, RGB-D folder, or a folder of videos")
+    p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder (created if missing)")
+    p.add_argument("--depth", default="auto", metavar="sensor|hf:PATH|none",
+                   help="depth backend (default auto: sensor depth when the input has it, else none)")
+    p.add_argument("--fps", type=float, default=None, help="sample the input at about this frame rate")
+    p.add_argument("--max-width", type=int, default=640, help="downscale wider frames to this width (0 = keep)")
+    p.add_argument("--max-frames", type=int, default=None, help="annotate at most this many frames per input")
+    p.add_argument("--fov", type=float, default=None, help="horizontal field of view (deg) assumed when K is unknown")
+    p.add_argument("--intrinsics", default=None, metavar="FILE", help="K of the input size (json fx/fy/cx/cy or 3x3 text)")
+    p.add_argument("--depth-factor", type=float, default=None, help="uint16 depth counts per metre (TUM: 5000)")
+    p.add_argument("--instruction", default=None, help="task instruction for every input (default: sidecar files, else a template)")
+    p.add_argument("--gamma", type=float, default=None, help="QA direction threshold (default: vipa.data.qa's)")
+    p.add_argument("--no-smooth", action="store_true", help="keep the raw lifted 3D joints (no temporal filter)")
+    p.add_argument("--no-objects", action="store_true", help="skip the geometric object proposals")
+    p.add_argument("--detector", default=None, metavar="PATH", help="local zero-shot detector (OWLv2 / Grounding DINO)")
+    p.add_argument("--labels", default="", help="comma-separated object names for --detector")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (or Ray CPUs with --ray local)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run episodes as Ray tasks")
+    p.add_argument("--no-resume", action="store_true", help="re-annotate episodes already in the dataset")
+    p.add_argument("--report", default=None, metavar="FILE", help="write the batch report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Folders holding videos (and no images) become their video files; everything else as given."""
+    out: list[str] = []
+    for s in inputs:
+        p = Path(s)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file())
+            vids = [f for f in files if f.suffix.lower() in VIDEO_EXTS]
+            imgs = [f for f in files if f.suffix.lower() in IMAGE_EXTS]
+            if vids and not imgs and not (p / "rgb").is_dir():
+                out += [str(f) for f in vids]
+                continue
+        out.append(s)
+    return out
+
+
+def build_config(args: argparse.Namespace):
+    from annotators.io import read_intrinsics
+    from annotators.pipeline import AnnotateConfig
+
+    cfg = AnnotateConfig(
+        depth=args.depth, fps=args.fps, max_width=args.max_width or None, max_frames=args.max_frames,
+        depth_factor=args.depth_factor, instruction=args.instruction, gamma=args.gamma,
+        smooth=not args.no_smooth, objects=not args.no_objects, detector=args.detector,
+        detector_labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
+    )
+    if args.fov is not None:
+        cfg.fov_deg = args.fov
+    if args.intrinsics:
+        cfg.K = read_intrinsics(args.intrinsics).tolist()
+    return cfg.validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    from annotators.batch import OutputError, annotate_to_dataset
+    from annotators.errors import AnnotatorError
+
+    try:
+        config = build_config(args)
+    except (ValueError, AnnotatorError) as exc:
+        print(f"vipa annotate: error: {exc}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("vipa annotate: error: --workers must be >= 1", file=sys.stderr)
+        return 2
+    inputs = expand_inputs(args.inputs)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(inputs), unit="episode", desc="annotate", file=sys.stderr)
+
+    def progress(outcome, done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.set_postfix_str(f"{outcome.episode_id}: {outcome.status}", refresh=False)
+            bar.update(1)
+        if outcome.status == "failed":
+            msg = f"failed: {outcome.source}: {outcome.error.splitlines()[0] if outcome.error else ''}"
+            (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
+
+    try:
+        report = annotate_to_dataset(inputs, args.out, config, workers=args.workers, progress=progress,
+                                     ray=args.ray, skip_finished=not args.no_resume)
+    except OutputError as exc:
+        print(f"vipa annotate: error: output folder {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    print(report.summary())
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    if report.interrupted:
+        return 130
+    return 1 if report.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vipa")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["annotate", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
