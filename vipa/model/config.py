@@ -1,0 +1,206 @@
+"""Model and training configurations, registered by name (``tiny``, ``small``, ``paper``).
+
+``tiny`` trains from scratch on a CPU in minutes; ``small`` is the same code sized for one GPU;
+``paper`` loads the semantic encoder + LLM from a local pretrained VLM folder and the 3D encoder
+from a local folder, frozen as in the paper. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES = ("stage1", "stage2", "post")
+
+# Trainable parameter groups of the model (see VIPAModel.param_groups()).
+GROUPS = ("semantic", "spatial", "fusion", "llm", "readout", "action_head")
+
+
+@dataclass
+class LLMConfig:
+    """Decoder-only LLM built from config with transformers (``arch``: qwen2 | llama)."""
+
+    arch: str = "qwen2"
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 384
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. Image side ``image_size`` px; visual tokens on a (image_size/patch_size)^2 grid;
+    the readout pointer works on the finer (image_size/fine_stride)^2 grid."""
+
+    name: str = "tiny"
+    image_size: int = 64
+    patch_size: int = 8
+    fine_stride: int = 4
+    stem_channels: tuple[int, int, int] = (16, 32, 64)
+    d_vision: int = 128
+    fusion_heads: int = 4
+    fusion_dropout: float = 0.1
+    alpha_init: float = 0.5
+    use_3d: bool = True  # False = "without the 3D encoder" ablation
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    max_prompt_len: int = 32
+    max_target_len: int = 40
+    num_queries: int = 4  # learnable query tokens: pointer A, pointer B, trajectory, + action queries
+    traj_horizon: int = 8  # future wrist waypoints predicted in stage 2
+    past_horizon: int = 4  # past waypoints given in the contextual-motion task
+    tokenizer_vocab: int = 640  # BPE merges budget of the project-trained tokenizer (tiny/small)
+    # Action head (post-training): DiT trained by flow matching.
+    action_dim: int = 4
+    state_dim: int = 4
+    chunk_len: int = 16
+    dit_dim: int = 128
+    dit_layers: int = 3
+    dit_heads: int = 4
+    flow_steps: int = 10
+    # `paper` only: local folders (never downloaded).
+    vlm_path: str | None = None
+    encoder3d_path: str | None = None
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def fine_grid(self) -> int:
+        return self.image_size // self.fine_stride
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.num_visual_tokens + self.max_prompt_len + self.num_queries + self.max_target_len + 1
+
+    def validate(self) -> "ModelConfig":
+        if self.image_size % self.patch_size or self.image_size % self.fine_stride:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size and fine_stride")
+        if self.patch_size % self.fine_stride or self.patch_size // self.fine_stride not in (1, 2, 4, 8):
+            raise ValueError("patch_size must be fine_stride times a power of two <= 8")
+        if self.num_queries < 3:
+            raise ValueError("num_queries must be >= 3 (pointer A, pointer B, trajectory)")
+        if not 0.0 <= self.fusion_dropout < 1.0:
+            raise ValueError("fusion_dropout must be in [0, 1)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"model config: unknown fields {sorted(unknown)}")
+        d["llm"] = LLMConfig(**d.get("llm", {}))
+        if "stem_channels" in d:
+            d["stem_channels"] = tuple(d["stem_channels"])
+        return cls(**d).validate()
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation per stage. ``trainable[stage]`` lists the parameter groups that train."""
+
+    lr: dict[str, float] = field(default_factory=lambda: {"stage1": 1e-3, "stage2": 1e-3, "post": 1e-3})
+    batch_size: dict[str, int] = field(default_factory=lambda: {"stage1": 32, "stage2": 32, "post": 32})
+    steps: dict[str, int] = field(default_factory=lambda: {"stage1": 1500, "stage2": 1500, "post": 2000})
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    min_lr_ratio: float = 0.05
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 500
+    # Loss weights: numeric readouts are in metres, so they are weighted up against the CE.
+    w_lm: float = 1.0
+    w_point: float = 10.0
+    w_traj: float = 10.0
+    trainable: dict[str, list[str]] = field(
+        default_factory=lambda: {s: list(GROUPS) for s in STAGES}
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class VIPAConfig:
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VIPAConfig":
+        try:
+            return cls(name=d["name"], model=ModelConfig.from_dict(d["model"]), train=TrainConfig(**d["train"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"config: malformed ({exc})") from exc
+
+
+def _tiny() -> VIPAConfig:
+    return VIPAConfig("tiny", ModelConfig(name="tiny").validate(), TrainConfig())
+
+
+def _small() -> VIPAConfig:
+    m = ModelConfig(
+        name="small", image_size=128, patch_size=16, fine_stride=4, stem_channels=(64, 128, 256), d_vision=384,
+        fusion_heads=8, llm=LLMConfig(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+                                      num_key_value_heads=4, intermediate_size=1536),
+        tokenizer_vocab=2048, dit_dim=384, dit_layers=6, dit_heads=8,
+    ).validate()
+    t = TrainConfig(lr={"stage1": 3e-4, "stage2": 3e-4, "post": 3e-4},
+                    batch_size={"stage1": 64, "stage2": 64, "post": 128},
+                    steps={"stage1": 20000, "stage2": 20000, "post": 30000}, warmup_steps=1000)
+    return VIPAConfig("small", m, t)
+
+
+def _paper() -> VIPAConfig:
+    # Paper: InternVL3.5-2B (semantic encoder + LLM) and a frozen Cut3R 3D encoder; AdamW lr 1e-5,
+    # batch 32, cosine, 1 epoch per stage; post-training lr 5e-5, batch 128. Stage 1 trains the
+    # fusion layer, stage 2 LLM + fusion, post-training LLM + action head (encoders frozen).
+    m = ModelConfig(
+        name="paper", image_size=448, patch_size=28, fine_stride=14, d_vision=1024, fusion_heads=16,
+        llm=LLMConfig(hidden_size=1536), tokenizer_vocab=0, dit_dim=1024, dit_layers=8, dit_heads=16,
+        vlm_path=None, encoder3d_path=None,
+    )
+    t = TrainConfig(
+        lr={"stage1": 1e-5, "stage2": 1e-5, "post": 5e-5},
+        batch_size={"stage1": 32, "stage2": 32, "post": 128},
+        steps={"stage1": 0, "stage2": 0, "post": 0},  # 0 = one epoch
+        warmup_steps=100,
+        trainable={"stage1": ["fusion", "readout"], "stage2": ["llm", "fusion", "readout"],
+                   "post": ["llm", "action_head"]},
+    )
+    return VIPAConfig("paper", m, t)
+
+
+REGISTRY = {"tiny": _tiny, "small": _small, "paper": _paper}
+
+
+def get_config(name: str, **model_overrides: Any) -> VIPAConfig:
+    """A fresh config by registry name; keyword overrides replace ModelConfig fields."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown config {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    cfg = REGISTRY[name]()
+    if model_overrides:
+        cfg.model = dataclasses.replace(cfg.model, **model_overrides)
+        if cfg.name != "paper":
+            cfg.model.validate()
+    return cfg

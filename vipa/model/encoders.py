@@ -1,0 +1,140 @@
+"""Vision side: point maps from depth + K, the semantic encoder, the 3D (point-map) encoder and the
+paper's fusion layer.
+
+Tensors: images (B, 3, S, S) float in [0, 1]; point maps (B, 3, S, S) camera-frame metres with a
+validity mask (B, 1, S, S); visual tokens (B, N, D) on the patch grid in row-major order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vipa.model.config import ModelConfig
+
+
+def point_map_from_depth(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(H, W) metric depth (metres; <=0/NaN invalid) + (3, 3) K -> (H, W, 3) float32 camera-frame
+    XYZ, NaN where depth is invalid. Pixel (i, j) has centre (j + 0.5, i + 0.5)."""
+    depth = np.asarray(depth, np.float32)
+    K = np.asarray(K, np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"depth: expected (H, W), got {depth.shape}")
+    if K.shape != (3, 3) or not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise ValueError(f"K: expected a (3, 3) intrinsics matrix with positive focal lengths, got {K.tolist()}")
+    h, w = depth.shape
+    u = np.arange(w, dtype=np.float32) + 0.5
+    v = np.arange(h, dtype=np.float32) + 0.5
+    z = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+    x = (u[None, :] - K[0, 2]) / K[0, 0] * z
+    y = (v[:, None] - K[1, 2]) / K[1, 1] * z
+    return np.stack([x, y, z], axis=-1).astype(np.float32)
+
+
+def resize_point_map(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) XYZ with NaN holes -> ((3, size, size) float32 area-averaged XYZ over valid pixels
+    (0 where none), (1, size, size) float32 fraction of valid pixels)."""
+    pts = torch.from_numpy(np.ascontiguousarray(points, np.float32)).permute(2, 0, 1)[None]
+    if torch.isinf(pts).any():
+        raise ValueError("point map: contains inf")
+    valid = torch.isfinite(pts).all(1, keepdim=True).float()
+    pts = torch.nan_to_num(pts, nan=0.0) * valid
+    s = F.adaptive_avg_pool2d(pts, size)
+    vf = F.adaptive_avg_pool2d(valid, size)
+    xyz = torch.where(vf > 0, s / vf.clamp_min(1e-6), torch.zeros_like(s))
+    return xyz[0].numpy(), vf[0].numpy()
+
+
+def pool_points(xyz: torch.Tensor, valid: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, S, S) XYZ + (B, 1, S, S) validity -> per-cell mean valid XYZ (B, size*size, 3), valid (B, size*size)."""
+    s = F.adaptive_avg_pool2d(xyz * valid, size)
+    v = F.adaptive_avg_pool2d(valid, size)
+    m = s / v.clamp_min(1e-6)
+    return m.flatten(2).transpose(1, 2), (v > 0).float().flatten(1)
+
+
+def _norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, c), c)
+
+
+class ConvStem(nn.Module):
+    """Convolutional encoder: returns a fine feature map (stride ``fine_stride``) and tokens on the
+    patch grid (stride ``patch_size``) with learned 2D position embeddings."""
+
+    def __init__(self, in_ch: int, cfg: ModelConfig):
+        super().__init__()
+        c1, c2, c3 = cfg.stem_channels
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, c1, 3, padding=1), _norm(c1), nn.GELU()]
+        ch, stride = c1, 1
+        widths = [c2, c3]
+        while stride < cfg.fine_stride:
+            out = widths.pop(0) if widths else c3
+            layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), _norm(out), nn.GELU(),
+                       nn.Conv2d(out, out, 3, padding=1), _norm(out), nn.GELU()]
+            ch, stride = out, stride * 2
+        self.fine = nn.Sequential(*layers)
+        self.fine_ch = ch
+        down: list[nn.Module] = []
+        while stride < cfg.patch_size:
+            down += [nn.Conv2d(ch, cfg.d_vision, 3, stride=2, padding=1), _norm(cfg.d_vision), nn.GELU()]
+            ch, stride = cfg.d_vision, stride * 2
+        down += [nn.Conv2d(ch, cfg.d_vision, 1)]
+        self.down = nn.Sequential(*down)
+        self.pos = nn.Parameter(torch.randn(1, cfg.num_visual_tokens, cfg.d_vision) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fine = self.fine(x)
+        tokens = self.down(fine).flatten(2).transpose(1, 2) + self.pos
+        return fine, tokens
+
+
+class SemanticEncoder(ConvStem):
+    """Semantic visual tokens V_sem from RGB (tiny/small: conv stem; paper: the VLM's vision tower)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(3, cfg)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(image - 0.5)
+
+
+class PointMapEncoder(ConvStem):
+    """Spatial tokens V_spa from the scale-calibrated camera-frame XYZ map (metres) and its validity,
+    on the same patch grid as the semantic tokens."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(4, cfg)
+
+    def forward(self, xyz: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        centred = xyz - torch.tensor([0.0, 0.0, 0.5], device=xyz.device).view(1, 3, 1, 1)
+        return super().forward(torch.cat([centred * valid * 2.0, valid], 1))
+
+
+class SpatialFusion(nn.Module):
+    """The paper's fusion: F_spa = CrossAttn(Q=V_sem, K=V=V_spa); V_f = LN(Dropout(V_sem + alpha*F_spa)),
+    alpha a learnable scalar initialised to ``alpha_init`` (0.5)."""
+
+    def __init__(self, d: int, heads: int, dropout: float, alpha_init: float = 0.5):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, v_sem: torch.Tensor, v_spa: torch.Tensor | None) -> torch.Tensor:
+        if v_spa is None:
+            return self.norm(self.dropout(v_sem))
+        f_spa, _ = self.attn(v_sem, v_spa, v_spa, need_weights=False)
+        return self.norm(self.dropout(v_sem + self.alpha * f_spa))
+
+
+def sinusoidal(t: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:
+    """(B,) scalars in [0, 1] -> (B, dim) sinusoidal embedding."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * max_period * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], -1)

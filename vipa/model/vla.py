@@ -1,0 +1,213 @@
+"""VIPA-VLA: semantic encoder + 3D point-map encoder -> fusion -> LLM, with readout heads and the
+flow-matching action head.
+
+Token layout (fixed, so readout positions never move):
+``[visual tokens N][prompt, padded to max_prompt_len][query tokens Q][<bos> target ... <eos>]``.
+Query tokens are learnable embeddings: q0 and q1 point at image locations (pointer A: the wrist,
+pointer B: the object or goal) and read a 3D position there from the point map (plus a learned
+offset); q2 predicts the future wrist trajectory relative to pointer A; all Q condition the DiT
+action head. Text targets (QA answers, motion tokens, motion descriptions) are trained with
+next-token cross-entropy. 3D outputs are camera-frame metres.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from vipa.model.action_head import FlowMatchingDiT
+from vipa.model.config import ModelConfig
+from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion, pool_points
+
+IGNORE = -100
+
+
+def build_llm(cfg: ModelConfig, vocab_size: int) -> nn.Module:
+    """A decoder-only LLM from config (random weights) for tiny/small."""
+    c = cfg.llm
+    kw = dict(
+        vocab_size=vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_key_value_heads,
+        intermediate_size=c.intermediate_size, max_position_embeddings=max(256, cfg.max_seq_len + 8),
+        tie_word_embeddings=True, pad_token_id=0,
+    )
+    if c.arch == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**kw))
+    if c.arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(**kw))
+    raise ValueError(f"llm.arch: unknown {c.arch!r} (qwen2 | llama)")
+
+
+@dataclass
+class VLAOutput:
+    hidden: torch.Tensor  # (B, L, H) final hidden states
+    logits: torch.Tensor | None  # (B, Lt, V) at target input positions
+    point_a: torch.Tensor  # (B, 3) metres
+    point_b: torch.Tensor  # (B, 3)
+    traj: torch.Tensor  # (B, T, 3)
+    queries: torch.Tensor  # (B, Q, H) query hidden states
+    attn_a: torch.Tensor  # (B, Nf) pointer weights over the fine grid
+
+
+class VIPAModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, pad_id: int = 0):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        d, h = cfg.d_vision, cfg.llm.hidden_size
+        self.semantic = SemanticEncoder(cfg)
+        self.spatial = PointMapEncoder(cfg) if cfg.use_3d else None
+        self.fusion = SpatialFusion(d, cfg.fusion_heads, cfg.fusion_dropout, cfg.alpha_init)
+        self.projector = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, h))
+        self.llm = build_llm(cfg, vocab_size)
+        self.query_embed = nn.Parameter(torch.randn(cfg.num_queries, h) * 0.02)
+        # Readout (pointer over the fine grid + offsets; trajectory deltas).
+        fine_ch = self.semantic.fine_ch * (2 if cfg.use_3d else 1)
+        dk = 64
+        self.key_fine = nn.Conv2d(fine_ch, dk, 1)
+        self.key_llm = nn.Linear(h, dk)
+        self.key_pos = nn.Parameter(torch.randn(1, dk, cfg.fine_grid, cfg.fine_grid) * 0.02)
+        self.q_ptr = nn.Linear(h, 2 * dk)
+        self.offset = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, 6))
+        self.traj_head = nn.Sequential(nn.Linear(2 * h, 2 * h), nn.GELU(), nn.Linear(2 * h, cfg.traj_horizon * 3))
+        nn.init.zeros_(self.offset[-1].weight)
+        nn.init.zeros_(self.traj_head[-1].weight)
+        nn.init.zeros_(self.traj_head[-1].bias)
+        with torch.no_grad():
+            # Without the point map the offsets are absolute positions: start at 0.5 m ahead.
+            self.offset[-1].bias.copy_(torch.tensor([0, 0, 0.0, 0, 0, 0.0] if cfg.use_3d else [0, 0, 0.5, 0, 0, 0.5]))
+        self.dk = dk
+        self.action_head = FlowMatchingDiT(h, cfg.action_dim, cfg.state_dim, cfg.chunk_len,
+                                           cfg.dit_dim, cfg.dit_layers, cfg.dit_heads)
+
+    # ---- parameter groups (what trains in each stage) ----
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        g: dict[str, list[nn.Parameter]] = {
+            "semantic": list(self.semantic.parameters()),
+            "spatial": list(self.spatial.parameters()) if self.spatial is not None else [],
+            "fusion": list(self.fusion.parameters()) + list(self.projector.parameters()),
+            "llm": list(self.llm.parameters()) + [self.query_embed],
+            "action_head": list(self.action_head.parameters()),
+        }
+        seen = {id(p) for ps in g.values() for p in ps}
+        g["readout"] = [p for p in self.parameters() if id(p) not in seen]
+        return g
+
+    def set_trainable(self, groups: list[str]) -> None:
+        pg = self.param_groups()
+        unknown = set(groups) - set(pg)
+        if unknown:
+            raise ValueError(f"unknown parameter groups {sorted(unknown)}; known: {sorted(pg)}")
+        for name, ps in pg.items():
+            for p in ps:
+                p.requires_grad_(name in groups)
+
+    # ---- forward ----
+    def check_inputs(self, image: torch.Tensor, xyz: torch.Tensor | None, valid: torch.Tensor | None) -> None:
+        s = self.cfg.image_size
+        if image.ndim != 4 or image.shape[1:] != (3, s, s):
+            raise ValueError(f"image: expected (B, 3, {s}, {s}) for config {self.cfg.name!r}, got {tuple(image.shape)}")
+        if self.cfg.use_3d:
+            if xyz is None or valid is None:
+                raise ValueError("point map: required by this config (use_3d=True)")
+            if xyz.shape != (image.shape[0], 3, s, s) or valid.shape != (image.shape[0], 1, s, s):
+                raise ValueError(f"point map: expected (B, 3, {s}, {s}) + validity (B, 1, {s}, {s}), got "
+                                 f"{tuple(xyz.shape)} and {tuple(valid.shape)}")
+            if not torch.isfinite(xyz).all():
+                raise ValueError("point map: contains NaN/inf; mark invalid pixels in the validity mask and zero them")
+
+    def encode_images(self, image, xyz, valid):
+        sem_fine, v_sem = self.semantic(image)
+        if self.spatial is not None:
+            spa_fine, v_spa = self.spatial(xyz, valid)
+            fine = torch.cat([sem_fine, spa_fine], 1)
+        else:
+            v_spa, fine = None, sem_fine
+        return self.projector(self.fusion(v_sem, v_spa)), fine
+
+    def forward(self, image: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                xyz: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+                target_in: torch.Tensor | None = None, target_mask: torch.Tensor | None = None,
+                past_key_values=None) -> VLAOutput:
+        cfg = self.cfg
+        self.check_inputs(image, xyz, valid)
+        b = image.shape[0]
+        if prompt_ids.shape[1] != cfg.max_prompt_len:
+            raise ValueError(f"prompt: expected length {cfg.max_prompt_len} (padded), got {prompt_ids.shape[1]}")
+        vis, fine = self.encode_images(image, xyz, valid)
+        emb = self.llm.get_input_embeddings()
+        parts = [vis, emb(prompt_ids), self.query_embed[None].expand(b, -1, -1)]
+        masks = [torch.ones(b, vis.shape[1], dtype=prompt_mask.dtype, device=vis.device), prompt_mask,
+                 torch.ones(b, cfg.num_queries, dtype=prompt_mask.dtype, device=vis.device)]
+        if target_in is not None:
+            parts.append(emb(target_in))
+            masks.append(target_mask if target_mask is not None else torch.ones_like(target_in))
+        x = torch.cat(parts, 1)
+        mask = torch.cat(masks, 1)
+        out = self.llm.model(inputs_embeds=x, attention_mask=mask)
+        hid = out.last_hidden_state
+        n, q0 = vis.shape[1], vis.shape[1] + cfg.max_prompt_len
+        queries = hid[:, q0:q0 + cfg.num_queries]
+        logits = None
+        if target_in is not None:
+            logits = self.llm.lm_head(hid[:, q0 + cfg.num_queries:])
+        pa, pb, traj, attn_a = self.readout(hid[:, :n], queries, fine, xyz, valid)
+        return VLAOutput(hid, logits, pa, pb, traj, queries, attn_a)
+
+    def readout(self, vis_hidden, queries, fine, xyz, valid):
+        cfg = self.cfg
+        b, g, fg = vis_hidden.shape[0], cfg.grid, cfg.fine_grid
+        kl = self.key_llm(vis_hidden).transpose(1, 2).reshape(b, self.dk, g, g)
+        keys = self.key_fine(fine) + F.interpolate(kl, size=(fg, fg), mode="nearest") + self.key_pos
+        keys = keys.flatten(2)  # (B, dk, Nf)
+        q = self.q_ptr(queries[:, :2]).reshape(b, 2, 2, self.dk)  # pointer a uses q0, b uses q1
+        qa, qb = q[:, 0, 0], q[:, 1, 1]
+        off = self.offset(queries[:, :2])  # (B, 2, 6)
+        offa, offb = off[:, 0, :3], off[:, 1, 3:]
+        la = torch.einsum("bd,bdn->bn", qa, keys) / math.sqrt(self.dk)
+        lb = torch.einsum("bd,bdn->bn", qb, keys) / math.sqrt(self.dk)
+        if self.spatial is not None:
+            cells, cv = pool_points(xyz, valid, fg)
+            bias = torch.where(cv > 0, 0.0, -1e4)
+            wa, wb = torch.softmax(la + bias, -1), torch.softmax(lb + bias, -1)
+            pa = torch.einsum("bn,bnc->bc", wa, cells) + offa
+            pb = torch.einsum("bn,bnc->bc", wb, cells) + offb
+        else:
+            wa = torch.softmax(la, -1)
+            pa, pb = offa, offb
+        delta = self.traj_head(torch.cat([queries[:, 2], queries[:, 0]], -1)).reshape(b, cfg.traj_horizon, 3)
+        traj = pa[:, None] + torch.cumsum(delta, 1)
+        return pa, pb, traj, wa
+
+    # ---- text generation ----
+    @torch.no_grad()
+    def generate(self, image, prompt_ids, prompt_mask, xyz=None, valid=None, bos_id: int = 1, eos_id: int = 2,
+                 max_new_tokens: int = 32, allowed_fn=None) -> tuple[torch.Tensor, VLAOutput]:
+        """Greedy decoding after the query tokens. ``allowed_fn(step, generated (B, t)) -> (B, V) bool``
+        restricts each step (constrained decoding); returns (B, t) ids (eos-terminated or max length)."""
+        b = image.shape[0]
+        cur = torch.full((b, 1), bos_id, dtype=torch.long, device=image.device)
+        out = None
+        done = torch.zeros(b, dtype=torch.bool, device=image.device)
+        max_new = min(max_new_tokens, self.cfg.max_target_len)
+        first = None
+        for step in range(max_new):
+            out = self.forward(image, prompt_ids, prompt_mask, xyz, valid, target_in=cur)
+            first = first or out
+            logits = out.logits[:, -1].float()
+            if allowed_fn is not None:
+                logits = logits.masked_fill(~allowed_fn(step, cur[:, 1:]), float("-inf"))
+            nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+            cur = torch.cat([cur, nxt[:, None]], 1)
+            done |= nxt == eos_id
+            if done.all():
+                break
+        return cur[:, 1:], first

@@ -1,0 +1,64 @@
+"""Assembling training data for a stage: Hand3D datasets (stages 1-2), LeRobot v3 robot data
+(post-training), the held-out split and the project-trained tokenizer's corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vipa.data.qa import encode_direction_distance
+from vipa.data.torch_dataset import FrameCache, Hand3DTorchDataset, cache_from_dataset, split_ids
+from vipa.model.config import VIPAConfig
+from vipa.model.tokenizer import VIPATokenizer
+
+TEMPLATES = (
+    "Where is the {o} relative to the right hand?", "Where is the {o} relative to the left hand?",
+    "How should the right hand move to {i}?", "How should the left hand move to {i}?",
+    "Predict the right wrist motion to {i}.", "Predict the left wrist motion to {i}.",
+    "Describe this motion:", "Past motion: . Predict the next motion.",
+)
+
+
+def open_hand3d(root: str | Path):
+    from vipa.data.dataset import Hand3DDataset  # heavy imports (av, pyarrow) only when needed
+
+    return Hand3DDataset.open(root)
+
+
+def load_split(root: str | Path, cfg: VIPAConfig, split: str, test_fraction: float = 0.2, seed: int = 0,
+               frame_step: int = 1, max_episodes: int | None = None) -> tuple[list[FrameCache], list[str]]:
+    """Model-ready caches of the ``split`` ("train" | "test" | "all") episodes of a Hand3D dataset."""
+    ds = open_hand3d(root)
+    ids = ds.episode_ids()
+    if not ids:
+        raise ValueError(f"{root}: the dataset has no finished episodes")
+    train, test = split_ids(ids, test_fraction, seed)
+    chosen = {"train": train, "test": test, "all": sorted(ids)}[split]
+    if max_episodes:
+        chosen = chosen[:max_episodes]
+    return cache_from_dataset(ds, chosen, cfg.model.image_size, frame_step), chosen
+
+
+def corpus(caches: list[FrameCache], seed: int = 0) -> list[str]:
+    """The tokenizer's training text: instructions, object names, the prompt templates and
+    answers in the paper's direction + distance form."""
+    rng = np.random.default_rng(seed)
+    texts: list[str] = []
+    for c in caches:
+        texts.append(c.instruction)
+        for name, _ in c.objects:
+            texts += [t.format(o=name, i=c.instruction) for t in TEMPLATES[:2]]
+        texts += [t.format(o="", i=c.instruction) for t in TEMPLATES[2:]]
+    texts += [encode_direction_distance(v) for v in rng.normal(0, 0.2, (2000, 3))]
+    return texts
+
+
+def build_tokenizer(caches: list[FrameCache], cfg: VIPAConfig) -> VIPATokenizer:
+    return VIPATokenizer.train(corpus(caches), cfg.model.tokenizer_vocab)
+
+
+def stage_dataset(caches: list[FrameCache], tok: VIPATokenizer, cfg: VIPAConfig, stage: str,
+                  **kw: Any) -> Hand3DTorchDataset:
+    return Hand3DTorchDataset(caches, tok, cfg.model, stage, **kw)

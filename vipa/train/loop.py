@@ -1,0 +1,231 @@
+"""The training loop for stage 1, stage 2 and post-training.
+
+AdamW, linear warm-up then cosine decay, gradient clipping, seeds, JSON-lines metrics (the
+fusion alpha included), safetensors checkpoints with config + tokenizer (+ action statistics),
+resume from the latest checkpoint, tqdm progress on rank 0, and PyTorch DDP when launched by
+``torchrun`` (gloo on CPU, nccl on GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from vipa.data.torch_dataset import collate
+from vipa.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
+from vipa.model.config import STAGES, VIPAConfig
+from vipa.model.tokenizer import VIPATokenizer
+from vipa.model.vla import VIPAModel
+
+IGNORE = -100
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def vla_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIPAConfig) -> dict[str, torch.Tensor]:
+    """Stage 1/2 losses: next-token CE on the target text, L1 (metres) on pointer A/B, on their
+    difference (the QA vector) and on the trajectory."""
+    t = cfg.train
+    tgt, tmask = batch["target"], batch["target_mask"]
+    out = model(batch["image"], batch["prompt_ids"], batch["prompt_mask"], batch.get("xyz"), batch.get("valid"),
+                target_in=tgt[:, :-1], target_mask=tmask[:, :-1])
+    labels = tgt[:, 1:].masked_fill(tmask[:, 1:] == 0, IGNORE)
+    lm = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+
+    def masked_l1(pred, true, m):
+        err = (pred - true).abs().sum(-1)
+        while err.ndim > 1:
+            err = err.mean(-1)
+        return (err * m).sum() / m.sum().clamp_min(1.0)
+
+    ma, mb, mt = batch["point_a_mask"], batch["point_b_mask"], batch["traj_mask"]
+    pa = masked_l1(out.point_a, batch["point_a"], ma)
+    pb = masked_l1(out.point_b, batch["point_b"], mb)
+    vec = masked_l1(out.point_b - out.point_a, batch["point_b"] - batch["point_a"], ma * mb)
+    traj = masked_l1(out.traj, batch["traj"], mt)
+    total = t.w_lm * lm + t.w_point * (pa + pb + vec) + t.w_traj * traj
+    return {"loss": total, "lm": lm, "point_a": pa, "point_b": pb, "vector": vec, "traj": traj}
+
+
+def post_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIPAConfig) -> dict[str, torch.Tensor]:
+    """Post-training: flow-matching loss of the DiT conditioned on the action queries' states."""
+    m = unwrap(model)
+    out = model(batch["image"], batch["prompt_ids"], batch["prompt_mask"], batch.get("xyz"), batch.get("valid"))
+    fm = m.action_head.loss(batch["actions"], batch["state"], out.queries, batch.get("action_mask"))
+    return {"loss": fm, "flow": fm}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final: Path
+    steps: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _dist_info() -> tuple[bool, int, int]:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return True, dist.get_rank(), dist.get_world_size()
+    return False, 0, 1
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ck = sorted((run_dir / "checkpoints").glob("step_*[0-9]"))
+    return ck[-1] if ck else None
+
+
+def param_checksum(model: torch.nn.Module) -> float:
+    with torch.no_grad():
+        return float(sum(p.double().sum() * (i + 1) for i, p in enumerate(unwrap(model).parameters())))
+
+
+def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, run_dir: str | Path,
+          steps: int | None = None, resume: bool = False, init: str | Path | None = None,
+          meta: dict[str, Any] | None = None, action_stats: dict[str, list] | None = None,
+          progress: bool = True, num_threads: int | None = None,
+          on_step: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Train ``stage`` on ``train_set`` and write checkpoints under ``run_dir``; returns the final
+    checkpoint. ``init``: start from another run's checkpoint (e.g. stage 1 -> stage 2)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
+    distributed, rank, world = _dist_info()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    run_dir = Path(run_dir)
+    tc = cfg.train
+    total = int(steps if steps is not None else tc.steps[stage])
+    if total <= 0:
+        total = max(1, len(train_set) // (tc.batch_size[stage] * world))  # one epoch
+    seed_everything(tc.seed)
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
+    start = 0
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if init is not None and ckpt is None:
+        m0, c0, t0, _ = load_checkpoint(init)
+        if t0.vocab_size != tok.vocab_size or c0.model.to_dict() != cfg.model.to_dict():
+            raise ValueError(f"--init {init}: its config/tokenizer differ from this run's")
+        model.load_state_dict(m0.state_dict())
+    model.set_trainable(tc.trainable[stage])
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{stage}: no trainable parameters (trainable groups {tc.trainable[stage]})")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr[stage])
+    if ckpt is not None:
+        load_weights(model, ckpt / "model.safetensors")
+        state = torch.load(ckpt / "train_state.pt", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+    ddp_model: torch.nn.Module = model
+    if distributed:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    bs = tc.batch_size[stage]
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=tc.seed) if distributed else \
+        RandomSampler(train_set, replacement=True, num_samples=10**9, generator=torch.Generator().manual_seed(tc.seed + start))
+    loader = DataLoader(train_set, batch_size=bs, sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_id),
+                        drop_last=True, num_workers=0)
+    loss_fn = post_losses if stage == "post" else vla_losses
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        cfg.save(run_dir / "config.json")
+    log_path = run_dir / "metrics.jsonl"
+    info = {"stage": stage, **(meta or {})}
+
+    def save(step: int, final: bool = False) -> Path:
+        p = run_dir / ("final" if final else f"checkpoints/step_{step:07d}")
+        save_checkpoint(p, model, cfg, tok, {**info, "step": step}, action_stats)
+        if not final:
+            torch.save({"optimizer": opt.state_dict(), "step": step, "torch_rng": torch.get_rng_state()},
+                       p / "train_state.pt")
+        return p
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=start, desc=f"{cfg.name} {stage}", dynamic_ncols=True)
+    metrics: list[dict[str, Any]] = []
+    model.train()
+    step, epoch, t_last, n_seen = start, 0, time.time(), 0
+    while step < total:
+        if distributed:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            if step >= total:
+                break
+            for g in opt.param_groups:
+                g["lr"] = tc.lr[stage] * lr_factor(step, total, tc.warmup_steps, tc.min_lr_ratio)
+            losses = loss_fn(ddp_model, batch, cfg)
+            if not torch.isfinite(losses["loss"]):
+                raise FloatingPointError(f"{stage} step {step}: loss is {losses['loss'].item()}")
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            step += 1
+            n_seen += bs * world
+            if rank == 0 and (step % tc.log_every == 0 or step == total):
+                now = time.time()
+                rec = {"step": step, "stage": stage, **{k: round(float(v.detach()), 5) for k, v in losses.items()},
+                       "grad_norm": round(float(gnorm), 4), "lr": opt.param_groups[0]["lr"],
+                       "alpha": round(float(model.fusion.alpha), 5),
+                       "samples_per_s": round(n_seen / max(1e-9, now - t_last), 2), "time": now}
+                t_last, n_seen = now, 0
+                metrics.append(rec)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if on_step:
+                    on_step(rec)
+                if bar:
+                    bar.set_postfix(loss=rec["loss"], alpha=rec["alpha"])
+            if bar:
+                bar.update(1)
+            if rank == 0 and tc.ckpt_every and step % tc.ckpt_every == 0 and step < total:
+                save(step)
+        epoch += 1
+    if bar:
+        bar.close()
+    final = run_dir / "final"
+    if distributed:
+        sums = [None] * world
+        dist.all_gather_object(sums, param_checksum(model))
+        if rank == 0:
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step, "ddp_param_checksums": sums}) + "\n")
+        dist.barrier()
+    if rank == 0:
+        save(step)
+        final = save(step, final=True)
+    if distributed:
+        dist.barrier()
+    return RunResult(run_dir, final, step, metrics)
