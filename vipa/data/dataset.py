@@ -202,10 +202,10 @@ def _arrow_column(values: np.ndarray, dtype: str, shape: list) -> pa.Array:
     typ = _ARROW[dtype]
     if dtype == "string":
         return pa.array(["" if v is None else str(v) for v in values], type=typ)
-    flat = np.ascontiguousarray(values, dtype=np.dtype(dtype)).reshape(n, -1)
+    size = int(np.prod(shape)) if shape else 1
+    flat = np.ascontiguousarray(values, dtype=np.dtype(dtype)).reshape(n, size)
     if not shape:
         return pa.array(flat.reshape(n), type=typ)
-    size = int(np.prod(shape))
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), type=typ), size)
 
 
