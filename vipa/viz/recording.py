@@ -115,10 +115,11 @@ def _encode_frames(rgb: np.ndarray, scale: float, quality: int) -> list[bytes]:
 
 
 def cloud_columns(
-    ep: Episode, stride: int, max_points: int
+    ep: Episode, stride: int, max_points: int, apply_scale: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Downsampled coloured point clouds of every frame, camera frame, metres, with the
-    episode's calibration scale applied (metric = raw * depth_unit * s).
+    episode's calibration scale applied (metric = raw * depth_unit * s); ``apply_scale=False``
+    leaves s out (cache that and scale with ``scale_cloud`` after a scale correction).
 
     Returns (points (N, 3) float32, colors (N, 3) uint8, counts (T,)) or None without depth."""
     if ep.depth_raw is None:
@@ -128,7 +129,9 @@ def cloud_columns(
         stride = max(stride, int(np.ceil(np.sqrt(H * W / float(max_points)))))
     d = ep.depth_raw[:, ::stride, ::stride]  # (T, h, w) raw units
     s = np.where(np.isfinite(ep.depth_scale), ep.depth_scale, 1.0).astype(np.float32)
-    valid = np.isfinite(d) & (d > 0) & ep.frame_valid[:, None, None]
+    if not apply_scale:
+        s = np.ones_like(s)
+    valid = np.isfinite(d) & (d > 0)
     ti, vi, ui = np.nonzero(valid)
     z = d[ti, vi, ui].astype(np.float32) * (np.float32(ep.depth_unit) * s[ti])
     K = ep.K.astype(np.float32)
@@ -141,6 +144,17 @@ def cloud_columns(
     else:
         cols = np.full((len(pts), 3), 180, np.uint8)
     return pts.astype(np.float32), cols.astype(np.uint8), counts
+
+
+def scale_cloud(cloud: tuple[np.ndarray, np.ndarray, np.ndarray], ep: Episode
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the episode's per-frame scale s (NaN -> 1) to an unscaled ``cloud_columns``
+    result and drop frames marked bad."""
+    pts, cols, counts = cloud
+    s = np.where(np.isfinite(ep.depth_scale), ep.depth_scale, 1.0).astype(np.float32)
+    keep = np.repeat(ep.frame_valid, counts)
+    pts = pts * np.repeat(s, counts)[:, None]
+    return pts[keep], cols[keep], np.where(ep.frame_valid, counts, 0)
 
 
 def wrist_world(ep: Episode, side: str) -> np.ndarray:
@@ -201,9 +215,11 @@ def encode_images(ep: Episode, opts: ViewOptions | None = None) -> list[bytes] |
 
 
 def log_episode(rec: rr.RecordingStream, ep: Episode, opts: ViewOptions | None = None,
-                image_blobs: list[bytes] | None = None) -> None:
+                image_blobs: list[bytes] | None = None,
+                cloud: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
     """Log a whole episode into ``rec`` in columns (one send_columns per entity).
-    ``image_blobs``: precomputed ``encode_images(ep, opts)``."""
+    ``image_blobs``: precomputed ``encode_images(ep, opts)``; ``cloud``: precomputed
+    ``cloud_columns(ep, ..., apply_scale=False)`` (the scale is applied here)."""
     opts = opts or ViewOptions()
     t = ep.num_frames
     frames = np.arange(t)
@@ -223,9 +239,10 @@ def log_episode(rec: rr.RecordingStream, ep: Episode, opts: ViewOptions | None =
         rr.send_columns(paths.IMAGE, indexes=idx, columns=rr.EncodedImage.columns(blob=blobs), recording=rec)
 
     if opts.with_cloud and t:
-        cloud = cloud_columns(ep, opts.cloud_stride, opts.max_cloud_points)
+        if cloud is None:
+            cloud = cloud_columns(ep, opts.cloud_stride, opts.max_cloud_points, apply_scale=False)
         if cloud is not None:
-            pts, cols, counts = cloud
+            pts, cols, counts = scale_cloud(cloud, ep)
             rr.send_columns(paths.CLOUD, indexes=idx,
                             columns=rr.Points3D.columns(positions=pts, colors=cols).partition(counts),
                             recording=rec)
@@ -295,13 +312,17 @@ def _nanmean_rows(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def log_episode_per_frame(rec: rr.RecordingStream, ep: Episode, opts: ViewOptions | None = None) -> None:
-    """Baseline: the same content with one ``rr.log`` per entity per frame."""
+def log_episode_per_frame(rec: rr.RecordingStream, ep: Episode, opts: ViewOptions | None = None,
+                          image_blobs: list[bytes] | None = None,
+                          cloud: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+    """Baseline: the same content with one ``rr.log`` per entity per frame (same caches)."""
     opts = opts or ViewOptions()
     _static_setup(rec, ep, opts)
-    cloud = cloud_columns(ep, opts.cloud_stride, opts.max_cloud_points) if opts.with_cloud else None
+    if opts.with_cloud and cloud is None:
+        cloud = cloud_columns(ep, opts.cloud_stride, opts.max_cloud_points, apply_scale=False)
+    cloud = scale_cloud(cloud, ep) if (opts.with_cloud and cloud is not None) else None
     cstart = np.concatenate([[0], np.cumsum(cloud[2])]) if cloud is not None else None
-    blobs = _encode_frames(ep.rgb, image_scale(ep, opts), opts.jpeg_quality) if (opts.with_images and ep.rgb is not None) else None
+    blobs = image_blobs if image_blobs is not None else encode_images(ep, opts)
     masks = {(s, d): _joint_mask(ep, s, d) for s in HANDS for d in (2, 3)}
     f = np.float32(image_scale(ep, opts))
     j2 = {s: ep.hands[s].joints_2d * f for s in HANDS}
@@ -374,14 +395,15 @@ def episode_rrd_bytes(
     frame: int | None = None,
     recording_id: str | None = None,
     image_blobs: list[bytes] | None = None,
+    cloud: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> bytes:
     """The whole episode as .rrd bytes (blueprint included). ``frame`` holds the time cursor
     there; ``predictions`` maps a name to an (N, 3) world-frame wrist trajectory."""
     rec, mem = new_recording(ep, recording_id, frame)
     if columnar:
-        log_episode(rec, ep, opts, image_blobs=image_blobs)
+        log_episode(rec, ep, opts, image_blobs=image_blobs, cloud=cloud)
     else:
-        log_episode_per_frame(rec, ep, opts)
+        log_episode_per_frame(rec, ep, opts, image_blobs=image_blobs, cloud=cloud)
     for name, traj in (predictions or {}).items():
         log_prediction(rec, name, traj)
     rec.flush()

@@ -1,0 +1,492 @@
+"""The Gradio layout and callbacks of the workbench (UI only: every computation is a
+``Workbench`` method, which calls ``vipa`` / ``annotators``).
+
+Named API endpoints (``gradio_client``): the JSON ones defined with ``gr.api`` at the bottom
+(``/episodes``, ``/episode_info``, ``/joint``, ``/move_joint``, ``/set_visibility``,
+``/nudge_depth``, ``/set_scale``, ``/set_box``, ``/mark_bad``, ``/interpolate``, ``/undo``,
+``/redo``, ``/set_review``, ``/set_instruction``, ``/history``, ``/export``,
+``/worst_frames``, ``/recording``, ``/predict``) and the UI events
+(``/open_episode``, ``/frame_view``, ``/click_joint``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+from gradio_rerun import Rerun
+
+from app.workbench import TABLE_HEADERS, Workbench
+from vipa.conventions import HANDS, JOINT_NAMES
+from vipa.data.episode import REVIEW_STATUSES
+
+SHORTCUTS_JS = """
+<script>
+document.addEventListener('keydown', (e) => {
+  const t = e.target;
+  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+  const click = (id) => { const b = document.getElementById(id); if (b) { b.click(); e.preventDefault(); } };
+  const k = e.key.toLowerCase();
+  if ((e.ctrlKey || e.metaKey) && k === 'z' && !e.shiftKey) click('vipa-undo');
+  else if ((e.ctrlKey || e.metaKey) && (k === 'y' || (k === 'z' && e.shiftKey))) click('vipa-redo');
+  else if (!e.ctrlKey && !e.metaKey && !e.altKey) {
+    if (k === 'v') click('vipa-visibility');
+    else if (k === 'b') click('vipa-bad');
+    else if (k === '[' || k === 'arrowleft' && e.shiftKey) click('vipa-prev');
+    else if (k === ']' || k === 'arrowright' && e.shiftKey) click('vipa-next');
+    else if (k === 'w') click('vipa-depth-minus');
+    else if (k === 's') click('vipa-depth-plus');
+  }
+});
+</script>
+"""
+
+HELP_SHORTCUTS = ("Shortcuts (outside text fields): **Ctrl+Z** undo, **Ctrl+Y** redo, **V** toggle visibility, "
+                  "**B** mark frame bad/good, **[** / **]** previous / next frame, **W** / **S** joint depth -/+ 1 cm.")
+
+
+def _guard(fn: Callable) -> Callable:
+    """Turn library errors into a visible gr.Error (no tracebacks in the page)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (ValueError, KeyError, IndexError, FileNotFoundError, PermissionError, TypeError) as exc:
+            raise gr.Error(f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict], predictor: Any = None,
+             max_upload_mb: int = 20) -> gr.Blocks:
+    """``wb_ref()`` returns the Workbench once the dataset is ready (None while the bundled
+    sample is being built); ``status()`` returns {"ready": bool, "message": str, "progress": float}."""
+
+    def wb() -> Workbench:
+        w = wb_ref()
+        if w is None:
+            raise gr.Error("the dataset is still being prepared; see the progress bar at the top")
+        return w
+
+    with gr.Blocks(title="VIPA workbench", fill_width=True) as demo:
+        gr.Markdown("## VIPA workbench: Hand3D episodes, 2D-3D alignment, corrections, predictions")
+        status_md = gr.Markdown(elem_id="vipa-status")
+        progress_sl = gr.Slider(0, 1, value=0, label="preparing dataset", interactive=False, visible=False,
+                                elem_id="vipa-progress")
+        timer = gr.Timer(1.0)
+        with gr.Row():
+            episode_dd = gr.Dropdown(choices=[], label="episode", elem_id="vipa-episode", scale=3,
+                                     allow_custom_value=True)
+            frame_sl = gr.Slider(0, 1, value=0, step=1, label="frame", elem_id="vipa-frame", scale=5)
+            prev_btn = gr.Button("◀ frame", elem_id="vipa-prev", scale=0, min_width=80)
+            next_btn = gr.Button("frame ▶", elem_id="vipa-next", scale=0, min_width=80)
+
+        with gr.Tabs():
+            with gr.Tab("Browse", id="browse"):
+                with gr.Row():
+                    query_tb = gr.Textbox(label="filter (id, instruction, source)", scale=3)
+                    review_dd = gr.Dropdown(["all", *REVIEW_STATUSES], value="all", label="review status", scale=1)
+                    sort_dd = gr.Dropdown(TABLE_HEADERS, value="episode", label="sort by", scale=1)
+                    desc_cb = gr.Checkbox(label="descending", value=False, scale=0)
+                table_df = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="vipa-table",
+                                        label="episodes (click a row to open it everywhere)", wrap=True)
+                with gr.Accordion("failed episodes", open=False):
+                    failed_df = gr.Dataframe(headers=["episode", "error"], interactive=False)
+
+            with gr.Tab("Inspect", id="inspect"):
+                viewer = Rerun(height=620, elem_id="vipa-rerun", panel_states={"blueprint": "collapsed",
+                                                                            "selection": "collapsed"})
+                with gr.Row():
+                    wrist_plot = gr.Plot(label="wrist x/y/z")
+                    conf_plot = gr.Plot(label="per-joint confidence")
+
+            with gr.Tab("Align", id="align"):
+                with gr.Row():
+                    reproj_plot = gr.Plot(label="per-joint reprojection error")
+                    resid_plot = gr.Plot(label="calibration residual")
+                with gr.Row():
+                    worst_df = gr.Dataframe(headers=["frame", "reproj_px", "calib_residual", "worst by"],
+                                            interactive=False, elem_id="vipa-worst",
+                                            label="worst frames (click to jump there)")
+                    with gr.Column():
+                        new_scale_nb = gr.Number(label="proposed scale s for this frame", value=1.0)
+                        preview_btn = gr.Button("preview scale change")
+                        scale_plot = gr.Plot(label="before / after scale change")
+
+            with gr.Tab("Correct", id="correct"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        frame_img = gr.Image(type="numpy", format="png", interactive=False, label="click to move the selected joint",
+                                             elem_id="vipa-frame-image", buttons=[])
+                        gr.Markdown(HELP_SHORTCUTS)
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            hand_rd = gr.Radio(list(HANDS), value="right", label="hand", elem_id="vipa-hand")
+                            joint_dd = gr.Dropdown(list(JOINT_NAMES), value="wrist", label="joint", elem_id="vipa-joint")
+                        joint_md = gr.Markdown(elem_id="vipa-joint-info")
+                        with gr.Row():
+                            vis_btn = gr.Button("toggle visibility (V)", elem_id="vipa-visibility")
+                            bad_btn = gr.Button("mark frame bad / good (B)", elem_id="vipa-bad")
+                        with gr.Row():
+                            dz_nb = gr.Number(value=0.01, label="depth step (m)", minimum=0.0005, maximum=0.5)
+                            dminus_btn = gr.Button("closer (W)", elem_id="vipa-depth-minus")
+                            dplus_btn = gr.Button("farther (S)", elem_id="vipa-depth-plus")
+                        with gr.Row():
+                            scale_nb = gr.Number(label="episode depth scale s", value=1.0, minimum=1e-4)
+                            scale_btn = gr.Button("set scale")
+                        with gr.Accordion("object box", open=False):
+                            obj_dd = gr.Dropdown(choices=[], label="object")
+                            with gr.Row():
+                                bx0 = gr.Number(label="x0")
+                                by0 = gr.Number(label="y0")
+                                bx1 = gr.Number(label="x1")
+                                by1 = gr.Number(label="y1")
+                            box_btn = gr.Button("set box in this frame")
+                        with gr.Accordion("keyframe interpolation", open=False):
+                            gr.Markdown("Linearly interpolate the selected joint between two keyframes "
+                                        "(both ends as they are now, corrected or not).")
+                            with gr.Row():
+                                kf0 = gr.Number(label="from frame", precision=0, value=0)
+                                kf1 = gr.Number(label="to frame", precision=0, value=1)
+                            interp_btn = gr.Button("interpolate")
+                        with gr.Row():
+                            undo_btn = gr.Button("undo (Ctrl+Z)", elem_id="vipa-undo")
+                            redo_btn = gr.Button("redo (Ctrl+Y)", elem_id="vipa-redo")
+                        with gr.Row():
+                            review_rd = gr.Radio(list(REVIEW_STATUSES), label="review status", elem_id="vipa-review")
+                        instr_tb = gr.Textbox(label="instruction", lines=2)
+                        instr_btn = gr.Button("save instruction")
+                        edit_md = gr.Markdown(elem_id="vipa-edit-status")
+                history_df = gr.Dataframe(headers=["id", "when", "who", "what", "frame", "old", "new", "undone"],
+                                          interactive=False, label="edit history of this episode", wrap=True)
+                with gr.Row():
+                    export_tb = gr.Textbox(label="export folder name (inside <dataset>_exports/)", value="export")
+                    export_btn = gr.Button("export merged dataset")
+
+            with gr.Tab("Predict", id="predict"):
+                predict_md = gr.Markdown()
+                with gr.Row():
+                    pred_instr = gr.Textbox(label="instruction", scale=3)
+                    pred_upload = gr.Image(type="filepath", label="or upload a frame (PNG/JPEG)", sources=["upload"],
+                                           scale=1)
+                pred_btn = gr.Button("predict wrist trajectory")
+                pred_out = gr.Markdown()
+                pred_viewer = Rerun(height=520, elem_id="vipa-pred-rerun")
+
+        # ------------------------------------------------------------ callbacks
+
+        def on_timer():
+            st = status()
+            ready = st.get("ready", False)
+            ids = wb_ref().ds.episode_ids() if ready else []
+            msg = st.get("message", "")
+            return (gr.update(value=msg),
+                    gr.update(visible=not ready and st.get("progress") is not None, value=st.get("progress") or 0),
+                    gr.update(choices=ids) if ready else gr.update(),
+                    gr.update(active=not ready))
+
+        timer.tick(on_timer, outputs=[status_md, progress_sl, episode_dd, timer], api_visibility="private",
+                   show_progress="hidden")
+
+        def on_load():
+            st = status()
+            ready = st.get("ready", False)
+            if not ready:
+                return (st.get("message", ""), gr.update(), gr.update(), gr.update(), gr.update(active=True),
+                        _predict_status(predictor))
+            w = wb()
+            ids = w.ds.episode_ids()
+            return (st.get("message", ""), gr.update(choices=ids, value=ids[0] if ids else None),
+                    w.table(), w.failed(), gr.update(active=False), _predict_status(predictor))
+
+        demo.load(on_load, outputs=[status_md, episode_dd, table_df, failed_df, timer, predict_md],
+                  api_visibility="private")
+
+        @_guard
+        def refresh_table(query, review, sort_by, desc):
+            return wb().table(query, review, sort_by, desc)
+
+        for comp in (query_tb, review_dd, sort_dd, desc_cb):
+            comp.change(refresh_table, [query_tb, review_dd, sort_dd, desc_cb], table_df, api_visibility="private",
+                        show_progress="hidden")
+
+        def on_table_select(evt: gr.SelectData, rows):
+            try:
+                r = evt.index[0]
+                return gr.update(value=rows.iloc[r, 0] if hasattr(rows, "iloc") else rows[r][0])
+            except (IndexError, KeyError, TypeError):
+                return gr.update()
+
+        table_df.select(on_table_select, [table_df], episode_dd, api_visibility="private")
+
+        def _views(episode_id: str, frame: int, side: str, joint: str, with_viewer: bool = True):
+            w = wb()
+            ep = w.episode(episode_id)
+            frame = int(np.clip(frame or 0, 0, max(ep.num_frames - 1, 0)))
+            rrd = w.recording(episode_id, frame=frame, ep=ep) if with_viewer else None
+            wrist, conf = w.inspect_figures(episode_id, frame, ep=ep)
+            img = w.frame_image(episode_id, frame, side, joint, ep=ep)
+            return ep, frame, rrd, wrist, conf, img
+
+        @_guard
+        def open_episode(episode_id, side, joint, progress=gr.Progress()):
+            if not episode_id:
+                return [gr.update()] * 16
+            w = wb()
+            progress(0.1, desc="loading episode and media")
+            ep, frame, rrd, wrist, conf, img = _views(episode_id, 0, side, joint)
+            progress(0.7, desc="alignment figures")
+            rp, rs, worst = w.align(episode_id, 0)
+            objs = [o.object_id for o in ep.objects]
+            s = ep.depth_scale[np.isfinite(ep.depth_scale)]
+            return (gr.update(maximum=max(ep.num_frames - 1, 1), value=0), rrd, wrist, conf, rp, rs, worst, img,
+                    _joint_info(w, ep, 0, side, joint), float(np.median(s)) if s.size else 1.0,
+                    gr.update(choices=objs, value=objs[0] if objs else None), ep.review_status, ep.instruction,
+                    w.history_rows(episode_id), gr.update(value=max(ep.num_frames - 1, 1)),
+                    f"opened **{episode_id}**: {ep.num_frames} frames, {ep.width}x{ep.height}")
+
+        open_outputs = [frame_sl, viewer, wrist_plot, conf_plot, reproj_plot, resid_plot, worst_df, frame_img, joint_md,
+                        scale_nb, obj_dd, review_rd, instr_tb, history_df, kf1, edit_md]
+        episode_dd.change(open_episode, [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode")
+
+        @_guard
+        def frame_view(episode_id, frame, side, joint):
+            if not episode_id:
+                return gr.update(), gr.update()
+            w = wb()
+            ep = w.episode(episode_id)
+            return w.frame_image(episode_id, int(frame), side, joint, ep=ep), _joint_info(w, ep, int(frame), side, joint)
+
+        frame_sl.release(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md],
+                         api_name="frame_view", show_progress="hidden")
+        for comp in (hand_rd, joint_dd):
+            comp.change(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md],
+                        api_visibility="private", show_progress="hidden")
+
+        def step(delta):
+            @_guard
+            def fn(episode_id, frame, side, joint):
+                if not episode_id:
+                    return gr.update(), gr.update(), gr.update()
+                w = wb()
+                ep = w.episode(episode_id)
+                f = int(np.clip(int(frame) + delta, 0, ep.num_frames - 1))
+                return f, w.frame_image(episode_id, f, side, joint, ep=ep), _joint_info(w, ep, f, side, joint)
+            return fn
+
+        prev_btn.click(step(-1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md],
+                       api_visibility="private", show_progress="hidden")
+        next_btn.click(step(+1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md],
+                       api_visibility="private", show_progress="hidden")
+
+        @_guard
+        def jump(evt: gr.SelectData, rows, episode_id, side, joint):
+            try:
+                r = evt.index[0]
+                f = int(rows.iloc[r, 0] if hasattr(rows, "iloc") else rows[r][0])
+            except (IndexError, KeyError, TypeError, ValueError):
+                return [gr.update()] * 5
+            _, f, rrd, wrist, conf, img = _views(episode_id, f, side, joint)
+            return f, rrd, img, wrist, conf
+
+        worst_df.select(jump, [worst_df, episode_dd, hand_rd, joint_dd], [frame_sl, viewer, frame_img, wrist_plot, conf_plot],
+                        api_visibility="private")
+
+        @_guard
+        def preview_scale(episode_id, frame, s):
+            return wb().scale_preview(episode_id, int(frame), float(s))
+
+        preview_btn.click(preview_scale, [episode_dd, frame_sl, new_scale_nb], scale_plot, api_name="scale_preview")
+
+        # edits: each returns the refreshed views
+        edit_outputs = [frame_img, joint_md, viewer, wrist_plot, conf_plot, history_df, edit_md, review_rd, instr_tb]
+
+        def after_edit(episode_id, frame, side, joint, message):
+            w = wb()
+            ep, f, rrd, wrist, conf, img = _views(episode_id, frame, side, joint)
+            return (img, _joint_info(w, ep, f, side, joint), rrd, wrist, conf, w.history_rows(episode_id), message,
+                    ep.review_status, ep.instruction)
+
+        def edit_handler(action: Callable[..., str]):
+            @_guard
+            def fn(episode_id, frame, side, joint, *args):
+                if not episode_id:
+                    raise gr.Error("select an episode first")
+                msg = action(wb(), episode_id, int(frame), side, joint, *args)
+                return after_edit(episode_id, int(frame), side, joint, msg)
+            return fn
+
+        base_in = [episode_dd, frame_sl, hand_rd, joint_dd]
+
+        def click_joint(w, eid, frame, side, joint, evt: gr.SelectData):
+            u, v = float(evt.index[0]) + 0.5, float(evt.index[1]) + 0.5  # clicked pixel's centre
+            w.move_joint(eid, frame, side, joint, u, v)
+            return f"moved {side} {joint} in frame {frame} to ({u:.1f}, {v:.1f}) px"
+
+        @_guard
+        def on_click(episode_id, frame, side, joint, evt: gr.SelectData):
+            if not episode_id:
+                raise gr.Error("select an episode first")
+            msg = click_joint(wb(), episode_id, int(frame), side, joint, evt)
+            return after_edit(episode_id, int(frame), side, joint, msg)
+
+        frame_img.select(on_click, base_in, edit_outputs, api_name="click_joint")
+
+        vis_btn.click(edit_handler(lambda w, e, f, s, j: w.toggle_visibility(e, f, s, j)), base_in, edit_outputs,
+                      api_visibility="private")
+        bad_btn.click(edit_handler(lambda w, e, f, s, j: w.toggle_bad(e, f)), base_in, edit_outputs,
+                      api_visibility="private")
+        dminus_btn.click(edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, -float(dz))),
+                         base_in + [dz_nb], edit_outputs, api_visibility="private")
+        dplus_btn.click(edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, float(dz))),
+                        base_in + [dz_nb], edit_outputs, api_visibility="private")
+        scale_btn.click(edit_handler(lambda w, e, f, s, j, sc: w.set_scale(e, float(sc))),
+                        base_in + [scale_nb], edit_outputs, api_visibility="private")
+        box_btn.click(edit_handler(lambda w, e, f, s, j, o, a, b, c, d: w.set_box(e, f, o, [a, b, c, d])),
+                      base_in + [obj_dd, bx0, by0, bx1, by1], edit_outputs, api_visibility="private")
+        interp_btn.click(edit_handler(lambda w, e, f, s, j, a, b: w.interpolate(e, s, j, int(a), int(b))),
+                         base_in + [kf0, kf1], edit_outputs, api_visibility="private")
+        undo_btn.click(edit_handler(lambda w, e, f, s, j: w.undo(e)), base_in, edit_outputs, api_visibility="private")
+        redo_btn.click(edit_handler(lambda w, e, f, s, j: w.redo(e)), base_in, edit_outputs, api_visibility="private")
+        review_rd.input(edit_handler(lambda w, e, f, s, j, r: w.set_review(e, r)), base_in + [review_rd], edit_outputs,
+                        api_visibility="private")
+        instr_btn.click(edit_handler(lambda w, e, f, s, j, t: w.set_instruction(e, t)), base_in + [instr_tb],
+                        edit_outputs, api_visibility="private")
+
+        @_guard
+        def do_export(name):
+            return f"exported to `{wb().export(name)}`"
+
+        export_btn.click(do_export, [export_tb], edit_md, api_visibility="private")
+
+        @_guard
+        def do_predict(episode_id, frame, instruction, upload, progress=gr.Progress()):
+            if predictor is None:
+                return _predict_status(None), None
+            progress(0.2, desc="predicting")
+            w = wb()
+            res = w.predict(predictor, episode_id, int(frame), instruction, upload, max_upload_mb)
+            return res["message"], res.get("rrd")
+
+        pred_btn.click(do_predict, [episode_dd, frame_sl, pred_instr, pred_upload], [pred_out, pred_viewer],
+                       api_visibility="private")
+
+        # ------------------------------------------------------------ JSON API (gradio_client)
+        _register_api(wb, predictor, max_upload_mb)
+
+    return demo
+
+
+def _joint_info(w: Workbench, ep, frame: int, side: str, joint: str) -> str:
+    info = w.joint_state(ep, frame, side, joint)
+    if info is None:
+        return f"**{side} {joint}**, frame {frame}: hand not present"
+    uv = info["uv"]
+    xyz = info["xyz"]
+    fmt = lambda v, d: ", ".join("nan" if v is None or x is None else f"{x:.{d}f}" for x in (v or [None]))
+    return (f"**{side} {joint}**, frame {frame}: {'visible' if info['valid'] else 'hidden'}, "
+            f"pixel ({fmt(uv, 1)}), camera ({fmt(xyz, 3)}) m, confidence {info['confidence']:.2f}"
+            f"{'' if info['frame_valid'] else ' — frame marked bad'}")
+
+
+def _predict_status(predictor: Any) -> str:
+    if predictor is None:
+        return ("**No checkpoint is loaded.** Start the app with `--checkpoint PATH` (a checkpoint trained with "
+                "`vipa train`) to predict wrist trajectories here.")
+    return f"Checkpoint loaded: `{getattr(predictor, 'name', type(predictor).__name__)}`."
+
+
+def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: int) -> None:
+    """JSON endpoints for scripting; every argument is checked by the Workbench."""
+
+    def api(name: str):
+        def deco(fn):
+            gr.api(_guard(fn), api_name=name)
+            return fn
+        return deco
+
+    @api("episodes")
+    def episodes(query: str = "", review: str = "all") -> list:
+        return [dict(zip(TABLE_HEADERS, r)) for r in wb().table(query, review)]
+
+    @api("episode_info")
+    def episode_info(episode_id: str) -> dict:
+        return wb().episode_info(episode_id)
+
+    @api("joint")
+    def joint(episode_id: str, frame: int, side: str, joint: str) -> dict:
+        w = wb()
+        return w.joint_state(w.episode(episode_id), int(frame), side, joint) or {}
+
+    @api("move_joint")
+    def move_joint(episode_id: str, frame: int, side: str, joint: str, u: float, v: float) -> str:
+        return wb().move_joint(episode_id, int(frame), side, joint, float(u), float(v))
+
+    @api("set_visibility")
+    def set_visibility(episode_id: str, frame: int, side: str, joint: str, visible: bool) -> str:
+        return wb().set_visibility(episode_id, int(frame), side, joint, bool(visible))
+
+    @api("nudge_depth")
+    def nudge_depth(episode_id: str, frame: int, side: str, joint: str, dz: float) -> str:
+        return wb().nudge_depth(episode_id, int(frame), side, joint, float(dz))
+
+    @api("set_scale")
+    def set_scale(episode_id: str, scale: float) -> str:
+        return wb().set_scale(episode_id, float(scale))
+
+    @api("set_box")
+    def set_box(episode_id: str, frame: int, object_id: str, x0: float, y0: float, x1: float, y1: float) -> str:
+        return wb().set_box(episode_id, int(frame), object_id, [x0, y0, x1, y1])
+
+    @api("mark_bad")
+    def mark_bad(episode_id: str, frame: int, bad: bool) -> str:
+        return wb().mark_bad(episode_id, int(frame), bool(bad))
+
+    @api("interpolate")
+    def interpolate(episode_id: str, side: str, joint: str, start: int, end: int) -> str:
+        return wb().interpolate(episode_id, side, joint, int(start), int(end))
+
+    @api("undo")
+    def undo(episode_id: str) -> str:
+        return wb().undo(episode_id)
+
+    @api("redo")
+    def redo(episode_id: str) -> str:
+        return wb().redo(episode_id)
+
+    @api("set_review")
+    def set_review(episode_id: str, status: str) -> str:
+        return wb().set_review(episode_id, status)
+
+    @api("set_instruction")
+    def set_instruction(episode_id: str, text: str) -> str:
+        return wb().set_instruction(episode_id, text)
+
+    @api("history")
+    def history(episode_id: str) -> list:
+        return wb().history(episode_id)
+
+    @api("export")
+    def export(name: str) -> str:
+        return wb().export(name)
+
+    @api("worst_frames")
+    def worst_frames(episode_id: str, k: int = 10) -> list:
+        _, _, rows = wb().align(episode_id, None, int(k))
+        return [dict(zip(["frame", "reproj_px", "calib_residual", "by"], r)) for r in rows]
+
+    @api("recording")
+    def recording(episode_id: str, frame: int = 0) -> str:
+        """Writes the episode's .rrd into a temporary file and returns its size in bytes and path."""
+        data = wb().recording(episode_id, frame=int(frame))
+        out = Path(tempfile.mkdtemp(prefix="vipa-rrd-")) / f"{episode_id}.rrd"
+        out.write_bytes(data)
+        return json.dumps({"bytes": len(data), "path": str(out)})

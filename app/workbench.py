@@ -1,0 +1,429 @@
+"""The workbench's session-independent state: one dataset, media caches, the correction layer.
+
+No gradio here (the UI in ``app/ui.py`` calls these methods) and no geometry: geometry and
+corrections live in ``vipa``; QA and motion tokens are re-derived by ``annotators``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vipa.conventions import HAND_EDGES, HANDS, JOINT_INDEX, JOINT_NAMES
+from vipa.data.dataset import Hand3DDataset, resolve_inside
+from vipa.data.episode import REVIEW_STATUSES, Episode
+from vipa.viz import figures
+from vipa.viz.recording import HAND_COLORS, OBJECT_COLOR, ViewOptions, cloud_columns, encode_images, episode_rrd_bytes
+
+QUALITY_COLUMNS = ("detection_rate", "reproj_median_px", "calib_residual", "jitter_median_mps2")
+TABLE_HEADERS = ["episode", "frames", "review", *QUALITY_COLUMNS, "instruction", "source"]
+
+
+@dataclass
+class ViewMedia:
+    """What a recording needs from an episode's media, computed once (media never changes
+    with corrections): JPEG frames and the unscaled downsampled point cloud."""
+
+    blobs: list[bytes] | None
+    cloud: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    seconds: float  # time it took to build
+
+
+class Workbench:
+    """One dataset opened for browsing and correcting. Thread-safe for concurrent sessions:
+    edits go straight to the correction log (SQLite, one transaction each)."""
+
+    def __init__(self, root: str | Path, author: str = "app", view: ViewOptions | None = None,
+                 media_cache: int = 6) -> None:
+        self.root = Path(root).resolve()
+        self.ds = Hand3DDataset.open(self.root)
+        self.author = author
+        self.view = view or ViewOptions()
+        self._media: OrderedDict[str, ViewMedia] = OrderedDict()
+        self._media_cap = media_cache
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ paths and ids
+
+    def resolve(self, rel: str) -> Path:
+        """A path inside the dataset root or PathEscapeError (any path a request names)."""
+        return resolve_inside(self.root, rel)
+
+    def check_episode(self, episode_id: str) -> str:
+        if not isinstance(episode_id, str) or not episode_id:
+            raise ValueError("no episode selected")
+        self.resolve(Path("episodes") / episode_id)  # refuses ../ and absolute paths
+        if episode_id not in self.ds.episode_ids():
+            raise KeyError(f"episode {episode_id!r} is not in {self.root.name}")
+        return episode_id
+
+    # ------------------------------------------------------------------ browse
+
+    def table(self, query: str = "", review: str = "all", sort_by: str = "episode", descending: bool = False
+              ) -> list[list[Any]]:
+        """Episode rows (TABLE_HEADERS order), filtered by a substring of id/instruction/source
+        and by review status, sorted by a column."""
+        rows = []
+        q = (query or "").strip().lower()
+        for r in self.ds.episodes_table(corrected=True):
+            if r["status"] != "ok":
+                continue
+            if review not in ("all", "", None) and r["review_status"] != review:
+                continue
+            text = f"{r['episode_id']} {r['instruction']} {r['source']}".lower()
+            if q and q not in text:
+                continue
+            qual = r.get("quality") or {}
+            rows.append([r["episode_id"], int(r["num_frames"]), r["review_status"],
+                         *[_round(qual.get(k)) for k in QUALITY_COLUMNS], r["instruction"], Path(r["source"]).name])
+        if sort_by in TABLE_HEADERS:
+            k = TABLE_HEADERS.index(sort_by)
+            rows.sort(key=lambda row: (row[k] is None, row[k] if row[k] is not None else 0), reverse=descending)
+        return rows
+
+    def failed(self) -> list[list[str]]:
+        return [[r["episode_id"], r["error"]] for r in self.ds.episodes_table() if r["status"] != "ok"]
+
+    # ------------------------------------------------------------------ episodes and views
+
+    def episode(self, episode_id: str) -> Episode:
+        """The corrected episode without media."""
+        return self.ds.load_episode(self.check_episode(episode_id), media=False, corrected=True)
+
+    def media(self, episode_id: str) -> ViewMedia:
+        with self._lock:
+            hit = self._media.get(episode_id)
+            if hit is not None:
+                self._media.move_to_end(episode_id)
+                return hit
+        t0 = time.perf_counter()
+        ep = self.ds.load_episode(episode_id, media=True, corrected=False)
+        blobs = encode_images(ep, self.view)
+        cloud = cloud_columns(ep, self.view.cloud_stride, self.view.max_cloud_points, apply_scale=False)
+        vm = ViewMedia(blobs, cloud, time.perf_counter() - t0)
+        with self._lock:
+            self._media[episode_id] = vm
+            while len(self._media) > self._media_cap:
+                self._media.popitem(last=False)
+        return vm
+
+    def recording(self, episode_id: str, frame: int | None = None,
+                  predictions: dict[str, np.ndarray] | None = None, ep: Episode | None = None) -> bytes:
+        """The corrected episode as .rrd bytes for the embedded viewer (cursor held on ``frame``)."""
+        ep = ep or self.episode(episode_id)
+        vm = self.media(episode_id)
+        return episode_rrd_bytes(ep, self.view, image_blobs=vm.blobs, cloud=vm.cloud, frame=frame,
+                                 predictions=predictions, recording_id=f"{episode_id}")
+
+    def frame_image(self, episode_id: str, frame: int, side: str | None = None, joint: str | None = None,
+                    ep: Episode | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB frame with the corrected 2D joints, bones and object boxes drawn;
+        the selected joint is ringed."""
+        ep = ep or self.episode(episode_id)
+        frame = int(np.clip(frame, 0, ep.num_frames - 1))
+        if self.ds.has_rgb(episode_id):
+            img = np.ascontiguousarray(self.ds.rgb_frame(episode_id, frame))
+        else:
+            img = np.full((ep.height, ep.width, 3), 40, np.uint8)
+        lw = max(1, round(max(ep.width, ep.height) / 400))
+        for obj in ep.objects:
+            b = obj.box_2d[frame]
+            if np.isfinite(b).all():
+                cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), OBJECT_COLOR, lw)
+                cv2.putText(img, obj.name or obj.object_id, (int(b[0]), max(10, int(b[1]) - 3)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.35 * lw, OBJECT_COLOR, 1, cv2.LINE_AA)
+        for s in HANDS:
+            tr = ep.hands[s]
+            if not tr.present[frame]:
+                continue
+            uv = tr.joints_2d[frame]
+            ok = tr.valid[frame] & np.isfinite(uv).all(1)
+            col = HAND_COLORS[s]
+            for a, b in HAND_EDGES:
+                if ok[a] and ok[b]:
+                    cv2.line(img, _pt(uv[a]), _pt(uv[b]), col, lw, cv2.LINE_AA)
+            for j in range(len(uv)):
+                if np.isfinite(uv[j]).all():
+                    cv2.circle(img, _pt(uv[j]), 2 * lw + 1, col if ok[j] else (128, 128, 128), -1, cv2.LINE_AA)
+            if s == side and joint in JOINT_INDEX and np.isfinite(uv[JOINT_INDEX[joint]]).all():
+                cv2.circle(img, _pt(uv[JOINT_INDEX[joint]]), 5 * lw + 3, (255, 255, 0), lw, cv2.LINE_AA)
+        if not ep.frame_valid[frame]:
+            cv2.putText(img, "MARKED BAD", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 0, 0), 2, cv2.LINE_AA)
+        return img
+
+    def inspect_figures(self, episode_id: str, frame: int | None = None, ep: Episode | None = None):
+        ep = ep or self.episode(episode_id)
+        return figures.wrist_xyz_figure(ep, frame), figures.confidence_figure(ep, frame)
+
+    def align(self, episode_id: str, frame: int | None = None, k: int = 12, ep: Episode | None = None):
+        """(per-joint reprojection heatmap, residual-over-time figure, worst frames rows)."""
+        ep = ep or self.episode(episode_id)
+        if ep.depth_raw is None and self.ds.has_depth(episode_id):
+            ep = self.ds.load_episode(episode_id, media=True, corrected=True)
+        res = figures.calibration_residual(ep)
+        worst = figures.worst_frames(ep, k, residual=res)
+        return (figures.reproj_error_figure(ep, frame), figures.calibration_residual_figure(ep, res, frame),
+                [[w["frame"], w["reproj_px"], w["calib_residual"], w["by"]] for w in worst])
+
+    def scale_preview(self, episode_id: str, frame: int, new_scale: float):
+        ep = self.ds.load_episode(self.check_episode(episode_id), media=self.ds.has_depth(episode_id), corrected=True)
+        return figures.scale_change_figure(ep, int(frame), float(new_scale))
+
+    # ------------------------------------------------------------------ state for the UI / API
+
+    def joint_state(self, ep: Episode, frame: int, side: str, joint: str) -> dict | None:
+        """One joint's corrected values at a frame (pixels, camera-frame metres), or None when
+        the hand is not present there."""
+        side, j = self._check_joint(side, joint)
+        frame = self._check_frame(ep, frame)
+        tr = ep.hands[side]
+        if not tr.present[frame]:
+            return None
+        uv, xyz = tr.joints_2d[frame, j], tr.joints_3d[frame, j]
+        fin = lambda a: [float(x) for x in a] if np.isfinite(a).all() else None
+        return {"frame": frame, "side": side, "joint": JOINT_NAMES[j], "uv": fin(uv), "xyz": fin(xyz),
+                "valid": bool(tr.valid[frame, j]), "confidence": float(tr.confidence[frame, j]),
+                "frame_valid": bool(ep.frame_valid[frame])}
+
+    def episode_info(self, episode_id: str) -> dict:
+        ep = self.episode(episode_id)
+        s = ep.depth_scale[np.isfinite(ep.depth_scale)]
+        return {"episode_id": ep.episode_id, "num_frames": ep.num_frames, "width": ep.width, "height": ep.height,
+                "fps": ep.fps, "instruction": ep.instruction, "review_status": ep.review_status,
+                "scale": float(np.median(s)) if s.size else None,
+                "bad_frames": [int(i) for i in np.nonzero(~ep.frame_valid)[0]],
+                "objects": [o.object_id for o in ep.objects],
+                "hands_present": {h: int(ep.hands[h].present.sum()) for h in HANDS},
+                "quality": ep.quality, "edits": len(self.log.active_edits(episode_id)) if self._has_log() else 0}
+
+    def _has_log(self) -> bool:
+        return (self.root / "corrections.sqlite").exists()
+
+    def history(self, episode_id: str) -> list[dict]:
+        self.check_episode(episode_id)
+        if not self._has_log():
+            return []
+        return [r.to_dict() for r in self.log.history(episode_id)]
+
+    def history_rows(self, episode_id: str, limit: int = 200) -> list[list[Any]]:
+        """Newest first: id, when, who, what, frame, old, new, undone."""
+        recs = self.history(episode_id)
+        active = {r.id for r in self.log.active_edits(episode_id)} if recs else set()
+        rows = []
+        for r in reversed(recs[-limit:]):
+            what = r["target"] if r["hand"] is None else f"{r['target']} {r['hand']} {JOINT_NAMES[r['joint']] if r['joint'] is not None else ''}"
+            if r["object_id"]:
+                what += f" {r['object_id']}"
+            undone = "" if r["target"] in ("undo", "redo") else ("" if r["id"] in active else "undone")
+            rows.append([r["id"], r["timestamp"][:19].replace("T", " "), r["author"], what.strip(), r["frame"],
+                         _short(r["old"]), _short(r["new"]), undone])
+        return rows
+
+    # ------------------------------------------------------------------ corrections
+
+    @property
+    def log(self):
+        return self.ds.corrections
+
+    def _check_joint(self, side: str, joint: str | int) -> tuple[str, int]:
+        if side not in HANDS:
+            raise ValueError(f"hand: expected one of {HANDS}, got {side!r}")
+        if isinstance(joint, str):
+            if joint not in JOINT_INDEX:
+                raise ValueError(f"joint: unknown name {joint!r}")
+            return side, JOINT_INDEX[joint]
+        j = int(joint)
+        if not 0 <= j < len(JOINT_NAMES):
+            raise ValueError(f"joint: expected 0..{len(JOINT_NAMES) - 1}, got {joint!r}")
+        return side, j
+
+    @staticmethod
+    def _check_frame(ep: Episode, frame: int) -> int:
+        f = int(frame)
+        if not 0 <= f < ep.num_frames:
+            raise IndexError(f"frame {frame} out of range 0..{ep.num_frames - 1}")
+        return f
+
+    def _edited(self, episode_id: str, what: str) -> str:
+        self.rederive(episode_id)
+        return what
+
+    def move_joint(self, episode_id: str, frame: int, side: str, joint: str | int, u: float, v: float) -> str:
+        """Move a joint to pixel (u, v) (corner convention); its 3D point is re-derived at the
+        same depth by the correction layer."""
+        ep = self.episode(episode_id)
+        side, j = self._check_joint(side, joint)
+        frame = self._check_frame(ep, frame)
+        if not (np.isfinite(u) and np.isfinite(v) and 0 <= u <= ep.width and 0 <= v <= ep.height):
+            raise ValueError(f"pixel ({u}, {v}) is outside the {ep.width}x{ep.height} frame")
+        if not np.isfinite(ep.hands[side].joints_3d[frame, j, 2]):
+            raise ValueError(f"{side} {JOINT_NAMES[j]} has no depth in frame {frame} to keep; set its depth first")
+        self.log.set_joint_2d(episode_id, frame, side, j, [float(u), float(v)], self.author)
+        return self._edited(episode_id, f"moved {side} {JOINT_NAMES[j]} in frame {frame} to ({u:.1f}, {v:.1f}) px")
+
+    def set_visibility(self, episode_id: str, frame: int, side: str, joint: str | int, visible: bool) -> str:
+        side, j = self._check_joint(side, joint)
+        self.log.set_joint_visible(episode_id, int(frame), side, j, bool(visible), self.author)
+        return self._edited(episode_id, f"{side} {JOINT_NAMES[j]} in frame {frame}: {'visible' if visible else 'hidden'}")
+
+    def toggle_visibility(self, episode_id: str, frame: int, side: str, joint: str | int) -> str:
+        ep = self.episode(episode_id)
+        side, j = self._check_joint(side, joint)
+        return self.set_visibility(episode_id, self._check_frame(ep, frame), side, j,
+                                   not bool(ep.hands[side].valid[frame, j]))
+
+    def nudge_depth(self, episode_id: str, frame: int, side: str, joint: str | int, dz: float) -> str:
+        side, j = self._check_joint(side, joint)
+        if not (np.isfinite(dz) and abs(dz) <= 1.0):
+            raise ValueError(f"depth step {dz} m: expected a finite step of at most 1 m")
+        self.log.nudge_joint_depth(self.check_episode(episode_id), int(frame), side, j, float(dz), self.author)
+        return self._edited(episode_id, f"{side} {JOINT_NAMES[j]} in frame {frame}: depth {dz:+.3f} m")
+
+    def set_scale(self, episode_id: str, scale: float) -> str:
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale: expected a positive number, got {scale}")
+        self.log.set_scale(self.check_episode(episode_id), float(scale), self.author)
+        return self._edited(episode_id, f"episode scale s = {scale:.4f}")
+
+    def set_box(self, episode_id: str, frame: int, object_id: str, box: list[float]) -> str:
+        ep = self.episode(episode_id)
+        if object_id not in [o.object_id for o in ep.objects]:
+            raise ValueError(f"object {object_id!r} is not in episode {episode_id!r}")
+        b = [float(x) for x in box]
+        if not (all(np.isfinite(b)) and b[0] < b[2] and b[1] < b[3]):
+            raise ValueError(f"box {box}: expected x0 < x1 and y0 < y1 in pixels")
+        self.log.set_object_box(episode_id, self._check_frame(ep, frame), object_id, b, self.author)
+        return self._edited(episode_id, f"box of {object_id} in frame {frame} set to {[round(x, 1) for x in b]}")
+
+    def mark_bad(self, episode_id: str, frame: int, bad: bool = True) -> str:
+        self.log.mark_frame_bad(self.check_episode(episode_id), int(frame), self.author, bad=bool(bad))
+        return self._edited(episode_id, f"frame {frame} marked {'bad' if bad else 'good'}")
+
+    def toggle_bad(self, episode_id: str, frame: int) -> str:
+        ep = self.episode(episode_id)
+        return self.mark_bad(episode_id, self._check_frame(ep, frame), bool(ep.frame_valid[frame]))
+
+    def interpolate(self, episode_id: str, side: str, joint: str | int | None, start: int, end: int) -> str:
+        side, j = self._check_joint(side, joint) if joint not in (None, "", "all") else (side, None)
+        self.log.interpolate_keyframes(self.check_episode(episode_id), side, j, [int(start), int(end)], self.author)
+        name = "all joints" if j is None else JOINT_NAMES[j]
+        return self._edited(episode_id, f"interpolated {side} {name} between frames {start} and {end}")
+
+    def undo(self, episode_id: str) -> str:
+        b = self.log.undo(self.check_episode(episode_id))
+        return self._edited(episode_id, "undone" if b else "nothing to undo")
+
+    def redo(self, episode_id: str) -> str:
+        b = self.log.redo(self.check_episode(episode_id))
+        return self._edited(episode_id, "redone" if b else "nothing to redo")
+
+    def set_review(self, episode_id: str, status: str) -> str:
+        if status not in REVIEW_STATUSES:
+            raise ValueError(f"review status: expected one of {REVIEW_STATUSES}, got {status!r}")
+        self.log.set_review_status(self.check_episode(episode_id), status, self.author)
+        return f"review status: {status}"
+
+    def set_instruction(self, episode_id: str, text: str) -> str:
+        text = (text or "").strip()
+        if len(text) > 2000:
+            raise ValueError("instruction: longer than 2000 characters")
+        self.log.set_instruction(self.check_episode(episode_id), text, self.author)
+        return self._edited(episode_id, "instruction saved")
+
+    def rederive(self, episode_id: str) -> None:
+        """QA pairs and motion tokens from the corrected episode (derived products)."""
+        from annotators.motion import motion_samples
+        from annotators.qa import generate_qa
+
+        ep = self.episode(episode_id)
+        self.ds.write_derived(episode_id, "qa", generate_qa(ep))
+        self.ds.write_derived(episode_id, "motion", motion_samples(ep))
+
+    def predict(self, predictor: Any, episode_id: str, frame: int, instruction: str,
+                upload: str | None = None, max_upload_mb: int = 20) -> dict:
+        """Run the checkpoint on one frame (or an uploaded image) and draw its wrist trajectory
+        beside the demonstrated one; returns {"message", "rrd", "error_m"}."""
+        from app.predict import trajectory_of
+        from vipa.viz.recording import wrist_world
+
+        ep = self.episode(episode_id)
+        frame = self._check_frame(ep, frame)
+        if upload:
+            image = load_upload_image(upload, max_upload_mb)
+        else:
+            image = self.ds.rgb_frame(episode_id, frame)
+        depth = self.ds.depth_frame(episode_id, frame) if (self.ds.has_depth(episode_id) and not upload) else None
+        result = predictor.predict(image, depth, ep.K, instruction or ep.instruction)
+        traj = trajectory_of(result)
+        if traj is None:
+            return {"message": f"prediction: {result!r}"[:2000], "rrd": None, "error_m": None}
+        pose = ep.camera_pose[frame]
+        world = traj @ pose[:3, :3].T + pose[:3, 3]
+        side = max(HANDS, key=lambda h: int(ep.hands[h].present.sum()))
+        demo = wrist_world(ep, side)[frame:frame + len(traj)]
+        n = min(len(demo), len(world))
+        ok = np.isfinite(demo[:n]).all(1)
+        err = float(np.linalg.norm(world[:n][ok] - demo[:n][ok], axis=1).mean()) if ok.any() else None
+        rrd = self.recording(episode_id, frame=frame, predictions={"wrist": world}, ep=ep)
+        msg = f"{len(traj)} predicted waypoints from frame {frame}" + (
+            f"; mean distance to the demonstrated {side} wrist: {err:.3f} m" if err is not None else "")
+        return {"message": msg, "rrd": rrd, "error_m": err}
+
+    def export(self, out_rel: str) -> str:
+        """Write the merged dataset to a new folder ``out_rel`` inside ``<root>_exports/``
+        (refuses paths outside it); returns the folder."""
+        base = self.root.parent / f"{self.root.name}_exports"
+        base.mkdir(exist_ok=True)
+        out = resolve_inside(base, out_rel)
+        if out == base.resolve():
+            raise ValueError("export: give a folder name")
+        self.ds.export(out, corrected=True)
+        return str(out)
+
+
+UPLOAD_TYPES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def load_upload_image(path: str | Path, max_mb: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an uploaded PNG/JPEG, refusing other types and big files (the
+    content is checked, not just the name)."""
+    from PIL import Image
+
+    p = Path(path)
+    if p.suffix.lower() not in UPLOAD_TYPES:
+        raise ValueError(f"upload {p.name}: only PNG or JPEG images are accepted")
+    size = p.stat().st_size
+    if size > max_mb * 1024 * 1024:
+        raise ValueError(f"upload {p.name}: {size / 1e6:.1f} MB is over the {max_mb} MB limit")
+    with Image.open(p) as im:
+        if im.format not in ("PNG", "JPEG"):
+            raise ValueError(f"upload {p.name}: content is {im.format}, not PNG or JPEG")
+        if im.width * im.height > 40_000_000:
+            raise ValueError(f"upload {p.name}: {im.width}x{im.height} is too large")
+        return np.asarray(im.convert("RGB"))
+
+
+def _short(x: Any, n: int = 60) -> str:
+    t = json.dumps(x) if not isinstance(x, str) else x
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def _pt(uv: np.ndarray) -> tuple[int, int]:
+    """Pixel-corner coordinates -> the integer pixel cv2 draws at."""
+    return int(np.floor(uv[0])), int(np.floor(uv[1]))
+
+
+def _round(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return round(x, 4) if np.isfinite(x) else None
