@@ -153,13 +153,13 @@ def pixel_centers(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(u[None, :], (height, width)), np.broadcast_to(v[:, None], (height, width))
 
 
-_RAY_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+_RAY_CACHE: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 _RAY_CACHE_SIZE = 16
 
 
-def _ray_grids(K: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rays with z = 1 through pixel centres, cached per (K, H, W), read-only: the (H, W, 3)
-    ray map and its x and y planes (H, W) as contiguous arrays (fast masked gathers)."""
+def _ray_grids(K: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """x and y (H, W) float32 of the rays with z = 1 through the pixel centres, contiguous for
+    fast masked gathers; cached per (K, H, W), read-only."""
     key = (K.astype(np.float32).tobytes(), height, width)
     hit = _RAY_CACHE.get(key)
     if hit is not None:
@@ -167,22 +167,20 @@ def _ray_grids(K: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.n
         return hit
     k = K.astype(np.float64)
     fx, s, cx, fy, cy = k[0, 0], k[0, 1], k[0, 2], k[1, 1], k[1, 2]
-    u = np.arange(width, dtype=np.float64) + 0.5
-    v = np.arange(height, dtype=np.float64) + 0.5
-    yn = (v - cy) / fy
-    xn = (u[None, :] - cx - s * yn[:, None]) / fx
-    rays = np.empty((height, width, 3), np.float32)
-    rays[..., 0] = xn
-    rays[..., 1] = yn[:, None]
-    rays[..., 2] = 1.0
-    rx = np.ascontiguousarray(rays[..., 0])
-    ry = np.ascontiguousarray(rays[..., 1])
-    for a in (rays, rx, ry):
-        a.flags.writeable = False
-    _RAY_CACHE[key] = (rays, rx, ry)
+    yn = (np.arange(height, dtype=np.float64) + 0.5 - cy) / fy
+    xn = (np.arange(width, dtype=np.float64) + 0.5 - cx) / fx
+    rx = np.empty((height, width), np.float32)
+    rx[...] = xn[None, :]
+    if s != 0.0:
+        rx -= (s / fx * yn).astype(np.float32)[:, None]
+    ry = np.empty((height, width), np.float32)
+    ry[...] = yn.astype(np.float32)[:, None]
+    rx.flags.writeable = False
+    ry.flags.writeable = False
+    _RAY_CACHE[key] = (rx, ry)
     while len(_RAY_CACHE) > _RAY_CACHE_SIZE:
         _RAY_CACHE.popitem(last=False)
-    return rays, rx, ry
+    return rx, ry
 
 
 def _metric_depth(depth: np.ndarray, depth_unit: float | None, name: str = "depth") -> np.ndarray:
@@ -215,9 +213,14 @@ def unproject(depth: np.ndarray, K: np.ndarray, depth_unit: float | None = None)
         raise ValueError(f"K: unproject takes one (3, 3) K, got shape {K.shape}")
     d = _metric_depth(depth, depth_unit)
     h, w = d.shape[-2:]
-    rays = _ray_grids(K, h, w)[0]
-    dz = np.where(_valid_depth(d), d, np.float32(np.nan))
-    return rays * dz[..., None]
+    rx, ry = _ray_grids(K, h, w)
+    out = np.empty(d.shape + (3,), np.float32)
+    z = out[..., 2]
+    np.copyto(z, d)
+    z[~_valid_depth(d)] = np.nan
+    np.multiply(rx, z, out=out[..., 0])
+    np.multiply(ry, z, out=out[..., 1])
+    return out
 
 
 def depth_to_points(
@@ -253,7 +256,7 @@ def depth_to_points(
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != (h, w):
             raise ValueError(f"valid: expected shape ({h}, {w}) to match depth, got {valid.shape}")
-    _, rx, ry = _ray_grids(K, h, w)
+    rx, ry = _ray_grids(K, h, w)
     if stride > 1:
         d, rx, ry = d[::stride, ::stride], rx[::stride, ::stride], ry[::stride, ::stride]
         colors = None if colors is None else colors[::stride, ::stride]
