@@ -2,8 +2,9 @@
 
 Waypoints are wrist positions (camera frame, metres) at frames taken every
 ``stride_s`` seconds (default 0.2 s: 5 waypoints a second, so 16 waypoints span 3.2 s; the
-hand moves at most a few cm between them); frames where the hand is not valid are skipped,
-and ``waypoint_frames`` records which frames were used. All waypoints of a record are in
+hand moves at most a few cm between them); frames where the wrist is unknown (frame dropped,
+hand absent, NaN; with ``require_visible`` also hidden) are skipped, and ``waypoint_frames``
+records which frames were used. All waypoints of a record are in
 the camera frame of its reference frame (``frame_of_reference``, the image the model sees),
 moved there with ``camera_pose`` when the camera moves. Tokens come from
 ``vipa.data.motion.MotionTokenizer`` (coordinates outside MOTION_RANGE are clipped; the count
@@ -62,6 +63,7 @@ class MotionConfig:
     gamma: float = DEFAULT_GAMMA
     low_motion: LowMotionFilter = field(default_factory=LowMotionFilter)
     drop_clipped: bool = False
+    require_visible: bool = False  # also require the wrist's valid (visibility) flag
 
     def __post_init__(self) -> None:
         bad = set(self.tasks) - set(MOTION_TASKS)
@@ -122,7 +124,7 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
     grid = np.arange(0, ep.num_frames, step)
     out: list[dict] = []
     for side in HANDS:
-        ok = hand_valid_frames(ep, side)
+        ok = hand_valid_frames(ep, side, require_visible=cfg.require_visible)
         wp_frames = grid[ok[grid]]
         if len(wp_frames) < 2:
             continue

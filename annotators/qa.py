@@ -8,8 +8,8 @@ motion.
 * **spatial_relationship** (frames: 1-4 frames, the question is about the last one, which is
   the frame of reference): vector = object box centre - hand point. The hand point is the
   palm centre (mean of wrist, index MCP, middle MCP and pinky MCP: where the hand "is" for a
-  grasp; the wrist when one of those joints is invalid, recorded in ``target["anchor"]``).
-  In contact when a valid fingertip lies within ``contact_threshold`` (2 cm) of the object's
+  grasp; the wrist when one of those joints is unknown, recorded in ``target["anchor"]``).
+  In contact when a fingertip lies within ``contact_threshold`` (2 cm) of the object's
   3D box (distance 0 inside it).
 * **task_completion** (frames: [t]): vector = wrist at the goal - wrist now, goal = the next
   grasp onset after t (first frame of a run of contact frames) or, when there is none, the
@@ -20,8 +20,10 @@ motion.
   frame as axis-angle + translation (``vipa.geometry.relative_motion``); skipped when the
   camera did not move (< 0.5 degrees and < 5 mm) unless ``include_static_camera``.
 
-Frames with ``frame_valid`` False are never used; hand questions need the hand present with
-a valid wrist (and the joints they use). Records are JSON-serialisable dicts:
+Frames with ``frame_valid`` False are never used; hand questions need the hand present and
+the joints they use known (finite 3D: the schema marks missing values NaN). A joint hidden
+from view but estimated (``valid`` False, finite) is used, since occluded fingertips are the
+rule during a grasp; ``require_visible=True`` also requires the ``valid`` flags. Records are JSON-serialisable dicts:
 ``{"id", "type", "episode_id", "hand", "frames", "question", "answer", "target"}`` with
 ``target = {"vector": [x, y, z], "distance": m, "signs": [..], "frame_of_reference": i, ...}``.
 Sampling is deterministic for a given seed and episode id.
@@ -69,6 +71,7 @@ class QAConfig:
     static_angle_deg: float = 0.5
     static_translation: float = 0.005  # metres
     max_tries: int = 50  # sampling attempts per requested record
+    require_visible: bool = False  # also require joints' valid (visibility) flags
 
     def __post_init__(self) -> None:
         bad = set(self.types) - set(QA_TYPES)
@@ -95,19 +98,25 @@ def episode_rng(episode_id: str, seed: int, salt: str = "") -> np.random.Generat
 # ----------------------------------------------------------------------------- geometry
 
 
-def hand_valid_frames(ep: Episode, side: str, joints: Sequence[int] = (WRIST,)) -> np.ndarray:
-    """(T,) bool: frame valid, hand present, ``joints`` valid and finite."""
+def usable_joints(ep: Episode, side: str, require_visible: bool = False) -> np.ndarray:
+    """(T, 21) bool: the joint has a 3D value (finite) in a valid frame where the hand is present;
+    with ``require_visible`` also its ``valid`` (visibility) flag."""
     h = ep.hands[side]
-    j = list(joints)
-    ok = ep.frame_valid & h.present & h.valid[:, j].all(1)
-    return ok & np.isfinite(h.joints_3d[:, j]).all((1, 2))
+    ok = np.isfinite(h.joints_3d).all(-1) & (ep.frame_valid & h.present)[:, None]
+    return ok & h.valid if require_visible else ok
 
 
-def palm_centre(ep: Episode, side: str, t: int) -> tuple[np.ndarray, str]:
+def hand_valid_frames(ep: Episode, side: str, joints: Sequence[int] = (WRIST,),
+                      require_visible: bool = False) -> np.ndarray:
+    """(T,) bool: frame valid, hand present, ``joints`` usable (see ``usable_joints``)."""
+    return usable_joints(ep, side, require_visible)[:, list(joints)].all(1)
+
+
+def palm_centre(ep: Episode, side: str, t: int, require_visible: bool = False) -> tuple[np.ndarray, str]:
     """(3,) palm centre (or wrist) of one frame in its camera frame, and which it is."""
     h = ep.hands[side]
     j = list(PALM_JOINTS)
-    if h.valid[t, j].all() and np.isfinite(h.joints_3d[t, j]).all():
+    if usable_joints(ep, side, require_visible)[t, j].all():
         return h.joints_3d[t, j].astype(np.float64).mean(0), "palm_centre"
     return h.joints_3d[t, WRIST].astype(np.float64), "wrist"
 
@@ -118,27 +127,23 @@ def point_box_distance(points: np.ndarray, center: np.ndarray, size: np.ndarray)
     return np.linalg.norm(np.maximum(d, 0.0), axis=-1)
 
 
-def fingertip_box_distance(ep: Episode, side: str, t: int, obj_index: int) -> float:
-    """Smallest distance of a valid fingertip to object ``obj_index``'s box in frame t (inf if none)."""
+def fingertip_box_distances(ep: Episode, side: str, obj_index: int, require_visible: bool = False) -> np.ndarray:
+    """(T,) smallest distance (metres) of a usable fingertip to object ``obj_index``'s 3D box in
+    each frame; inf where no fingertip or no object position is known."""
     h, o = ep.hands[side], ep.objects[obj_index]
-    tips = [k for k in FINGERTIPS if h.valid[t, k] and np.isfinite(h.joints_3d[t, k]).all()]
-    if not tips or not np.isfinite(o.center[t]).all():
-        return float("inf")
-    return float(point_box_distance(h.joints_3d[t, tips], o.center[t].astype(np.float64), o.size).min())
-
-
-def contact_frames(ep: Episode, side: str, threshold: float) -> np.ndarray:
-    """(T,) bool: the hand touches some object (a valid fingertip within ``threshold`` of its box)."""
-    h = ep.hands[side]
     tips = h.joints_3d[:, list(FINGERTIPS)].astype(np.float64)  # (T, 5, 3)
-    tip_ok = h.valid[:, list(FINGERTIPS)] & np.isfinite(tips).all(-1)
+    ok = usable_joints(ep, side, require_visible)[:, list(FINGERTIPS)] & np.isfinite(o.center).all(-1)[:, None]
+    c = np.nan_to_num(o.center.astype(np.float64))[:, None, :]
+    d = np.linalg.norm(np.maximum(np.abs(np.nan_to_num(tips) - c) - o.size.astype(np.float64) / 2, 0.0), axis=-1)
+    return np.where(ok, d, np.inf).min(1)
+
+
+def contact_frames(ep: Episode, side: str, threshold: float, require_visible: bool = False) -> np.ndarray:
+    """(T,) bool: the hand touches some object (a fingertip within ``threshold`` of its box)."""
     out = np.zeros(ep.num_frames, bool)
-    for o in ep.objects:
-        c = o.center.astype(np.float64)[:, None, :]
-        d = np.linalg.norm(np.maximum(np.abs(np.nan_to_num(tips) - np.nan_to_num(c)) - o.size.astype(np.float64) / 2, 0.0), axis=-1)
-        d = np.where(tip_ok & np.isfinite(c).all(-1), d, np.inf)
-        out |= d.min(1) <= threshold
-    return out & ep.frame_valid & h.present
+    for k in range(len(ep.objects)):
+        out |= fingertip_box_distances(ep, side, k, require_visible) <= threshold
+    return out
 
 
 def to_frame(ep: Episode, point: np.ndarray, src: int, dst: int) -> np.ndarray:
@@ -196,9 +201,11 @@ def _sample_pairs(rng: np.random.Generator, ok: np.ndarray, cfg: QAConfig, n: in
 
 
 def _spatial(ep: Episode, side: str, rng: np.random.Generator, cfg: QAConfig, ask: _Questions) -> list[dict]:
-    ok = hand_valid_frames(ep, side)
+    ok = hand_valid_frames(ep, side, require_visible=cfg.require_visible)
     if not ep.objects:
         return []
+    tip_dists = np.stack([fingertip_box_distances(ep, side, k, cfg.require_visible)
+                          for k in range(len(ep.objects))], 1)  # (T, O)
     centers = np.stack([o.center for o in ep.objects], 1)  # (T, O, 3)
     has_obj = np.isfinite(centers).all(-1)  # (T, O)
     cand = np.flatnonzero(ok & has_obj.any(1))
@@ -213,13 +220,13 @@ def _spatial(ep: Episode, side: str, rng: np.random.Generator, cfg: QAConfig, as
         if (t, k) in seen:
             continue
         seen.add((t, k))
-        tip_dist = fingertip_box_distance(ep, side, t, k)
+        tip_dist = float(tip_dists[t, k])
         if not np.isfinite(tip_dist):
-            continue  # no valid fingertip: contact unknown
+            continue  # no fingertip known: contact unknown
         n_ctx = int(rng.integers(1, cfg.max_context_frames + 1))
         earlier = [t - cfg.context_stride * i for i in range(n_ctx - 1, 0, -1)]
         frames = [f for f in earlier if f >= 0 and ep.frame_valid[f]] + [t]
-        hand_pt, anchor = palm_centre(ep, side, t)
+        hand_pt, anchor = palm_centre(ep, side, t, cfg.require_visible)
         obj = ep.objects[k]
         v = obj.center[t].astype(np.float64) - hand_pt
         contact = tip_dist <= cfg.contact_threshold
@@ -242,7 +249,7 @@ def _task_goals(ep: Episode, side: str, ok: np.ndarray, cfg: QAConfig) -> tuple[
         return goal, is_grasp
     onsets = np.empty(0, np.int64)
     if cfg.task_goal in ("auto", "grasp") and ep.objects:
-        c = contact_frames(ep, side, cfg.contact_threshold) & ok
+        c = contact_frames(ep, side, cfg.contact_threshold, cfg.require_visible) & ok
         prev = np.concatenate([[False], c[:-1]])
         onsets = np.flatnonzero(c & ~prev)
     last = int(valid_idx[-1])
@@ -257,7 +264,7 @@ def _task_goals(ep: Episode, side: str, ok: np.ndarray, cfg: QAConfig) -> tuple[
 
 def _task(ep: Episode, side: str, rng: np.random.Generator, cfg: QAConfig, ask: _Questions,
           instruction: str) -> list[dict]:
-    ok = hand_valid_frames(ep, side)
+    ok = hand_valid_frames(ep, side, require_visible=cfg.require_visible)
     goal, is_grasp = _task_goals(ep, side, ok, cfg)
     cand = np.flatnonzero(ok & (goal >= 0))
     if len(cand) == 0:
@@ -275,7 +282,7 @@ def _task(ep: Episode, side: str, rng: np.random.Generator, cfg: QAConfig, ask: 
 
 
 def _hand_move(ep: Episode, side: str, rng: np.random.Generator, cfg: QAConfig, ask: _Questions) -> list[dict]:
-    ok = hand_valid_frames(ep, side)
+    ok = hand_valid_frames(ep, side, require_visible=cfg.require_visible)
     wr = ep.hands[side].joints_3d[:, WRIST].astype(np.float64)
     out = []
     for a, b in sorted(_sample_pairs(rng, ok, cfg, cfg.per_type)):
@@ -324,7 +331,7 @@ def generate_qa(episode: Episode, *, seed: int = 0, config: QAConfig | None = No
             records += _camera_move(ep, rng, cfg, ask)
             continue
         for side in HANDS:
-            if not hand_valid_frames(ep, side).any():
+            if not hand_valid_frames(ep, side, require_visible=cfg.require_visible).any():
                 continue
             if qa_type == "spatial_relationship":
                 recs = _spatial(ep, side, rng, cfg, ask)

@@ -134,24 +134,37 @@ def test_low_motion_filter() -> None:
 # answer is recomputed from the world-frame truth here.
 
 from annotators.motion import MOTION_TASKS, motion_samples, stride_frames  # noqa: E402
-from test_qa import FPS, T_FRAMES, hand_ok, make_episode, make_world, want_words, world_to_cam  # noqa: E402
+from test_qa import (  # noqa: E402
+    FPS,
+    T_FRAMES,
+    hand_ok,
+    make_episode,
+    make_world,
+    want_words,
+    world_from_episode,
+    world_to_cam,
+)
 from vipa.conventions import WRIST  # noqa: E402
 
 
 def check_motion_record(r: dict, world: dict, ep) -> None:
-    ref = r["frame_of_reference"]
-    assert r["frames"] == [ref] and ep.frame_valid[ref]
+    ref, side = r["frame_of_reference"], world["side"]
+    assert r["frames"] == [ref] and ep.frame_valid[ref] and r["hand"] == side
     wf = r["waypoint_frames"]
-    assert all(hand_ok(ep, f) for f in wf) and wf == sorted(wf) and len(set(wf)) == len(wf)
+    assert all(hand_ok(ep, f, side) for f in wf) and wf == sorted(wf) and len(set(wf)) == len(wf)
+    assert all(f % r["stride_frames"] == wf[0] % r["stride_frames"] for f in wf)
     truth = np.array([world_to_cam(world, ref, world["joints"][f, WRIST]) for f in wf])
     wp = np.asarray(r["waypoints"])
     assert np.allclose(wp, truth, atol=1e-5)
-    # Tokens decode to the waypoints within half a bin (none of them is clipped here).
-    assert r["clipped"] == 0
-    assert np.all(np.abs(TOK.decode_text(r["tokens"]) - truth) <= HALF_BIN + 1e-5)
+    # Tokens decode to the (clipped) waypoints within half a bin; clipped coordinates are counted.
+    past = np.array([world_to_cam(world, ref, world["joints"][f, WRIST]) for f in r.get("past_frames", [])])
+    every = np.concatenate([truth, past.reshape(-1, 3)])
+    assert r["clipped"] == int(((every < LO) | (every > HI)).sum())
+    assert np.all(np.abs(TOK.decode_text(r["tokens"]) - np.clip(truth, LO, HI)) <= HALF_BIN + 1e-5)
     assert not LowMotionFilter().is_low_motion(truth) or r["type"] == "contextual_prediction"
     if r["type"] == "instruction_to_motion":
-        assert r["answer"] == r["tokens"] and "lift the red box" in r["question"].lower()
+        assert r["answer"] == r["tokens"]
+        assert world["instruction"].lower().rstrip(".") in r["question"].lower()
         assert wf[0] == ref and len(wf) <= 16
     elif r["type"] == "motion_to_text":
         assert r["tokens"] in r["question"]
@@ -160,11 +173,12 @@ def check_motion_record(r: dict, world: dict, ep) -> None:
         assert r["answer"] == r["tokens"] and r["past_tokens"] in r["question"]
         pf = r["past_frames"]
         assert pf[-1] == ref and all(f < ref for f in pf[:-1]) and all(f > ref for f in wf)
-        step = stride_frames(FPS, 0.2)
+        step = r["stride_frames"]
+        assert step == stride_frames(ep.fps, 0.2)
         assert all(ref - f <= 4 * step for f in pf) and all(f - ref <= 8 * step for f in wf)
         past_truth = np.array([world_to_cam(world, ref, world["joints"][f, WRIST]) for f in pf])
         assert np.allclose(r["past_waypoints"], past_truth, atol=1e-5)
-        assert np.all(np.abs(TOK.decode_text(r["past_tokens"]) - past_truth) <= HALF_BIN + 1e-5)
+        assert np.all(np.abs(TOK.decode_text(r["past_tokens"]) - np.clip(past_truth, LO, HI)) <= HALF_BIN + 1e-5)
         assert not LowMotionFilter().is_low_motion(np.concatenate([past_truth[-1:], truth]))
     else:
         raise AssertionError(r["type"])
@@ -240,3 +254,14 @@ def test_bad_motion_config() -> None:
         motion_samples(ep, tasks=("dance",))
     with pytest.raises(ValueError, match="stride_s"):
         motion_samples(ep, stride_s=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_motion_samples_from_synthetic_ground_truth(seed: int) -> None:
+    synthetic = pytest.importorskip("annotators.synthetic")
+    ep = synthetic.generate_episode(seed, width=64, height=64, num_frames=40)
+    world = world_from_episode(ep)
+    recs = motion_samples(ep, seed=seed, per_hand_contextual=6)
+    assert recs
+    for r in recs:
+        check_motion_record(r, world, ep)

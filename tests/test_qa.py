@@ -210,7 +210,20 @@ def make_world(moving_camera: bool = True, still_hand: bool = False) -> dict:
     obj = np.tile(obj0, (T_FRAMES, 1))
     if not still_hand:
         obj[GRASP_AT:] = obj0 + (wrist[GRASP_AT:] - w_grasp)
-    return {"poses": poses, "joints": joints, "obj": obj}
+    return {"poses": poses, "joints": joints, "objs": obj[:, None, :], "sizes": OBJ_SIZE[None],
+            "names": ["red box"], "instruction": "Lift the red box.", "side": "right"}
+
+
+def world_from_episode(ep: Episode) -> dict:
+    """World-frame truth of an episode whose stored 3D values are exact (synthetic)."""
+    side = next(s for s, h in ep.hands.items() if h.present.any())
+    poses = ep.camera_pose.astype(np.float64)
+    R, t = poses[:, :3, :3], poses[:, :3, 3]
+    joints = np.einsum("tij,tnj->tni", R, ep.hands[side].joints_3d.astype(np.float64)) + t[:, None]
+    centers = np.stack([o.center for o in ep.objects], 1).astype(np.float64)
+    objs = np.einsum("tij,tnj->tni", R, centers) + t[:, None]
+    return {"poses": poses, "joints": joints, "objs": objs, "sizes": np.stack([o.size for o in ep.objects]),
+            "names": [o.name for o in ep.objects], "instruction": ep.instruction, "side": side}
 
 
 def to_cam(poses: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -233,11 +246,14 @@ def make_episode(world: dict, episode_id: str = "ep0") -> Episode:
     right.present[12:15] = False  # hand out of view
     right.joints_3d[12:15] = np.nan
     right.valid[12:15] = False
-    right.valid[30, PINKY_MCP] = False  # palm centre unavailable: wrist anchor
+    right.valid[30, PINKY_MCP] = False  # palm centre unknown: wrist anchor
+    right.joints_3d[30, PINKY_MCP] = np.nan
     right.valid[40, list(FINGERTIPS)] = False  # contact unknown in this frame
+    right.joints_3d[40, list(FINGERTIPS)] = np.nan
+    right.valid[HIDDEN_FRAMES] = False  # hidden from view but estimated (finite)
     frame_valid = np.ones(T_FRAMES, bool)
     frame_valid[7] = False
-    obj = ObjectTrack("o1", "red box", to_cam(world["poses"], world["obj"]).astype(np.float32),
+    obj = ObjectTrack("o1", "red box", to_cam(world["poses"], world["objs"][:, 0]).astype(np.float32),
                       OBJ_SIZE.astype(np.float32), np.zeros((T_FRAMES, 4), np.float32))
     return Episode(episode_id=episode_id, fps=FPS, width=224, height=224, K=K, hands={"right": right},
                    num_frames=T_FRAMES, instruction="Lift the red box.", objects=[obj],
@@ -261,43 +277,74 @@ def world_to_cam(world: dict, t: int, p: np.ndarray) -> np.ndarray:
     return P[:3, :3].T @ (p - P[:3, 3])
 
 
-def hand_ok(ep: Episode, t: int) -> bool:
-    return bool(ep.frame_valid[t] and ep.hands["right"].present[t])
+HIDDEN_FRAMES = [44, 45, 46]
 
 
-def truth_contact(world: dict, ep: Episode, t: int) -> float:
-    tips = [k for k in FINGERTIPS if ep.hands["right"].valid[t, k]]
+def known(ep: Episode, side: str, t: int, joints, visible: bool = False) -> bool:
+    """Frame valid, hand present, the joints' 3D finite (and flagged visible when asked)."""
+    h = ep.hands[side]
+    ok = ep.frame_valid[t] and h.present[t] and np.isfinite(h.joints_3d[t, joints]).all()
+    return bool(ok and (h.valid[t, joints].all() if visible else True))
+
+
+def hand_ok(ep: Episode, t: int, side: str = "right", visible: bool = False) -> bool:
+    return known(ep, side, t, [WRIST], visible)
+
+
+def truth_contact(world: dict, ep: Episode, t: int, k: int | None = None, visible: bool = False) -> float:
+    """Fingertip-to-box distance for object k (all objects when None) in frame t."""
+    tips = [j for j in FINGERTIPS if known(ep, world["side"], t, [j], visible)]
     if not tips:
         return np.inf
-    c = world_to_cam(world, t, world["obj"][t])
-    tips_cam = np.array([world_to_cam(world, t, world["joints"][t, k]) for k in tips])
-    d = np.maximum(np.abs(tips_cam - c) - OBJ_SIZE / 2, 0)
-    return float(np.linalg.norm(d, axis=1).min())
+    tips_cam = np.array([world_to_cam(world, t, world["joints"][t, j]) for j in tips])
+    best = np.inf
+    for i in range(len(world["names"])) if k is None else [k]:
+        c = world_to_cam(world, t, world["objs"][t, i])
+        d = np.maximum(np.abs(tips_cam - c) - world["sizes"][i] / 2, 0)
+        best = min(best, float(np.linalg.norm(d, axis=1).min()))
+    return best
 
 
-def check_qa_record(r: dict, world: dict, ep: Episode) -> None:
-    """Recompute one record's answer from the world-frame truth."""
+def want_camera(world: dict, a: int, b: int) -> str:
+    """Camera Movement answer recomputed from the two world poses."""
+    Pa, Pb = world["poses"][a], world["poses"][b]
+    R = Pa[:3, :3].T @ Pb[:3, :3]
+    t_ab = Pa[:3, :3].T @ (Pb[:3, 3] - Pa[:3, 3])
+    angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
+    if angle < 0.5:
+        return f"rotation: none, 0.0 degrees; translation: {want_words(t_ab)}"
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    axis_words = want_words(axis / np.linalg.norm(axis)).split(",")[0]
+    return f"rotation: {axis_words}, {angle:.1f} degrees; translation: {want_words(t_ab)}"
+
+
+def check_qa_record(r: dict, world: dict, ep: Episode, visible: bool = False) -> None:
+    """Recompute one record's answer from the world-frame truth (``visible``: the generator was
+    asked to use only joints flagged visible)."""
     assert all(ep.frame_valid[f] for f in r["frames"]), r
     assert r["frames"] == sorted(r["frames"]) and len(set(r["frames"])) == len(r["frames"])
-    j = world["joints"]
+    j, side = world["joints"], world["side"]
+    if r["type"] != "camera_movement":
+        assert r["hand"] == side
     if r["type"] == "spatial_relationship":
         t = r["frames"][-1]
-        assert 1 <= len(r["frames"]) <= 4 and hand_ok(ep, t)
+        assert 1 <= len(r["frames"]) <= 4 and hand_ok(ep, t, side, visible)
+        k = [o.object_id for o in ep.objects].index(r["target"]["object_id"])
         palm_ids = [WRIST, INDEX_MCP, MIDDLE_MCP, PINKY_MCP]
-        if ep.hands["right"].valid[t, palm_ids].all():
+        if known(ep, side, t, palm_ids, visible):
             hand_w, anchor = j[t, palm_ids].mean(0), "palm_centre"
         else:
             hand_w, anchor = j[t, WRIST], "wrist"
-        v = world_to_cam(world, t, world["obj"][t]) - world_to_cam(world, t, hand_w)
-        contact = truth_contact(world, ep, t) <= 0.02
+        v = world_to_cam(world, t, world["objs"][t, k]) - world_to_cam(world, t, hand_w)
+        contact = truth_contact(world, ep, t, k, visible) <= 0.02
         assert r["target"]["anchor"] == anchor
         assert r["answer"] == want_words(v) + (", in contact" if contact else ", not in contact")
-        assert "red box" in r["question"]
+        assert world["names"][k] in r["question"]
     elif r["type"] == "task_completion":
         (t,) = r["frames"]
-        assert hand_ok(ep, t)
-        valid = [f for f in range(T_FRAMES) if hand_ok(ep, f)]
-        contact = {f: truth_contact(world, ep, f) <= 0.02 for f in valid}
+        assert hand_ok(ep, t, side, visible)
+        valid = [f for f in range(ep.num_frames) if hand_ok(ep, f, side, visible)]
+        contact = {f: truth_contact(world, ep, f, None, visible) <= 0.02 for f in valid}
         onsets = [f for f in valid if contact[f] and not contact.get(f - 1, False)]
         later = [f for f in onsets if f > t]
         g = later[0] if later else valid[-1]
@@ -305,21 +352,15 @@ def check_qa_record(r: dict, world: dict, ep: Episode) -> None:
         assert r["target"]["goal"] == ("grasp" if later else "end")
         v = world_to_cam(world, t, j[g, WRIST]) - world_to_cam(world, t, j[t, WRIST])
         assert r["answer"] == want_words(v)
-        assert "lift the red box" in r["question"].lower()
+        assert world["instruction"].lower().rstrip(".") in r["question"].lower()
     elif r["type"] == "hand_movement":
         a, b = r["frames"]
-        assert hand_ok(ep, a) and hand_ok(ep, b) and a < b
+        assert hand_ok(ep, a, side, visible) and hand_ok(ep, b, side, visible) and a < b
         v = world_to_cam(world, a, j[b, WRIST]) - world_to_cam(world, a, j[a, WRIST])
         assert r["answer"] == want_words(v)
     elif r["type"] == "camera_movement":
         a, b = r["frames"]
-        Pa, Pb = world["poses"][a], world["poses"][b]
-        R = Pa[:3, :3].T @ Pb[:3, :3]
-        t_ab = Pa[:3, :3].T @ (Pb[:3, 3] - Pa[:3, 3])
-        angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
-        # The camera pans about +y (down) only: the axis is "down" for b after a.
-        rot = f"rotation: down, {angle:.1f} degrees" if angle >= 0.5 else "rotation: none, 0.0 degrees"
-        assert r["answer"] == f"{rot}; translation: {want_words(t_ab)}"
+        assert r["answer"] == want_camera(world, a, b)
     else:
         raise AssertionError(f"unknown type {r['type']}")
     for key in ("id", "episode_id", "question", "answer", "target", "frames"):
@@ -462,3 +503,31 @@ def test_instruction_sources(tmp_path) -> None:
     with pytest.raises(ValueError, match="broken.json.*not valid JSON"):
         resolve_instruction(other, mapping=tmp_path / "broken.json")
     assert resolve_instruction(None).source == "template"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_answers_from_synthetic_ground_truth(seed: int) -> None:
+    """Episodes of the synthetic generator (exact 3D truth, moving cameras in some): every
+    answer recomputed from the world-frame truth."""
+    synthetic = pytest.importorskip("annotators.synthetic")
+    ep = synthetic.generate_episode(seed, width=64, height=64, num_frames=30)
+    world = world_from_episode(ep)
+    recs = generate_qa(ep, seed=seed, per_type=8)
+    assert {"spatial_relationship", "task_completion", "hand_movement"} <= {r["type"] for r in recs}
+    for r in recs:
+        check_qa_record(r, world, ep)
+
+
+def test_hidden_joints_are_used_unless_visibility_is_required() -> None:
+    world = make_world()
+    ep = make_episode(world)
+    recs = generate_qa(ep, seed=4, per_type=40)
+    used = {f for r in recs if r["hand"] for f in r["frames"][-1:]}
+    assert used & set(HIDDEN_FRAMES)
+    strict = generate_qa(ep, seed=4, per_type=40, require_visible=True)
+    for r in strict:
+        check_qa_record(r, world, ep, visible=True)
+        if r["hand"]:
+            assert not set(r["frames"]) & set(HIDDEN_FRAMES) or r["type"] == "spatial_relationship"
+            if r["type"] == "spatial_relationship":
+                assert r["frames"][-1] not in HIDDEN_FRAMES
