@@ -398,20 +398,23 @@ class _Scene:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _sample_scene(rng: np.random.Generator, width: int, height: int, num_frames: int, p: SceneParams) -> _Scene:
+def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, height: int, num_frames: int,
+                  p: SceneParams) -> _Scene:
+    """Scene draws (camera, objects, table, light) come from ``rs``, task draws (which object
+    goes where, the hand, its person and motion) from ``rt``: one scene can host many tasks."""
     T = num_frames
-    fov = rng.uniform(*p.fov_deg)
+    fov = rs.uniform(*p.fov_deg)
     fx = width / 2.0 / math.tan(math.radians(fov) / 2.0)
     K = np.array([[fx, 0, width / 2.0], [0, fx, height / 2.0], [0, 0, 1]], np.float32)
 
-    dist = rng.uniform(*p.cam_distance)
-    pitch = math.radians(rng.uniform(*p.cam_pitch_deg))
+    dist = rs.uniform(*p.cam_distance)
+    pitch = math.radians(rs.uniform(*p.cam_pitch_deg))
     cam_h = dist * math.sin(pitch)
-    az = rng.uniform(0, 2 * math.pi)
-    roll = math.radians(rng.uniform(-4, 4))
-    moving = bool(rng.random() < p.moving_camera_prob)
-    d_az = math.radians(rng.uniform(6, 15)) * rng.choice([-1, 1]) if moving else 0.0
-    d_h = rng.uniform(-0.05, 0.05) if moving else 0.0
+    az = rs.uniform(0, 2 * math.pi)
+    roll = math.radians(rs.uniform(-4, 4))
+    moving = bool(rs.random() < p.moving_camera_prob)
+    d_az = math.radians(rs.uniform(6, 15)) * rs.choice([-1, 1]) if moving else 0.0
+    d_h = rs.uniform(-0.05, 0.05) if moving else 0.0
     target = np.zeros(3)
     poses = []
     for k in range(T):
@@ -435,34 +438,38 @@ def _sample_scene(rng: np.random.Generator, width: int, height: int, num_frames:
         return cam0[:3, 3] + t * d
 
     # Objects: positions sampled in image space (central region), then on the table.
-    n_obj = int(rng.integers(p.num_objects[0], p.num_objects[1] + 1))
-    colours = rng.permutation(list(COLOURS))[:n_obj]
+    n_obj = int(rs.integers(p.num_objects[0], p.num_objects[1] + 1))
+    colours = rs.permutation(list(COLOURS))[:n_obj]
     objects: list[SceneObject] = []
     pos: list[np.ndarray] = []
     for k in range(n_obj):
-        shape = str(rng.choice(SHAPES))
+        shape = str(rs.choice(SHAPES))
         if shape == "cube":
-            half = np.full(3, rng.uniform(0.025, 0.035))
+            half = np.full(3, rs.uniform(0.025, 0.035))
         elif shape == "cylinder":
-            rr = rng.uniform(0.025, 0.033)
-            half = np.array([rr, rr, rng.uniform(0.035, 0.06)])
+            rr = rs.uniform(0.025, 0.033)
+            half = np.array([rr, rr, rs.uniform(0.035, 0.06)])
         else:
-            rr = rng.uniform(0.028, 0.038)
+            rr = rs.uniform(0.028, 0.038)
             half = np.full(3, rr)
-        obj = SceneObject(shape, str(colours[k]), half.astype(np.float32), float(rng.uniform(0, np.pi / 2)))
+        obj = SceneObject(shape, str(colours[k]), half.astype(np.float32), float(rs.uniform(0, np.pi / 2)))
         for _ in range(200):
-            c = table_point(rng.uniform(0.25, 0.75) * width, rng.uniform(0.25, 0.7) * height)
+            c = table_point(rs.uniform(0.25, 0.75) * width, rs.uniform(0.25, 0.7) * height)
             c[2] = half[2]
             if all(np.linalg.norm((c - q)[:2]) > 0.075 + half[0] + o.half[0] for q, o in zip(pos, objects)):
                 break
         objects.append(obj)
         pos.append(c)
 
+    table = TABLE_COLOURS[int(rs.integers(len(TABLE_COLOURS)))]
+    light = np.array([rs.uniform(-0.4, 0.4), rs.uniform(-0.4, 0.4), 1.0])
+    light /= np.linalg.norm(light)
+
     # Task: move object `mv` next to reference `ref` in a direction that is free and visible.
-    mv, ref = (int(i) for i in rng.choice(n_obj, 2, replace=False))
+    mv, ref = (int(i) for i in rt.choice(n_obj, 2, replace=False))
     rels = list(RELATIONS)
-    rng.shuffle(rels)
-    gap = rng.uniform(0.10, 0.14)
+    rt.shuffle(rels)
+    gap = rt.uniform(0.10, 0.14)
     candidates = []
     for rel in rels:
         dr, df = RELATIONS[rel]
@@ -480,24 +487,24 @@ def _sample_scene(rng: np.random.Generator, width: int, height: int, num_frames:
     ok = [c for c in candidates if c[0][0]]
     chosen = ok[0][1:] if ok else max(candidates, key=lambda c: c[0])[1:]
     rel, goal = chosen
-    template = str(rng.choice(TEMPLATES))
+    template = str(rt.choice(TEMPLATES))
     instruction = template.format(obj=objects[mv].name, rel=rel, ref=objects[ref].name)
 
     # Hand
-    side = "left" if rng.random() < p.left_hand_prob else "right"
-    shape = HandShape(scale=float(rng.uniform(*p.hand_scale)), side=side)
+    side = "left" if rt.random() < p.left_hand_prob else "right"
+    shape = HandShape(scale=float(rt.uniform(*p.hand_scale)), side=side)
     sgn = 1.0 if side == "right" else -1.0
     # The hand enters from its own side of the view (seen from above and from the side, so the
     # forearm does not hide the fingers) and approaches roughly along the camera's x axis.
-    start = (pos[mv] + sgn * right_h * rng.uniform(0.20, 0.28) - fwd_h * rng.uniform(-0.02, 0.10)
-             + np.array([0.0, 0.0, rng.uniform(0.12, 0.2)]))
+    start = (pos[mv] + sgn * right_h * rt.uniform(0.20, 0.28) - fwd_h * rt.uniform(-0.02, 0.10)
+             + np.array([0.0, 0.0, rt.uniform(0.12, 0.2)]))
     approach = pos[mv] - start
     approach[2] = 0
     approach = approach / max(np.linalg.norm(approach), 1e-6)
-    tilt = math.radians(rng.uniform(30, 50))
+    tilt = math.radians(rt.uniform(30, 50))
     fwd_grasp = approach * math.cos(tilt) - np.array([0, 0, 1.0]) * math.sin(tilt)
     R_grasp = hand_rotation(fwd_grasp, np.array([0.0, 0.0, -1.0]))
-    tilt0 = math.radians(rng.uniform(5, 20))
+    tilt0 = math.radians(rt.uniform(5, 20))
     fwd_start = approach * math.cos(tilt0) - np.array([0, 0, 1.0]) * math.sin(tilt0)
     R_start = hand_rotation(fwd_start, np.array([0.0, 0.0, -1.0]) + sgn * 0.6 * np.cross(np.array([0, 0, 1.0]), approach))
 
@@ -507,9 +514,9 @@ def _sample_scene(rng: np.random.Generator, width: int, height: int, num_frames:
     gp = grasp_point(g_touch, shape)
     grasp_wrist = pos[mv] - R_grasp.astype(np.float64) @ gp
     place_wrist = goal - R_grasp.astype(np.float64) @ gp
-    lift = rng.uniform(0.08, 0.12)
+    lift = rt.uniform(0.08, 0.12)
     up = np.array([0.0, 0.0, 1.0])
-    jit = rng.uniform(-0.02, 0.02, 6)
+    jit = rt.uniform(-0.02, 0.02, 6)
     kt = [0.0, 0.28 + jit[0], 0.38 + jit[1], 0.46 + jit[2], 0.58 + jit[3], 0.76 + jit[4], 0.85 + jit[5], 0.91, 1.0]
     retreat = place_wrist + up * 0.10 - 0.10 * approach
     kw = [start, grasp_wrist + up * 0.07, grasp_wrist, grasp_wrist, grasp_wrist + up * lift,
@@ -550,11 +557,8 @@ def _sample_scene(rng: np.random.Generator, width: int, height: int, num_frames:
         "objects": [{"name": o.name, "shape": o.shape, "colour": o.colour, "half_extent": [float(v) for v in o.half],
                      "yaw": o.yaw, "start_world": [float(v) for v in q]} for o, q in zip(objects, pos)],
     }
-    skin = SKIN_TONES[int(rng.integers(len(SKIN_TONES)))]
-    tables = [t for t in TABLE_COLOURS if np.linalg.norm(np.subtract(t, skin)) > 0.3]
-    table = tables[int(rng.integers(len(tables)))]
-    light = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), 1.0])
-    light /= np.linalg.norm(light)
+    skins = [c for c in SKIN_TONES if np.linalg.norm(np.subtract(c, table)) > 0.3]
+    skin = skins[int(rt.integers(len(skins)))]
     info["instruction"] = instruction
     return _Scene(K, wfc, objects, positions.astype(np.float32), wrist.astype(np.float32), rot, grip.astype(np.float32),
                   shape, skin, table, light.astype(np.float32), info)
@@ -679,8 +683,12 @@ def _project(p: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames: int = 48, fps: float = 15.0,
-                     params: SceneParams | None = None, cull: bool = True, return_labels: bool = False):
+                     params: SceneParams | None = None, scene_seed: int | None = None, cull: bool = True,
+                     return_labels: bool = False):
     """One synthetic episode (deterministic per seed) with rgb, depth_raw and exact ground truth.
+
+    ``scene_seed`` (default: ``seed``) fixes the scene (camera, objects, table, light); ``seed``
+    the task and the hand, so episodes sharing a scene_seed are different tasks in one scene.
 
     ``return_labels`` additionally returns the (T, H, W) int16 label image (-1 nothing, 0 table,
     1..N objects in ``episode.objects`` order, 100 hand).
@@ -690,10 +698,12 @@ def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames:
     if width < 16 or height < 16:
         raise ValueError(f"width and height must be >= 16 px, got {width}x{height}")
     p = params or SceneParams()
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), GENERATOR_VERSION]))
-    scene = _sample_scene(rng, width, height, num_frames, p)
+    scene_seed = int(seed) if scene_seed is None else int(scene_seed)
+    rs = np.random.default_rng(np.random.SeedSequence([scene_seed, GENERATOR_VERSION, 0]))
+    rt = np.random.default_rng(np.random.SeedSequence([int(seed), GENERATOR_VERSION, 1]))
+    scene = _sample_scene(rs, rt, width, height, num_frames, p)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # misses carry inf/NaN
-        rgb, depth, labels, joints = _render(scene, width, height, cull=cull)
+        rgb, depth, labels, joints = _render(scene, width, height, cull=cull, static_cache=cull)
     T = num_frames
     K = scene.K
 
@@ -733,7 +743,7 @@ def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames:
 
     info = dict(scene.info)
     instruction = info.pop("instruction")
-    info.update({"seed": int(seed), "generator_version": GENERATOR_VERSION, "width": width, "height": height,
+    info.update({"seed": int(seed), "scene_seed": scene_seed, "generator_version": GENERATOR_VERSION, "width": width, "height": height,
                  "num_frames": T, "fps": float(fps), "valid_rule": "inside image, hand seen at the pixel, |depth - z| <= joint radius + 3 mm",
                  "skin": list(scene.skin), "table": list(scene.table),
                  "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(p).items()}})
@@ -746,3 +756,164 @@ def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames:
     )
     ep.validate()
     return (ep, labels) if return_labels else ep
+
+
+# ----------------------------------------------------------------------------------------------
+# Datasets
+# ----------------------------------------------------------------------------------------------
+
+SPLITS_FILE = "splits.json"  # in the dataset's meta/ folder
+
+
+def episode_plan(num_episodes: int, seed: int = 0, episodes_per_scene: int = 1,
+                 test_fraction: float = 0.2, split: str | None = None) -> list[dict[str, Any]]:
+    """Which episodes a dataset gets: [{"seed", "scene_seed", "episode_id", "split"}].
+
+    Episode seeds are ``seed * 100000 + k``; consecutive groups of ``episodes_per_scene`` share a
+    scene. ``split=None`` holds out whole scenes for "test" (``test_fraction`` of the scenes, at
+    least one when there are two or more); "train" or "test" puts every episode in that split.
+    """
+    if num_episodes < 0:
+        raise ValueError(f"num_episodes must be >= 0, got {num_episodes}")
+    if episodes_per_scene < 1:
+        raise ValueError(f"episodes_per_scene must be >= 1, got {episodes_per_scene}")
+    if not (0.0 <= test_fraction < 1.0):
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if split not in (None, "train", "test"):
+        raise ValueError(f"split must be None, 'train' or 'test', got {split!r}")
+    if not (0 <= seed < 10**6):
+        raise ValueError(f"seed must be in [0, 1e6), got {seed}")
+    seeds = [seed * 100000 + k for k in range(num_episodes)]
+    scenes = [seeds[(k // episodes_per_scene) * episodes_per_scene] for k in range(num_episodes)]
+    unique = sorted(set(scenes))
+    if split is None:
+        # Per-scene draw, so a scene keeps its split when a dataset is extended.
+        u = {sc: np.random.default_rng(np.random.SeedSequence([sc, GENERATOR_VERSION, 2])).random() for sc in unique}
+        test_scenes = {sc for sc in unique if u[sc] < test_fraction}
+        if len(unique) > 1 and test_fraction > 0 and not test_scenes:
+            test_scenes = {min(unique, key=u.get)}
+        if len(unique) > 1 and test_scenes == set(unique):
+            test_scenes.discard(max(unique, key=u.get))
+        splits = ["test" if sc in test_scenes else "train" for sc in scenes]
+    else:
+        splits = [split] * num_episodes
+    return [{"seed": s, "scene_seed": sc, "episode_id": f"syn_{s:06d}", "split": sp}
+            for s, sc, sp in zip(seeds, scenes, splits)]
+
+
+def read_splits(root: str | os.PathLike) -> dict[str, list[str]]:
+    """{"train": [ids], "test": [ids]} recorded by ``generate_dataset`` for the dataset at root."""
+    path = Path(root) / "meta" / SPLITS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no splits record (not made by annotators.synthetic?)")
+    data = json.loads(path.read_text())
+    return {k: list(data.get(k, [])) for k in ("train", "test")}
+
+
+def _write_splits(root: Path, plan: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    from vipa.data._io import atomic_write_json, file_lock
+
+    path = root / "meta" / SPLITS_FILE
+    with file_lock(root / "meta" / ".splits.lock"):
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        split_of = {i: "train" for i in old.get("train", [])}
+        split_of.update({i: "test" for i in old.get("test", [])})
+        split_of.update({p["episode_id"]: p["split"] for p in plan})
+        scene_of = dict(old.get("scene_of", {}))
+        scene_of.update({p["episode_id"]: p["scene_seed"] for p in plan})
+        record = {
+            "train": sorted(i for i, s in split_of.items() if s == "train"),
+            "test": sorted(i for i, s in split_of.items() if s == "test"),
+            "held_out": "scenes",
+            "scene_of": scene_of,
+            "generator": {**old.get("generator", {}), **meta},
+        }
+        atomic_write_json(path, record)
+
+
+def _make(args: tuple[dict[str, Any], dict[str, Any]]) -> Episode:
+    item, kw = args
+    ep = generate_episode(item["seed"], scene_seed=item["scene_seed"], **kw)
+    ep.extra["synthetic"]["split"] = item["split"]
+    return ep
+
+
+def generate_dataset(root: str | os.PathLike, num_episodes: int, seed: int = 0, width: int = 224, height: int = 224,
+                     num_frames: int = 48, fps: float = 15.0, split: str | None = None, episodes_per_scene: int = 1,
+                     test_fraction: float = 0.2, params: SceneParams | None = None, workers: int = 1,
+                     progress: bool = True):
+    """Write ``num_episodes`` synthetic episodes into the Hand3D dataset at ``root`` (created if
+    needed) and record the train/test split by scene in ``meta/splits.json``.
+
+    Resumable: episodes already finished in the dataset are skipped. Returns the dataset.
+    """
+    from vipa.data.dataset import Hand3DDataset
+
+    plan = episode_plan(num_episodes, seed, episodes_per_scene, test_fraction, split)
+    root = Path(root)
+    ds = Hand3DDataset.create(root, fps=fps)
+    if split is None and (root / "meta" / SPLITS_FILE).is_file():  # extending: keep recorded splits
+        recorded = {i: k for k, ids in read_splits(root).items() for i in ids}
+        plan = [dict(p, split=recorded.get(p["episode_id"], p["split"])) for p in plan]
+    todo = [p for p in plan if not ds.is_finished(p["episode_id"])]
+    kw = dict(width=width, height=height, num_frames=num_frames, fps=fps, params=params)
+    jobs = [(p, kw) for p in todo]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="synthetic episodes", unit="ep")
+    try:
+        if workers > 1 and len(jobs) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for ep in pool.map(_make, jobs):
+                    ds.write_episode(ep)
+                    if bar is not None:
+                        bar.update(1)
+        else:
+            for job in jobs:
+                ds.write_episode(_make(job))
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        done = [p for p in plan if ds.is_finished(p["episode_id"])]
+        _write_splits(root, done, {"version": GENERATOR_VERSION, "seed": seed, "width": width, "height": height,
+                                   "num_frames": num_frames, "fps": fps, "episodes_per_scene": episodes_per_scene,
+                                   "test_fraction": test_fraction})
+    return ds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m annotators.synthetic",
+                                 description="Write synthetic Hand3D episodes with exact ground truth.")
+    ap.add_argument("--out", required=True, help="dataset folder (created or extended)")
+    ap.add_argument("--episodes", type=int, required=True, help="number of episodes")
+    ap.add_argument("--seed", type=int, default=0, help="dataset seed (episode seeds are seed*100000+k)")
+    ap.add_argument("--width", type=int, default=224)
+    ap.add_argument("--height", type=int, default=224)
+    ap.add_argument("--frames", type=int, default=48, help="frames per episode")
+    ap.add_argument("--fps", type=float, default=15.0)
+    ap.add_argument("--per-scene", type=int, default=1, help="episodes (tasks) per scene")
+    ap.add_argument("--test-fraction", type=float, default=0.2, help="fraction of scenes held out for test")
+    ap.add_argument("--split", choices=("train", "test"), default=None, help="put every episode in one split")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        generate_dataset(a.out, a.episodes, seed=a.seed, width=a.width, height=a.height, num_frames=a.frames,
+                         fps=a.fps, split=a.split, episodes_per_scene=a.per_scene, test_fraction=a.test_fraction,
+                         workers=a.workers, progress=not a.no_progress)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = read_splits(a.out)
+    print(f"{a.out}: {len(s['train'])} train, {len(s['test'])} test episodes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -234,3 +234,60 @@ def test_bad_arguments():
         generate_episode(0, num_frames=1)
     with pytest.raises(ValueError, match="width"):
         generate_episode(0, width=4)
+
+
+def test_tasks_share_a_scene():
+    a = generate_episode(21, width=48, height=48, num_frames=4, scene_seed=20)
+    b = generate_episode(22, width=48, height=48, num_frames=4, scene_seed=20)
+    np.testing.assert_array_equal(a.K, b.K)
+    np.testing.assert_array_equal(a.camera_pose, b.camera_pose)
+    assert [o.name for o in a.objects] == [o.name for o in b.objects]
+    sa, sb = a.extra["synthetic"], b.extra["synthetic"]
+    assert [o["start_world"] for o in sa["objects"]] == [o["start_world"] for o in sb["objects"]]
+    assert (sa["task"], sa["hand_scale"]) != (sb["task"], sb["hand_scale"])
+
+
+def test_dataset_round_trip_splits_and_resume(tmp_path):
+    from annotators.synthetic import episode_plan, generate_dataset, main, read_splits
+    from vipa.data.dataset import Hand3DDataset
+
+    root = tmp_path / "syn"
+    generate_dataset(root, 4, seed=3, width=64, height=48, num_frames=6, episodes_per_scene=2,
+                     test_fraction=0.5, progress=False)
+    ds = Hand3DDataset.open(root)
+    ids = ds.episode_ids()
+    assert sorted(ids) == [f"syn_{300000 + k:06d}" for k in range(4)]
+    splits = read_splits(root)
+    assert sorted(splits["train"] + splits["test"]) == sorted(ids) and splits["train"] and splits["test"]
+    plan = {p["episode_id"]: p for p in episode_plan(4, 3, 2, 0.5)}
+    for split, members in splits.items():  # whole scenes are held out
+        scenes = {plan[i]["scene_seed"] for i in members}
+        other = {plan[i]["scene_seed"] for s, m in splits.items() if s != split for i in m}
+        assert not scenes & other
+    eid = ids[0]
+    ref = generate_episode(plan[eid]["seed"], width=64, height=48, num_frames=6, scene_seed=plan[eid]["scene_seed"])
+    ep = ds.load_episode(eid)
+    side = ref.extra["synthetic"]["hand_side"]
+    np.testing.assert_allclose(ep.hands[side].joints_3d, ref.hands[side].joints_3d, atol=1e-6)
+    np.testing.assert_array_equal(ep.hands[side].valid, ref.hands[side].valid)
+    assert ep.instruction == ref.instruction and ep.extra["synthetic"]["split"] == plan[eid]["split"]
+    d = ds.depth_frame(eid, 2)
+    ok = np.isfinite(ref.depth_raw[2])
+    np.testing.assert_allclose(d[ok], ref.depth_raw[2][ok] * 1e-3, atol=1e-3)
+    assert np.abs(ds.rgb_frame(eid, 2).astype(int) - ref.rgb[2]).mean() < 6  # H.264, lossy
+    # resume: finished episodes are not rewritten; the CLI adds the missing ones
+    stamp = (root / "episodes" / eid / "episode.json").stat().st_mtime_ns
+    assert main(["--out", str(root), "--episodes", "5", "--seed", "3", "--width", "64", "--height", "48",
+                 "--frames", "6", "--per-scene", "2", "--test-fraction", "0.5", "--no-progress"]) == 0
+    assert (root / "episodes" / eid / "episode.json").stat().st_mtime_ns == stamp
+    assert len(Hand3DDataset.open(root).episode_ids()) == 5
+    assert len(sum(read_splits(root).values(), [])) == 5
+
+
+def test_dataset_bad_arguments(tmp_path):
+    from annotators.synthetic import generate_dataset
+
+    with pytest.raises(ValueError, match="split"):
+        generate_dataset(tmp_path / "a", 2, split="val", progress=False)
+    with pytest.raises(ValueError, match="episodes_per_scene"):
+        generate_dataset(tmp_path / "b", 2, episodes_per_scene=0, progress=False)
