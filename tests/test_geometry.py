@@ -138,6 +138,17 @@ def test_project_behind_camera_is_nan():
         G.project(np.zeros((5, 2)), K_DEFAULT)
 
 
+def test_project_per_frame_intrinsics():
+    Ks = np.stack([G.fov_intrinsics(W, H, fov) for fov in (40.0, 60.0, 90.0)])
+    pts = np.random.default_rng(0).normal(0.0, 0.1, size=(3, 21, 3)) + [0.0, 0.0, 1.0]
+    uv = G.project(pts, Ks)
+    assert uv.shape == (3, 21, 2)
+    for t in range(3):
+        np.testing.assert_allclose(uv[t], G.project(pts[t], Ks[t]), rtol=1e-6)
+    with pytest.raises(ValueError, match="batch dims"):
+        G.project(pts[0], Ks)
+
+
 def test_unproject_masks_bad_depth():
     depth = np.full((4, 5), 2.0, np.float32)
     bad = [(0, 0, np.nan), (1, 1, -1.0), (2, 2, 0.0), (3, 3, np.inf), (0, 4, -np.inf)]

@@ -74,7 +74,7 @@ def validate_intrinsics(K: np.ndarray, name: str = "K") -> np.ndarray:
     fx, fy = arr[..., 0, 0], arr[..., 1, 1]
     if np.any(fx <= 0) or np.any(fy <= 0):
         raise ValueError(f"{name}: focal length must be > 0, got fx={_fmt(fx)}, fy={_fmt(fy)}")
-    if np.any(arr[..., 1, 0] != 0) or np.any(np.abs(arr[..., 2, :] - (0.0, 0.0, 1.0)) > 1e-9):
+    if np.any(np.abs(arr[..., 1, 0]) > 1e-6) or np.any(np.abs(arr[..., 2, :] - (0.0, 0.0, 1.0)) > 1e-6):
         raise ValueError(f"{name}: expected [[fx, s, cx], [0, fy, cy], [0, 0, 1]], got {arr.tolist()}")
     return arr.astype(np.float32)
 
@@ -129,13 +129,22 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float | None = None) -> np.nd
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Camera-frame points (..., 3) metres -> pixels (..., 2) (corner convention).
 
-    ``K`` is (3, 3) or broadcastable (..., 3, 3). Points with z <= 0 (behind or on the camera
-    plane) or non-finite coordinates project to NaN.
+    ``K`` is (3, 3), or (B..., 3, 3) per frame whose batch dims are the leading dims of
+    ``points`` (e.g. K (T, 3, 3) with points (T, 21, 3)). Points with z <= 0 (behind or on the
+    camera plane) or non-finite coordinates project to NaN.
     """
     K = validate_intrinsics(K)
     p = np.asarray(points, dtype=np.float32)
     if p.shape[-1:] != (3,):
         raise ValueError(f"points: expected shape (..., 3), got {p.shape}")
+    kb = K.ndim - 2
+    if kb:
+        extra = p.ndim - 1 - kb
+        if extra < 0 or p.shape[:kb] != K.shape[:-2]:
+            raise ValueError(
+                f"K {K.shape} and points {p.shape}: K's batch dims must be the leading dims of points"
+            )
+        K = K.reshape(K.shape[:-2] + (1,) * extra + (3, 3))
     x, y, z = p[..., 0], p[..., 1], p[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         ok = (z > 0) & np.isfinite(x) & np.isfinite(y) & (z < np.inf)
