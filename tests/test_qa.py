@@ -19,6 +19,7 @@ from vipa.data.qa import (
     parse_camera_motion,
     parse_direction_distance,
     parse_relation,
+    score_by_type,
     score_predictions,
 )
 
@@ -89,6 +90,21 @@ def test_parse_is_tolerant(text: str, signs: list[int], dist: float) -> None:
     assert s.tolist() == signs and d == pytest.approx(dist)
 
 
+@given(vec3, st.data())
+@settings(max_examples=150, deadline=None)
+def test_parse_survives_case_and_spacing(v: np.ndarray, data: st.DataObject) -> None:
+    assume(np.linalg.norm(v) > 0.01)
+    text = encode_relation(v, False)
+    mangled = "".join(
+        (c.upper() if data.draw(st.booleans()) else c) + (" " * data.draw(st.integers(0, 2)) if c in ", " else "")
+        for c in text)
+    mangled = data.draw(st.sampled_from(["", "  ", "Answer: "])) + mangled + data.draw(st.sampled_from(["", ".", " \n"]))
+    assert [x.tolist() if isinstance(x, np.ndarray) else x for x in parse_relation(mangled)] == \
+        [x.tolist() if isinstance(x, np.ndarray) else x for x in parse_relation(text)]
+    s1, d1 = parse_direction_distance(mangled)
+    assert s1.tolist() == direction_signs(v).tolist() and d1 == pytest.approx(float(text.split(", ")[-2][:-1]))
+
+
 @pytest.mark.parametrize("text, match", [
     ("I am not sure", "no '<direction words>, <distance>m'"),
     ("left and down", "no '<direction words>"),
@@ -154,6 +170,10 @@ def test_score_predictions() -> None:
     assert set(s.as_dict()) >= {"mean_distance_error", "mean_direction_score", "parse_failures"}
     with pytest.raises(ValueError, match="length"):
         score_predictions(preds[:2], gts)
+    by = score_by_type(preds, gts, ["move", "move", "task", "spatial", "camera"])
+    assert set(by) == {"all", "move", "task", "spatial", "camera"} and by["all"] == s
+    assert by["move"].n == 2 and by["move"].parse_failures == 1 and by["move"].mean_direction_score == 1.5
+    assert by["camera"].mean_angle_error_deg == pytest.approx(4.0)
     with pytest.raises(AnswerParseError):
         score_predictions(["left, 0.1m"], ["not an answer"])
 

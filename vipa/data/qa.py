@@ -363,3 +363,15 @@ def score_predictions(preds: Iterable[str], gts: Iterable[str]) -> Hand3DTestSco
         mean_angle_error_deg=float(np.mean(ang)) if ang else float("nan"),
         contact_accuracy=float(np.mean(con)) if con else float("nan"),
     )
+
+
+def score_by_type(preds: Iterable[str], gts: Iterable[str], types: Iterable[str]) -> dict[str, Hand3DTestScore]:
+    """``score_predictions`` per QA type (e.g. the records' "type"), plus "all"."""
+    preds, gts, types = list(preds), list(gts), list(types)
+    if not len(preds) == len(gts) == len(types):
+        raise ValueError(f"preds, gts and types differ in length: {len(preds)}, {len(gts)}, {len(types)}")
+    out = {"all": score_predictions(preds, gts)}
+    for t in dict.fromkeys(types):
+        sel = [i for i, x in enumerate(types) if x == t]
+        out[str(t)] = score_predictions([preds[i] for i in sel], [gts[i] for i in sel])
+    return out
