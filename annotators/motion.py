@@ -37,7 +37,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from annotators.language import clean_instruction, episode_instruction, inline_instruction, load_templates, pick
+from annotators.language import (
+    check_templates,
+    clean_instruction,
+    episode_instruction,
+    inline_instruction,
+    load_templates,
+    pick,
+)
 from annotators.qa import episode_rng, hand_valid_frames
 from vipa.conventions import HANDS, WRIST
 from vipa.data.episode import Episode
@@ -75,11 +82,15 @@ class MotionConfig:
             raise ValueError("max_waypoints >= 2, n_future >= 1, n_past >= 0, min_future >= 1 required")
 
 
-def motion_templates(path: str | None = None) -> dict[str, list[str]]:
-    """The prompt templates (``templates/motion.json`` or ``path``), checked."""
+def _allowed() -> dict[str, set[str]]:
     allowed = {t: _PLACEHOLDERS for t in MOTION_TASKS}
     allowed["motion_to_text_answer"] = {"motion", "hand"}
-    return load_templates(path or "motion", allowed)
+    return allowed
+
+
+def motion_templates(path: str | None = None) -> dict[str, list[str]]:
+    """The prompt templates (``templates/motion.json`` or ``path``), checked."""
+    return load_templates(path or "motion", _allowed())
 
 
 def stride_frames(fps: float, stride_s: float) -> int:
@@ -117,7 +128,7 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
     """Hand3D-action records of one episode (module docstring); ``overrides`` set MotionConfig fields."""
     cfg = replace(config or MotionConfig(), **overrides)
     tok = tokenizer or MotionTokenizer()
-    tpls = dict(templates) if templates is not None else motion_templates()
+    tpls = check_templates(templates, _allowed(), "templates") if templates is not None else motion_templates()
     ep = episode
     instr = clean_instruction(instruction) if instruction is not None else episode_instruction(ep, seed)
     step = stride_frames(ep.fps, cfg.stride_s)
@@ -129,6 +140,7 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
         if len(wp_frames) < 2:
             continue
         rng = episode_rng(ep.episode_id, seed, f"motion:{side}")
+        trng = episode_rng(ep.episode_id, seed, f"motion-questions:{side}")  # templates only
         fmt = dict(hand=side, instruction=inline_instruction(instr), stride_s=f"{cfg.stride_s:g}")
 
         def base(kind: str, frames: list[int], ref: int, xyz: np.ndarray, wf: np.ndarray,
@@ -143,21 +155,21 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
 
         # Whole trajectory: instruction_to_motion and motion_to_text.
         if {"instruction_to_motion", "motion_to_text"} & set(cfg.tasks):
-            wf, k = coarse_waypoints(wp_frames, step, cfg.max_waypoints)
+            wf, mult = coarse_waypoints(wp_frames, step, cfg.max_waypoints)
             ref = int(wf[0])
             xyz = wrist_in_frame(ep, side, wf, ref)
             if cfg.low_motion(xyz):
                 if "instruction_to_motion" in cfg.tasks:
-                    r = base("instruction_to_motion", [ref], ref, xyz, wf, k * step)
-                    r["question"] = pick(rng, tpls["instruction_to_motion"]).format(**fmt, n_waypoints=len(wf))
+                    r = base("instruction_to_motion", [ref], ref, xyz, wf, mult * step)
+                    r["question"] = pick(trng, tpls["instruction_to_motion"]).format(**fmt, n_waypoints=len(wf))
                     r["answer"] = r["tokens"]
                     out.append(r)
                 if "motion_to_text" in cfg.tasks:
-                    r = base("motion_to_text", [ref], ref, xyz, wf, k * step)
+                    r = base("motion_to_text", [ref], ref, xyz, wf, mult * step)
                     v = xyz[-1] - xyz[0]
                     motion = encode_direction_distance(v, cfg.gamma)
-                    r["question"] = pick(rng, tpls["motion_to_text"]).format(**fmt, tokens=r["tokens"])
-                    r["answer"] = pick(rng, tpls["motion_to_text_answer"]).format(hand=side, motion=motion)
+                    r["question"] = pick(trng, tpls["motion_to_text"]).format(**fmt, tokens=r["tokens"])
+                    r["answer"] = pick(trng, tpls["motion_to_text_answer"]).format(hand=side, motion=motion)
                     r["target"] = {"vector": [float(x) for x in v], "distance": float(np.linalg.norm(v)),
                                    "frame_of_reference": ref}
                     out.append(r)
@@ -167,10 +179,10 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
                      if np.sum((wp_frames > f) & (wp_frames <= f + cfg.n_future * step)) >= cfg.min_future]
             order = rng.permutation(len(cands)) if cands else []
             kept = 0
-            for k in order:
+            for i in order:
                 if kept >= cfg.per_hand_contextual:
                     break
-                r0 = cands[int(k)]
+                r0 = cands[int(i)]
                 fut = wp_frames[(wp_frames > r0) & (wp_frames <= r0 + cfg.n_future * step)]
                 past = wp_frames[(wp_frames < r0) & (wp_frames >= r0 - cfg.n_past * step)]
                 past = np.concatenate([past, [r0]]).astype(np.int64)
@@ -182,7 +194,7 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
                 past_text, past_clip = _tokens(tok, past_xyz)
                 r.update(past_tokens=past_text, past_waypoints=np.asarray(past_xyz, np.float32).tolist(),
                          past_frames=[int(f) for f in past], clipped=r["clipped"] + past_clip)
-                r["question"] = pick(rng, tpls["contextual_prediction"]).format(
+                r["question"] = pick(trng, tpls["contextual_prediction"]).format(
                     **fmt, past_tokens=past_text, n_waypoints=len(fut))
                 r["answer"] = r["tokens"]
                 out.append(r)

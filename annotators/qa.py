@@ -295,13 +295,18 @@ def _hand_move(ep: Episode, side: str, rng: np.random.Generator, cfg: QAConfig, 
 
 def _camera_move(ep: Episode, rng: np.random.Generator, cfg: QAConfig, ask: _Questions) -> list[dict]:
     ok = ep.frame_valid & np.isfinite(ep.camera_pose).all((1, 2))
-    out = []
-    for a, b in sorted(_sample_pairs(rng, ok, cfg, cfg.per_type)):
+    chosen = []
+    # Oversample: pairs where the camera stood still are dropped, the rest kept in drawn order.
+    for a, b in _sample_pairs(rng, ok, cfg, 4 * cfg.per_type):
+        if len(chosen) >= cfg.per_type:
+            break
         rm = relative_motion(ep.camera_pose[a], ep.camera_pose[b])
+        static = rm.angle_deg < cfg.static_angle_deg and np.linalg.norm(rm.translation) < cfg.static_translation
+        if not static or cfg.include_static_camera:
+            chosen.append((a, b, rm, static))
+    out = []
+    for a, b, rm, static in sorted(chosen, key=lambda c: (c[0], c[1])):
         t = rm.translation.astype(np.float64)
-        static = rm.angle_deg < cfg.static_angle_deg and np.linalg.norm(t) < cfg.static_translation
-        if static and not cfg.include_static_camera:
-            continue
         q = ask()
         tgt = _vec_target(t, cfg.gamma, a, axis=[float(x) for x in rm.axis], angle_deg=float(rm.angle_deg),
                           rotation_signs=[int(s) for s in direction_signs(rm.axis, cfg.gamma, 0.0)]

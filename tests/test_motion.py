@@ -265,3 +265,17 @@ def test_motion_samples_from_synthetic_ground_truth(seed: int) -> None:
     assert recs
     for r in recs:
         check_motion_record(r, world, ep)
+
+
+def test_custom_templates_change_prompts_not_targets() -> None:
+    from annotators.language import TemplateError
+
+    ep = make_episode(make_world())
+    custom = {"instruction_to_motion": ["Do: {instruction}"], "motion_to_text": ["Say {tokens}"],
+              "motion_to_text_answer": ["It went {motion}"], "contextual_prediction": ["Next after {past_tokens}"]}
+    a, b = motion_samples(ep, seed=2), motion_samples(ep, seed=2, templates=custom)
+    assert [r["tokens"] for r in a] == [r["tokens"] for r in b]
+    assert [r["waypoint_frames"] for r in a] == [r["waypoint_frames"] for r in b]
+    assert all(r["answer"].startswith("It went ") for r in b if r["type"] == "motion_to_text")
+    with pytest.raises(TemplateError, match="unknown placeholder"):
+        motion_samples(ep, templates={**custom, "motion_to_text": ["Say {object}"]})
