@@ -339,7 +339,8 @@ def sample_depth(depth: np.ndarray, uv: np.ndarray, radius: int = 0) -> np.ndarr
 @dataclass
 class LiftResult:
     """Camera-frame hand from PnP. ``joints_cam`` (21, 3) float32 metres (NaN when not ok);
-    ``reproj_error`` (21,) float32 px per joint (NaN where the 2D landmark is invalid);
+    ``reproj_error`` (21,) float32 px per joint, outliers included (NaN where the 2D landmark
+    is NaN);
     ``rvec``/``tvec`` (3,) float32: camera_from_hand rotation (axis-angle) and translation (m);
     ``inliers`` (21,) bool: joints the pose was fitted on; ``reason`` says why when not ok."""
 
@@ -386,6 +387,8 @@ def lift_hand(
     import cv2
 
     K = validate_intrinsics(K)
+    if K.shape != (3, 3):
+        raise ValueError(f"K: lift_hand takes one (3, 3) K, got shape {K.shape}")
     obj = np.asarray(world_landmarks, dtype=np.float64)
     img = np.asarray(image_landmarks, dtype=np.float64)
     if obj.ndim != 2 or obj.shape[1] != 3:
