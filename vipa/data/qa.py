@@ -11,8 +11,8 @@ Answer forms (all produced here, all parsed back here):
 
   For a displacement ``v``: distance ``|v|`` with two decimals; one word per axis whose
   component of ``v/|v|`` has absolute value strictly greater than ``gamma``, in axis order
-  x, y, z, joined with " and ". A motion shorter than ``still_distance`` is
-  ``"stationary, 0.00m"``.
+  x, y, z, joined with " and ". A motion shorter than ``still_distance`` (5 mm) has no
+  direction: ``"stationary, 0.00m"`` (its distance is still printed).
 * relationship, for Spatial Relationship (position of the object relative to the hand)::
 
       "right and down, 0.12m, not in contact"
