@@ -205,7 +205,7 @@ def test_every_motion_sample_matches_ground_truth() -> None:
     for r in recs:
         assert not {7, 12, 13, 14} & set(r["waypoint_frames"] + r.get("past_frames", []))
     import json
-    assert json.loads(json.dumps(recs)) == recs
+    assert json.loads(json.dumps(recs, allow_nan=False)) == recs
     assert motion_samples(ep, seed=0, per_hand_contextual=10) == recs
 
 
