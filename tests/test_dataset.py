@@ -517,3 +517,15 @@ def test_concurrent_writers_lose_no_row(ds: Hand3DDataset) -> None:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda k: (ds if k % 2 else other).write_episode(eps[k]), range(12)))
     assert sorted(Hand3DDataset.open(ds.root).episode_ids()) == sorted(e.episode_id for e in eps)
+
+
+def test_format_doc_describes_every_feature() -> None:
+    doc = (REPO / "docs" / "FORMAT.md").read_text()
+    assert f"format_version {FORMAT_VERSION}" in doc
+    for name in dsmod.FEATURES:
+        key = name.replace("left.", "<side>.").replace("right.", "<side>.").removeprefix("object.")
+        if name in ("rgb", "depth"):
+            continue
+        assert f"`{key}`" in doc, name
+    for col in dsmod.EPISODE_SCHEMA.names:
+        assert f"`{col}`" in doc, col

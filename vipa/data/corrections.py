@@ -218,6 +218,8 @@ class CorrectionLog:
         self._local = threading.local()
         self._init_lock = threading.Lock()
         self._initialised = False
+        self._cache: dict[str, tuple[tuple, list[EditRecord]]] = {}
+        self._cache_lock = threading.Lock()
 
     # ------------------------------------------------------------------ connection
 
@@ -273,9 +275,23 @@ class CorrectionLog:
     _COLS = "id, batch_id, episode_id, frame, target, hand, joint, object_id, old_value, new_value, ref_batch, author, timestamp"
 
     def _records(self, episode_id: str, conn: sqlite3.Connection | None = None) -> list[EditRecord]:
+        """All records of the episode in log order (parsed once; re-read when the log grows)."""
+        if conn is None:
+            if not self.path.exists():
+                return []
+            conn = self._conn()
+        count, max_id = conn.execute("SELECT COUNT(*), MAX(id) FROM edits WHERE episode_id = ?",
+                                     (episode_id,)).fetchone()
+        with self._cache_lock:
+            hit = self._cache.get(episode_id)
+        if hit is not None and hit[0] == (count, max_id):
+            return list(hit[1])
         sql = f"SELECT {self._COLS} FROM edits WHERE episode_id = ? ORDER BY id"
-        rows = conn.execute(sql, (episode_id,)).fetchall() if conn else self._read(sql, (episode_id,))
-        return [self._record(r) for r in rows]
+        records = [self._record(r) for r in conn.execute(sql, (episode_id,)).fetchall()]
+        if len(records) == count and (not records or records[-1].id == max_id):
+            with self._cache_lock:
+                self._cache[episode_id] = ((count, max_id), records)
+        return list(records)
 
     def _insert(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
         conn.executemany(

@@ -392,6 +392,7 @@ class Hand3DDataset:
         self._lock_path = self.root / "meta" / ".lock"
         self._table_cache: tuple[tuple | None, list[dict]] | None = None
         self._frames_cache: dict[str, tuple[tuple | None, pa.Table]] = {}
+        self._meta_cache: dict[str, tuple[tuple | None, dict]] = {}
         self._video_index: dict[str, tuple[tuple | None, _VideoIndex]] = {}
         self._corrections: CorrectionLog | None = None
         self._guard = threading.Lock()
@@ -626,6 +627,7 @@ class Hand3DDataset:
 
     def _forget(self, episode_id: str) -> None:
         self._frames_cache.pop(episode_id, None)
+        self._meta_cache.pop(episode_id, None)
         self._video_index.pop(episode_id, None)
 
     def _write_episode_files(self, ep: Episode, folder: Path, media_from: Path | None) -> dict:
@@ -672,7 +674,14 @@ class Hand3DDataset:
 
     def _episode_meta(self, episode_id: str) -> dict:
         d = self._require(episode_id)
-        return _row_from_episode_json(d / "episode.json", f"episodes/{episode_id}/episode.json")
+        path = d / "episode.json"
+        key = _stat_key(path)
+        hit = self._meta_cache.get(episode_id)
+        if hit is not None and hit[0] == key and key is not None:
+            return dict(hit[1])
+        meta = _row_from_episode_json(path, f"episodes/{episode_id}/episode.json")
+        self._meta_cache[episode_id] = (key, meta)
+        return dict(meta)
 
     def _frames(self, episode_id: str) -> pa.Table:
         d = self._require(episode_id)
