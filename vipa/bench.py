@@ -97,8 +97,8 @@ def time_pair(
 
 
 def list_benchmarks(bench_dir: Path | None = None) -> dict[str, str]:
-    """{name: first line of the module docstring} for every benchmarks/NAME.py (no import: the
-    docstring is parsed, so listing never runs benchmark code)."""
+    """{name: first paragraph of the module docstring} for every benchmarks/NAME.py (no import:
+    the file is parsed, so listing never runs benchmark code)."""
     import ast
 
     d = BENCH_DIR if bench_dir is None else Path(bench_dir)
@@ -110,7 +110,8 @@ def list_benchmarks(bench_dir: Path | None = None) -> dict[str, str]:
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
         except SyntaxError as exc:
             doc = f"(cannot parse: {exc.msg}, line {exc.lineno})"
-        out[path.stem] = doc.strip().splitlines()[0] if doc.strip() else "(no docstring)"
+        first = doc.strip().split("\n\n")[0]  # the first paragraph, on one line
+        out[path.stem] = " ".join(first.split()) if first else "(no docstring)"
     return out
 
 
