@@ -97,6 +97,9 @@ def lift_frame(
     NaN landmarks and ``valid`` False joints are left out of the PnP fit (see
     ``vipa.geometry.lift_hand``).
     """
+    import cv2
+
+    cv2.setRNGSeed(0)  # PnP RANSAC draws from OpenCV's RNG: same input, same annotation
     return geometry.lift_hand(world, image, K, valid=valid)
 
 
@@ -185,7 +188,7 @@ def calibrate(
     mode: str = "episode",
     surface_offset: float | np.ndarray = SURFACE_OFFSET,
     exclude_self_occluded: bool = True,
-    occluder_margin: float = 0.03,
+    occluder_margin: float | None = 0.02,
     min_joints: int = 3,
     drop_out_of_view: bool = True,
 ) -> Calibration:

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from vipa import geometry
-from vipa.conventions import FINGERTIPS, HAND_EDGES, HANDS, THUMB_TIP
+from vipa.conventions import FINGERTIPS, HAND_EDGES, HANDS
 from vipa.data.episode import Episode, ObjectTrack
 
 from annotators.errors import BackendError
@@ -133,9 +133,9 @@ class ProposalConfig:
     hand_radius: float = 0.015  # cloud points this close to a hand bone belong to the hand
     contact_radius: float = 0.03  # ... this close to a fingertip touch it
     min_contact_points: int = 5  # per fingertip, for it to count as touching
-    min_touching_tips: int = 2  # thumb + at least one more finger = a grasp
-    min_grasp_frames: int = 3
-    max_gap: int = 2  # frames of lost contact bridged inside one grasp
+    min_touching_tips: int = 1  # fingertips touching at once (the hand hides most of a held object)
+    min_grasp_s: float = 0.15  # shortest grasp, seconds
+    max_gap_s: float = 0.6  # lost contact bridged inside one grasp (the hand hides the object), s
     search_radius: float = 0.15  # object points are sought this close to the fingertips
     dbscan_eps: float = 0.012
     dbscan_min_points: int = 8
@@ -171,7 +171,7 @@ def _frame_points(ep: Episode, frame: int, stride: int) -> np.ndarray | None:
 
 
 def contact_counts(ep: Episode, side: str, cfg: ProposalConfig = ProposalConfig()) -> np.ndarray:
-    """(T, 5) number of non-hand cloud points within ``contact_radius`` of each fingertip."""
+    """(T, 5) number of cloud points, neither hand nor support plane, within ``contact_radius`` of each fingertip."""
     tr = ep.hands[side]
     counts = np.zeros((ep.num_frames, len(FINGERTIPS)), np.int32)
     if ep.depth_raw is None:
@@ -185,7 +185,7 @@ def contact_counts(ep: Episode, side: str, cfg: ProposalConfig = ProposalConfig(
         if pts is None or len(pts) == 0:
             continue
         near = np.linalg.norm(pts - tips.mean(0), axis=-1) < cfg.search_radius
-        pts = pts[near]
+        pts = pts[near & ~_remove_support_plane(pts, cfg)]
         pts = pts[_non_hand_points(pts, joints, cfg.hand_radius)]
         if len(pts) == 0:
             continue
@@ -194,18 +194,19 @@ def contact_counts(ep: Episode, side: str, cfg: ProposalConfig = ProposalConfig(
     return counts
 
 
-def grasp_segments(counts: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> list[tuple[int, int]]:
-    """[start, end) frame ranges where the thumb and enough other fingertips touch something."""
+def grasp_segments(counts: np.ndarray, fps: float, cfg: ProposalConfig = ProposalConfig()) -> list[tuple[int, int]]:
+    """[start, end) frame ranges where enough fingertips touch something (gaps bridged)."""
     touching = counts >= cfg.min_contact_points
-    thumb = touching[:, FINGERTIPS.index(THUMB_TIP)]
-    grasp = thumb & (touching.sum(1) >= cfg.min_touching_tips)
+    grasp = touching.sum(1) >= cfg.min_touching_tips
+    max_gap = int(round(cfg.max_gap_s * fps))
+    min_len = max(1, int(round(cfg.min_grasp_s * fps)))
     segs: list[list[int]] = []
     for t in np.flatnonzero(grasp):
-        if segs and t - segs[-1][1] <= cfg.max_gap:
+        if segs and t - segs[-1][1] <= max_gap:
             segs[-1][1] = t + 1
         else:
             segs.append([int(t), int(t) + 1])
-    return [(a, b) for a, b in segs if b - a >= cfg.min_grasp_frames]
+    return [(a, b) for a, b in segs if b - a >= min_len]
 
 
 def _cluster_object(points: np.ndarray, tips: np.ndarray, cfg: ProposalConfig) -> np.ndarray | None:
@@ -252,7 +253,7 @@ def propose_grasped_objects(
         if not tr.present.any():
             continue
         counts = contact_counts(ep, side, cfg)
-        for start, end in grasp_segments(counts, cfg):
+        for start, end in grasp_segments(counts, ep.fps, cfg):
             t0 = start + int(np.argmax(counts[start:end].sum(1)[: max(1, min(3, end - start))]))
             joints = tr.joints_3d[t0]
             tips = joints[list(FINGERTIPS)]
