@@ -228,29 +228,42 @@ class CorrectionLog:
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                               check_same_thread=True)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        with self._init_lock:
-            if not self._initialised:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for stmt in _SCHEMA:
-                        conn.execute(stmt)
-                    version = conn.execute("PRAGMA user_version").fetchone()[0]
-                    if version > SCHEMA_VERSION:
-                        raise CorrectionError(f"{self.path}: log schema version {version} is newer than "
-                                              f"this library ({SCHEMA_VERSION})")
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                self._initialised = True
+        try:
+            conn = self._open()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise CorrectionError(f"{self.path.name}: not a readable correction log ({exc})") from None
         self._local.conn = conn
         self._local.pid = os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                               check_same_thread=True)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            with self._init_lock:
+                if not self._initialised:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        for stmt in _SCHEMA:
+                            conn.execute(stmt)
+                        version = conn.execute("PRAGMA user_version").fetchone()[0]
+                        if version > SCHEMA_VERSION:
+                            raise CorrectionError(f"{self.path}: log schema version {version} is newer than "
+                                                  f"this library ({SCHEMA_VERSION})")
+                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    self._initialised = True
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def close(self) -> None:
@@ -394,24 +407,34 @@ class CorrectionLog:
     def record(self, episode_id: str, edits: Sequence[Edit] | Edit, author: str,
                batch_id: str | None = None) -> str:
         """Append ``edits`` as one batch (one transaction); return the batch id."""
+        if isinstance(edits, Edit):
+            edits = [edits]
+        edits = list(edits)
+        return self._append(episode_id, lambda current: edits, author, batch_id)
+
+    def _append(self, episode_id: str, make: Callable[[Episode | None], list[Edit]], author: str,
+                batch_id: str | None = None, needs_base: bool = False) -> str:
+        """Append the edits ``make(current effective episode)`` returns, in one transaction.
+
+        ``make`` runs while the log's write lock is held, so edits computed from the current
+        values (a depth nudge, keyframe in-betweens) see every edit committed before them.
+        """
         from vipa.data.dataset import validate_episode_id
 
         validate_episode_id(episode_id)
-        if isinstance(edits, Edit):
-            edits = [edits]
-        if not edits:
-            raise CorrectionError("edits: empty batch")
         if not isinstance(author, str) or not author.strip() or len(author) > 200:
             raise CorrectionError(f"author: expected a non-empty name (<= 200 characters), got {author!r}")
         base = self._base(episode_id)
+        if needs_base and base is None:
+            raise CorrectionError("this edit needs the base annotation: give CorrectionLog a base_loader")
         num_frames = None if base is None else base.num_frames
-        edits = [_normalise(e, num_frames) for e in edits]
         batch = batch_id or uuid.uuid4().hex
 
         def work(conn: sqlite3.Connection) -> str:
-            current = None
-            if base is not None and any(e.old is None for e in edits):
-                current = self._apply(base, self._records(episode_id, conn))
+            current = None if base is None else self._apply(base, self._records(episode_id, conn))
+            edits = [_normalise(e, num_frames) for e in make(current)]
+            if not edits:
+                raise CorrectionError("edits: empty batch")
             ts = _now()
             rows = []
             for e in edits:
@@ -421,6 +444,10 @@ class CorrectionLog:
             self._insert(conn, rows)
             return batch
 
+        if num_frames is None:  # validate before touching the database
+            make_once = make(None)
+            for e in make_once:
+                _normalise(e, None)
         return self._transaction(work)
 
     def _undo_redo(self, episode_id: str, author: str | None, kind: str) -> str | None:
@@ -467,15 +494,19 @@ class CorrectionLog:
 
     def nudge_joint_depth(self, episode_id: str, frame: int, hand: str, joint: int, dz: float,
                           author: str) -> str:
-        """Move the joint ``dz`` metres along its camera ray (z += dz)."""
-        base = self._base(episode_id)
-        if base is None:
-            raise CorrectionError("nudge_joint_depth: needs a base_loader to know the current depth")
-        cur = self._apply(base, self._records(episode_id))
-        z = float(cur.hands[hand].joints_3d[frame, joint, 2]) if hand in cur.hands else math.nan
-        if not math.isfinite(z):
-            raise CorrectionError(f"joint_depth: {hand} joint {joint} at frame {frame} has no depth to nudge")
-        return self.set_joint_depth(episode_id, frame, hand, joint, z + float(dz), author)
+        """Move the joint ``dz`` metres along its camera ray (z += dz, from the current z)."""
+
+        def make(cur: Episode | None) -> list[Edit]:
+            if hand not in HANDS:
+                raise CorrectionError(f"joint_depth.hand: expected one of {HANDS}, got {hand!r}")
+            if not 0 <= frame < cur.num_frames or not 0 <= joint < NUM_JOINTS:
+                raise CorrectionError(f"joint_depth: frame {frame} / joint {joint} out of range")
+            z = float(cur.hands[hand].joints_3d[frame, joint, 2])
+            if not math.isfinite(z):
+                raise CorrectionError(f"joint_depth: {hand} joint {joint} at frame {frame} has no depth to nudge")
+            return [Edit("joint_depth", z + float(dz), frame, hand, joint)]
+
+        return self._append(episode_id, make, author, needs_base=True)
 
     def set_scale(self, episode_id: str, scale: float, author: str) -> str:
         return self.record(episode_id, Edit("scale", float(scale)), author)
@@ -522,23 +553,25 @@ class CorrectionLog:
         if joint is not None and not 0 <= int(joint) < NUM_JOINTS:
             raise CorrectionError(f"interpolate_keyframes.joint: expected 0..{NUM_JOINTS - 1} or None, got {joint!r}")
         joints = range(NUM_JOINTS) if joint is None else [int(joint)]
-        cur = self._apply(base, self._records(episode_id))
-        uv = cur.hands[hand].joints_2d
-        edits = []
-        for a, b in zip(keys[:-1], keys[1:]):
-            for j in joints:
-                ua, ub = uv[a, j].astype(np.float64), uv[b, j].astype(np.float64)
-                if not (np.all(np.isfinite(ua)) and np.all(np.isfinite(ub))):
-                    continue
-                for f in range(a + 1, b):
-                    w = (f - a) / (b - a)
-                    p = (1 - w) * ua + w * ub
-                    edits.append(Edit("joint_2d", [float(p[0]), float(p[1])], f, hand, j,
-                                      old=[float(x) for x in uv[f, j]] if np.all(np.isfinite(uv[f, j])) else [None, None]))
-        if not edits:
-            raise CorrectionError("interpolate_keyframes: nothing to interpolate (adjacent keyframes or "
-                                  "unknown joints at the keyframes)")
-        return self.record(episode_id, edits, author)
+
+        def make(cur: Episode | None) -> list[Edit]:
+            uv = cur.hands[hand].joints_2d
+            edits = []
+            for a, b in zip(keys[:-1], keys[1:]):
+                for j in joints:
+                    ua, ub = uv[a, j].astype(np.float64), uv[b, j].astype(np.float64)
+                    if not (np.all(np.isfinite(ua)) and np.all(np.isfinite(ub))):
+                        continue
+                    for f in range(a + 1, b):
+                        w = (f - a) / (b - a)
+                        p = (1 - w) * ua + w * ub
+                        edits.append(Edit("joint_2d", [float(p[0]), float(p[1])], f, hand, j))
+            if not edits:
+                raise CorrectionError("interpolate_keyframes: nothing to interpolate (adjacent keyframes or "
+                                      "unknown joints at the keyframes)")
+            return edits
+
+        return self._append(episode_id, make, author, needs_base=True)
 
     # ------------------------------------------------------------------ applying
 
