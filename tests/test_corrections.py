@@ -445,44 +445,42 @@ def test_export_uncorrected_and_bad_source(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_export_lerobot_format(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from vipa.data import lerobot
+    from vipa.data.lerobot import LeRobotDataset, check_lerobot_dataset
 
     ds = Hand3DDataset.create(tmp_path / "ds")
     ds.write_episode(make_episode("a", media=True))
-    rc = _export([str(ds.root), "--out", str(tmp_path / "lr"), "--format", "lerobot"])
-    if hasattr(lerobot, "export_hand3d"):
-        assert rc == 0 and (tmp_path / "lr" / "meta" / "info.json").is_file()
-    else:
-        assert rc == 2 and "export_hand3d is missing" in capsys.readouterr().err
+    ds.write_episode(make_episode("b", t=5, seed=4, media=True))
+    ds.corrections.set_joint_2d("a", 2, "left", 0, [11.0, 12.0], "alice")
+    ds.corrections.set_instruction("b", "wave", "bob")
+    out = tmp_path / "lr"
+    assert _export([str(ds.root), "--out", str(out), "--format", "lerobot"]) == 0
+    assert "as LeRobot v3" in capsys.readouterr().out
+    assert check_lerobot_dataset(out) == []
+    lr = LeRobotDataset(out)
+    assert len(lr) == 2
+    for k, eid in enumerate(("a", "b")):
+        src = ds.load_episode(eid, media=True)
+        got = lr.episode(k)
+        for side in HANDS:
+            np.testing.assert_array_equal(got[f"observation.hands.{side}.joints_3d"], src.hands[side].joints_3d)
+            np.testing.assert_array_equal(got[f"observation.hands.{side}.valid"], src.hands[side].valid)
+        np.testing.assert_array_equal(got["observation.camera.intrinsics"][0], src.K)
+        np.testing.assert_array_equal(got["observation.depth"].astype(np.float32), src.depth_raw)
+        np.testing.assert_allclose(got["observation.state"][:, 3:], src.hands["right"].joints_3d[:, 0])
+        np.testing.assert_allclose(got["action"][:-1], got["observation.state"][1:])
+        assert got["observation.images.rgb"].shape == src.rgb.shape
+        assert np.abs(got["observation.images.rgb"].astype(int) - src.rgb).mean() < 40  # noise video, lossy
+        assert got["task"] == src.instruction
+    assert lr.episode(1)["task"] == "wave"
+    assert lr.episode(0)["observation.hands.left.joints_2d"][2, 0].tolist() == [11.0, 12.0]
 
 
-def test_concurrent_depth_nudges_all_count(ds: Hand3DDataset) -> None:
-    z0 = float(ds.load_episode("ep", corrected=False).hands["right"].joints_3d[2, 9, 2])
-    logs = [CorrectionLog(ds.root / "corrections.sqlite", base_loader=lambda e: ds.load_episode(e, corrected=False))
-            for _ in range(3)]
-    threads = [threading.Thread(target=lambda lg=lg: [lg.nudge_joint_depth("ep", 2, "right", 9, 0.01, "n")
-                                                       for _ in range(8)]) for lg in logs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    z = float(ds.load_episode("ep").hands["right"].joints_3d[2, 9, 2])
-    assert z == pytest.approx(z0 + 0.24, abs=1e-5)  # each nudge starts from the previous one
-
-
-def test_corrupt_log_is_a_clear_error(ds: Hand3DDataset) -> None:
-    (ds.root / "corrections.sqlite").write_bytes(b"this is not sqlite" * 100)
-    fresh = Hand3DDataset.open(ds.root)
-    with pytest.raises(CorrectionError, match="corrections.sqlite: not a readable correction log"):
-        fresh.load_episode("ep")
-
-
-def test_log_without_base_loader_still_validates(tmp_path: Path) -> None:
-    log = CorrectionLog(tmp_path / "c.sqlite")
-    with pytest.raises(CorrectionError, match="joint_2d.joint"):
-        log.record("e", Edit("joint_2d", [1, 2], 0, "left", 30), "a")
-    assert not (tmp_path / "c.sqlite").exists()
-    b = log.set_instruction("e", "wave", "a")
-    assert log.history("e")[0].old is None and log.history("e")[0].batch_id == b
-    with pytest.raises(CorrectionError, match="base_loader"):
-        log.nudge_joint_depth("e", 0, "left", 0, 0.1, "a")
+def test_export_lerobot_refuses_mixed_sizes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ds = Hand3DDataset.create(tmp_path / "ds")
+    ds.write_episode(make_episode("a", media=True))
+    other = make_episode("b", media=True)
+    other.width, other.height = 30, 20
+    other.rgb, other.depth_raw = other.rgb[:, :20, :30], other.depth_raw[:, :20, :30]
+    ds.write_episode(other)
+    assert _export([str(ds.root), "--out", str(tmp_path / "lr"), "--format", "lerobot"]) == 2
+    assert "one image size per camera" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """`vipa export DATASET --out DIR [--format hand3d|lerobot]`: write the merged (corrected) dataset.
 
 hand3d: a new Hand3D dataset holding base annotation + corrections (media copied unchanged).
-lerobot: the LeRobot v3 layout, through ``vipa.data.lerobot.export_hand3d(dataset, out, corrected)``.
+lerobot: the LeRobot v3 layout (vipa.data.lerobot's writer): hand joints, intrinsics, poses, depth
+and its scale as declared features; wrist positions as observation.state / action.
 """
 
 from __future__ import annotations
@@ -54,12 +55,17 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "vipa.data.lerobot":
             raise
-        lerobot = None
+        print("vipa export: --format lerobot needs vipa.data.lerobot, which is not installed here; "
+              "use --format hand3d", file=sys.stderr)
+        return 2
     export = getattr(lerobot, "export_hand3d", None)
     if export is None:
-        print("vipa export: --format lerobot is not available in this installation "
-              "(vipa.data.lerobot.export_hand3d is missing); use --format hand3d", file=sys.stderr)
+        from vipa.data._lerobot_export import export_hand3d as export
+    try:
+        path = export(ds, out, corrected=corrected)
+    except (ValueError, lerobot.LeRobotFormatError) as exc:
+        print(f"vipa export: {exc}", file=sys.stderr)
         return 2
-    export(ds, out, corrected=corrected)
-    print(f"wrote LeRobot v3 dataset to {out}")
+    print(f"wrote {len(ds.episode_ids())} episodes ({'corrected' if corrected else 'uncorrected'}) "
+          f"as LeRobot v3 to {path}")
     return 0
