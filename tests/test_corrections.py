@@ -484,3 +484,35 @@ def test_export_lerobot_refuses_mixed_sizes(tmp_path: Path, capsys: pytest.Captu
     ds.write_episode(other)
     assert _export([str(ds.root), "--out", str(tmp_path / "lr"), "--format", "lerobot"]) == 2
     assert "one image size per camera" in capsys.readouterr().err
+
+
+def test_concurrent_depth_nudges_all_count(ds: Hand3DDataset) -> None:
+    z0 = float(ds.load_episode("ep", corrected=False).hands["right"].joints_3d[2, 9, 2])
+    logs = [CorrectionLog(ds.root / "corrections.sqlite", base_loader=lambda e: ds.load_episode(e, corrected=False))
+            for _ in range(3)]
+    threads = [threading.Thread(target=lambda lg=lg: [lg.nudge_joint_depth("ep", 2, "right", 9, 0.01, "n")
+                                                       for _ in range(8)]) for lg in logs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    z = float(ds.load_episode("ep").hands["right"].joints_3d[2, 9, 2])
+    assert z == pytest.approx(z0 + 0.24, abs=1e-5)  # each nudge starts from the previous one
+
+
+def test_corrupt_log_is_a_clear_error(ds: Hand3DDataset) -> None:
+    (ds.root / "corrections.sqlite").write_bytes(b"this is not sqlite" * 100)
+    fresh = Hand3DDataset.open(ds.root)
+    with pytest.raises(CorrectionError, match="corrections.sqlite: not a readable correction log"):
+        fresh.load_episode("ep")
+
+
+def test_log_without_base_loader_still_validates(tmp_path: Path) -> None:
+    log = CorrectionLog(tmp_path / "c.sqlite")
+    with pytest.raises(CorrectionError, match="joint_2d.joint"):
+        log.record("e", Edit("joint_2d", [1, 2], 0, "left", 30), "a")
+    assert not (tmp_path / "c.sqlite").exists()
+    b = log.set_instruction("e", "wave", "a")
+    assert log.history("e")[0].old is None and log.history("e")[0].batch_id == b
+    with pytest.raises(CorrectionError, match="base_loader"):
+        log.nudge_joint_depth("e", 0, "left", 0, 0.1, "a")
