@@ -105,7 +105,8 @@ def check_output(out_root: str | Path, fps: float | None = None):
     except (FileExistsError, NotADirectoryError) as exc:
         raise OutputError(root, str(exc)) from None
     except OSError as exc:
-        raise OutputError(root, f"cannot create the dataset here: {exc.strerror or exc}") from None
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise OutputError(root, f"cannot create the dataset folder: {exc.strerror or exc}{where}") from None
     probe = root / "episodes" / f".write-probe-{uuid.uuid4().hex[:8]}"
     try:
         probe.write_bytes(b"ok")

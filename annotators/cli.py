@@ -82,7 +82,7 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from annotators.batch import OutputError, annotate_to_dataset
+    from annotators.batch import OutputError, annotate_to_dataset, check_output
     from annotators.errors import AnnotatorError
 
     try:
@@ -94,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
         print("vipa annotate: error: --workers must be >= 1", file=sys.stderr)
         return 2
     inputs = expand_inputs(args.inputs)
+    try:
+        check_output(args.out)
+    except OutputError as exc:
+        print(f"vipa annotate: error: output folder {exc}", file=sys.stderr)
+        return 2
     bar = None
     if not args.quiet:
         from tqdm import tqdm
