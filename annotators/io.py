@@ -399,7 +399,8 @@ def _open_video(path: Path, *, fps, max_width, max_frames, K, fov_deg) -> FrameS
             raise InputError(path, "zero-length video: no frame could be decoded")
         if not src_fps > 0:
             raise InputError(path, "video has no frame rate")
-        rotation = int(round((first.rotation or 0) / 90.0)) * 90 % 360
+        rot = first.rotation or 0  # degrees counter-clockwise of the display matrix
+        rotation = int(round(rot / 90.0)) * 90 % 360 if abs(rot) <= 360 and rot % 90 == 0 else 0
         w0, h0 = first.width, first.height
         src_w, src_h = (h0, w0) if rotation in (90, 270) else (w0, h0)
         n_src = int(stream.frames or 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+import struct
 
 import av
 import cv2
@@ -62,6 +63,34 @@ def test_given_K_is_scaled_with_the_frames():
     np.testing.assert_allclose(info.K, [[500, 0, 320], [0, 500, 180], [0, 0, 1]])
     with pytest.raises(InputError, match="intrinsics"):
         open_source(SAMPLE_VIDEO, K=np.eye(2))
+
+
+def test_phone_video_rotation_is_applied(tmp_path):
+    """A portrait phone clip stores landscape pixels + a display matrix (tkhd); frames come out upright."""
+    path = tmp_path / "portrait.mp4"
+    w, h = 64, 48
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for _ in range(3):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[: h // 2, : w // 2] = 255  # bright top-left quadrant
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    data = bytearray(path.read_bytes())
+    i = data.find(b"tkhd")
+    off = i + 8 + (20 if data[i + 4] == 0 else 32) + 16  # the tkhd matrix
+    data[off:off + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)  # iPhone portrait
+    path.write_bytes(bytes(data))
+    with open_source(path) as src:
+        assert src.info.rotation == 270  # display matrix says -90: rotate 90 degrees clockwise
+        assert (src.info.width, src.info.height) == (48, 64)
+        rgb = next(iter(src)).rgb
+    assert rgb.shape == (64, 48, 3)
+    assert rgb[:28, 28:].mean() > 200 and rgb[:28, :20].mean() < 30  # top-left went to top-right
+    assert rgb[36:].mean() < 30
 
 
 # ----------------------------------------------------------------------------- bad videos
