@@ -529,3 +529,34 @@ def test_format_doc_describes_every_feature() -> None:
         assert f"`{key}`" in doc, name
     for col in dsmod.EPISODE_SCHEMA.names:
         assert f"`{col}`" in doc, col
+
+
+def test_damaged_media_are_clear_errors(ds: Hand3DDataset) -> None:
+    ds.write_episode(make_episode("a", t=6, rgb=True, depth=True))
+    video = ds.root / "episodes" / "a" / "rgb.mp4"
+    video.write_bytes(video.read_bytes()[:300])  # truncated file
+    fresh = Hand3DDataset.open(ds.root)
+    with pytest.raises(SchemaError, match=r"episodes/a/rgb.mp4: "):
+        fresh.rgb_frames("a")
+    with pytest.raises(SchemaError, match=r"episodes/a/rgb.mp4: "):
+        fresh.rgb_frame("a", 2)
+    (ds.root / "episodes" / "a" / "depth" / "000004.png").unlink()
+    with pytest.raises(SchemaError, match=r"episodes/a/depth/000004.png: missing"):
+        fresh.depth_frame("a", 4)
+    (ds.root / "episodes" / "a" / "depth" / "000001.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(SchemaError, match=r"episodes/a/depth/000001.png: expected uint16"):
+        fresh.depth_frame("a", 1)
+    assert fresh.depth_frame("a", 0).shape == (48, 64)  # the rest still reads
+
+
+def test_cleanup_removes_only_stale_temporaries(ds: Hand3DDataset) -> None:
+    ds.write_episode(make_episode("a"))
+    stale = ds.root / "episodes" / ".tmp-a-deadbeef"
+    stale.mkdir()
+    (stale / "frames.parquet").write_bytes(b"half")
+    fresh = ds.root / "meta" / ".tmp-episodes.parquet.x.part"
+    fresh.write_bytes(b"in progress")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    assert ds.cleanup(max_age_s=3600) == 1
+    assert not stale.exists() and fresh.exists() and ds.episode_ids() == ["a"]
