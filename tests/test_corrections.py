@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vipa import geometry
 from vipa.conventions import HANDS
 from vipa.data import cli as export_cli
 from vipa.data.corrections import CorrectionError, CorrectionLog, Edit
@@ -55,7 +56,17 @@ def ds(tmp_path: Path) -> Hand3DDataset:
 
 
 def project(p: np.ndarray, K: np.ndarray) -> np.ndarray:
-    return np.array([K[0, 0] * p[0] / p[2] + K[0, 2], K[1, 1] * p[1] / p[2] + K[1, 2]])
+    return geometry.project(np.asarray(p, np.float32), K)
+
+
+def test_rederived_joints_follow_the_library_projection_with_skew(tmp_path: Path) -> None:
+    ds = Hand3DDataset.create(tmp_path / "ds")
+    ep = make_episode("skew")
+    ep.K = np.array([[80.0, 2.5, 30.0], [0, 70.0, 20.0], [0, 0, 1]], np.float32)
+    ds.write_episode(ep)
+    ds.corrections.set_joint_2d("skew", 1, "left", 2, [17.25, 33.5], "a")
+    p = ds.load_episode("skew").hands["left"].joints_3d[1, 2]
+    np.testing.assert_allclose(project(p, ep.K), [17.25, 33.5], atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- applying edits

@@ -198,9 +198,11 @@ def _normalise(edit: Edit, num_frames: int | None) -> Edit:
 
 
 def _unproject_px(uv: np.ndarray, z: float, K: np.ndarray) -> np.ndarray:
-    """Pixel (u, v) at depth z (m) -> camera-frame point (pinhole, K with zero skew)."""
-    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
-    return np.array([(uv[0] - cx) / fx * z, (uv[1] - cy) / fy * z, z], np.float32)
+    """Pixel (u, v) at depth z (m) -> camera-frame point: the inverse of ``vipa.geometry.project``
+    (pinhole K, skew allowed, pixel corner convention)."""
+    yn = (float(uv[1]) - float(K[1, 2])) / float(K[1, 1])
+    xn = (float(uv[0]) - float(K[0, 2]) - float(K[0, 1]) * yn) / float(K[0, 0])
+    return np.array([xn * z, yn * z, z], np.float32)
 
 
 class CorrectionLog:
