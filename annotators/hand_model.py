@@ -45,8 +45,9 @@ _THUMB_FIST_DEG = np.array([50.0, 35.0, 45.0], np.float32)
 # Render radii (metres, scale 1) of the hand's capsules.
 FINGER_RADIUS = np.array([0.0100, 0.0088, 0.0090, 0.0085, 0.0075], np.float32)  # thumb..pinky
 PALM_RADIUS = 0.0150
-FOREARM_RADIUS = 0.026
+FOREARM_RADIUS = 0.022
 FOREARM_LENGTH = 0.16
+WRIST_DEPTH = 0.030  # how far the forearm surface can lie in front of the wrist joint
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -134,11 +135,11 @@ def place(local: np.ndarray, wrist: np.ndarray, rotation: np.ndarray) -> np.ndar
     return (np.einsum("...ij,...kj->...ki", rotation, local) + wrist[..., None, :]).astype(np.float32)
 
 
-def capsules(joints: np.ndarray, shape: HandShape, forward: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def capsules(joints: np.ndarray, shape: HandShape, arm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render capsules of a posed hand: (A (N, 3), B (N, 3), radius (N,)) in the joints' frame.
 
-    Bones of every finger, a fan of palm capsules, and a forearm stub behind the wrist along
-    ``-forward`` (unit vector in the same frame).
+    Bones of every finger, a fan of palm capsules, and a forearm from the wrist along ``arm``
+    (unit vector from the wrist towards the elbow, same frame).
     """
     s = np.float32(shape.scale)
     segs: list[tuple[int, int, float]] = []
@@ -150,9 +151,9 @@ def capsules(joints: np.ndarray, shape: HandShape, forward: np.ndarray) -> tuple
     a = joints[[i for i, _, _ in segs]]
     b = joints[[j for _, j, _ in segs]]
     r = np.array([rr for _, _, rr in segs], np.float32) * s
-    fw = _unit(np.asarray(forward, np.float32))
+    fw = _unit(np.asarray(arm, np.float32))
     wrist = joints[0]
-    fa = np.stack([wrist - 0.01 * s * fw, wrist - FOREARM_LENGTH * s * fw])
+    fa = np.stack([wrist, wrist + FOREARM_LENGTH * s * fw])
     a = np.concatenate([a, fa[:1]])
     b = np.concatenate([b, fa[1:]])
     r = np.concatenate([r, np.array([FOREARM_RADIUS * s], np.float32)])
@@ -160,13 +161,14 @@ def capsules(joints: np.ndarray, shape: HandShape, forward: np.ndarray) -> tuple
 
 
 def joint_radius(shape: HandShape) -> np.ndarray:
-    """(21,) largest capsule radius touching each joint (metres): how far the visible surface
-    in front of a joint can be."""
+    """(21,) how far (metres) the visible surface of the hand can lie in front of each joint when
+    nothing else hides it: the largest capsule radius touching it (for the wrist, the forearm
+    seen obliquely)."""
     r = np.zeros(NUM_JOINTS, np.float32)
     for f, chain in enumerate((THUMB,) + FINGERS):
         r[list(chain)] = FINGER_RADIUS[f]
     r[[0, 1, 5, 9, 13, 17]] = PALM_RADIUS
-    r[0] = FOREARM_RADIUS
+    r[0] = WRIST_DEPTH
     return r * np.float32(shape.scale)
 
 

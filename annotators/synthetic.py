@@ -374,7 +374,7 @@ class SceneParams:
     """Ranges the generator samples from (all metres / degrees)."""
 
     fov_deg: tuple[float, float] = (50.0, 70.0)
-    cam_distance: tuple[float, float] = (0.45, 0.80)  # camera centre -> looked-at table point
+    cam_distance: tuple[float, float] = (0.55, 0.85)  # camera centre -> looked-at table point
     cam_pitch_deg: tuple[float, float] = (45.0, 72.0)
     num_objects: tuple[int, int] = (2, 4)
     moving_camera_prob: float = 0.25
@@ -391,6 +391,7 @@ class _Scene:
     wrist: np.ndarray  # (T, 3) world
     rot: np.ndarray  # (T, 3, 3) world hand rotation (columns a, b, c)
     grip: np.ndarray  # (T,)
+    arm: np.ndarray  # (T, 3) world unit vector wrist -> elbow
     shape: HandShape
     skin: tuple[float, float, float]
     table: tuple[float, float, float]
@@ -454,7 +455,7 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
             half = np.full(3, rr)
         obj = SceneObject(shape, str(colours[k]), half.astype(np.float32), float(rs.uniform(0, np.pi / 2)))
         for _ in range(200):
-            c = table_point(rs.uniform(0.25, 0.75) * width, rs.uniform(0.25, 0.7) * height)
+            c = table_point(rs.uniform(0.25, 0.75) * width, rs.uniform(0.35, 0.75) * height)
             c[2] = half[2]
             if all(np.linalg.norm((c - q)[:2]) > 0.075 + half[0] + o.half[0] for q, o in zip(pos, objects)):
                 break
@@ -465,28 +466,32 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
     light = np.array([rs.uniform(-0.4, 0.4), rs.uniform(-0.4, 0.4), 1.0])
     light /= np.linalg.norm(light)
 
-    # Task: move object `mv` next to reference `ref` in a direction that is free and visible.
-    mv, ref = (int(i) for i in rt.choice(n_obj, 2, replace=False))
+    # Task: move object `mv` next to reference `ref`. The relation is drawn first (so the four
+    # are equally common), then the first (object, reference) pair for which the goal is free,
+    # in view and far enough from the start; else the best compromise over all choices.
     rels = list(RELATIONS)
     rt.shuffle(rels)
+    pairs = [(int(i), int(j)) for i in range(n_obj) for j in range(n_obj) if i != j]
+    pair_order = rt.permutation(len(pairs))
     gap = rt.uniform(0.10, 0.14)
+    T_cam0 = np.linalg.inv(cam0)
     candidates = []
     for rel in rels:
         dr, df = RELATIONS[rel]
-        goal = pos[ref] + gap * (dr * right_h + df * fwd_h)
-        goal[2] = objects[mv].half[2]
-        pc = np.linalg.inv(cam0) @ np.append(goal, 1.0)
-        u = K[0, 0] * pc[0] / pc[2] + K[0, 2]
-        v = K[1, 1] * pc[1] / pc[2] + K[1, 2]
-        inside = 0.08 * width < u < 0.92 * width and 0.08 * height < v < 0.92 * height
-        free = all(np.linalg.norm((goal - q)[:2]) > 0.06 + objects[mv].half[0] + o.half[0]
-                   for k, (q, o) in enumerate(zip(pos, objects)) if k != mv)
-        travel = float(np.linalg.norm((goal - pos[mv])[:2]))
-        candidates.append(((inside and free and travel > 0.08, inside and free, inside, travel), rel, goal))
-    # First acceptable relation in the shuffled order, else the best compromise.
+        for pi in pair_order:
+            mv, ref = pairs[pi]
+            goal = pos[ref] + gap * (dr * right_h + df * fwd_h)
+            goal[2] = objects[mv].half[2]
+            pc = T_cam0 @ np.append(goal, 1.0)
+            u = K[0, 0] * pc[0] / pc[2] + K[0, 2]
+            v = K[1, 1] * pc[1] / pc[2] + K[1, 2]
+            inside = 0.15 * width < u < 0.85 * width and 0.22 * height < v < 0.85 * height
+            free = all(np.linalg.norm((goal - q)[:2]) > 0.06 + objects[mv].half[0] + o.half[0]
+                       for k, (q, o) in enumerate(zip(pos, objects)) if k != mv)
+            travel = float(np.linalg.norm((goal - pos[mv])[:2]))
+            candidates.append(((inside and free and travel > 0.08, inside and free, inside, travel), rel, mv, ref, goal))
     ok = [c for c in candidates if c[0][0]]
-    chosen = ok[0][1:] if ok else max(candidates, key=lambda c: c[0])[1:]
-    rel, goal = chosen
+    rel, mv, ref, goal = (ok[0] if ok else max(candidates, key=lambda c: c[0]))[1:]
     template = str(rt.choice(TEMPLATES))
     instruction = template.format(obj=objects[mv].name, rel=rel, ref=objects[ref].name)
 
@@ -496,8 +501,27 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
     sgn = 1.0 if side == "right" else -1.0
     # The hand enters from its own side of the view (seen from above and from the side, so the
     # forearm does not hide the fingers) and approaches roughly along the camera's x axis.
-    start = (pos[mv] + sgn * right_h * rt.uniform(0.20, 0.28) - fwd_h * rt.uniform(-0.02, 0.10)
-             + np.array([0.0, 0.0, rt.uniform(0.12, 0.2)]))
+    # Start 16-22 cm from the object on the hand's side, 8-15 cm above the table, turned towards
+    # or away from the camera and brought closer as far as needed for the wrist to start in view
+    # (else the candidate nearest the image centre).
+    dist0, high = rt.uniform(0.16, 0.22), rt.uniform(0.08, 0.15)
+    jitter = rt.uniform(-8, 8)
+    best = None
+    for scale in (1.0, 0.85, 0.7):
+        for ang in (0.0, 25.0, -25.0, 50.0, -50.0, 75.0):
+            th = math.radians(ang + jitter)
+            start = pos[mv] + scale * dist0 * (math.cos(th) * sgn * right_h - math.sin(th) * fwd_h)
+            start[2] = high
+            pc = np.linalg.inv(cam0) @ np.append(start, 1.0)
+            u, v = K[0, 0] * pc[0] / pc[2] + K[0, 2], K[1, 1] * pc[1] / pc[2] + K[1, 2]
+            off = max(abs(u / width - 0.5), abs(v / height - 0.5))
+            if best is None or off < best[0]:
+                best = (off, start)
+            if off < 0.42:
+                break
+        if best[0] < 0.42:
+            break
+    start = best[1]
     approach = pos[mv] - start
     approach[2] = 0
     approach = approach / max(np.linalg.norm(approach), 1e-6)
@@ -508,12 +532,17 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
     fwd_start = approach * math.cos(tilt0) - np.array([0, 0, 1.0]) * math.sin(tilt0)
     R_start = hand_rotation(fwd_start, np.array([0.0, 0.0, -1.0]) + sgn * 0.6 * np.cross(np.array([0, 0, 1.0]), approach))
 
+    start[2] += max(0.0, 0.015 - float(place(local_joints(0.15, shape), start.astype(np.float32), R_start)[:, 2].min()))
     width_obj = 2.0 * float(objects[mv].half[0])
     g_touch = grip_for_aperture(width_obj, shape)
     g_hold = min(g_touch + 0.04, 1.0)  # squeeze slightly: the tips press on the surface
     gp = grasp_point(g_touch, shape)
     grasp_wrist = pos[mv] - R_grasp.astype(np.float64) @ gp
-    place_wrist = goal - R_grasp.astype(np.float64) @ gp
+    # Grasp higher on the object when a finger would otherwise go through the table.
+    low = place(local_joints(g_hold, shape), grasp_wrist.astype(np.float32), R_grasp)[:, 2].min()
+    raise_by = max(0.0, 0.011 - float(low))
+    grasp_wrist = grasp_wrist + np.array([0.0, 0.0, raise_by])
+    place_wrist = goal - R_grasp.astype(np.float64) @ gp + np.array([0.0, 0.0, raise_by])
     lift = rt.uniform(0.08, 0.12)
     up = np.array([0.0, 0.0, 1.0])
     jit = rt.uniform(-0.02, 0.02, 6)
@@ -532,6 +561,15 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
         a = (1 - w[k]) * R_start[:, 0] + w[k] * R_grasp[:, 0]
         c = (1 - w[k]) * R_start[:, 2] + w[k] * R_grasp[:, 2]
         rot[k] = hand_rotation(a, c)
+    # Forearm: from the wrist back and up towards the elbow (wrist flexed, forearm flatter than
+    # the hand), following the hand's heading.
+    elev = math.radians(rt.uniform(10, 25))
+    arm = np.empty((T, 3), np.float32)
+    for k in range(T):
+        a_h = rot[k][:, 0].astype(np.float64).copy()
+        a_h[2] = 0
+        a_h /= max(np.linalg.norm(a_h), 1e-6)
+        arm[k] = -a_h * math.cos(elev) + np.array([0, 0, 1.0]) * math.sin(elev)
     # Object follows the hand rigidly between grasp closure (kt[3]) and release (kt[7]).
     positions = np.repeat(np.stack(pos)[None], T, axis=0).astype(np.float64)
     attached = (times >= kt[3]) & (times <= kt[7])
@@ -549,6 +587,7 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
         "hand_side": side,
         "hand_scale": shape.scale,
         "grip_touch": g_touch,
+        "grasp_raised": raise_by,
         "camera": {"fov_deg": fov, "distance": dist, "height": cam_h, "pitch_deg": math.degrees(pitch), "azimuth_deg": math.degrees(az),
                    "roll_deg": math.degrees(roll), "moving": moving, "orbit_deg": math.degrees(d_az), "height_change": d_h},
         "phases": {"reach_end": frame_of(kt[2]), "grasp": frame_of(kt[3]), "lift_end": frame_of(kt[4]),
@@ -561,7 +600,7 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
     skin = skins[int(rt.integers(len(skins)))]
     info["instruction"] = instruction
     return _Scene(K, wfc, objects, positions.astype(np.float32), wrist.astype(np.float32), rot, grip.astype(np.float32),
-                  shape, skin, table, light.astype(np.float32), info)
+                  arm, shape, skin, table, light.astype(np.float32), info)
 
 
 def _render(scene: _Scene, width: int, height: int, cull: bool = True, static_cache: bool = True):
@@ -605,7 +644,7 @@ def _render(scene: _Scene, width: int, height: int, cull: bool = True, static_ca
             _cast_object(caster, scene.objects[i], Rcw @ scene.positions[k, i] + tcw, Rcw, i + 1)
         jc = (joints_w[k] @ Rcw.T + tcw).astype(np.float32)
         joints_c[k] = jc
-        A, B, Rr = capsules(jc, scene.shape, Rcw @ scene.rot[k][:, 0])
+        A, B, Rr = capsules(jc, scene.shape, Rcw @ scene.arm[k])
         caster.capsules(A, B, Rr, LABEL_HAND)
         shadow = _shadow(caster, scene, k, joints_w[k], T_wc, moving_obj)
         rgb[k] = _shade(caster, albedo, (Rcw @ scene.light_world).astype(np.float32), shadow)
@@ -628,7 +667,7 @@ def _cast_object(caster: RayCaster, o: SceneObject, c_cam: np.ndarray, Rcw: np.n
 def _shadow(caster: RayCaster, scene: _Scene, k: int, joints_w: np.ndarray, T_wc: np.ndarray,
             moving: set[int]) -> np.ndarray | None:
     """Soft vertical shadow of the hand (and the carried object) on table pixels: (H, W) factor."""
-    segs_a, segs_b, rad = capsules(joints_w, scene.shape, scene.rot[k][:, 0])
+    segs_a, segs_b, rad = capsules(joints_w, scene.shape, scene.arm[k])
     pa, pb, pr = [segs_a[:, :2]], [segs_b[:, :2]], [rad]
     for i in moving:
         c = scene.positions[k, i]
