@@ -29,6 +29,9 @@ MediaPipe facts checked on this machine (mediapipe 0.10.14, ``mp.solutions.hands
       (returned hands already passed ``min_detection_confidence`` / ``min_tracking_confidence``).
       Per-joint confidence = that score for joints inside the image, and ``OUTSIDE_FACTOR`` times
       it for joints MediaPipe extrapolated outside the frame (``in_frame`` False).
+    * Cost: about 22 ms of CPU per 640x360 frame with ``max_num_hands=2`` and one hand in view
+      (the palm detector runs on every frame while fewer hands than the maximum are tracked),
+      about 10 ms with ``max_num_hands=1``. Padding costs no measurable CPU.
     * Padding: the palm detector misses hands that fill the frame. ``pad_fraction`` (default 0.25)
       adds a black border of that fraction of the longer side on every side before detection;
       coordinates are mapped back exactly (an integer shift).
@@ -48,6 +51,7 @@ Adding a HaMeR/WiLoR-style estimator (user weights)
 from __future__ import annotations
 
 import importlib
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +135,9 @@ class MediaPipeHands(HandBackend):
         if not 0.0 <= pad_fraction <= 2.0:
             raise ValueError(f"pad_fraction must be in [0, 2], got {pad_fraction}")
         try:
-            import mediapipe as mp
+            with warnings.catch_warnings():  # protobuf deprecation noise from mediapipe 0.10.14
+                warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
+                import mediapipe as mp
 
             self._mp_hands = mp.solutions.hands
         except (ImportError, AttributeError) as exc:

@@ -10,7 +10,7 @@ Public names
     a path will be read. ``read_intrinsics(path)`` reads a K file.
 ``Frame``
     ``index`` (0.. in the output stream), ``source_index`` (frame number in the input),
-    ``timestamp`` (s from the input's start), ``rgb`` (H, W, 3) uint8, ``depth`` (H, W) float32
+    ``timestamp`` (s from the first output frame of the input), ``rgb`` (H, W, 3) uint8, ``depth`` (H, W) float32
     metres with NaN where the sensor gave no reading (RGB-D inputs only, else None).
 ``SourceInfo``
     path, kind ("video" | "images" | "rgbd"), fps / source_fps, width x height (output) and
@@ -438,6 +438,7 @@ def _video_frames(path: Path, info: SourceInfo, dec_w: int, dec_h: int, max_fram
     resize = (dec_w, dec_h) != ((info.source_height, info.source_width) if k_rot % 2 else
                                 (info.source_width, info.source_height))
     n_out = n_src = 0
+    t0: float | None = None
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as exc:
@@ -460,7 +461,8 @@ def _video_frames(path: Path, info: SourceInfo, dec_w: int, dec_h: int, max_fram
                 if k_rot:
                     rgb = np.ascontiguousarray(np.rot90(rgb, k_rot))
                 t = float(frame.time) if frame.time is not None else i / info.source_fps
-                yield Frame(index=n_out, source_index=i, timestamp=t, rgb=rgb)
+                t0 = t if t0 is None else t0  # streams may start at a non-zero time
+                yield Frame(index=n_out, source_index=i, timestamp=t - t0, rgb=rgb)
                 n_out += 1
         except av.FFmpegError as exc:
             raise InputError(path, f"decoding failed after {n_src} frames (corrupt or truncated): {exc}") from None
