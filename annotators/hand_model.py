@@ -37,7 +37,7 @@ _FIST_FLEX_DEG = np.array([80.0, 100.0, 65.0], np.float32)  # at grip 1
 _FINGER_EXTRA = np.array([0.0, 0.03, 0.07, 0.12], np.float32)  # ulnar fingers curl a bit more
 _THUMB_CMC = np.array([0.020, 0.021, 0.010], np.float32)
 _THUMB_BONES = np.array([0.040, 0.032, 0.027], np.float32)
-_THUMB_DIR = np.array([0.62, 0.74, 0.26], np.float32)  # rest direction of the thumb metacarpal
+_THUMB_DIR = np.array([0.72, 0.62, 0.30], np.float32)  # rest direction of the thumb metacarpal
 _THUMB_TOWARD = np.array([0.45, -0.35, 0.82], np.float32)  # where thumb flexion turns it
 _THUMB_REST_DEG = np.array([4.0, 6.0, 6.0], np.float32)
 _THUMB_FIST_DEG = np.array([50.0, 35.0, 45.0], np.float32)
@@ -120,13 +120,14 @@ def hand_rotation(forward: np.ndarray, palm_normal: np.ndarray) -> np.ndarray:
     """(3, 3) matrix whose columns are the local axes a, b, c expressed in the target frame.
 
     ``forward`` is the finger direction, ``palm_normal`` roughly the palmar direction (it is
-    made orthogonal to ``forward``). The thumb side is ``b = c x a`` (right-handed frame; the
-    left hand's mirroring is already in ``local_joints``).
+    made orthogonal to ``forward``). ``b = a x c`` is where a right hand's thumb lies (palm
+    down, fingers pointing away from you: the thumb is on your left), so (a, b, c) is a
+    left-handed basis (det -1); a left hand's thumb is at -b (``local_joints`` mirrors it).
     """
     a = _unit(np.asarray(forward, np.float32))
     n = np.asarray(palm_normal, np.float32)
     c = _unit(n - np.dot(n, a) * a)
-    b = np.cross(c, a).astype(np.float32)
+    b = np.cross(a, c).astype(np.float32)
     return np.stack([a, b, c], axis=1)
 
 

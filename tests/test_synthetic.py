@@ -291,3 +291,16 @@ def test_dataset_bad_arguments(tmp_path):
         generate_dataset(tmp_path / "a", 2, split="val", progress=False)
     with pytest.raises(ValueError, match="episodes_per_scene"):
         generate_dataset(tmp_path / "b", 2, episodes_per_scene=0, progress=False)
+
+
+def test_handedness_is_anatomical():
+    """Palm down, fingers pointing away (+y), seen from above (+z up): a right hand's thumb is
+    on the left (-x), a left hand's on the right."""
+    from annotators.hand_model import hand_rotation, place
+
+    R = hand_rotation(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]))
+    for side, sign in (("right", -1.0), ("left", 1.0)):
+        j = place(local_joints(0.0, HandShape(side=side)), np.zeros(3, np.float32), R)
+        assert np.sign(j[THUMB_TIP, 0] - j[MIDDLE_MCP, 0]) == sign
+        assert np.sign(j[17, 0] - j[5, 0]) == -sign  # pinky opposite the index
+        assert j[MIDDLE_TIP, 1] > 0.15  # fingers point along +y
