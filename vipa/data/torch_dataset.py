@@ -17,9 +17,13 @@ Hand3D dataset), so they are regenerated whenever annotations change.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +39,7 @@ from vipa.model.encoders import point_map_from_depth, resize_point_map
 from vipa.model.tokenizer import VIPATokenizer
 
 IGNORE = -100
+CACHE_VERSION = 1
 QA_KINDS = ("spatial", "task")
 MOTION_KINDS = ("gen", "translate", "context")
 
@@ -120,17 +125,63 @@ def cache_episode(ep: Episode, size: int, rgb_frames: np.ndarray | None = None,
     return FrameCache(ep.episode_id, ep.instruction or "do the task", side, imgs, xyz, val, wrist, usable, objects)
 
 
-def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_step: int = 1) -> list[FrameCache]:
-    """FrameCaches read through a ``vipa.data.dataset.Hand3DDataset`` (corrections applied)."""
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VIPA_CACHE_DIR", Path.home() / ".cache" / "vipa" / "frames"))
+
+
+def _save_cache(path: Path, c: FrameCache) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, images=c.images.numpy(), xyz=c.xyz.numpy(), valid=c.valid.numpy(), wrist=c.wrist,
+             usable=c.usable, obj_names=np.array([n for n, _ in c.objects], dtype=str),
+             obj_centres=np.stack([o for _, o in c.objects]) if c.objects else np.zeros((0, len(c.wrist), 3), np.float32),
+             meta=np.array(json.dumps({"episode_id": c.episode_id, "instruction": c.instruction, "side": c.side})))
+    os.replace(tmp, path)
+
+
+def _load_cache(path: Path) -> FrameCache:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        return FrameCache(meta["episode_id"], meta["instruction"], meta["side"], torch.from_numpy(z["images"]),
+                          torch.from_numpy(z["xyz"]), torch.from_numpy(z["valid"]), z["wrist"], z["usable"],
+                          [(str(n), c) for n, c in zip(z["obj_names"], z["obj_centres"])])
+
+
+def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_step: int = 1,
+                       cache_dir: str | Path | None = None) -> list[FrameCache]:
+    """FrameCaches read through a ``vipa.data.dataset.Hand3DDataset`` (corrections applied).
+
+    Resized frames are cached as .npz under ``cache_dir`` (default ``$VIPA_CACHE_DIR`` or
+    ~/.cache/vipa/frames), keyed by dataset path, episode, size, frame step and the episode
+    folder's and correction log's modification times, so edits invalidate the cache."""
+    cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cdir.mkdir(parents=True, exist_ok=True)
+    root = Path(getattr(ds, "root", "."))
+    corr = [p for p in root.glob("corrections*") if p.is_file()]
     out = []
     for eid in episode_ids:
+        try:
+            edir = ds.episode_dir(eid)
+            stamp = max([edir.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in edir.iterdir()]
+                        + [p.stat().st_mtime_ns for p in corr])
+        except (AttributeError, OSError):
+            stamp = 0
+        key = hashlib.sha1(f"{root.resolve()}|{eid}|{size}|{frame_step}|{stamp}|{CACHE_VERSION}".encode()).hexdigest()[:20]
+        path = cdir / f"{key}.npz"
+        if path.is_file():
+            try:
+                out.append(_load_cache(path))
+                continue
+            except (OSError, ValueError, KeyError):
+                path.unlink(missing_ok=True)
         ep = ds.load_episode(eid, media=False)
         if not ds.has_depth(eid):
             raise ValueError(f"episode {eid}: no depth; the 3D branch needs metric depth")
         rgb = ds.rgb_frames(eid)
         depth = [ds.depth_frame(eid, i) if ep.frame_valid[i] and i % frame_step == 0 else None
                  for i in range(ep.num_frames)]
-        out.append(cache_episode(ep, size, rgb, depth, frame_step))
+        c = cache_episode(ep, size, rgb, depth, frame_step)
+        _save_cache(path, c)
+        out.append(c)
     return out
 
 

@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
             tok = VIPATokenizer.load(latest_checkpoint(out) / "tokenizer.json")
         elif args.init:
             info = read_checkpoint_info(args.init)
-            if info["config"]["model"] != cfg.model.to_dict():
+            from vipa.model.config import ModelConfig
+
+            if ModelConfig.from_dict(info["config"]["model"]).to_dict() != cfg.model.to_dict():
                 raise CheckpointError(f"--init {args.init} was trained with config {info['config']['name']!r} "
                                       f"(model differs from {cfg.name!r}{' without 3D' if args.no_3d else ''})")
             tok = VIPATokenizer.load(Path(args.init) / "tokenizer.json")

@@ -198,7 +198,7 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
                 now = time.time()
                 rec = {"step": step, "stage": stage, **{k: round(float(v.detach()), 5) for k, v in losses.items()},
                        "grad_norm": round(float(gnorm), 4), "lr": opt.param_groups[0]["lr"],
-                       "alpha": round(float(model.fusion.alpha), 5),
+                       "alpha": round(float(model.fusion.alpha.detach()), 5),
                        "samples_per_s": round(n_seen / max(1e-9, now - t_last), 2), "time": now}
                 t_last, n_seen = now, 0
                 metrics.append(rec)

@@ -1,0 +1,221 @@
+"""VIPA-VLA model: shapes, the paper's fusion, motion tokens and constrained decoding, the
+flow-matching head, checkpoints and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vipa.model.action_head import FlowMatchingDiT
+from vipa.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vipa.model.config import REGISTRY, get_config
+from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion, point_map_from_depth, resize_point_map
+from vipa.model.tokenizer import VIPATokenizer
+from vipa.model.vla import VIPAModel
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tok() -> VIPATokenizer:
+    return VIPATokenizer.train(["Where is the red cube relative to the right hand?", "left and down, 0.44m",
+                                "pick up the red cube and place it to the left of the blue ball"], 400)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return get_config("tiny")
+
+
+def make_batch(cfg, tok, b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = cfg.model.image_size
+    ids = tok.encode("Where is the red cube relative to the right hand?")
+    p = torch.full((b, cfg.model.max_prompt_len), tok.pad_id)
+    p[:, : len(ids)] = torch.tensor(ids)
+    m = (p != tok.pad_id).long()
+    xyz = torch.rand(b, 3, s, s, generator=g) * torch.tensor([0.4, 0.4, 0.5]).view(1, 3, 1, 1) + \
+        torch.tensor([-0.2, -0.2, 0.3]).view(1, 3, 1, 1)
+    return dict(image=torch.rand(b, 3, s, s, generator=g), prompt_ids=p, prompt_mask=m, xyz=xyz,
+                valid=torch.ones(b, 1, s, s))
+
+
+def test_registry(cfg):
+    assert set(REGISTRY) >= {"tiny", "small", "paper"}
+    with pytest.raises(KeyError, match="known"):
+        get_config("huge")
+    assert get_config("paper").train.trainable["stage1"] == ["fusion", "readout"]
+    assert "llm" in get_config("paper").train.trainable["post"]
+    small = get_config("small")
+    assert small.model.llm.hidden_size > cfg.model.llm.hidden_size
+
+
+def test_encoder_and_fusion_shapes(cfg):
+    mc = cfg.model
+    b, s, n, d = 2, mc.image_size, mc.num_visual_tokens, mc.d_vision
+    fine, v_sem = SemanticEncoder(mc)(torch.rand(b, 3, s, s))
+    assert v_sem.shape == (b, n, d) and fine.shape[-1] == mc.fine_grid
+    fine3, v_spa = PointMapEncoder(mc)(torch.rand(b, 3, s, s), torch.ones(b, 1, s, s))
+    assert v_spa.shape == (b, n, d) and fine3.shape == fine.shape
+    fusion = SpatialFusion(d, mc.fusion_heads, 0.0)
+    assert fusion(v_sem, v_spa).shape == (b, n, d)
+
+
+def test_alpha_init_and_gradient(cfg, tok):
+    model = VIPAModel(cfg.model, tok.vocab_size)
+    assert model.fusion.alpha.item() == pytest.approx(0.5)
+    out = model(**make_batch(cfg, tok))
+    (out.point_a.sum() + out.queries.pow(2).mean()).backward()
+    assert model.fusion.alpha.grad is not None and float(model.fusion.alpha.grad.abs()) > 0
+
+
+def test_vla_forward_shapes(cfg, tok):
+    mc = cfg.model
+    model = VIPAModel(mc, tok.vocab_size)
+    b = make_batch(cfg, tok, b=2)
+    tgt = torch.tensor([[tok.bos_id] + tok.encode("left, 0.1m")] * 2)
+    out = model(**b, target_in=tgt)
+    assert out.logits.shape == (2, tgt.shape[1], tok.vocab_size)
+    assert out.point_a.shape == (2, 3) and out.point_b.shape == (2, 3)
+    assert out.traj.shape == (2, mc.traj_horizon, 3)
+    assert out.queries.shape == (2, mc.num_queries, mc.llm.hidden_size)
+    assert torch.allclose(out.attn_a.sum(-1), torch.ones(2), atol=1e-5)
+    # Pointer A pools the point map: with zero offsets it lies inside the map's bounding box.
+    lo, hi = b["xyz"].amin((0, 2, 3)), b["xyz"].amax((0, 2, 3))
+    assert ((out.point_a >= lo - 1e-4) & (out.point_a <= hi + 1e-4)).all()
+
+
+def test_no_3d_variant(cfg, tok):
+    mc = get_config("tiny", use_3d=False).model
+    model = VIPAModel(mc, tok.vocab_size)
+    assert model.spatial is None and model.param_groups()["spatial"] == []
+    b = make_batch(cfg, tok)
+    out = model(b["image"], b["prompt_ids"], b["prompt_mask"])
+    assert out.point_a.shape == (3, 3)
+
+
+def test_action_head_shapes_and_sampling():
+    head = FlowMatchingDiT(cond_dim=32, action_dim=4, state_dim=5, chunk_len=16, d=32, layers=2, heads=4)
+    cond = torch.randn(3, 4, 32)
+    state = torch.randn(3, 5)
+    assert head.velocity(torch.randn(3, 16, 4), torch.rand(3), state, cond).shape == (3, 16, 4)
+    assert head.sample(state, cond, steps=3).shape == (3, 16, 4)
+    with pytest.raises(ValueError, match="action chunk"):
+        head.velocity(torch.randn(3, 8, 4), torch.rand(3), state, cond)
+    with pytest.raises(ValueError, match="robot state"):
+        head.sample(torch.randn(3, 2), cond)
+
+
+def test_flow_matching_learns_toy_problem():
+    """Actions are a deterministic function of the state: the loss must fall and sampling must
+    reproduce the chunk far better than the unconditional spread."""
+    torch.manual_seed(0)
+    head = FlowMatchingDiT(cond_dim=8, action_dim=2, state_dim=2, chunk_len=16, d=32, layers=2, heads=4)
+    opt = torch.optim.AdamW(head.parameters(), 3e-3)
+    t = torch.linspace(0, 1, 16)
+
+    def data(n):
+        s = torch.rand(n, 2) * 2 - 1
+        a = torch.stack([s[:, :1] * t, s[:, 1:] * (1 - t)], -1)
+        return s, a
+
+    cond = torch.zeros(1, 1, 8)
+    losses = []
+    for _ in range(300):
+        s, a = data(64)
+        loss = head.loss(a, s, cond.expand(64, -1, -1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:30])
+    s, a = data(32)
+    pred = head.sample(s, cond.expand(32, -1, -1), steps=10, generator=torch.Generator().manual_seed(0))
+    assert (pred - a).abs().mean() < 0.5 * (a - a.mean(0)).abs().mean()
+
+
+def test_motion_tokens_round_trip(tok):
+    xyz = np.array([[0.1, -0.2, 0.5], [-0.49, 0.49, 0.01]], np.float32)
+    ids = tok.motion_ids(xyz)
+    assert len(ids) == 6 and all(tok.is_motion(i) for i in ids)
+    assert np.abs(tok.ids_to_waypoints(ids) - xyz).max() < 1e-3
+    assert tok.decode(tok.encode("left and down, 0.44m")) == "left and down, 0.44m"
+    with pytest.raises(ValueError, match="not a y motion token"):
+        tok.ids_to_waypoints([ids[0], ids[0], ids[2]])
+
+
+def test_constrained_decoding_always_valid_waypoints(cfg, tok):
+    from vipa.infer.constrained import motion_allowed_fn, split_motion
+
+    model = VIPAModel(cfg.model, tok.vocab_size).eval()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        for p in model.llm.lm_head.parameters():  # random logits: the constraint alone must keep it valid
+            p.data.normal_(0, 1)
+        b = make_batch(cfg, tok, b=4, seed=seed)
+        for n in (1, 3):
+            ids, _ = model.generate(**b, bos_id=tok.bos_id, eos_id=tok.eos_id, max_new_tokens=3 * n + 1,
+                                    allowed_fn=motion_allowed_fn(tok, tok.vocab_size, n))
+            for row in ids.tolist():
+                mot = split_motion(tok, row)
+                assert len(mot) % 3 == 0 and 3 <= len(mot) <= 3 * n
+                assert all(row[k] == tok.eos_id for k in range(len(mot), len(row)))
+                wp = tok.ids_to_waypoints(mot)  # raises on a wrong axis
+                assert wp.shape[1] == 3
+
+
+def test_point_map_matches_geometry():
+    from vipa.geometry import unproject
+
+    K = np.array([[50, 0, 32], [0, 50, 24], [0, 0, 1]], np.float32)
+    depth = np.full((48, 64), 0.7, np.float32)
+    depth[3, 5] = np.nan
+    depth[4, 6] = 0.0
+    pm = point_map_from_depth(depth, K)
+    ref = unproject(depth, K)
+    assert np.allclose(np.nan_to_num(pm, nan=-9), np.nan_to_num(ref, nan=-9), atol=1e-6)
+
+
+def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path, cfg, tok):
+    model = VIPAModel(cfg.model, tok.vocab_size).eval()
+    b = make_batch(cfg, tok)
+    ck = save_checkpoint(tmp_path / "ck", model, cfg, tok, {"stage": "stage1", "step": 0})
+    m2, cfg2, tok2, info = load_checkpoint(ck)
+    with torch.no_grad():
+        o1, o2 = model(**b), m2(**b)
+    assert torch.equal(o1.point_a, o2.point_a) and torch.equal(o1.traj, o2.traj)
+    assert cfg2.to_dict() == cfg.to_dict() and tok2.vocab_size == tok.vocab_size and info["stage"] == "stage1"
+    with pytest.raises(CheckpointError, match="trained with config 'tiny', not 'small'"):
+        load_checkpoint(ck, expect_config="small")
+    # Weights from another architecture under this config name.
+    other = get_config("tiny", d_vision=64)
+    save_checkpoint(tmp_path / "other", VIPAModel(other.model, tok.vocab_size), other, tok)
+    (tmp_path / "other" / "config.json").write_text((ck / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="do not fit|do not match"):
+        load_checkpoint(tmp_path / "other")
+    data = (ck / "model.safetensors").read_bytes()
+    (ck / "model.safetensors").write_bytes(data[:100] + b"\x00garbage" + data[120:1000])
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(ck)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope")
+
+
+def test_bad_inputs(cfg, tok):
+    model = VIPAModel(cfg.model, tok.vocab_size)
+    b = make_batch(cfg, tok)
+    with pytest.raises(ValueError, match="image: expected"):
+        model(**{**b, "image": torch.rand(3, 3, 32, 32)})
+    xyz = b["xyz"].clone()
+    xyz[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model(**{**b, "xyz": xyz})
+    with pytest.raises(ValueError, match="point map: required"):
+        model(b["image"], b["prompt_ids"], b["prompt_mask"])
+    K = np.array([[10, 0, 2], [0, 10, 2], [0, 0, 1]], np.float32)
+    assert np.isnan(point_map_from_depth(np.full((4, 4), np.inf), K)).all()  # inf depth = missing
+    with pytest.raises(ValueError, match="inf"):
+        resize_point_map(np.full((4, 4, 3), np.inf, np.float32), 2)
+    with pytest.raises(ValueError, match="K"):
+        point_map_from_depth(np.ones((4, 4)), np.zeros((3, 3)))

@@ -1,0 +1,197 @@
+"""Training: schedule, stage data, frozen groups, checkpoints + resume, the CLI, the Predictor
+and evaluation on a few synthetic episodes, DDP on two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vipa.data.torch_dataset import Hand3DTorchDataset, cache_episode, split_ids
+from vipa.model.config import get_config
+from vipa.train.data import build_tokenizer
+from vipa.train.loop import lr_factor, train
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _episodes(n=3, size=48, frames=12):
+    from annotators.synthetic import generate_episode
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [generate_episode(100 + i, width=size, height=size, num_frames=frames) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    return _episodes()
+
+
+@pytest.fixture(scope="module")
+def small_cfg():
+    cfg = get_config("tiny", image_size=32, patch_size=8, fine_stride=4, traj_horizon=3, past_horizon=2)
+    cfg.train.warmup_steps = 2
+    cfg.train.log_every = 1
+    cfg.train.ckpt_every = 2
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def prepared(episodes, small_cfg):
+    caches = [cache_episode(e, small_cfg.model.image_size) for e in episodes]
+    return caches, build_tokenizer(caches, small_cfg)
+
+
+@pytest.fixture(scope="module")
+def hand3d_root(tmp_path_factory, episodes):
+    from vipa.data.dataset import Hand3DDataset
+
+    root = tmp_path_factory.mktemp("h3d") / "ds"
+    ds = Hand3DDataset.create(root, fps=15.0)
+    for e in episodes + _episodes(2)[0:0]:
+        ds.write_episode(e)
+    return root
+
+
+def test_lr_schedule():
+    f = [lr_factor(s, 100, 10, 0.1) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_split_is_deterministic_and_disjoint():
+    ids = [f"e{i}" for i in range(20)]
+    tr, te = split_ids(ids, 0.2, 0)
+    assert (tr, te) == split_ids(list(reversed(ids)), 0.2, 0)
+    assert len(te) == 4 and not set(tr) & set(te) and set(tr) | set(te) == set(ids)
+
+
+def test_stage_datasets(prepared, small_cfg):
+    caches, tok = prepared
+    s1 = Hand3DTorchDataset(caches, tok, small_cfg.model, "stage1")
+    assert {s.kind for s in s1.samples} <= {"spatial", "task"} and len(s1) > 0
+    item = s1[0]
+    assert item["image"].shape == (3, 32, 32) and item["xyz"].shape == (3, 32, 32)
+    assert item["prompt_ids"].shape == (small_cfg.model.max_prompt_len,)
+    s = s1.samples[0]
+    from vipa.data.qa import parse_direction_distance
+
+    _, dist = parse_direction_distance(s.target)
+    assert dist == pytest.approx(np.linalg.norm(s.point_b - s.point_a), abs=0.006)
+    s2 = Hand3DTorchDataset(caches, tok, small_cfg.model, "stage2")
+    kinds = {x.kind for x in s2.samples}
+    assert "gen" in kinds and "translate" in kinds
+    gen = next(x for x in s2.samples if x.kind == "gen")
+    wp = tok.ids_to_waypoints(tok.encode(gen.target))
+    assert np.abs(wp - gen.traj).max() < 2e-3
+
+
+def _flat(model, groups):
+    pg = model.param_groups()
+    return {g: torch.cat([p.detach().flatten() for p in pg[g]]).clone() for g in groups if pg[g]}
+
+
+def test_frozen_groups_unchanged_per_stage(prepared, small_cfg, tmp_path):
+    """Paper settings on the tiny model: stage 1 trains only fusion (+ readout), stage 2 adds the LLM."""
+    from vipa.model.checkpoint import load_checkpoint
+    from vipa.model.vla import VIPAModel
+
+    caches, tok = prepared
+    paper = get_config("paper").train.trainable
+    for stage in ("stage1", "stage2"):
+        cfg = get_config("tiny", **{k: getattr(small_cfg.model, k) for k in
+                                    ("image_size", "patch_size", "fine_stride", "traj_horizon", "past_horizon")})
+        cfg.train.trainable = paper
+        cfg.train.log_every = 1
+        ds = Hand3DTorchDataset(caches, tok, cfg.model, stage)
+        torch.manual_seed(cfg.train.seed)
+        before = _flat(VIPAModel(cfg.model, tok.vocab_size, tok.pad_id), ["semantic", "spatial", "fusion", "llm", "action_head"])
+        res = train(cfg, stage, ds, tok, tmp_path / stage, steps=2, progress=False)
+        m, *_ = load_checkpoint(res.final)
+        after = _flat(m, before)
+        for g in before:
+            changed = not torch.equal(before[g], after[g])
+            assert changed == (g in paper[stage]), (stage, g)
+
+
+def test_train_checkpoint_resume_and_predict(prepared, small_cfg, tmp_path):
+    from vipa.infer.predictor import Predictor
+
+    caches, tok = prepared
+    ds = Hand3DTorchDataset(caches, tok, small_cfg.model, "stage2")
+    res = train(small_cfg, "stage2", ds, tok, tmp_path / "run", steps=3, progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3] and all("alpha" in r and "lr" in r for r in recs)
+    assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "train_state.pt").is_file()
+    res2 = train(small_cfg, "stage2", ds, tok, tmp_path / "run", steps=5, resume=True, progress=False)
+    assert res2.steps == 5 and [r["step"] for r in res2.metrics] == [4, 5]
+    pred = Predictor.load(res2.final)
+    c = caches[0]
+    ep_img = (c.images[0].permute(1, 2, 0).numpy())
+    pts = np.transpose(c.xyz[0].float().numpy(), (1, 2, 0))
+    out = pred.predict(ep_img, points=pts, instruction=f"Predict the right wrist motion to {c.instruction}.")
+    assert out.mode == "trajectory" and out.trajectory.shape == (small_cfg.model.traj_horizon, 3)
+    assert out.trajectory_tokens.shape[1] == 3 and 1 <= len(out.trajectory_tokens) <= small_cfg.model.traj_horizon
+    ans = pred.predict(ep_img, points=pts, instruction="Where is the red cube relative to the right hand?")
+    assert ans.mode == "answer" and isinstance(ans.text, str)
+    # Same inputs, same checkpoint: same prediction.
+    again = Predictor.load(res2.final).predict(ep_img, points=pts, instruction=f"Predict the right wrist motion to {c.instruction}.")
+    assert np.array_equal(again.trajectory, out.trajectory)
+    with pytest.raises(ValueError, match="context allows"):
+        pred.predict(ep_img, points=pts, instruction="move " * 200)
+    with pytest.raises(ValueError, match="does not match the image"):
+        pred.predict(ep_img, points=pts[:10], instruction="Where is the cube?")
+    holes = pts.copy()
+    holes[:5] = np.nan  # documented: NaN pixels are missing data
+    assert pred.predict(ep_img, points=holes, instruction="Where is the cube?").text
+    with pytest.raises(ValueError, match="no valid pixel"):
+        pred.predict(ep_img, points=np.full_like(pts, np.nan), instruction="Where is the cube?")
+    with pytest.raises(ValueError, match="action_stats|post-train"):
+        pred.predict(ep_img, points=pts, instruction="push", mode="action", state=np.zeros(4))
+
+
+def test_cli_train_and_eval(hand3d_root, tmp_path):
+    from vipa.cli import main
+
+    out = tmp_path / "cli_run"
+    rc = main(["train", "stage1", "--config", "tiny", "--data", str(hand3d_root), "--out", str(out), "--steps", "2",
+               "--batch-size", "4", "--test-fraction", "0.34", "--no-progress"])
+    assert rc == 0 and (out / "final" / "model.safetensors").is_file()
+    info = json.loads((out / "final" / "config.json").read_text())
+    assert info["stage"] == "stage1" and len(info["train_episodes"]) == 2
+    rc = main(["train", "stage2", "--config", "tiny", "--data", str(hand3d_root), "--out", str(tmp_path / "s2"),
+               "--steps", "1", "--batch-size", "4", "--test-fraction", "0.34", "--init", str(out / "final"), "--no-progress"])
+    assert rc == 0
+    rc = main(["train", "stage2", "--config", "tiny", "--no-3d", "--data", str(hand3d_root), "--out", str(tmp_path / "x"),
+               "--steps", "1", "--init", str(out / "final"), "--no-progress"])
+    assert rc == 1  # a 3D checkpoint cannot initialise a no-3D model
+    rc = main(["eval", str(tmp_path / "s2" / "final"), "--data", str(hand3d_root), "--out", str(tmp_path / "ev"),
+               "--max-qa", "8", "--max-motion", "4"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert rep["test_episodes"] == 1 and 0 <= rep["qa"]["model"]["mean_direction_score"] <= 3
+    assert rep["motion"]["model_head"]["ade_cm"] >= 0 and (tmp_path / "ev" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_identical_weights(hand3d_root, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "vipa.cli", "train", "stage1", "--config", "tiny", "--data", str(hand3d_root), "--out", str(out),
+           "--steps", "3", "--batch-size", "4", "--test-fraction", "0.34", "--no-progress", "--threads", "1"]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    sums = next(x["ddp_param_checksums"] for x in recs if "ddp_param_checksums" in x)
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert (out / "final" / "model.safetensors").is_file()

@@ -1,0 +1,205 @@
+"""`vipa eval CHECKPOINT --data DATASET [--ablations]`: Hand3D-test metrics on held-out episodes.
+
+* QA (stage-1 questions on held-out episodes): the paper's distance error (m) and direction
+  score (0-3) via ``vipa.data.qa.score_predictions``, for the model's answers (numeric head, and
+  the LLM's own decoded text), next to a constant predictor (the mean ground-truth vector).
+* Wrist trajectory (stage-2 instructional motion generation): ADE / FDE in cm of the numeric
+  trajectory head and of the constrained motion-token decoding, next to constant-position
+  baselines (the true current wrist held still; the model's own wrist estimate held still).
+Writes ``report.json`` and ``report.html`` (plotly) in ``--out``.
+
+``--ablations`` trains and evaluates the paper's ablation table at this scale instead (full;
+without the 3D encoder; without stage 1; without both), same data, budget and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vipa.data.qa import encode_direction_distance, score_predictions
+from vipa.data.torch_dataset import Hand3DTorchDataset, collate
+from vipa.infer.constrained import motion_allowed_fn, split_motion
+from vipa.model.checkpoint import load_checkpoint
+
+
+def _batches(ds: Hand3DTorchDataset, idx: list[int], bs: int, pad_id: int):
+    for i in range(0, len(idx), bs):
+        yield collate([ds[j] for j in idx[i:i + bs]], pad_id)
+
+
+def _subsample(n: int, k: int, seed: int = 0) -> list[int]:
+    if n <= k:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).choice(n, k, replace=False).tolist())
+
+
+@torch.no_grad()
+def evaluate_qa(model, tok, cfg, caches, max_samples: int = 400, batch_size: int = 32, lm_text: bool = True) -> dict[str, Any]:
+    ds = Hand3DTorchDataset(caches, tok, cfg.model, "stage1")
+    idx = _subsample(len(ds), max_samples)
+    gts = [ds.samples[i].target for i in idx]
+    kinds = [ds.samples[i].kind for i in idx]
+    head, lm = [], []
+    gt_vecs = np.stack([ds.samples[i].point_b - ds.samples[i].point_a for i in idx])
+    for b in _batches(ds, idx, batch_size, tok.pad_id):
+        args = (b["image"], b["prompt_ids"], b["prompt_mask"], b["xyz"], b["valid"])
+        out = model(*args)
+        head += [encode_direction_distance(v) for v in (out.point_b - out.point_a).numpy()]
+        if lm_text:
+            ids, _ = model.generate(*args, bos_id=tok.bos_id, eos_id=tok.eos_id, max_new_tokens=16)
+            lm += [tok.decode(r.tolist()) for r in ids]
+    const = [encode_direction_distance(gt_vecs.mean(0))] * len(idx)
+    rep: dict[str, Any] = {"n": len(idx), "model": score_predictions(head, gts).as_dict(),
+                           "constant_baseline": score_predictions(const, gts).as_dict()}
+    if lm_text:
+        rep["model_lm_text"] = score_predictions(lm, gts).as_dict()
+    for k in sorted(set(kinds)):
+        sel = [i for i, kk in enumerate(kinds) if kk == k]
+        rep[f"model_{k}"] = score_predictions([head[i] for i in sel], [gts[i] for i in sel]).as_dict()
+    rep["examples"] = [{"q": ds.samples[idx[i]].prompt, "gt": gts[i], "pred": head[i], "lm": lm[i] if lm else None}
+                       for i in range(min(8, len(idx)))]
+    return rep
+
+
+@torch.no_grad()
+def evaluate_motion(model, tok, cfg, caches, max_samples: int = 300, batch_size: int = 32,
+                    tokens: bool = True) -> dict[str, Any]:
+    ds = Hand3DTorchDataset(caches, tok, cfg.model, "stage2")
+    idx = [i for i in range(len(ds)) if ds.samples[i].kind == "gen"]
+    idx = [idx[i] for i in _subsample(len(idx), max_samples)]
+    gt = np.stack([ds.samples[i].traj for i in idx])
+    cur = np.stack([ds.samples[i].point_a for i in idx])
+    head, wrist, tok_traj = [], [], []
+    n = cfg.model.traj_horizon
+    for b in _batches(ds, idx, batch_size, tok.pad_id):
+        args = (b["image"], b["prompt_ids"], b["prompt_mask"], b["xyz"], b["valid"])
+        out = model(*args)
+        head.append(out.traj.numpy())
+        wrist.append(out.point_a.numpy())
+        if tokens:
+            ids, _ = model.generate(*args, bos_id=tok.bos_id, eos_id=tok.eos_id, max_new_tokens=3 * n + 1,
+                                    allowed_fn=motion_allowed_fn(tok, model.vocab_size, n, min_waypoints=n))
+            for r in ids:
+                tok_traj.append(tok.ids_to_waypoints(split_motion(tok, r.tolist())))
+    head_a, wrist_a = np.concatenate(head), np.concatenate(wrist)
+
+    def ade_fde(pred: np.ndarray) -> dict[str, float]:
+        d = np.linalg.norm(pred - gt, axis=-1) * 100
+        return {"ade_cm": float(d.mean()), "fde_cm": float(d[:, -1].mean())}
+
+    rep = {"n": len(idx), "horizon": n, "model_head": ade_fde(head_a),
+           "constant_true_current": ade_fde(np.repeat(cur[:, None], n, 1)),
+           "constant_model_wrist": ade_fde(np.repeat(wrist_a[:, None], n, 1)),
+           "wrist_error_cm": float(np.linalg.norm(wrist_a - cur, axis=-1).mean() * 100)}
+    if tokens:
+        rep["model_tokens"] = ade_fde(np.stack(tok_traj))
+    return rep
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, max_qa: int = 400, max_motion: int = 300,
+                        tokens: bool = True, threads: int | None = None) -> dict[str, Any]:
+    from vipa.train.data import load_split
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, cfg, tok, info = load_checkpoint(checkpoint)
+    t0 = time.time()
+    caches, ids = load_split(data, cfg, "test", info.get("test_fraction", 0.2), 0)
+    train_ids = set(info.get("train_episodes", []))
+    leak = sorted(set(ids) & train_ids)
+    if leak:
+        raise ValueError(f"held-out episodes were used in training: {leak[:5]}")
+    rep: dict[str, Any] = {"checkpoint": str(checkpoint), "config": cfg.name, "use_3d": cfg.model.use_3d,
+                           "stage": info.get("stage"), "step": info.get("step"), "test_episodes": len(ids),
+                           "alpha": model.fusion.alpha.item()}
+    rep["qa"] = evaluate_qa(model, tok, cfg, caches, max_qa, lm_text=tokens)
+    rep["motion"] = evaluate_motion(model, tok, cfg, caches, max_motion, tokens=tokens)
+    rep["seconds"] = round(time.time() - t0, 1)
+    return rep
+
+
+def report_figure(rep: dict[str, Any], metrics_logs: list[Path]):
+    """Plotly figure: QA metrics vs the constant predictor, ADE/FDE vs constant baselines, and
+    the training curves (loss, alpha) of the given metrics logs."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, subplot_titles=("QA distance error (m)", "QA direction score (/3)",
+                                                        "Wrist trajectory (cm)", "Training loss / alpha"))
+    qa = rep["qa"]
+    names = [k for k in ("model", "model_lm_text", "constant_baseline") if k in qa]
+    fig.add_trace(go.Bar(x=names, y=[qa[k]["mean_distance_error"] for k in names], name="distance error"), 1, 1)
+    fig.add_trace(go.Bar(x=names, y=[qa[k]["mean_direction_score"] for k in names], name="direction score"), 1, 2)
+    mo = rep["motion"]
+    mk = [k for k, v in mo.items() if isinstance(v, dict)]
+    fig.add_trace(go.Bar(x=mk, y=[mo[k]["ade_cm"] for k in mk], name="ADE"), 2, 1)
+    fig.add_trace(go.Bar(x=mk, y=[mo[k]["fde_cm"] for k in mk], name="FDE"), 2, 1)
+    for log in metrics_logs:
+        recs = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+        recs = [r for r in recs if "loss" in r]
+        fig.add_trace(go.Scatter(x=list(range(len(recs))), y=[r["loss"] for r in recs], name=f"loss {Path(log).parent.name}"), 2, 2)
+        fig.add_trace(go.Scatter(x=list(range(len(recs))), y=[r["alpha"] for r in recs], name=f"alpha {Path(log).parent.name}"), 2, 2)
+    fig.update_layout(title=f"Hand3D-test: {rep.get('checkpoint', '')}", height=800, barmode="group")
+    return fig
+
+
+def write_report(rep: dict[str, Any], out: str | Path, metrics_logs: list[Path] | None = None) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rep, indent=2))
+    report_figure(rep, metrics_logs or []).write_html(out / "report.html", include_plotlyjs=True)
+    return out / "report.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="Hand3D-test metrics of a checkpoint (or the ablation table)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder (a run's final/)")
+    p.add_argument("--data", required=True, help="Hand3D dataset (the held-out split is evaluated)")
+    p.add_argument("--out", default=None, help="report folder (default: CHECKPOINT/../eval)")
+    p.add_argument("--max-qa", type=int, default=400)
+    p.add_argument("--max-motion", type=int, default=300)
+    p.add_argument("--no-tokens", action="store_true", help="skip LLM text / motion-token decoding (faster)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--ablations", action="store_true", help="train + evaluate the ablation table into --out")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps1", type=int, default=300)
+    p.add_argument("--steps2", type=int, default=300)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vipa.model.checkpoint import CheckpointError
+
+    try:
+        if args.ablations:
+            from vipa.ablations import run_ablations
+
+            out = Path(args.out or "runs/ablations")
+            rep = run_ablations(args.data, out, args.seeds, args.steps1, args.steps2, threads=args.threads)
+            print(json.dumps(rep["table"], indent=2))
+            return 0
+        if not args.checkpoint:
+            print("vipa eval: give a CHECKPOINT (or --ablations)", file=sys.stderr)
+            return 2
+        rep = evaluate_checkpoint(args.checkpoint, args.data, args.max_qa, args.max_motion, not args.no_tokens,
+                                  args.threads)
+        out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval"
+        logs = [p for p in [Path(args.checkpoint).resolve().parent / "metrics.jsonl"] if p.is_file()]
+        path = write_report(rep, out, logs)
+    except (ValueError, FileNotFoundError, CheckpointError) as exc:
+        print(f"vipa eval: {exc}", file=sys.stderr)
+        return 1
+    summary = {"qa": rep["qa"]["model"], "qa_constant": rep["qa"]["constant_baseline"],
+               "motion": {k: v for k, v in rep["motion"].items() if isinstance(v, dict)}}
+    print(json.dumps(summary, indent=2))
+    print(f"report: {path}", file=sys.stderr)
+    return 0
