@@ -385,6 +385,7 @@ class Hand3DDataset:
     """A Hand3D dataset folder. Use ``create`` or ``open``; both validate the metadata."""
 
     PREFETCH = 8  # frames decoded past a random-access request (sequential playback is common)
+    LOOKBEHIND = 2  # frames before it kept too (stepping back one frame is common)
 
     def __init__(self, root: Path, info: dict) -> None:
         self.root = Path(root)
@@ -771,8 +772,8 @@ class Hand3DDataset:
             c.seek(int(index.pts[start]), stream=stream, backward=True, any_frame=False)
             for frame in c.decode(stream):
                 j = index.index_of.get(frame.pts) if frame.pts is not None else None
-                if j is None or j < start:
-                    continue
+                if j is None or j < max(start, i - self.LOOKBEHIND):
+                    continue  # decoded (needed to reach i) but not converted: RGB conversion costs
                 arr = frame.to_ndarray(format="rgb24")[:h, :w]
                 FRAME_CACHE.put((key, j), arr)
                 if j >= stop:
