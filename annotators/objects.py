@@ -332,17 +332,21 @@ class ZeroShotDetector:
         inputs = self.processor(text=[list(labels)], images=Image.fromarray(image), return_tensors="pt").to(self.device)
         with torch.no_grad():
             outputs = self.model(**inputs)
+        # OWLv2 pads images to a square (bottom/right): its boxes are relative to that square.
+        size = (max(h, w), max(h, w)) if self.model.config.model_type == "owlv2" else (h, w)
         post = getattr(self.processor, "post_process_grounded_object_detection", None)
         if post is not None:
-            res = post(outputs, threshold=self.threshold, target_sizes=[(h, w)], text_labels=[list(labels)])[0]
+            res = post(outputs, threshold=self.threshold, target_sizes=[size], text_labels=[list(labels)])[0]
         else:
-            res = self.processor.post_process_object_detection(outputs, threshold=self.threshold, target_sizes=[(h, w)])[0]
+            res = self.processor.post_process_object_detection(outputs, threshold=self.threshold, target_sizes=[size])[0]
         found = []
         names = res.get("text_labels")
         for k, (score, box) in enumerate(zip(res["scores"].tolist(), res["boxes"].tolist())):
             label = names[k] if names is not None else labels[int(res["labels"][k])]
-            x0, y0, x1, y1 = box
-            found.append((str(label), float(score), (float(x0), float(y0), float(x1), float(y1))))
+            x0, x1 = np.clip([box[0], box[2]], 0, w)
+            y0, y1 = np.clip([box[1], box[3]], 0, h)
+            if x1 > x0 and y1 > y0:
+                found.append((str(label), float(score), (float(x0), float(y0), float(x1), float(y1))))
         return found
 
 
