@@ -47,17 +47,30 @@ def build_synthetic(root: Path, seeds=SYNTHETIC_SEEDS, num_frames: int = 48,
 
 
 def annotate_video(root: Path, progress: Callable[[float, str], None] | None = None) -> None:
-    """The bundled real hand video through the annotation pipeline into ``root``."""
+    """The bundled real hand video through the annotation pipeline into ``root``. The pipeline
+    reports per episode, so while the one video runs the page shows the elapsed time."""
     from annotators.pipeline import annotate_to_dataset
 
-    def cb(*args, **kwargs):
-        if progress is None:
-            return
-        frac = next((a for a in args if isinstance(a, float)), kwargs.get("fraction"))
-        msg = next((a for a in args if isinstance(a, str)), kwargs.get("message", "annotating the sample video"))
-        progress(float(frac) if frac is not None else 0.0, str(msg))
+    done = threading.Event()
+    t0 = time.time()
 
-    annotate_to_dataset([SAMPLE_VIDEO], root, None, workers=1, progress=cb)
+    def ticker() -> None:
+        while not done.wait(1.0):
+            if progress:
+                progress(0.0, f"annotating {SAMPLE_VIDEO.name} (hands, lift, QA): {time.time() - t0:.0f} s")
+
+    th = threading.Thread(target=ticker, daemon=True)
+    th.start()
+    try:
+        report = annotate_to_dataset([SAMPLE_VIDEO], root, None, workers=1)
+    finally:
+        done.set()
+        th.join()
+    failed = [o.error for o in report.failed]
+    if progress:
+        progress(1.0, f"{SAMPLE_VIDEO.name} annotated in {time.time() - t0:.0f} s")
+    if failed:
+        raise RuntimeError(f"annotating {SAMPLE_VIDEO.name} failed: {failed[0]}")
 
 
 class SampleBuilder:

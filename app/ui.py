@@ -26,6 +26,39 @@ from vipa.data.episode import REVIEW_STATUSES
 
 SHORTCUTS_JS = """
 <script>
+// The embedded Rerun viewer is output-only from Python; its WebHandle can set the time cursor.
+// wasm-bindgen registers each handle with a FinalizationRegistry: keep a weak reference to it.
+(function () {
+  const orig = FinalizationRegistry.prototype.register;
+  window.__vipaHandles = [];
+  FinalizationRegistry.prototype.register = function (target, held, token) {
+    try {
+      if (target && typeof target.set_time_for_timeline === 'function') window.__vipaHandles.push(new WeakRef(target));
+    } catch (e) {}
+    return orig.call(this, target, held, token);
+  };
+  // Show recording `rid` at `frame` (paused); retries while the recording is still loading.
+  window.vipaShowFrame = function (rid, frame, tries) {
+    tries = tries === undefined ? 60 : tries;
+    if (!rid) return false;
+    for (const ref of window.__vipaHandles) {
+      const h = ref.deref();
+      if (!h) continue;
+      try {
+        if (h.get_timeline_time_range(rid, 'frame') == null) continue;
+        h.set_active_recording_id(rid);
+        h.set_active_timeline(rid, 'frame');
+        h.set_playing(rid, false);
+        h.set_time_for_timeline(rid, 'frame', Number(frame));
+        window.__vipaShown = [rid, Number(frame)];
+        return true;
+      } catch (e) {}
+    }
+    if (tries > 0) setTimeout(() => window.vipaShowFrame(rid, frame, tries - 1), 250);
+    return false;
+  };
+})();
+
 document.addEventListener('keydown', (e) => {
   const t = e.target;
   if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
@@ -102,6 +135,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     failed_df = gr.Dataframe(headers=["episode", "error"], interactive=False)
 
             with gr.Tab("Inspect", id="inspect"):
+                rid_tb = gr.Textbox(visible=False, elem_id="vipa-rid")
                 viewer = Rerun(height=620, elem_id="vipa-rerun", panel_states={"blueprint": "collapsed",
                                                                             "selection": "collapsed"})
                 with gr.Row():
@@ -180,6 +214,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 pred_btn = gr.Button("predict wrist trajectory")
                 pred_out = gr.Markdown()
                 pred_viewer = Rerun(height=520, elem_id="vipa-pred-rerun")
+                pred_rid = gr.Textbox(visible=False)
 
         # ------------------------------------------------------------ callbacks
 
@@ -227,19 +262,20 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         table_df.select(on_table_select, [table_df], episode_dd, api_visibility="private")
 
-        def _views(episode_id: str, frame: int, side: str, joint: str, with_viewer: bool = True):
+        def _views(episode_id: str, frame: int, side: str, joint: str):
             w = wb()
             ep = w.episode(episode_id)
             frame = int(np.clip(frame or 0, 0, max(ep.num_frames - 1, 0)))
-            rrd = w.recording(episode_id, frame=frame, ep=ep) if with_viewer else None
+            rid = w.new_recording_id(episode_id)
+            rrd = w.recording(episode_id, ep=ep, recording_id=rid)
             wrist, conf = w.inspect_figures(episode_id, frame, ep=ep)
             img = w.frame_image(episode_id, frame, side, joint, ep=ep)
-            return ep, frame, rrd, wrist, conf, img
+            return ep, frame, (rid, rrd), wrist, conf, img
 
         @_guard
         def open_episode(episode_id, side, joint, progress=gr.Progress()):
             if not episode_id:
-                return [gr.update()] * 16
+                return [gr.update()] * 17
             w = wb()
             progress(0.1, desc="loading episode and media")
             ep, frame, rrd, wrist, conf, img = _views(episode_id, 0, side, joint)
@@ -247,15 +283,17 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             rp, rs, worst = w.align(episode_id, 0)
             objs = [o.object_id for o in ep.objects]
             s = ep.depth_scale[np.isfinite(ep.depth_scale)]
-            return (gr.update(maximum=max(ep.num_frames - 1, 1), value=0), rrd, wrist, conf, rp, rs, worst, img,
+            return (gr.update(maximum=max(ep.num_frames - 1, 1), value=0), rrd[1], rrd[0], wrist, conf, rp, rs, worst, img,
                     _joint_info(w, ep, 0, side, joint), float(np.median(s)) if s.size else 1.0,
                     gr.update(choices=objs, value=objs[0] if objs else None), ep.review_status, ep.instruction,
                     w.history_rows(episode_id), gr.update(value=max(ep.num_frames - 1, 1)),
                     f"opened **{episode_id}**: {ep.num_frames} frames, {ep.width}x{ep.height}")
 
-        open_outputs = [frame_sl, viewer, wrist_plot, conf_plot, reproj_plot, resid_plot, worst_df, frame_img, joint_md,
+        open_outputs = [frame_sl, viewer, rid_tb, wrist_plot, conf_plot, reproj_plot, resid_plot, worst_df, frame_img, joint_md,
                         scale_nb, obj_dd, review_rd, instr_tb, history_df, kf1, edit_md]
-        episode_dd.change(open_episode, [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode")
+        show_js = "(rid, f) => { window.vipaShowFrame && window.vipaShowFrame(rid, f); }"
+        episode_dd.change(open_episode, [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode"
+                          ).then(None, [rid_tb, frame_sl], None, js=show_js)
 
         @_guard
         def frame_view(episode_id, frame, side, joint):
@@ -266,7 +304,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             return w.frame_image(episode_id, int(frame), side, joint, ep=ep), _joint_info(w, ep, int(frame), side, joint)
 
         frame_sl.release(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md],
-                         api_name="frame_view", show_progress="hidden")
+                         api_name="frame_view", show_progress="hidden"
+                         ).then(None, [rid_tb, frame_sl], None, js=show_js)
         for comp in (hand_rd, joint_dd):
             comp.change(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md],
                         api_visibility="private", show_progress="hidden")
@@ -283,9 +322,9 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             return fn
 
         prev_btn.click(step(-1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md],
-                       api_visibility="private", show_progress="hidden")
+                       api_visibility="private", show_progress="hidden").then(None, [rid_tb, frame_sl], None, js=show_js)
         next_btn.click(step(+1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md],
-                       api_visibility="private", show_progress="hidden")
+                       api_visibility="private", show_progress="hidden").then(None, [rid_tb, frame_sl], None, js=show_js)
 
         @_guard
         def jump(evt: gr.SelectData, rows, episode_id, side, joint):
@@ -294,11 +333,14 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 f = int(rows.iloc[r, 0] if hasattr(rows, "iloc") else rows[r][0])
             except (IndexError, KeyError, TypeError, ValueError):
                 return [gr.update()] * 5
-            _, f, rrd, wrist, conf, img = _views(episode_id, f, side, joint)
-            return f, rrd, img, wrist, conf
+            w = wb()
+            ep = w.episode(episode_id)
+            rp, rs, _ = w.align(episode_id, f, ep=ep)
+            return f, w.frame_image(episode_id, f, side, joint, ep=ep), _joint_info(w, ep, f, side, joint), rp, rs
 
-        worst_df.select(jump, [worst_df, episode_dd, hand_rd, joint_dd], [frame_sl, viewer, frame_img, wrist_plot, conf_plot],
-                        api_visibility="private")
+        worst_df.select(jump, [worst_df, episode_dd, hand_rd, joint_dd], [frame_sl, frame_img, joint_md, reproj_plot,
+                                                                          resid_plot],
+                        api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
 
         @_guard
         def preview_scale(episode_id, frame, s):
@@ -307,13 +349,14 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         preview_btn.click(preview_scale, [episode_dd, frame_sl, new_scale_nb], scale_plot, api_name="scale_preview")
 
         # edits: each returns the refreshed views
-        edit_outputs = [frame_img, joint_md, viewer, wrist_plot, conf_plot, history_df, edit_md, review_rd, instr_tb]
+        edit_outputs = [frame_img, joint_md, viewer, rid_tb, wrist_plot, conf_plot, history_df, edit_md, review_rd,
+                        instr_tb]
 
         def after_edit(episode_id, frame, side, joint, message):
             w = wb()
             ep, f, rrd, wrist, conf, img = _views(episode_id, frame, side, joint)
-            return (img, _joint_info(w, ep, f, side, joint), rrd, wrist, conf, w.history_rows(episode_id), message,
-                    ep.review_status, ep.instruction)
+            return (img, _joint_info(w, ep, f, side, joint), rrd[1], rrd[0], wrist, conf, w.history_rows(episode_id),
+                    message, ep.review_status, ep.instruction)
 
         def edit_handler(action: Callable[..., str]):
             @_guard
@@ -338,28 +381,29 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             msg = click_joint(wb(), episode_id, int(frame), side, joint, evt)
             return after_edit(episode_id, int(frame), side, joint, msg)
 
-        frame_img.select(on_click, base_in, edit_outputs, api_name="click_joint")
+        frame_img.select(on_click, base_in, edit_outputs, api_name="click_joint").then(
+            None, [rid_tb, frame_sl], None, js=show_js)
 
         vis_btn.click(edit_handler(lambda w, e, f, s, j: w.toggle_visibility(e, f, s, j)), base_in, edit_outputs,
                       api_visibility="private")
         bad_btn.click(edit_handler(lambda w, e, f, s, j: w.toggle_bad(e, f)), base_in, edit_outputs,
                       api_visibility="private")
         dminus_btn.click(edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, -float(dz))),
-                         base_in + [dz_nb], edit_outputs, api_visibility="private")
+                         base_in + [dz_nb], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
         dplus_btn.click(edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, float(dz))),
-                        base_in + [dz_nb], edit_outputs, api_visibility="private")
+                        base_in + [dz_nb], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
         scale_btn.click(edit_handler(lambda w, e, f, s, j, sc: w.set_scale(e, float(sc))),
-                        base_in + [scale_nb], edit_outputs, api_visibility="private")
+                        base_in + [scale_nb], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
         box_btn.click(edit_handler(lambda w, e, f, s, j, o, a, b, c, d: w.set_box(e, f, o, [a, b, c, d])),
-                      base_in + [obj_dd, bx0, by0, bx1, by1], edit_outputs, api_visibility="private")
+                      base_in + [obj_dd, bx0, by0, bx1, by1], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
         interp_btn.click(edit_handler(lambda w, e, f, s, j, a, b: w.interpolate(e, s, j, int(a), int(b))),
-                         base_in + [kf0, kf1], edit_outputs, api_visibility="private")
-        undo_btn.click(edit_handler(lambda w, e, f, s, j: w.undo(e)), base_in, edit_outputs, api_visibility="private")
-        redo_btn.click(edit_handler(lambda w, e, f, s, j: w.redo(e)), base_in, edit_outputs, api_visibility="private")
+                         base_in + [kf0, kf1], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
+        undo_btn.click(edit_handler(lambda w, e, f, s, j: w.undo(e)), base_in, edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
+        redo_btn.click(edit_handler(lambda w, e, f, s, j: w.redo(e)), base_in, edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
         review_rd.input(edit_handler(lambda w, e, f, s, j, r: w.set_review(e, r)), base_in + [review_rd], edit_outputs,
                         api_visibility="private")
         instr_btn.click(edit_handler(lambda w, e, f, s, j, t: w.set_instruction(e, t)), base_in + [instr_tb],
-                        edit_outputs, api_visibility="private")
+                        edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
 
         @_guard
         def do_export(name):
@@ -370,14 +414,14 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         @_guard
         def do_predict(episode_id, frame, instruction, upload, progress=gr.Progress()):
             if predictor is None:
-                return _predict_status(None), None
+                return _predict_status(None), None, ""
             progress(0.2, desc="predicting")
             w = wb()
             res = w.predict(predictor, episode_id, int(frame), instruction, upload, max_upload_mb)
-            return res["message"], res.get("rrd")
+            return res["message"], res.get("rrd"), res.get("recording_id") or ""
 
-        pred_btn.click(do_predict, [episode_dd, frame_sl, pred_instr, pred_upload], [pred_out, pred_viewer],
-                       api_visibility="private")
+        pred_btn.click(do_predict, [episode_dd, frame_sl, pred_instr, pred_upload], [pred_out, pred_viewer, pred_rid],
+                       api_visibility="private").then(None, [pred_rid, frame_sl], None, js=show_js)
 
         # ------------------------------------------------------------ JSON API (gradio_client)
         _register_api(wb, predictor, max_upload_mb)
@@ -484,9 +528,9 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
         return [dict(zip(["frame", "reproj_px", "calib_residual", "by"], r)) for r in rows]
 
     @api("recording")
-    def recording(episode_id: str, frame: int = 0) -> str:
+    def recording(episode_id: str) -> str:
         """Writes the episode's .rrd into a temporary file and returns its size in bytes and path."""
-        data = wb().recording(episode_id, frame=int(frame))
+        data = wb().recording(episode_id)
         out = Path(tempfile.mkdtemp(prefix="vipa-rrd-")) / f"{episode_id}.rrd"
         out.write_bytes(data)
         return json.dumps({"bytes": len(data), "path": str(out)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -115,13 +116,19 @@ class Workbench:
                 self._media.popitem(last=False)
         return vm
 
-    def recording(self, episode_id: str, frame: int | None = None,
-                  predictions: dict[str, np.ndarray] | None = None, ep: Episode | None = None) -> bytes:
-        """The corrected episode as .rrd bytes for the embedded viewer (cursor held on ``frame``)."""
+    @staticmethod
+    def new_recording_id(episode_id: str) -> str:
+        """A fresh Rerun recording id per send, so a refreshed recording never mixes with the
+        one it replaces in the viewer."""
+        return f"{episode_id}-{uuid.uuid4().hex[:8]}"
+
+    def recording(self, episode_id: str, predictions: dict[str, np.ndarray] | None = None,
+                  ep: Episode | None = None, recording_id: str | None = None) -> bytes:
+        """The corrected episode as .rrd bytes for the embedded viewer."""
         ep = ep or self.episode(episode_id)
         vm = self.media(episode_id)
-        return episode_rrd_bytes(ep, self.view, image_blobs=vm.blobs, cloud=vm.cloud, frame=frame,
-                                 predictions=predictions, recording_id=f"{episode_id}")
+        return episode_rrd_bytes(ep, self.view, image_blobs=vm.blobs, cloud=vm.cloud, predictions=predictions,
+                                 recording_id=recording_id or self.new_recording_id(episode_id))
 
     def frame_image(self, episode_id: str, frame: int, side: str | None = None, joint: str | None = None,
                     ep: Episode | None = None) -> np.ndarray:
@@ -372,10 +379,11 @@ class Workbench:
         n = min(len(demo), len(world))
         ok = np.isfinite(demo[:n]).all(1)
         err = float(np.linalg.norm(world[:n][ok] - demo[:n][ok], axis=1).mean()) if ok.any() else None
-        rrd = self.recording(episode_id, frame=frame, predictions={"wrist": world}, ep=ep)
+        rid = self.new_recording_id(episode_id)
+        rrd = self.recording(episode_id, predictions={"wrist": world}, ep=ep, recording_id=rid)
         msg = f"{len(traj)} predicted waypoints from frame {frame}" + (
             f"; mean distance to the demonstrated {side} wrist: {err:.3f} m" if err is not None else "")
-        return {"message": msg, "rrd": rrd, "error_m": err}
+        return {"message": msg, "rrd": rrd, "error_m": err, "recording_id": rid, "frame": frame}
 
     def export(self, out_rel: str) -> str:
         """Write the merged dataset to a new folder ``out_rel`` inside ``<root>_exports/``

@@ -103,6 +103,7 @@ def test_load_select_correct_undo_redo_restart_export(app, dataset, tmp_path):
     # select an episode the way the page does (all views refresh)
     out = c.predict("synthetic_00", "right", "index_tip", api_name="/open_episode")
     assert out[0]["maximum"] == 11 and Path(out[1][0] if isinstance(out[1], list) else out[1]).exists()
+    assert out[2].startswith("synthetic_00-")  # a fresh recording id per send
 
     before = joint(c, "synthetic_00", 4)
     u, v = before["uv"][0] + 6.0, before["uv"][1] - 3.0
@@ -159,7 +160,7 @@ def test_other_corrections_through_the_api(app):
     assert [r["episode"] for r in rows] == [eid]
     worst = c.predict(eid, 3, api_name="/worst_frames")
     assert len(worst) == 3 and all("frame" in w for w in worst)
-    rec = json.loads(c.predict(eid, 4, api_name="/recording"))
+    rec = json.loads(c.predict(eid, api_name="/recording"))
     assert rec["bytes"] > 10_000 and Path(rec["path"]).read_bytes()[:4] == b"RRF2"
 
 

@@ -42,21 +42,10 @@ class ViewOptions:
     with_cloud: bool = True
 
 
-def default_blueprint(title: str = "", frame: int | None = None) -> rrb.Blueprint:
+def default_blueprint(title: str = "") -> rrb.Blueprint:
     """3D view (cloud, frustum with image, skeletons, trajectories, boxes) beside a 2D view of
-    the frame with projected joints and the time series, one shared timeline.
-
-    ``frame`` holds the time cursor on that frame: the viewer has no blueprint field for the
-    cursor itself, so a one-frame time selection is looped (pause in the viewer to scrub)."""
-    if frame is None:
-        time_panel = rrb.TimePanel(timeline=paths.FRAME_TIMELINE)
-    else:
-        time_panel = rrb.TimePanel(
-            timeline=paths.FRAME_TIMELINE,
-            time_selection=rr.encodings.AbsoluteTimeRange(min=int(frame), max=int(frame)),
-            loop_mode="selection",
-            play_state="playing",
-        )
+    the frame with projected joints and the time series, one shared ``frame`` timeline.
+    (The blueprint has no field for the time cursor; the app moves it in the viewer.)"""
     return rrb.Blueprint(
         rrb.Horizontal(
             rrb.Spatial3DView(origin=paths.WORLD, name="3D" + (f" · {title}" if title else "")),
@@ -67,7 +56,7 @@ def default_blueprint(title: str = "", frame: int | None = None) -> rrb.Blueprin
             ),
             column_shares=[3, 2],
         ),
-        time_panel,
+        rrb.TimePanel(timeline=paths.FRAME_TIMELINE),
         collapse_panels=True,
     )
 
@@ -377,12 +366,11 @@ def log_prediction(rec: rr.RecordingStream, name: str, wrist_world_xyz: np.ndarr
            static=True, recording=rec)
 
 
-def new_recording(ep: Episode, recording_id: str | None = None, frame: int | None = None
-                  ) -> tuple[rr.RecordingStream, rr.MemoryRecording]:
+def new_recording(ep: Episode, recording_id: str | None = None) -> tuple[rr.RecordingStream, rr.MemoryRecording]:
     """A fresh in-memory recording (not global) with the default blueprint."""
     rec = rr.RecordingStream(APP_ID, recording_id=recording_id or f"{ep.episode_id}")
     mem = rr.memory_recording(recording=rec)
-    rec.send_blueprint(default_blueprint(ep.episode_id, frame), make_active=True, make_default=True)
+    rec.send_blueprint(default_blueprint(ep.episode_id), make_active=True, make_default=True)
     return rec, mem
 
 
@@ -392,14 +380,13 @@ def episode_rrd_bytes(
     *,
     columnar: bool = True,
     predictions: dict[str, np.ndarray] | None = None,
-    frame: int | None = None,
     recording_id: str | None = None,
     image_blobs: list[bytes] | None = None,
     cloud: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> bytes:
-    """The whole episode as .rrd bytes (blueprint included). ``frame`` holds the time cursor
-    there; ``predictions`` maps a name to an (N, 3) world-frame wrist trajectory."""
-    rec, mem = new_recording(ep, recording_id, frame)
+    """The whole episode as .rrd bytes (blueprint included); ``predictions`` maps a name to an
+    (N, 3) world-frame wrist trajectory."""
+    rec, mem = new_recording(ep, recording_id)
     if columnar:
         log_episode(rec, ep, opts, image_blobs=image_blobs, cloud=cloud)
     else:
