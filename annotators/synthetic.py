@@ -485,7 +485,7 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
             pc = T_cam0 @ np.append(goal, 1.0)
             u = K[0, 0] * pc[0] / pc[2] + K[0, 2]
             v = K[1, 1] * pc[1] / pc[2] + K[1, 2]
-            inside = 0.15 * width < u < 0.85 * width and 0.22 * height < v < 0.85 * height
+            inside = 0.1 * width < u < 0.9 * width and 0.22 * height < v < 0.85 * height
             free = all(np.linalg.norm((goal - q)[:2]) > 0.06 + objects[mv].half[0] + o.half[0]
                        for k, (q, o) in enumerate(zip(pos, objects)) if k != mv)
             travel = float(np.linalg.norm((goal - pos[mv])[:2]))
@@ -527,10 +527,12 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
     approach = approach / max(np.linalg.norm(approach), 1e-6)
     tilt = math.radians(rt.uniform(30, 50))
     fwd_grasp = approach * math.cos(tilt) - np.array([0, 0, 1.0]) * math.sin(tilt)
-    R_grasp = hand_rotation(fwd_grasp, np.array([0.0, 0.0, -1.0]))
+    side_dir = np.cross(np.array([0.0, 0.0, 1.0]), approach)  # horizontal, across the approach
+    roll_g = math.radians(rt.uniform(-15, 15))  # palm turned a little about the fingers
+    R_grasp = hand_rotation(fwd_grasp, -math.cos(roll_g) * np.array([0.0, 0.0, 1.0]) + math.sin(roll_g) * side_dir)
     tilt0 = math.radians(rt.uniform(5, 20))
     fwd_start = approach * math.cos(tilt0) - np.array([0, 0, 1.0]) * math.sin(tilt0)
-    R_start = hand_rotation(fwd_start, np.array([0.0, 0.0, -1.0]) + sgn * 0.6 * np.cross(np.array([0, 0, 1.0]), approach))
+    R_start = hand_rotation(fwd_start, np.array([0.0, 0.0, -1.0]) + sgn * rt.uniform(0.3, 0.8) * side_dir)
 
     start[2] += max(0.0, 0.015 - float(place(local_joints(0.15, shape), start.astype(np.float32), R_start)[:, 2].min()))
     width_obj = 2.0 * float(objects[mv].half[0])
@@ -588,6 +590,8 @@ def _sample_scene(rs: np.random.Generator, rt: np.random.Generator, width: int, 
         "hand_scale": shape.scale,
         "grip_touch": g_touch,
         "grasp_raised": raise_by,
+        "grasp_tilt_deg": math.degrees(tilt),
+        "grasp_roll_deg": math.degrees(roll_g),
         "camera": {"fov_deg": fov, "distance": dist, "height": cam_h, "pitch_deg": math.degrees(pitch), "azimuth_deg": math.degrees(az),
                    "roll_deg": math.degrees(roll), "moving": moving, "orbit_deg": math.degrees(d_az), "height_change": d_h},
         "phases": {"reach_end": frame_of(kt[2]), "grasp": frame_of(kt[3]), "lift_end": frame_of(kt[4]),
