@@ -330,3 +330,30 @@ def test_config_round_trip_and_validation():
     with pytest.raises(TypeError):
         AnnotateConfig(smoothing={"nope": 1}).validate()
     assert episode_id_for("/a/b/my clip.v2.mp4") == "my_clip_v2"
+
+
+@pytest.mark.slow  # builds a transformers model (~20 s of imports on the shared CPUs)
+def test_end_to_end_with_hf_relative_depth(tmp_path, synthetic):
+    """hf:PATH plumbing with a tiny random-weight DPT saved locally: relative depth, per-frame scale."""
+    torch = pytest.importorskip("torch")
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(0)
+    cfg = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=64,
+                    patch_size=16, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
+                    fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1)
+    DPTForDepthEstimation(cfg).save_pretrained(tmp_path / "dpt")
+    DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(tmp_path / "dpt")
+    gt_ep = synthetic[3]
+    src = write_rgbd_folder(gt_ep, tmp_path / "clip_hf")
+    ann = run_pipeline(src, AnnotateConfig(depth=f"hf:{tmp_path / 'dpt'}", depth_factor=1000.0),
+                       hand_backend=GroundTruthHands(gt_ep))
+    ep = ann.episode
+    assert ep.extra["depth_backend"] == {"spec": f"hf:{tmp_path / 'dpt'}", "metric": False}
+    assert ann.calibration.mode == "frame"
+    assert ep.depth_raw is not None and ep.depth_raw.shape == (ep.num_frames, ep.height, ep.width)
+    ok = np.isfinite(ann.calibration.frame_scale)
+    assert np.allclose(ep.depth_scale[ok], ann.calibration.frame_scale[ok])
+    ds = Hand3DDataset.create(tmp_path / "ds")
+    write_annotation(ds, ann)
+    assert ds.has_depth("clip_hf") and ds.load_episode("clip_hf").num_frames == ep.num_frames
