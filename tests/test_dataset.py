@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vipa.conventions import HANDS
 from vipa.data import dataset as dsmod
@@ -561,3 +563,25 @@ def test_cleanup_removes_only_stale_temporaries(ds: Hand3DDataset) -> None:
     os.utime(stale, (old, old))
     assert ds.cleanup(max_age_s=3600) == 1
     assert not stale.exists() and fresh.exists() and ds.episode_ids() == ["a"]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(t=st.integers(0, 6), n_obj=st.integers(0, 3), seed=st.integers(0, 2**16),
+       nan_frac=st.floats(0, 1), quality=st.dictionaries(st.text(min_size=1, max_size=8), st.floats(allow_nan=True), max_size=3),
+       instruction=st.text(max_size=30))
+def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, t: int, n_obj: int, seed: int,
+                             nan_frac: float, quality: dict, instruction: str) -> None:
+    ds = Hand3DDataset.create(tmp_path_factory.mktemp("prop") / "ds")
+    ep = make_episode("p", t=t, seed=seed, objects=n_obj) if t else Episode(
+        "p", 30.0, 8, 6, np.diag([5.0, 5.0, 1.0]).astype(np.float32), {}, 0)
+    rng = np.random.default_rng(seed)
+    for side in HANDS:
+        mask = rng.uniform(size=ep.hands[side].joints_3d.shape) < nan_frac
+        ep.hands[side].joints_3d[mask] = np.nan
+    ep.quality, ep.instruction = dict(quality), instruction
+    ds.write_episode(ep)
+    back = ds.load_episode("p")
+    assert back.quality.keys() == ep.quality.keys()
+    np.testing.assert_array_equal(list(back.quality.values()), list(ep.quality.values()))
+    back.quality = ep.quality
+    assert_episodes_equal(ep, back)
