@@ -83,7 +83,6 @@ def local_joints(grip: float | np.ndarray, shape: HandShape = HandShape()) -> np
     g = np.atleast_1d(g)[:, None]  # (T, 1)
     t = g.shape[0]
     out = np.zeros((t, NUM_JOINTS, 3), np.float32)
-    a = np.array([1.0, 0.0, 0.0], np.float32)
     c = np.array([0.0, 0.0, 1.0], np.float32)
     for f, chain in enumerate(FINGERS):
         gf = np.clip(g * (1.0 + _FINGER_EXTRA[f]), 0.0, 1.0)
@@ -109,7 +108,6 @@ def local_joints(grip: float | np.ndarray, shape: HandShape = HandShape()) -> np
         d = np.cos(cum[:, k : k + 1]) * d0 + np.sin(cum[:, k : k + 1]) * e
         p = p + _THUMB_BONES[k] * d
         out[:, THUMB[k + 1]] = p
-    del a
     out *= np.float32(shape.scale)
     if shape.side == "left":
         out[..., 1] *= -1.0

@@ -1,22 +1,34 @@
 """Synthetic Hand3D ground truth: table-top scenes with an articulated hand moving an object.
 
 A scene is a table plane (world z = 0, z up, metres), 2-4 coloured primitives (cubes, cylinders,
-balls) and a camera looking down at the table from 0.4-0.8 m (known K, world_from_camera pose,
-static in most episodes, slowly orbiting in some). A 21-joint hand (``annotators.hand_model``)
-reaches an object, closes its fingers on it, lifts it, carries it next to a reference object and
-releases it, as the episode's instruction says ("pick up the red cube and place it to the left
-of the blue cylinder"; left/right/in front of/behind are seen from the camera).
+balls with distinct colour names: "red cube", "blue cylinder", ...) and a camera 0.55-0.85 m from
+the table point it looks at, 45-72 degrees down, 50-70 degree horizontal field of view (known K,
+``camera_pose`` = world_from_camera per frame; static in most episodes, slowly orbiting in a
+quarter of them). A 21-joint hand (``annotators.hand_model``, right or left) reaches an object,
+closes its fingers on it, lifts it, carries it next to a reference object and releases it, as the
+episode's instruction says ("pick up the red cube and place it to the left of the blue
+cylinder"; left/right/in front of/behind are seen from the camera, on the table plane).
 
 Frames are ray cast in numpy (one core, no GPU): every primitive is intersected only inside its
 projected bounding box, and the static part of the scene is cast once per episode when the
 camera does not move. RGB is Lambert-shaded albedo with a vertical soft shadow of the hand and
-of the carried object; depth is the camera-frame z in millimetres (float32, depth_unit 0.001).
+of the carried object; depth is the camera-frame z in millimetres (float32, depth_unit 0.001,
+depth_scale 1).
 
 Ground truth in the returned ``Episode`` is exact: 3D joints in each frame's camera frame,
 2D joints projected with the pixel-centre convention of ``vipa.conventions``; a joint is
 ``valid`` when it projects inside the image and the surface seen at its pixel is the hand within
 the joint's capsule radius plus 3 mm of its depth (so neither an object, the table nor another
-part of the hand hides it, and the pixel's depth is usable for scale calibration).
+part of the hand hides it, and the pixel's depth is usable for scale calibration); joint values
+are kept (not NaN) when not valid. ``present``: some joint projects inside the image. Objects:
+per-frame camera-frame centre, 2D box of the whole object (occluded parts included; clipped to
+the image, NaN when outside), ``size`` = camera-frame extents in frame 0. ``extra["synthetic"]``
+holds the seeds, the sampled parameters, the task (object, reference, relation, goal), phase
+frames (grasp, release, ...), the frames the object is held, and object shapes in the world.
+
+``generate_episode(seed, scene_seed=...)``: episodes sharing a scene_seed are different tasks in
+one scene. ``generate_dataset`` writes a Hand3D dataset with whole scenes held out for the test
+split (``meta/splits.json``); ``python -m annotators.synthetic --out DIR --episodes N --seed S``.
 """
 
 from __future__ import annotations
@@ -26,7 +38,6 @@ import json
 import math
 import os
 import sys
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +54,7 @@ from annotators.hand_model import (
     local_joints,
     place,
 )
-from vipa.conventions import FINGERTIPS, NUM_JOINTS
+from vipa.conventions import NUM_JOINTS
 from vipa.data.episode import Episode, HandTrack, ObjectTrack
 
 GENERATOR_VERSION = 1
@@ -612,7 +623,6 @@ def _render(scene: _Scene, width: int, height: int, cull: bool = True, static_ca
     labels (T,H,W) int16, joints (T,21,3) camera frame."""
     T = scene.wrist.shape[0]
     caster = RayCaster(width, height, scene.K, cull=cull)
-    n_obj = len(scene.objects)
     albedo = np.zeros((LABEL_HAND + 2, 3), np.float32)
     albedo[0] = BACKGROUND
     albedo[LABEL_TABLE + 1] = scene.table
