@@ -129,7 +129,7 @@ def test_libero_rollout_through_policy_server(tmp_path):
     ee = first["state"][:3]
     dist = np.linalg.norm(pts - ee, axis=-1)
     i, j = np.unravel_index(np.nanargmin(dist), dist.shape)
-    assert dist[i, j] < 0.04
+    assert dist[i, j] < 0.05  # fingers open: the nearest finger surface is ~4 cm from the grip site
     ee_cam = transform_points(invert_transform(first["camera_pose"]), ee[None])[0]
     u, v = project(ee_cam[None], first["K"])[0]
     assert ee_cam[2] > 0.3 and abs(u - (j + 0.5)) < 10 and abs(v - (i + 0.5)) < 10

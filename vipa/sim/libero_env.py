@@ -299,7 +299,7 @@ def rollout(env: LiberoEnv, policy: ChunkPolicy, seed: int, replan: int,
     queue: list[np.ndarray] = []
     frames = [obs.rgb] if record else []
     chunks = 0
-    t_env = t_policy = 0.0
+    t_env = t_policy = cpu_env = 0.0
     success = done = False
     while not done:
         if not queue:
@@ -311,13 +311,14 @@ def rollout(env: LiberoEnv, policy: ChunkPolicy, seed: int, replan: int,
                                  " (LIBERO OSC_POSE deltas + gripper)")
             queue = list(chunk[:max(1, replan)])
             chunks += 1
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         obs, success, done = env.step(queue.pop(0))
         t_env += time.perf_counter() - t0
+        cpu_env += time.process_time() - c0
         if record:
             frames.append(obs.rgb)
     return {"seed": seed, "init_state": seed % len(env.init_states), "success": success, "steps": env.steps,
-            "chunks": chunks, "env_s": t_env, "policy_s": t_policy,
+            "chunks": chunks, "env_s": t_env, "env_cpu_s": cpu_env, "policy_s": t_policy,
             "env_steps_per_s": env.steps / max(t_env, 1e-9), "frames": frames}
 
 
@@ -376,7 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_make = time.perf_counter()
     try:
         with LiberoEnv(args.suite, args.task, size=args.size, wrist=args.wrist, max_steps=args.max_steps,
-                       wait_steps=args.wait_steps, fast_render=args.fast_render) as env:
+                       wait_steps=args.wait_steps, fast_render=args.fast_render, render=not args.no_render) as env:
             make_s = time.perf_counter() - t_make
             for i in range(args.episodes):
                 seed = args.seed + i
@@ -396,10 +397,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     steps = sum(e["steps"] for e in episodes)
     report = {"suite": args.suite, "task": args.task, "task_name": task_name, "instruction": instruction,
               "policy": getattr(policy, "metadata", {}), "replan": args.replan, "size": args.size,
-              "wrist": args.wrist, "fast_render": args.fast_render, "episodes": episodes,
+              "wrist": args.wrist, "fast_render": args.fast_render, "render": not args.no_render,
+              "episodes": episodes,
               "successes": n_ok, "success_rate": n_ok / max(len(episodes), 1),
               "ci95": wilson_interval(n_ok, len(episodes)), "env_make_s": make_s,
-              "env_steps_per_s": steps / max(sum(e["env_s"] for e in episodes), 1e-9)}
+              "env_steps_per_s": steps / max(sum(e["env_s"] for e in episodes), 1e-9),
+              "env_steps_per_cpu_s": steps / max(sum(e["env_cpu_s"] for e in episodes), 1e-9)}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -423,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="default: the suite's limit")
     p.add_argument("--wait-steps", type=int, default=10, help="no-op steps after reset while objects settle")
     p.add_argument("--fast-render", action="store_true", help="shadows/reflections/skybox off (faster, looks different)")
+    p.add_argument("--no-render", action="store_true", help="blank images, no depth: physics-only timing")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server per request")
     p.add_argument("--out", help="folder for report.json and videos")
     p.add_argument("--save-videos", type=int, default=2, help="episodes saved as mp4")
