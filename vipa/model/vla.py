@@ -52,6 +52,8 @@ class VLAOutput:
     traj: torch.Tensor  # (B, T, 3)
     queries: torch.Tensor  # (B, Q, H) query hidden states
     attn_a: torch.Tensor  # (B, Nf) pointer weights over the fine grid
+    attention_mask: torch.Tensor | None = None  # (B, L) of the sequence (for cached decoding)
+    past_key_values: object | None = None  # the LLM's KV cache when use_cache=True
 
 
 class VIPAModel(nn.Module):
@@ -135,7 +137,7 @@ class VIPAModel(nn.Module):
     def forward(self, image: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                 xyz: torch.Tensor | None = None, valid: torch.Tensor | None = None,
                 target_in: torch.Tensor | None = None, target_mask: torch.Tensor | None = None,
-                past_key_values=None) -> VLAOutput:
+                use_cache: bool = False) -> VLAOutput:
         cfg = self.cfg
         self.check_inputs(image, xyz, valid)
         b = image.shape[0]
@@ -151,7 +153,7 @@ class VIPAModel(nn.Module):
             masks.append(target_mask if target_mask is not None else torch.ones_like(target_in))
         x = torch.cat(parts, 1)
         mask = torch.cat(masks, 1)
-        out = self.llm.model(inputs_embeds=x, attention_mask=mask)
+        out = self.llm.model(inputs_embeds=x, attention_mask=mask, use_cache=use_cache)
         hid = out.last_hidden_state
         n, q0 = vis.shape[1], vis.shape[1] + cfg.max_prompt_len
         queries = hid[:, q0:q0 + cfg.num_queries]
@@ -159,7 +161,8 @@ class VIPAModel(nn.Module):
         if target_in is not None:
             logits = self.llm.lm_head(hid[:, q0 + cfg.num_queries:])
         pa, pb, traj, attn_a = self.readout(hid[:, :n], queries, fine, xyz, valid)
-        return VLAOutput(hid, logits, pa, pb, traj, queries, attn_a)
+        return VLAOutput(hid, logits, pa, pb, traj, queries, attn_a, mask,
+                         out.cache if use_cache else None)
 
     def readout(self, vis_hidden, queries, fine, xyz, valid):
         cfg = self.cfg
@@ -194,14 +197,12 @@ class VIPAModel(nn.Module):
         restricts each step (constrained decoding); returns (B, t) ids (eos-terminated or max length)."""
         b = image.shape[0]
         cur = torch.full((b, 1), bos_id, dtype=torch.long, device=image.device)
-        out = None
+        first = self.forward(image, prompt_ids, prompt_mask, xyz, valid, target_in=cur, use_cache=True)
+        logits, past, mask = first.logits[:, -1], first.past_key_values, first.attention_mask
         done = torch.zeros(b, dtype=torch.bool, device=image.device)
-        max_new = min(max_new_tokens, self.cfg.max_target_len)
-        first = None
-        for step in range(max_new):
-            out = self.forward(image, prompt_ids, prompt_mask, xyz, valid, target_in=cur)
-            first = first or out
-            logits = out.logits[:, -1].float()
+        emb = self.llm.get_input_embeddings()
+        for step in range(min(max_new_tokens, self.cfg.max_target_len)):
+            logits = logits.float()
             if allowed_fn is not None:
                 logits = logits.masked_fill(~allowed_fn(step, cur[:, 1:]), float("-inf"))
             nxt = logits.argmax(-1)
@@ -210,4 +211,8 @@ class VIPAModel(nn.Module):
             done |= nxt == eos_id
             if done.all():
                 break
+            mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=mask.device)], 1)
+            o = self.llm.model(inputs_embeds=emb(nxt[:, None]), attention_mask=mask, cache=past, use_cache=True)
+            past = o.cache
+            logits = self.llm.lm_head(o.last_hidden_state[:, -1])
         return cur[:, 1:], first
