@@ -662,7 +662,9 @@ class Hand3DDataset:
                 atomic_write_bytes(folder / "depth" / f"{i:06d}.png", buf.tobytes())
             has_depth = True
         row = _episode_row(ep, depth_unit=depth_unit, has_rgb=has_rgb, has_depth=has_depth)
-        atomic_write_json(folder / "episode.json", dict(row, extra=ep.extra, format_version=FORMAT_VERSION))
+        quality = {k: (v if math.isfinite(v) else str(v)) for k, v in row["quality"].items()}  # "inf", "nan"
+        atomic_write_json(folder / "episode.json",
+                          dict(row, quality=quality, extra=ep.extra, format_version=FORMAT_VERSION))
         return row
 
     # ------------------------------------------------------------------ reading
@@ -1066,7 +1068,13 @@ def _row_from_episode_json(path: Path, where: str) -> dict:
     row.setdefault("updated", "")
     extra = row.get("extra", {})
     row["extra"] = extra if isinstance(extra, str) else to_json(extra or {})
-    row["quality"] = {str(k): (float("nan") if v is None else float(v)) for k, v in row["quality"].items()}
+    quality = {}
+    for k, v in row["quality"].items():
+        try:
+            quality[str(k)] = float("nan") if v is None else float(v)
+        except (TypeError, ValueError):
+            raise SchemaError(f"{where}: quality.{k}: expected a number, got {v!r}") from None
+    row["quality"] = quality
     return row
 
 
