@@ -88,6 +88,7 @@ class AnnotateConfig:
     gamma: float | None = None
     seed: int = 0
     require_hands: bool = True  # an input without any hand is an error (NoHandsError)
+    max_memory_gb: float = 6.0  # decoded frames are held in memory: refuse inputs needing more
     keep_media: bool = True  # write RGB (and depth) into the dataset
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,6 +144,11 @@ def decode(source: str | Path, config: AnnotateConfig) -> Decoded:
     with open_source(source, fps=config.fps, max_width=config.max_width, max_frames=config.max_frames,
                      K=K, depth_factor=config.depth_factor, fov_deg=config.fov_deg) as src:
         info = src.info
+        need = info.num_frames * info.width * info.height * (3 + (4 if info.has_depth else 0)) / 2**30
+        if need > config.max_memory_gb:
+            raise InputError(source, f"{info.num_frames} frames of {info.width}x{info.height} need about {need:.1f} GB "
+                                     f"in memory (limit {config.max_memory_gb} GB); lower --fps, --max-width or "
+                                     f"--max-frames, or split the video")
         for fr in src:
             rgb.append(fr.rgb)
             stamps.append(fr.timestamp)
