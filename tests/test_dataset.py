@@ -585,3 +585,11 @@ def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, t: int, n
     np.testing.assert_array_equal(list(back.quality.values()), list(ep.quality.values()))
     back.quality = ep.quality
     assert_episodes_equal(ep, back)
+
+
+def test_rgb_frame_returns_an_array_the_caller_owns(ds: Hand3DDataset) -> None:
+    ds.write_episode(make_episode("v", t=4, rgb=True))
+    a = ds.rgb_frame("v", 1)
+    keep = a.copy()
+    a[:] = 0  # e.g. drawing joints onto it
+    np.testing.assert_array_equal(ds.rgb_frame("v", 1), keep)

@@ -754,7 +754,8 @@ class Hand3DDataset:
 
     def rgb_frame(self, episode_id: str, i: int) -> np.ndarray:
         """Frame ``i`` as (H, W, 3) uint8 RGB. Seeks to the keyframe before ``i`` and caches the
-        decoded frames (LRU), so random access never decodes the whole video."""
+        decoded frames (LRU), so random access never decodes the whole video. The caller owns
+        the returned array (a copy of the cached frame)."""
         import av
 
         meta = self._episode_meta(episode_id)
@@ -762,7 +763,7 @@ class Hand3DDataset:
         path, key, index = self._video(episode_id)
         cached = FRAME_CACHE.get((key, i))
         if cached is not None:
-            return cached
+            return cached.copy()
         if i >= index.pts.size:
             raise SchemaError(f"episodes/{episode_id}/rgb.mp4: has {index.pts.size} frames, "
                               f"episode has {meta['num_frames']}")
@@ -783,7 +784,7 @@ class Hand3DDataset:
         out = FRAME_CACHE.get((key, i))
         if out is None:
             raise SchemaError(f"episodes/{episode_id}/rgb.mp4: frame {i} could not be decoded")
-        return out
+        return out.copy()
 
     def rgb_frames(self, episode_id: str) -> np.ndarray:
         """All frames as (T, H, W, 3) uint8 RGB (one sequential decode)."""
