@@ -103,7 +103,10 @@ def check_output(out_root: str | Path, fps: float | None = None):
     except PermissionError as exc:
         raise OutputError(root, f"cannot create the dataset here (permission denied: {exc.filename or root})") from None
     except (FileExistsError, NotADirectoryError) as exc:
-        raise OutputError(root, str(exc)) from None
+        if exc.errno is None:  # the dataset's own refusal (a non-empty folder, a file)
+            raise OutputError(root, str(exc)) from None
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise OutputError(root, f"cannot create the dataset folder: {exc.strerror}{where}") from None
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         raise OutputError(root, f"cannot create the dataset folder: {exc.strerror or exc}{where}") from None
