@@ -5,10 +5,11 @@ scene sampling, hand kinematics, ray casting, shading, ground truth), with numpy
 limited to one thread. Ours culls each primitive to its projected bounding box and casts the
 table and resting objects once per static-camera episode; the baseline is the straightforward
 caster (``cull=False``: every primitive intersected with every pixel, every frame). The two give
-identical images (tests/test_synthetic.py checks it). Figure: frames per second, medians of
-interleaved runs (wall clock; frames per CPU-second of the process beside it,
-since other jobs may share the cores). Goal: the issue's >= 20 frames/s at 224x224 on one core, which the
-``passed`` field decides; the ratio to the baseline is reported beside it.
+identical images (tests/test_synthetic.py checks it). Figure: frames per CPU-second of the
+(single-threaded) process, i.e. per second of one core, medians of interleaved runs; wall-clock
+frames/s beside it (lower when other jobs share the cores). Goal: the issue's >= 20 frames/s
+at 224x224 on one core, which the ``passed`` field decides; the ratio to the baseline is
+reported beside it.
 """
 
 from __future__ import annotations
@@ -67,22 +68,23 @@ def run(quick: bool) -> dict[str, Any]:
     repeats = 1 if quick else 2
     t_ours, t_base = time_pair(timed("ours", ours), timed("baseline", baseline), repeats=repeats, warmup=0)
     n = frames * len(seeds)
-    fps_ours = n / t_ours.median
-    fps_base = n / t_base.median
+    # Figure: frames per CPU-second of this single-threaded process, i.e. per second of one core,
+    # which stays meaningful when other jobs share the machine; wall-clock figures beside it.
+    fps_ours = n / statistics.median(cpu["ours"])
+    fps_base = n / statistics.median(cpu["baseline"])
     return {
-        "metric": "synthetic frames per second at 224x224, one core (whole episodes incl. ground truth)",
+        "metric": "synthetic frames per second of one core at 224x224 (whole episodes incl. ground truth)",
         "unit": "frames/s",
         "value": fps_ours,
         "baseline": fps_base,
         "baseline_name": "same ray caster without bounding-box culling or static-layer cache (cull=False)",
         "lower_is_better": False,
-        "goal": f">= {GOAL_FPS:g} frames/s (issue 3 item 9); ratio to the baseline reported beside it",
+        "goal": f">= {GOAL_FPS:g} frames/s on one core (issue 3 item 9); ratio to the baseline reported beside it",
         "passed": fps_ours >= GOAL_FPS,
         "goal_fps": GOAL_FPS,
         "frames_per_episode": frames,
         "episodes": len(seeds),
         "runs": repeats,
-        # CPU seconds of this process (robust when other jobs share the cores)
-        "ours_fps_cpu": n / statistics.median(cpu["ours"][-repeats:]),
-        "baseline_fps_cpu": n / statistics.median(cpu["baseline"][-repeats:]),
+        "ours_fps_wall": n / t_ours.median,
+        "baseline_fps_wall": n / t_base.median,
     }
