@@ -190,3 +190,38 @@ def _parser():
 def _run(parser, argv: list[str]) -> int:
     args = parser.parse_args(["annotate", *argv])
     return args.func(args)
+
+
+@pytest.mark.slow
+def test_sigint_during_cli_run_leaves_a_readable_dataset(tmp_path, inputs):
+    """A real Ctrl-C (SIGINT) to `vipa annotate` mid-batch: exit 130, finished episodes readable."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clips = []
+    for k in range(6):
+        p = tmp_path / f"clip{k}.mp4"
+        p.symlink_to(inputs["good"])
+        clips.append(str(p))
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "annotators.cli", *clips, "--out", str(out), "--max-frames", "30",
+           "--max-width", "320", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "episodes" / "clip0" / "episode.json").exists():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    ds = Hand3DDataset.open(out)
+    ids = ds.episode_ids()
+    assert "clip0" in ids and len(ids) < 6
+    for eid in ids:
+        assert ds.load_episode(eid).num_frames == 30
+    leftovers = [p.name for p in (out / "episodes").iterdir() if p.name not in ids]
+    assert all(n.startswith(".") for n in leftovers), leftovers  # only hidden temporaries, cleaned by ds.cleanup()
