@@ -113,8 +113,13 @@ def test_round_trip_arrays_and_metadata(ds: Hand3DDataset) -> None:
     ds.write_episode(ep)
     again = Hand3DDataset.open(ds.root)
     assert again.episode_ids() == ["a"]
-    back = again.load_episode("a")
+    back = again.load_episode("a", corrected=False)
     assert_episodes_equal(ep, back)
+    for arr in (back.hands["left"].joints_3d, back.depth_scale, back.camera_pose, back.timestamps,
+                back.objects[0].center, back.objects[0].size):
+        assert arr.flags.writeable  # callers own the arrays (the frames table stays cached)
+    back.hands["left"].joints_3d[:] = 0
+    assert_episodes_equal(ep, again.load_episode("a"))
     row = again.episodes_table()[0]
     assert row["num_frames"] == 10 and row["K"] == [float(x) for x in ep.K.reshape(9)]
     assert row["quality"] == {"detection_rate": 0.9, "reproj_px": 1.5}

@@ -226,7 +226,7 @@ def _numpy_column(table: pa.Table, name: str, dtype: str, shape: list, where: st
                 raise SchemaError(f"{where}: column {name!r}: expected a scalar {dtype}, got {arr.type}")
             if arr.null_count:
                 raise SchemaError(f"{where}: column {name!r}: {arr.null_count} null values")
-            return np.asarray(arr.to_numpy(zero_copy_only=False)).astype(np.dtype(dtype), copy=False)
+            return np.array(arr.to_numpy(zero_copy_only=False), dtype=np.dtype(dtype))  # writable copy
         size = int(np.prod(shape))
         if not (pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type)
                 or pa.types.is_large_list(arr.type)):
@@ -245,7 +245,7 @@ def _numpy_column(table: pa.Table, name: str, dtype: str, shape: list, where: st
                 raise SchemaError(f"{where}: column {name!r}: row {bad} has {lengths[bad]} values, "
                                   f"expected {size} (shape {shape})")
         flat = np.asarray(arr.flatten().to_numpy(zero_copy_only=False))
-        return flat.astype(np.dtype(dtype), copy=False).reshape(n, *shape)
+        return np.array(flat, dtype=np.dtype(dtype)).reshape(n, *shape)  # writable copy, not Arrow's buffer
     except SchemaError:
         raise
     except (pa.ArrowException, ValueError, TypeError) as exc:
