@@ -393,6 +393,15 @@ class SceneParams:
     left_hand_prob: float = 0.3
 
 
+PRESETS: dict[str, SceneParams] = {
+    "default": SceneParams(),
+    # Narrower ranges for a curriculum: fewer objects, a static camera at a similar viewpoint,
+    # right hands only.
+    "easy": SceneParams(fov_deg=(55.0, 65.0), cam_distance=(0.6, 0.75), cam_pitch_deg=(55.0, 65.0),
+                        num_objects=(2, 3), moving_camera_prob=0.0, left_hand_prob=0.0),
+}
+
+
 @dataclass
 class _Scene:
     K: np.ndarray
@@ -936,7 +945,9 @@ def generate_dataset(root: str | os.PathLike, num_episodes: int, seed: int = 0, 
         done = [p for p in plan if ds.is_finished(p["episode_id"])]
         _write_splits(root, done, {"version": GENERATOR_VERSION, "seed": seed, "width": width, "height": height,
                                    "num_frames": num_frames, "fps": fps, "episodes_per_scene": episodes_per_scene,
-                                   "test_fraction": test_fraction})
+                                   "test_fraction": test_fraction,
+                                   "params": {k: (list(v) if isinstance(v, tuple) else v)
+                                              for k, v in vars(params or SceneParams()).items()}})
     return ds
 
 
@@ -953,13 +964,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-scene", type=int, default=1, help="episodes (tasks) per scene")
     ap.add_argument("--test-fraction", type=float, default=0.2, help="fraction of scenes held out for test")
     ap.add_argument("--split", choices=("train", "test"), default=None, help="put every episode in one split")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="default", help="scene parameter ranges")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
         generate_dataset(a.out, a.episodes, seed=a.seed, width=a.width, height=a.height, num_frames=a.frames,
                          fps=a.fps, split=a.split, episodes_per_scene=a.per_scene, test_fraction=a.test_fraction,
-                         workers=a.workers, progress=not a.no_progress)
+                         params=PRESETS[a.preset], workers=a.workers, progress=not a.no_progress)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

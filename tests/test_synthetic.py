@@ -304,3 +304,35 @@ def test_handedness_is_anatomical():
         assert np.sign(j[THUMB_TIP, 0] - j[MIDDLE_MCP, 0]) == sign
         assert np.sign(j[17, 0] - j[5, 0]) == -sign  # pinky opposite the index
         assert j[MIDDLE_TIP, 1] > 0.15  # fingers point along +y
+
+
+def test_depth_pose_and_intrinsics_agree_with_the_scene(episodes):
+    """Pixels unprojected with depth, K and camera_pose land on the table plane (world z = 0)
+    or on the surface of the object their label names."""
+    for ep, labels in episodes.values():
+        info = ep.extra["synthetic"]
+        K = ep.K.astype(np.float64)
+        jj, ii = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+        for t in (0, T - 1):
+            z = ep.depth_raw[t].astype(np.float64) * ep.depth_unit
+            p = np.stack([(jj - K[0, 2]) / K[0, 0] * z, (ii - K[1, 2]) / K[1, 1] * z, z], -1)
+            pw = p @ ep.camera_pose[t, :3, :3].T.astype(np.float64) + ep.camera_pose[t, :3, 3]
+            table = labels[t] == 0
+            assert table.mean() > 0.3
+            assert np.abs(pw[table][:, 2]).max() < 1e-4
+            ow = _to_world(ep, np.stack([o.center for o in ep.objects], 1).astype(np.float64))[t]
+            for k, obj in enumerate(info["objects"]):
+                m = labels[t] == k + 1
+                if m.any():
+                    sd = _sdf(dict(obj, center=ow[k]), pw[m])
+                    assert np.abs(sd).max() < 1e-4
+
+
+def test_easy_preset_narrows_the_ranges():
+    from annotators.synthetic import PRESETS
+
+    for s in range(6):
+        ep = generate_episode(s, width=32, height=32, num_frames=3, params=PRESETS["easy"])
+        info = ep.extra["synthetic"]
+        assert not info["camera"]["moving"] and info["hand_side"] == "right"
+        assert 55.0 <= info["camera"]["fov_deg"] <= 65.0 and len(ep.objects) <= 3
