@@ -526,3 +526,37 @@ def test_log_without_base_loader_still_validates(tmp_path: Path) -> None:
     assert log.history("e")[0].old is None and log.history("e")[0].batch_id == b
     with pytest.raises(CorrectionError, match="base_loader"):
         log.nudge_joint_depth("e", 0, "left", 0, 0.1, "a")
+
+
+def test_lerobot_import_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Hand3D -> LeRobot v3 -> Hand3D keeps the corrected annotation, depth counts and metadata."""
+    ds = Hand3DDataset.create(tmp_path / "ds")
+    ds.write_episode(make_episode("a", media=True))
+    ds.corrections.set_joint_2d("a", 2, "left", 0, [11.0, 12.0], "alice")
+    ds.corrections.set_review_status("a", "approved", "alice")
+    assert _export([str(ds.root), "--out", str(tmp_path / "lr"), "--format", "lerobot"]) == 0
+    assert _export([str(tmp_path / "lr"), "--out", str(tmp_path / "back"), "--format", "lerobot"]) == 2
+    assert "already LeRobot" in capsys.readouterr().err
+    assert _export([str(tmp_path / "lr"), "--out", str(tmp_path / "back")]) == 0
+    back = Hand3DDataset.open(tmp_path / "back")
+    assert back.episode_ids() == ["a"]
+    src, got = ds.load_episode("a", media=True), back.load_episode("a", media=True)
+    for side in HANDS:
+        np.testing.assert_array_equal(got.hands[side].joints_2d, src.hands[side].joints_2d)
+        np.testing.assert_array_equal(got.hands[side].joints_3d, src.hands[side].joints_3d)
+        np.testing.assert_array_equal(got.hands[side].present, src.hands[side].present)
+    np.testing.assert_array_equal(got.K, src.K)
+    np.testing.assert_allclose(got.depth_raw * got.depth_unit, src.depth_raw * src.depth_unit, rtol=1e-6)
+    np.testing.assert_array_equal(got.depth_scale, src.depth_scale)
+    assert got.instruction == src.instruction and got.review_status == "approved"
+    assert got.rgb.shape == src.rgb.shape
+
+
+def test_lerobot_import_refuses_non_hand3d(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from vipa.data.lerobot import LeRobotWriter
+
+    w = LeRobotWriter(tmp_path / "robot", fps=10, features={"action": {"dtype": "float32", "shape": [2]}})
+    w.add_episode({"action": np.zeros((3, 2), np.float32)}, task="t")
+    w.finalize()
+    assert _export([str(tmp_path / "robot"), "--out", str(tmp_path / "h")]) == 2
+    assert "not a Hand3D export" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Hand3D -> LeRobot v3: the merged (corrected) dataset through ``vipa.data.lerobot.LeRobotWriter``.
+"""Hand3D <-> LeRobot v3. Export: the merged (corrected) dataset through ``vipa.data.lerobot.LeRobotWriter``.
 
 LeRobot has fields for images, state and action only; everything else a Hand3D episode holds
 is stored as declared features with their unit and frame in ``info``:
@@ -21,6 +21,7 @@ episode's ``extra``; the instruction is the task.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -123,3 +124,53 @@ def export_hand3d(ds: "Hand3DDataset", out: str | Path, corrected: bool = True) 
                  "quality": {k: (v if math.isfinite(v) else None) for k, v in e.quality.items()}}
         writer.add_episode(data, task=e.instruction, extra=extra)
     return writer.finalize()
+
+
+def import_hand3d(src: str | Path, out: str | Path) -> "Hand3DDataset":
+    """LeRobot v3 -> Hand3D: the inverse of ``export_hand3d`` (episodes, hands, K, poses, depth
+    counts with their unit and scale, RGB, instruction, quality and review status). A LeRobot
+    dataset that lacks the hand features is refused with a message naming the missing ones."""
+    from vipa.data.dataset import Hand3DDataset
+    from vipa.data.episode import Episode, HandTrack
+    from vipa.data.lerobot import LeRobotDataset, LeRobotFormatError
+
+    lr = LeRobotDataset(src)
+    needed = [f"observation.hands.{s}.{k}" for s in HANDS for k in ("joints_2d", "joints_3d", "confidence",
+                                                                      "valid", "present")]
+    needed += ["observation.camera.intrinsics"]
+    missing = [k for k in needed if k not in lr.features]
+    if missing:
+        raise LeRobotFormatError(f"{src}: not a Hand3D export (missing features {missing[:4]}"
+                                 f"{'...' if len(missing) > 4 else ''})")
+    ds = Hand3DDataset.create(out, fps=lr.fps)
+    for i in range(len(lr)):
+        d = lr.episode(i)
+        extra = json.loads(lr.episodes[i].get("extra") or "{}")
+        t = len(d["frame_index"])
+        hands = {}
+        for side in HANDS:
+            p = f"observation.hands.{side}."
+            hands[side] = HandTrack(side=side, joints_2d=d[p + "joints_2d"].astype(np.float32),
+                                    joints_3d=d[p + "joints_3d"].astype(np.float32),
+                                    confidence=d[p + "confidence"].astype(np.float32),
+                                    valid=d[p + "valid"].astype(bool), present=d[p + "present"].astype(bool),
+                                    provenance=np.array(["lerobot-import"] * t, dtype=object))
+        K = d["observation.camera.intrinsics"][0].astype(np.float32)
+        rgb = d.get("observation.images.rgb")
+        depth = d.get("observation.depth")
+        h, w = (rgb.shape[1:3] if rgb is not None else depth.shape[1:3] if depth is not None
+                else (int(extra.get("height", 0)), int(extra.get("width", 0))))
+        quality = {k: (float("nan") if v is None else float(v)) for k, v in (extra.get("quality") or {}).items()}
+        ep = Episode(episode_id=str(extra.get("episode_id", f"episode_{i:06d}")), fps=lr.fps, width=int(w),
+                     height=int(h), K=K, hands=hands, num_frames=t, K_is_estimate=bool(extra.get("K_is_estimate")),
+                     instruction=d["task"], source=str(extra.get("source", f"lerobot:{src}")),
+                     depth_unit=float(d["observation.depth_unit"][0]) if depth is not None else 0.001,
+                     depth_scale=d["observation.depth_scale"].astype(np.float32) if "observation.depth_scale" in d
+                     else None,
+                     camera_pose=d["observation.camera.pose"].astype(np.float32) if "observation.camera.pose" in d
+                     else None,
+                     frame_valid=d["observation.frame_valid"].astype(bool) if "observation.frame_valid" in d else None,
+                     quality=quality, review_status=str(extra.get("review_status", "todo")),
+                     rgb=rgb, depth_raw=depth.astype(np.float32) if depth is not None else None)
+        ds.write_episode(ep.validate())
+    return ds
