@@ -252,51 +252,46 @@ class RayCaster:
 
     def capsules(self, A: np.ndarray, B: np.ndarray, R: np.ndarray, label: int) -> None:
         """Union of capsules (segment A[k]-B[k], radius R[k]) under one label."""
-        for a, b, r in zip(A, B, R):
-            self._capsule(a.astype(np.float64), b.astype(np.float64), float(r), label)
+        for a, b, r in zip(A.tolist(), B.tolist(), R.tolist()):
+            self._capsule(a, b, r, label)
 
-    def _capsule(self, a: np.ndarray, b: np.ndarray, r: float, label: int) -> None:
+    def _capsule(self, a: list[float], b: list[float], r: float, label: int) -> None:
+        # Scalars stay Python floats so the per-pixel arrays stay float32.
         lo = np.minimum(a, b) - r
         hi = np.maximum(a, b) + r
         win = self._window(lo, hi)
         if win is None:
             return
         x, y = self._rays(win)
-        ba = b - a
-        L = float(np.linalg.norm(ba))
-        u = ba / max(L, 1e-9)
-        w = -a  # ray origin (camera centre) minus a
+        ax, ay, az = a
+        bax, bay, baz = b[0] - ax, b[1] - ay, b[2] - az
+        L = math.sqrt(bax * bax + bay * bay + baz * baz)
+        ux, uy, uz = bax / max(L, 1e-9), bay / max(L, 1e-9), baz / max(L, 1e-9)
+        wx, wy, wz = -ax, -ay, -az  # ray origin (camera centre) minus a
         ee = x * x + y * y + 1.0
-        eu = x * u[0] + y * u[1] + u[2]
-        ew = x * w[0] + y * w[1] + w[2]
-        wu, ww = float(w @ u), float(w @ w)
+        eu = x * ux + y * uy + uz
+        ew = x * wx + y * wy + wz
+        wu = wx * ux + wy * uy + wz * uz
+        ww = wx * wx + wy * wy + wz * wz
         qa = ee - eu * eu
         qb = ew - eu * wu
-        qc = ww - wu * wu - r * r
-        h = qb * qb - qa * qc
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tb = (-qb - np.sqrt(np.maximum(h, 0))) / qa
+        h = qb * qb - qa * (ww - wu * wu - r * r)
+        tb = (-qb - np.sqrt(np.maximum(h, 0))) / qa
         yb = tb * eu + wu
-        body = (h >= 0) & (yb >= 0) & (yb <= L) & (qa > 1e-12)
-        t = np.where(body, tb, np.inf)
-        # End spheres
-        best_c = np.zeros(t.shape, np.int8)  # 0 body, 1 sphere a, 2 sphere b
-        for k, c in ((1, a), (2, b)):
-            ec = x * c[0] + y * c[1] + c[2]
-            hs = ec * ec - ee * (float(c @ c) - r * r)
+        t = np.where((h >= 0) & (yb >= 0) & (yb <= L) & (qa > 1e-12), tb, np.inf)
+        for cx, cy, cz in (a, b):  # end spheres
+            ec = x * cx + y * cy + cz
+            hs = ec * ec - ee * (cx * cx + cy * cy + cz * cz - r * r)
             ts = np.where(hs >= 0, (ec - np.sqrt(np.maximum(hs, 0))) / ee, np.inf)
-            better = ts < t
-            t = np.where(better, ts, t)
-            best_c[better] = k
-        t = t.astype(np.float32)
+            t = np.minimum(t, ts)
+        t = t.astype(np.float32, copy=False)
         t[t <= 1e-3] = np.inf
-        px, py, pz = t * x, t * y, t
+        if not np.isfinite(t).any():
+            return
         # Normal: from the closest point on the segment to the hit point.
-        s = np.clip((px - a[0]) * u[0] + (py - a[1]) * u[1] + (pz - a[2]) * u[2], 0.0, L)
-        nx = (px - a[0] - s * u[0]) / r
-        ny = (py - a[1] - s * u[1]) / r
-        nz = (pz - a[2] - s * u[2]) / r
-        self._commit(win, t, nx, ny, nz, label)
+        dx, dy, dz = t * x - ax, t * y - ay, t - az
+        s = np.clip(dx * ux + dy * uy + dz * uz, 0.0, L)
+        self._commit(win, t, (dx - s * ux) / r, (dy - s * uy) / r, (dz - s * uz) / r, label)
 
     def box(self, c: np.ndarray, R: np.ndarray, half: np.ndarray, label: int) -> None:
         """Oriented box: centre c, rotation R (columns = box axes in the camera frame)."""
