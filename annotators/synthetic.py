@@ -716,15 +716,30 @@ def _shadow(caster: RayCaster, scene: _Scene, k: int, joints_w: np.ndarray, T_wc
     wx = twc[0] + z * (Rwc[0, 0] * x + Rwc[0, 1] * y + Rwc[0, 2])
     wy = twc[1] + z * (Rwc[1, 0] * x + Rwc[1, 1] * y + Rwc[1, 2])
     dmin = np.full(z.shape, np.inf, np.float32)
-    for a, b, r in zip(A, B, R):
-        ba = b - a
-        L2 = float(ba @ ba)
-        if L2 < 1e-12:
-            s = 0.0
+    i0, j0 = win[0].start, win[1].start
+    margin = 0.01  # beyond r + 8.4 mm the shadow factor is 1 (see `soft`)
+    for a, b, r in zip(A.tolist(), B.tolist(), R.tolist()):
+        # Each segment only where its footprint (plus the soft margin) can be seen.
+        x0, y0 = min(a[0], b[0]) - r - margin, min(a[1], b[1]) - r - margin
+        x1, y1 = max(a[0], b[0]) + r + margin, max(a[1], b[1]) + r + margin
+        fc = np.array([[x0, y0, 0], [x0, y1, 0], [x1, y0, 0], [x1, y1, 0]]) @ T_cw[:3, :3].T + T_cw[:3, 3]
+        sub = None if (fc[:, 2] <= 1e-3).any() else caster._window(fc.min(0), fc.max(0))
+        if sub is None and not (fc[:, 2] <= 1e-3).any():
+            continue
+        if sub is None:
+            loc = (slice(None), slice(None))
         else:
-            s = np.clip(((wx - a[0]) * ba[0] + (wy - a[1]) * ba[1]) / L2, 0.0, 1.0)
-        d = np.sqrt((wx - a[0] - s * ba[0]) ** 2 + (wy - a[1] - s * ba[1]) ** 2) - r
-        np.minimum(dmin, d, out=dmin)
+            r0, r1 = max(sub[0].start - i0, 0), min(sub[0].stop - i0, z.shape[0])
+            c0, c1 = max(sub[1].start - j0, 0), min(sub[1].stop - j0, z.shape[1])
+            if r0 >= r1 or c0 >= c1:
+                continue
+            loc = (slice(r0, r1), slice(c0, c1))
+        px, py = wx[loc], wy[loc]
+        bx, by = b[0] - a[0], b[1] - a[1]
+        L2 = bx * bx + by * by
+        s = 0.0 if L2 < 1e-12 else np.clip(((px - a[0]) * bx + (py - a[1]) * by) / L2, 0.0, 1.0)
+        d = np.sqrt((px - a[0] - s * bx) ** 2 + (py - a[1] - s * by) ** 2) - r
+        np.minimum(dmin[loc], d, out=dmin[loc])
     f = np.ones((caster.h, caster.w), np.float32)
     soft = 0.55 + 0.45 * np.clip(dmin / 0.012 + 0.3, 0.0, 1.0)
     f[win] = np.where(table & np.isfinite(z), soft, 1.0)
