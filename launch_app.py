@@ -13,6 +13,7 @@ import argparse
 import getpass
 import os
 import sys
+import threading
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -43,7 +44,9 @@ def make_app(args: argparse.Namespace):
     builder = None
 
     def on_ready(root: Path) -> None:
-        holder["wb"] = Workbench(root, author=author)
+        wb = Workbench(root, author=author)
+        holder["wb"] = wb
+        threading.Thread(target=wb.prefetch, daemon=True, name="vipa-prefetch").start()
 
     if args.data is not None:
         on_ready(args.data)

@@ -31,7 +31,7 @@ def load_predictor(path: Path | None) -> tuple[Any | None, str]:
 
 def trajectory_of(result: Any) -> np.ndarray | None:
     """(N, 3) camera-frame wrist waypoints (metres) out of a Predictor result, or None."""
-    for name in ("wrist_trajectory", "trajectory", "wrist"):
+    for name in ("trajectory", "wrist_trajectory"):
         val = result.get(name) if isinstance(result, dict) else getattr(result, name, None)
         if val is not None:
             a = np.asarray(val, np.float32)

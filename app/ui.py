@@ -218,18 +218,21 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         # ------------------------------------------------------------ callbacks
 
-        def on_timer():
+        def on_timer(current):
             st = status()
             ready = st.get("ready", False)
-            ids = wb_ref().ds.episode_ids() if ready else []
             msg = st.get("message", "")
-            return (gr.update(value=msg),
-                    gr.update(visible=not ready and st.get("progress") is not None, value=st.get("progress") or 0),
-                    gr.update(choices=ids) if ready else gr.update(),
-                    gr.update(active=not ready))
+            bar = gr.update(visible=not ready and st.get("progress") is not None, value=st.get("progress") or 0)
+            if not ready:
+                return gr.update(value=msg), bar, gr.update(), gr.update(), gr.update(), gr.update(active=True)
+            w = wb()
+            ids = w.ds.episode_ids()
+            value = current if current in ids else (ids[0] if ids else None)
+            return (gr.update(value=msg), bar, gr.update(choices=ids, value=value), w.table(), w.failed(),
+                    gr.update(active=False))
 
-        timer.tick(on_timer, outputs=[status_md, progress_sl, episode_dd, timer], api_visibility="private",
-                   show_progress="hidden")
+        timer.tick(on_timer, [episode_dd], [status_md, progress_sl, episode_dd, table_df, failed_df, timer],
+                   api_visibility="private", show_progress="hidden")
 
         def on_load():
             st = status()

@@ -122,6 +122,15 @@ class Workbench:
         one it replaces in the viewer."""
         return f"{episode_id}-{uuid.uuid4().hex[:8]}"
 
+    def prefetch(self, episode_ids: list[str] | None = None) -> None:
+        """Build the media caches of the first episodes ahead of their first selection
+        (call from a background thread); errors are left for the selection to report."""
+        for eid in (episode_ids if episode_ids is not None else self.ds.episode_ids())[: self._media_cap]:
+            try:
+                self.media(eid)
+            except Exception:  # noqa: BLE001 - the selection shows the error with context
+                continue
+
     def recording(self, episode_id: str, predictions: dict[str, np.ndarray] | None = None,
                   ep: Episode | None = None, recording_id: str | None = None) -> bytes:
         """The corrected episode as .rrd bytes for the embedded viewer."""
@@ -368,7 +377,7 @@ class Workbench:
         else:
             image = self.ds.rgb_frame(episode_id, frame)
         depth = self.ds.depth_frame(episode_id, frame) if (self.ds.has_depth(episode_id) and not upload) else None
-        result = predictor.predict(image, depth, ep.K, instruction or ep.instruction)
+        result = predictor.predict(image, depth, ep.K, instruction=instruction or ep.instruction, mode="trajectory")
         traj = trajectory_of(result)
         if traj is None:
             return {"message": f"prediction: {result!r}"[:2000], "rrd": None, "error_m": None}

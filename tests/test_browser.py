@@ -79,7 +79,7 @@ def test_page_loads_and_rerun_canvas_is_not_blank(page):
 
 def test_worst_frame_click_moves_the_viewer_cursor(page):
     page.get_by_role("tab", name="Align").click()
-    cell = page.locator("#vipa-worst tbody td:visible").first
+    cell = page.locator('#vipa-worst [data-testid="cell-0-0"]').first
     cell.wait_for(state="visible")
     frame = int(cell.inner_text().strip())
     cell.click()
@@ -96,7 +96,8 @@ def test_click_on_the_frame_moves_the_joint(page, app):
     img.wait_for(state="visible")
     time.sleep(1.0)
     c = app.client()
-    before = c.predict("synthetic_00", 0, "right", "wrist", api_name="/joint")
+    frame = int(page.locator("#vipa-frame input[type=number]").first.input_value())
+    before = c.predict("synthetic_00", frame, "right", "wrist", api_name="/joint")
     nat_w, nat_h = page.evaluate("(e) => [e.naturalWidth, e.naturalHeight]", img.element_handle())
     box = img.bounding_box()
     shot0 = png(img.screenshot())
@@ -112,7 +113,7 @@ def test_click_on_the_frame_moves_the_joint(page, app):
     img = page.locator("#vipa-frame-image img").first
     shot1 = png(img.screenshot())
     (ARTIFACTS / "browser_correct_after.png").write_bytes(img.screenshot())
-    after = c.predict("synthetic_00", 0, "right", "wrist", api_name="/joint")
+    after = c.predict("synthetic_00", frame, "right", "wrist", api_name="/joint")
     assert abs(after["uv"][0] - u_target) <= 1.5 * nat_w / box["width"] + 1
     assert abs(after["uv"][1] - v_target) <= 1.5 * nat_h / box["height"] + 1
 
