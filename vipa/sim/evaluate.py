@@ -12,7 +12,6 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from vipa.data.lerobot import encode_video
 from vipa.sim.metaworld_env import MetaWorldEnv, SimObservation
 
 EVAL_SEED_OFFSET = 100_000  # evaluation seeds never overlap demonstration seeds (0, 1, 2, ...)
@@ -63,7 +62,8 @@ def rollout(env: MetaWorldEnv, policy: ChunkPolicy | None, seed: int, replan: in
     obs = env.reset(seed=seed)
     if policy is not None:
         policy.reset()
-    rec: dict[str, list] = {"rgb": [], "state": [], "action": [], "chunks": []}
+    rec: dict[str, list] = {"rgb": [], "state": [], "action": [], "chunks": [], "K": obs.K, "camera_pose": obs.camera_pose,
+                            "instruction": obs.instruction}
     done = success = False
     queue: list[np.ndarray] = []
     while not done:
@@ -86,11 +86,38 @@ def rollout(env: MetaWorldEnv, policy: ChunkPolicy | None, seed: int, replan: in
     return success, env.steps, rec
 
 
+def save_rollout(out_dir: Path, task: str, seed: int, ok: bool, rec: dict[str, Any], video: bool = True) -> Path:
+    """Write one recorded rollout: rollouts/{task}_seed{S}.npz (rgb (T, H, W, 3) uint8, state (T, 4)
+    world-frame metres + gripper, executed action (T, 4), chunk_steps (N,) and chunks (N, chunk, 4)
+    as predicted, K, camera_pose world_from_camera, task, instruction, seed, success), its Rerun
+    recording rollouts/{task}_seed{S}.rrd and, with ``video``, videos/{task}_seed{S}_{ok|fail}.mp4."""
+    (out_dir / "rollouts").mkdir(parents=True, exist_ok=True)
+    chunks = [c[1] for c in rec["chunks"]]
+    npz = out_dir / "rollouts" / f"{task}_seed{seed}.npz"
+    np.savez_compressed(npz, rgb=np.stack(rec["rgb"]), state=np.stack(rec["state"]), action=np.stack(rec["action"]),
+                        chunk_steps=np.array([c[0] for c in rec["chunks"]], np.int64),
+                        chunks=np.stack(chunks) if chunks else np.zeros((0, 1, 4), np.float32),
+                        K=np.asarray(rec["K"], np.float32), camera_pose=np.asarray(rec["camera_pose"], np.float32),
+                        task=np.array(task), instruction=np.array(rec["instruction"]), seed=np.array(seed),
+                        success=np.array(bool(ok)))
+    from vipa.viz.rollout import save_rollout_rrd
+
+    save_rollout_rrd(npz, npz.with_suffix(".rrd"))
+    if video:
+        from vipa.data.lerobot import encode_video
+
+        encode_video(np.stack(rec["rgb"]), out_dir / "videos" / f"{task}_seed{seed}_{'ok' if ok else 'fail'}.mp4", fps=20)
+    return npz
+
+
 def evaluate(policy: ChunkPolicy | None, tasks: list[str], episodes: int, seed: int = 0, replan: int = 8,
              camera: str = "corner", size: int = 96, max_steps: int = 200, out: str | Path | None = None,
-             save_videos: int = 2, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             save_videos: int = 2, progress: Callable[[str], None] | None = None,
+             save_video: bool = True) -> dict[str, Any]:
     """Roll ``policy`` out ``episodes`` times per task on seeds EVAL_SEED_OFFSET + seed + i and
-    report success rates with 95% intervals. Writes report.json (and videos) under ``out``."""
+    report success rates with 95% intervals. Writes report.json under ``out`` and, for the first
+    ``save_videos`` episodes per task, an .mp4 (when ``save_video``), the rollout .npz and its
+    Rerun .rrd (see save_rollout)."""
     results: list[TaskResult] = []
     out_dir = Path(out) if out is not None else None
     for task in tasks:
@@ -104,14 +131,7 @@ def evaluate(policy: ChunkPolicy | None, tasks: list[str], episodes: int, seed: 
                 steps.append(n)
                 seeds.append(s)
                 if record:
-                    encode_video(np.stack(rec["rgb"]), out_dir / "videos" / f"{task}_seed{s}_{'ok' if ok else 'fail'}.mp4",
-                                 fps=20)
-                    (out_dir / "rollouts").mkdir(parents=True, exist_ok=True)
-                    chunks = [c[1] for c in rec["chunks"]]
-                    np.savez_compressed(out_dir / "rollouts" / f"{task}_seed{s}.npz",
-                                        state=np.stack(rec["state"]), action=np.stack(rec["action"]),
-                                        chunk_steps=np.array([c[0] for c in rec["chunks"]], np.int64),
-                                        chunks=np.stack(chunks) if chunks else np.zeros((0, 1, 4), np.float32))
+                    save_rollout(out_dir, task, s, ok, rec, video=save_video)
                 if progress:
                     progress(f"{task}: {i + 1}/{episodes} ({successes} ok)")
         results.append(TaskResult(task, episodes, successes, successes / max(episodes, 1),
