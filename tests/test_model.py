@@ -111,8 +111,8 @@ def test_flow_matching_learns_toy_problem():
     """Actions are a deterministic function of the state: the loss must fall and sampling must
     reproduce the chunk far better than the unconditional spread."""
     torch.manual_seed(0)
-    head = FlowMatchingDiT(cond_dim=8, action_dim=2, state_dim=2, chunk_len=16, d=32, layers=2, heads=4)
-    opt = torch.optim.AdamW(head.parameters(), 3e-3)
+    head = FlowMatchingDiT(cond_dim=8, action_dim=2, state_dim=2, chunk_len=16, d=32, layers=1, heads=2)
+    opt = torch.optim.AdamW(head.parameters(), 5e-3)
     t = torch.linspace(0, 1, 16)
 
     def data(n):
@@ -122,14 +122,14 @@ def test_flow_matching_learns_toy_problem():
 
     cond = torch.zeros(1, 1, 8)
     losses = []
-    for _ in range(300):
-        s, a = data(64)
-        loss = head.loss(a, s, cond.expand(64, -1, -1))
+    for _ in range(150):
+        s, a = data(32)
+        loss = head.loss(a, s, cond.expand(32, -1, -1))
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:30])
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
     s, a = data(32)
     pred = head.sample(s, cond.expand(32, -1, -1), steps=10, generator=torch.Generator().manual_seed(0))
     assert (pred - a).abs().mean() < 0.5 * (a - a.mean(0)).abs().mean()
@@ -149,7 +149,7 @@ def test_constrained_decoding_always_valid_waypoints(cfg, tok):
     from vipa.infer.constrained import motion_allowed_fn, split_motion
 
     model = VIPAModel(cfg.model, tok.vocab_size).eval()
-    for seed in range(3):
+    for seed in range(2):
         torch.manual_seed(seed)
         for p in model.llm.lm_head.parameters():  # random logits: the constraint alone must keep it valid
             p.data.normal_(0, 1)

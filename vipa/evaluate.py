@@ -159,6 +159,59 @@ def write_report(rep: dict[str, Any], out: str | Path, metrics_logs: list[Path] 
     return out / "report.json"
 
 
+ABLATIONS = {  # name: (use the 3D encoder, run stage 1 before stage 2)
+    "full": (True, True), "no_3d": (False, True), "no_stage1": (True, False), "no_3d_no_stage1": (False, False),
+}
+
+
+def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: int, steps2: int,
+                  threads: int | None = None, max_episodes: int | None = None, max_qa: int = 200,
+                  max_motion: int = 150) -> dict[str, Any]:
+    """The paper's ablation table at this scale: every variant trained with the same data, step
+    budget per stage and seeds through ``vipa train``, then evaluated on the held-out split.
+    Variants without stage 1 train stage 2 only (their QA figures show what stage 2 alone gives).
+    Writes OUT/ablations.json; finished runs are reused, so an interrupted table resumes."""
+    from vipa.cli import main
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = ["--config", "tiny", "--data", str(data), "--no-progress"] + \
+        (["--threads", str(threads)] if threads else []) + (["--max-episodes", str(max_episodes)] if max_episodes else [])
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name, (use_3d, stage1) in ABLATIONS.items():
+        for seed in seeds:
+            rd = out / f"{name}_seed{seed}"
+            flags = common + ["--seed", str(seed)] + ([] if use_3d else ["--no-3d"])
+            if stage1 and not (rd / "s1" / "final").is_dir():
+                if main(["train", "stage1", "--out", str(rd / "s1"), "--steps", str(steps1)] + flags):
+                    raise RuntimeError(f"ablation {name} seed {seed}: stage 1 failed")
+            if not (rd / "s2" / "final").is_dir():
+                init = ["--init", str(rd / "s1" / "final")] if stage1 else []
+                if main(["train", "stage2", "--out", str(rd / "s2"), "--steps", str(steps2)] + flags + init):
+                    raise RuntimeError(f"ablation {name} seed {seed}: stage 2 failed")
+            rep_path = rd / "eval" / "report.json"
+            if rep_path.is_file():
+                rep = json.loads(rep_path.read_text())
+            else:
+                rep = evaluate_checkpoint(rd / "s2" / "final", data, max_qa, max_motion, tokens=False, threads=threads)
+                write_report(rep, rd / "eval", [p for p in (rd / "s1" / "metrics.jsonl", rd / "s2" / "metrics.jsonl") if p.is_file()])
+            runs.setdefault(name, []).append(rep)
+
+    def stat(vals: list[float]) -> dict[str, float]:
+        a = np.asarray(vals, float)
+        return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
+
+    table = {name: {"qa_distance_error_m": stat([r["qa"]["model"]["mean_distance_error"] for r in rs]),
+                    "qa_direction_score": stat([r["qa"]["model"]["mean_direction_score"] for r in rs]),
+                    "traj_ade_cm": stat([r["motion"]["model_head"]["ade_cm"] for r in rs]),
+                    "traj_fde_cm": stat([r["motion"]["model_head"]["fde_cm"] for r in rs]),
+                    "constant_ade_cm": stat([r["motion"]["constant_true_current"]["ade_cm"] for r in rs])}
+             for name, rs in runs.items()}
+    rep = {"seeds": seeds, "steps1": steps1, "steps2": steps2, "table": table}
+    (out / "ablations.json").write_text(json.dumps(rep, indent=2))
+    return rep
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="Hand3D-test metrics of a checkpoint (or the ablation table)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,6 +226,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps1", type=int, default=300)
     p.add_argument("--steps2", type=int, default=300)
+    p.add_argument("--max-episodes", type=int, default=None, help="ablations: training episodes per run")
     p.set_defaults(func=run)
 
 
@@ -181,10 +235,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.ablations:
-            from vipa.ablations import run_ablations
-
             out = Path(args.out or "runs/ablations")
-            rep = run_ablations(args.data, out, args.seeds, args.steps1, args.steps2, threads=args.threads)
+            rep = run_ablations(args.data, out, args.seeds, args.steps1, args.steps2, threads=args.threads,
+                                max_episodes=args.max_episodes)
             print(json.dumps(rep["table"], indent=2))
             return 0
         if not args.checkpoint:

@@ -88,10 +88,12 @@ class Predictor:
     @torch.no_grad()
     def predict(self, image: np.ndarray, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                 instruction: str = "", points: np.ndarray | None = None, mode: str = "auto",
-                state: np.ndarray | None = None, flow_steps: int | None = None, seed: int = 0) -> Prediction:
+                state: np.ndarray | None = None, flow_steps: int | None = None, seed: int = 0,
+                motion_tokens: bool = True) -> Prediction:
         """``mode``: "answer" (QA text), "trajectory" (future wrist), "action" (robot chunk; needs
         ``state``) or "auto" (action when the checkpoint is post-trained and a state is given,
-        answer for questions ending in "?", else trajectory)."""
+        answer for questions ending in "?", else trajectory). ``motion_tokens``: in trajectory
+        mode also decode the LLM's motion tokens (constrained), besides the numeric head."""
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         t0 = time.perf_counter()
@@ -107,6 +109,9 @@ class Predictor:
         if mode == "action":
             pred_out = m(*args)
             pred.actions = self._actions(pred_out.queries, state, flow_steps, seed)
+        elif mode == "trajectory" and not motion_tokens:
+            pred_out = m(*args)
+            pred.trajectory = pred_out.traj[0].numpy().astype(np.float32)
         elif mode == "trajectory":
             n = self.mcfg.traj_horizon
             ids, pred_out = m.generate(*args, bos_id=self.tok.bos_id, eos_id=self.tok.eos_id, max_new_tokens=3 * n + 1,

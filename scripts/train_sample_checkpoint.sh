@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduces checkpoints/tiny_sample: synthetic Hand3D episodes -> tiny stage 1 -> tiny stage 2
+# (init from stage 1) -> held-out evaluation -> copy of the final checkpoint.
+# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, WORK, DEST, THREADS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+EPISODES=${EPISODES:-300}        # generated (seeds 0..EPISODES-1), 96x96, 32 frames; 20% held out
+MAX_EPISODES=${MAX_EPISODES:-100} # training episodes actually used (CPU budget)
+STEPS1=${STEPS1:-400}
+STEPS2=${STEPS2:-200}
+THREADS=${THREADS:-1}
+WORK=${WORK:-runs/tiny_sample}
+DEST=${DEST:-checkpoints/tiny_sample}
+
+$PY scripts/train_synthetic_data.py "$WORK/data" --episodes "$EPISODES" --size 96 --frames 32
+$PY -m vipa.cli train stage1 --config tiny --data "$WORK/data" --out "$WORK/s1" --steps "$STEPS1" \
+    --max-episodes "$MAX_EPISODES" --threads "$THREADS" --no-progress
+$PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2" --steps "$STEPS2" \
+    --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$WORK/s1/final" --no-progress
+$PY -m vipa.cli eval "$WORK/s2/final" --data "$WORK/data" --out "$WORK/eval" --threads "$THREADS"
+mkdir -p "$DEST"
+cp "$WORK"/s2/final/{model.safetensors,config.json,tokenizer.json} "$DEST"/
+cp "$WORK"/eval/report.json "$DEST"/eval_report.json
+cat "$WORK"/s1/metrics.jsonl "$WORK"/s2/metrics.jsonl > "$DEST"/metrics.jsonl
+echo "wrote $DEST"
