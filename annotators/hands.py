@@ -190,7 +190,9 @@ class MediaPipeHands(HandBackend):
             import cv2
 
             img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        res = self._graph.process(img)
+        with warnings.catch_warnings():  # protobuf deprecation noise raised while reading outputs
+            warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
+            res = self._graph.process(img)
         if not res.multi_hand_landmarks:
             return []
         ph, pw = img.shape[:2]
