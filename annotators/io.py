@@ -435,8 +435,7 @@ def _video_frames(path: Path, info: SourceInfo, dec_w: int, dec_h: int, max_fram
     import av
 
     step, k_rot = info.frame_step, info.rotation // 90
-    resize = (dec_w, dec_h) != ((info.source_height, info.source_width) if k_rot % 2 else
-                                (info.source_width, info.source_height))
+    coded = (info.source_height, info.source_width) if k_rot % 2 else (info.source_width, info.source_height)
     n_out = n_src = 0
     t0: float | None = None
     try:
@@ -454,7 +453,7 @@ def _video_frames(path: Path, info: SourceInfo, dec_w: int, dec_h: int, max_fram
                     continue
                 if max_frames is not None and n_out >= max_frames:
                     return
-                if resize:
+                if (dec_w, dec_h) != coded or (frame.width, frame.height) != coded:  # also mid-stream size changes
                     rgb = frame.to_ndarray(format="rgb24", width=dec_w, height=dec_h, interpolation="BILINEAR")
                 else:
                     rgb = frame.to_ndarray(format="rgb24")

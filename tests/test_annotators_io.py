@@ -184,6 +184,21 @@ def test_image_folder_natural_order_sampling_and_resize(tmp_path):
     np.testing.assert_allclose([f.timestamp for f in frames], np.arange(0, 12, 2) / 12.0)
 
 
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:20, :30] = 255  # bright top-left of the stored (sensor) pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display", as phones write it
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(img).save(tmp_path / "imgs" / "a.jpg", exif=exif, quality=95)
+    with open_source(tmp_path / "imgs") as src:
+        assert (src.info.width, src.info.height) == (40, 60)
+        rgb = next(iter(src)).rgb
+    assert rgb.shape == (60, 40, 3) and rgb[:30, 20:].mean() > 200 and rgb[:30, :20].mean() < 30
+
+
 def test_image_folder_bad_members(tmp_path):
     _write_images(tmp_path / "imgs", 3)
     cv2.imwrite(str(tmp_path / "imgs" / "frame3.png"), np.zeros((10, 10, 3), np.uint8))
