@@ -47,6 +47,12 @@ def test_registry(cfg):
         get_config("huge")
     assert get_config("paper").train.trainable["stage1"] == ["fusion", "readout"]
     assert "llm" in get_config("paper").train.trainable["post"]
+    with pytest.raises(FileNotFoundError, match="vlm_path is not set"):
+        get_config("paper").model.check_local_weights()
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        get_config("paper", vlm_path="/nonexistent/internvl", encoder3d_path="/nonexistent/cut3r").model.check_local_weights()
+    with pytest.raises(FileNotFoundError, match="vlm_path"):
+        VIPAModel(get_config("paper").model, 100)
     small = get_config("small")
     assert small.model.llm.hidden_size > cfg.model.llm.hidden_size
 

@@ -200,3 +200,17 @@ def test_ddp_two_cpu_processes_identical_weights(hand3d_root, tmp_path):
     sums = next(x["ddp_param_checksums"] for x in recs if "ddp_param_checksums" in x)
     assert len(sums) == 2 and sums[0] == sums[1]
     assert (out / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_sample_checkpoint_recipe_still_runs(tmp_path):
+    """scripts/train_sample_checkpoint.sh end to end at a toy budget (the committed checkpoint's recipe)."""
+    env = {**os.environ, "PY": sys.executable, "EPISODES": "3", "MAX_EPISODES": "2", "STEPS1": "1", "STEPS2": "1",
+           "WORK": str(tmp_path / "work"), "DEST": str(tmp_path / "dest"), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["bash", str(REPO / "scripts" / "train_sample_checkpoint.sh")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from vipa.infer.predictor import Predictor
+
+    pred = Predictor.load(tmp_path / "dest")
+    assert pred.cfg.name == "tiny" and (tmp_path / "dest" / "eval_report.json").is_file()

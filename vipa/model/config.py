@@ -92,6 +92,17 @@ class ModelConfig:
             raise ValueError("fusion_dropout must be in [0, 1)")
         return self
 
+    def check_local_weights(self) -> None:
+        """For configs that load pretrained parts (``paper``): both local folders must exist.
+        Nothing is ever downloaded, so a missing folder is an error naming the field."""
+        for field_name, what in (("vlm_path", "pretrained VLM (e.g. InternVL3.5-2B or Qwen2.5-VL)"),
+                                 ("encoder3d_path", "3D encoder (e.g. Cut3R / VGGT)")):
+            value = getattr(self, field_name)
+            if not value:
+                raise FileNotFoundError(f"config {self.name!r}: {field_name} is not set; give the local folder of the {what}")
+            if not Path(value).is_dir():
+                raise FileNotFoundError(f"config {self.name!r}: {field_name} {value!r} is not a folder (nothing is downloaded)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -59,6 +59,10 @@ class VLAOutput:
 class VIPAModel(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, pad_id: int = 0):
         super().__init__()
+        if cfg.vlm_path or cfg.encoder3d_path or cfg.name == "paper":
+            cfg.check_local_weights()
+            raise NotImplementedError("loading a pretrained VLM / 3D encoder into VIPAModel is not implemented yet; "
+                                      "use the tiny or small config")
         cfg.validate()
         self.cfg = cfg
         self.vocab_size = vocab_size

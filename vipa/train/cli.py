@@ -42,10 +42,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"vipa train: {exc.args[0]}", file=sys.stderr)
         return 2
-    if cfg.name == "paper" and not (cfg.model.vlm_path and cfg.model.encoder3d_path):
-        print("vipa train: config 'paper' needs local weights folders (vlm_path, encoder3d_path); "
-              "see vipa.model.pretrained", file=sys.stderr)
-        return 2
+    if cfg.name == "paper":
+        try:
+            cfg.model.check_local_weights()
+        except FileNotFoundError as exc:
+            print(f"vipa train: {exc}", file=sys.stderr)
+            return 2
     tc = cfg.train
     if args.batch_size:
         tc.batch_size[args.stage] = args.batch_size
