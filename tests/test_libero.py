@@ -105,6 +105,10 @@ def test_libero_rollout_through_policy_server(tmp_path):
     assert report["policy"] == {"name": "constant-up"} and policy.resets == 1
     assert len(policy.observations) == 4
     assert Path(ep["video"]).is_file() and Path(ep["video"]).stat().st_size > 1000
+    with np.load(ep["rollout"]) as rec:
+        assert rec["state"].shape == (20, STATE_DIM) and rec["action"].shape == (20, ACTION_DIM)
+        np.testing.assert_array_equal(rec["chunk_steps"], [0, 5, 10, 15])
+        assert rec["chunks"].shape == (4, 8, ACTION_DIM) and np.all(rec["action"][:, 2] == 0.5)
 
     first, last = policy.observations[0], policy.observations[-1]
     assert first["instruction"] == report["instruction"] and "bowl" in first["instruction"]

@@ -23,11 +23,31 @@ dz, droll, dpitch, dyaw, gripper (-1 open, +1 close). The policy never sees obje
 Episode protocol (as LIBERO's and openpi's evaluation scripts): episode seed ``s = seed + i``
 selects the suite's fixed initial state ``s % 50`` (seed 0 with 50 episodes is the standard
 protocol), then ``wait_steps`` no-op steps let objects settle before the policy acts; success is
-the task's BDDL goal predicate; the step limit is the suite's (220 for libero_spatial).
+the task's BDDL goal predicate; the step limit is the suite's (220 for libero_spatial). With
+``--out``: report.json (per-episode success, steps, timing; success rate with a 95% Wilson
+interval), videos/*.webm (agent view) and rollouts/*.npz (state, executed action, each predicted
+chunk and the step it was asked at) for the first ``--save-videos`` episodes.
 
-Measured on this 2-core CPU (llvmpipe EGL, libero_spatial task 0, zero actions, load ~10 from
-other jobs, so wall times are noisy; CPU seconds per step in brackets):
-    see ``_MEASURED`` below and the report written by ``--out`` (``env_steps_per_s``).
+Images: ours are the physical camera image (row 0 at the top, world +y to the right in the agent
+view). openpi's LIBERO data and clients use ``raw[::-1, ::-1]``, which is ours mirrored
+left-right (``rgb[:, ::-1]``): a policy trained on that data needs the same mirror.
+
+Speed, measured on this 2-core CPU (llvmpipe EGL; libero_spatial task 0, zero actions, 40 steps;
+other jobs kept the load at 12-20, so wall figures are pessimistic and CPU-seconds are the stable
+measure; ``--policy zero --out DIR`` reports both as env_steps_per_s / env_steps_per_cpu_s):
+
+    configuration                                   steps per CPU-s   steps/s wall (loaded)
+    no rendering (--no-render, physics + control)         39                 8.9
+    agentview 128 px RGB + depth (default look)           5.9-6.8            1.7-2.0
+    agentview 224 px RGB + depth                          5.8                2.4
+    agentview + wrist 128 px (--wrist)                    3.7                0.95
+    agentview 128 px, --fast-render                      11.0-11.3           2.8-4.5
+    agentview + wrist 128 px, --fast-render               7.0                1.5
+
+Rendering dominates and barely depends on image size (shadows and reflections do:
+``--fast-render`` is ~1.8x faster but changes the look); LP_NUM_THREADS=0 changed nothing.
+Building the environment takes 10-25 s and each reset rebuilds the model (seconds), so one 220-step
+libero_spatial episode with the agent view costs ~40 CPU-s: a few episodes per run on a CPU.
 """
 
 from __future__ import annotations
@@ -293,11 +313,13 @@ class ReplayPolicy:
 
 def rollout(env: LiberoEnv, policy: ChunkPolicy, seed: int, replan: int,
             record: bool = False) -> dict[str, Any]:
-    """One episode; returns success, steps, timing and (when ``record``) agent-view frames."""
+    """One episode; returns success, steps, timing and (when ``record``) agent-view frames and the
+    record: state and executed action per step, each predicted chunk with the step it was asked at."""
     obs = env.reset(seed)
     policy.reset()
     queue: list[np.ndarray] = []
     frames = [obs.rgb] if record else []
+    rec: dict[str, list] = {"state": [], "action": [], "chunk_steps": [], "chunks": []}
     chunks = 0
     t_env = t_policy = cpu_env = 0.0
     success = done = False
@@ -311,32 +333,45 @@ def rollout(env: LiberoEnv, policy: ChunkPolicy, seed: int, replan: int,
                                  " (LIBERO OSC_POSE deltas + gripper)")
             queue = list(chunk[:max(1, replan)])
             chunks += 1
+            if record:
+                rec["chunk_steps"].append(env.steps)
+                rec["chunks"].append(chunk)
+        action = queue.pop(0)
+        if record:
+            rec["state"].append(obs.state)
+            rec["action"].append(action)
         t0, c0 = time.perf_counter(), time.process_time()
-        obs, success, done = env.step(queue.pop(0))
+        obs, success, done = env.step(action)
         t_env += time.perf_counter() - t0
         cpu_env += time.process_time() - c0
         if record:
             frames.append(obs.rgb)
     return {"seed": seed, "init_state": seed % len(env.init_states), "success": success, "steps": env.steps,
             "chunks": chunks, "env_s": t_env, "env_cpu_s": cpu_env, "policy_s": t_policy,
-            "env_steps_per_s": env.steps / max(t_env, 1e-9), "frames": frames}
+            "env_steps_per_s": env.steps / max(t_env, 1e-9), "frames": frames, "record": rec}
 
 
 def save_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> Path:
-    """mp4 through OpenCV (bundled with LIBERO); .npz of the frames where OpenCV is missing."""
+    """Browser-playable VP8 .webm through OpenCV (bundled with LIBERO; its wheels have no H.264
+    encoder), else MPEG-4 .mp4, else the frames as .npz. Returns the path written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import cv2
     except ModuleNotFoundError:
-        out = path.with_suffix(".npz")
-        np.savez_compressed(out, rgb=np.stack(frames))
-        return out
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for f in frames:
-        writer.write(np.ascontiguousarray(f[..., ::-1]))
-    writer.release()
-    return path
+        cv2 = None
+    if cv2 is not None:
+        h, w = frames[0].shape[:2]
+        for fourcc, suffix in (("VP80", ".webm"), ("mp4v", ".mp4")):
+            out = path.with_suffix(suffix)
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+            if writer.isOpened():
+                for f in frames:
+                    writer.write(np.ascontiguousarray(f[..., ::-1]))
+                writer.release()
+                return out
+    out = path.with_suffix(".npz")
+    np.savez_compressed(out, rgb=np.stack(frames))
+    return out
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -383,12 +418,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 seed = args.seed + i
                 record = out is not None and i < args.save_videos
                 ep = rollout(env, policy, seed, args.replan, record=record)
-                frames = ep.pop("frames")
+                frames, rec = ep.pop("frames"), ep.pop("record")
                 if record and frames:
-                    ep["video"] = str(save_video(
-                        frames, out / "videos" / f"{args.suite}_task{args.task}_seed{seed}_{'ok' if ep['success'] else 'fail'}.mp4"))
+                    stem = f"{args.suite}_task{args.task}_seed{seed}"
+                    ep["video"] = str(save_video(frames, out / "videos" / f"{stem}_{'ok' if ep['success'] else 'fail'}.webm"))
+                    ep["rollout"] = str(out / "rollouts" / f"{stem}.npz")
+                    (out / "rollouts").mkdir(parents=True, exist_ok=True)
+                    np.savez_compressed(
+                        ep["rollout"], state=np.stack(rec["state"]), action=np.stack(rec["action"]),
+                        chunk_steps=np.array(rec["chunk_steps"], np.int64),
+                        chunks=np.stack(rec["chunks"]) if rec["chunks"] else np.zeros((0, 1, ACTION_DIM), np.float32))
                 episodes.append(ep)
-                print(json.dumps({k: v for k, v in ep.items() if k != "video"}), file=sys.stderr, flush=True)
+                print(json.dumps(ep), file=sys.stderr, flush=True)
             instruction, task_name = env.instruction, env.task_name
     finally:
         if client is not None:
