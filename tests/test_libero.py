@@ -93,24 +93,27 @@ def test_libero_rollout_through_policy_server(tmp_path):
     policy = _RecordingPolicy()
     server = PolicyServer(policy, port=0).start()
     try:
-        proc = _run_client(server.port, tmp_path, "--suite", "libero_spatial", "--task", "0", "--episodes", "1",
+        proc = _run_client(server.port, tmp_path, "--suite", "libero_spatial", "--task", "0", "--episodes", "2",
                            "--seed", "3", "--max-steps", "20", "--replan", "5", "--wrist")
     finally:
         server.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == json.loads((tmp_path / "report.json").read_text())
-    (ep,) = report["episodes"]
+    ep, ep2 = report["episodes"]
     assert ep["steps"] == 20 and ep["chunks"] == 4 and ep["init_state"] == 3 and ep["success"] is False
-    assert report["policy"] == {"name": "constant-up"} and policy.resets == 1
-    assert len(policy.observations) == 4
+    assert ep2["init_state"] == 4 and report["successes"] == 0 and report["ci95"][1] < 0.9
+    assert report["policy"] == {"name": "constant-up"} and policy.resets == 2
+    assert len(policy.observations) == 8
+    # each episode starts from its own initial layout
+    assert np.abs(policy.observations[4]["image"].astype(int) - policy.observations[0]["image"]).max() > 30
     assert Path(ep["video"]).is_file() and Path(ep["video"]).stat().st_size > 1000
     with np.load(ep["rollout"]) as rec:
         assert rec["state"].shape == (20, STATE_DIM) and rec["action"].shape == (20, ACTION_DIM)
         np.testing.assert_array_equal(rec["chunk_steps"], [0, 5, 10, 15])
         assert rec["chunks"].shape == (4, 8, ACTION_DIM) and np.all(rec["action"][:, 2] == 0.5)
 
-    first, last = policy.observations[0], policy.observations[-1]
+    first, last = policy.observations[0], policy.observations[3]
     assert first["instruction"] == report["instruction"] and "bowl" in first["instruction"]
     for prefix in ("", "wrist_"):
         img, depth, K = first[prefix + "image"], first[prefix + "depth"], first[prefix + "K"]
