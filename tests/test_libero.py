@@ -162,3 +162,10 @@ def test_libero_client_errors_are_clear(tmp_path):
     finally:
         server.stop()
     assert proc.returncode == 2 and f"expected (chunk, {ACTION_DIM})" in proc.stderr
+
+
+def test_cli_help_renders():
+    from vipa.sim.libero_env import build_parser
+
+    text = build_parser().format_help()
+    assert "--server" in text and "initial state" in text and "%%" not in text

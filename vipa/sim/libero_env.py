@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="libero_spatial")
     p.add_argument("--task", type=int, default=0)
     p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i and initial state (seed + i) % 50")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i and initial state (seed + i) %% 50")
     p.add_argument("--replan", type=int, default=5, help="actions executed from each chunk before asking again")
     p.add_argument("--size", type=int, default=128, help="square camera image size in px")
     p.add_argument("--wrist", action="store_true", help="also render the wrist camera (wrist_* keys)")
@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-render", action="store_true", help="blank images, no depth: physics-only timing")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server per request")
     p.add_argument("--out", help="folder for report.json and videos")
-    p.add_argument("--save-videos", type=int, default=2, help="episodes saved as mp4")
+    p.add_argument("--save-videos", type=int, default=2, help="first episodes saved as videos and rollout records")
     return p
 
 
