@@ -78,6 +78,7 @@ document.addEventListener('keydown', (e) => {
 </script>
 """
 
+CLICK_MODES = ("moves the joint", "sets the box's top-left corner", "sets the box's bottom-right corner")
 HELP_SHORTCUTS = ("Shortcuts (outside text fields): **Ctrl+Z** undo, **Ctrl+Y** redo, **V** toggle visibility, "
                   "**B** mark frame bad/good, **[** / **]** previous / next frame, **W** / **S** joint depth -/+ 1 cm.")
 
@@ -165,6 +166,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                         with gr.Row():
                             hand_rd = gr.Radio(list(HANDS), value="right", label="hand", elem_id="vipa-hand")
                             joint_dd = gr.Dropdown(list(JOINT_NAMES), value="wrist", label="joint", elem_id="vipa-joint")
+                        click_mode = gr.Radio(list(CLICK_MODES), value=CLICK_MODES[0], label="a click on the frame",
+                                              elem_id="vipa-click-mode")
                         joint_md = gr.Markdown(elem_id="vipa-joint-info")
                         with gr.Row():
                             vis_btn = gr.Button("toggle visibility (V)", elem_id="vipa-visibility")
@@ -177,6 +180,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                             scale_nb = gr.Number(label="episode depth scale s", value=1.0, minimum=1e-4)
                             scale_btn = gr.Button("set scale")
                         with gr.Accordion("object box", open=False):
+                            gr.Markdown("Draw: set the click mode to the box corners and click twice, then save.")
                             obj_dd = gr.Dropdown(choices=[], label="object")
                             with gr.Row():
                                 bx0 = gr.Number(label="x0")
@@ -372,20 +376,20 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         base_in = [episode_dd, frame_sl, hand_rd, joint_dd]
 
-        def click_joint(w, eid, frame, side, joint, evt: gr.SelectData):
-            u, v = float(evt.index[0]) + 0.5, float(evt.index[1]) + 0.5  # clicked pixel's centre
-            w.move_joint(eid, frame, side, joint, u, v)
-            return f"moved {side} {joint} in frame {frame} to ({u:.1f}, {v:.1f}) px"
-
         @_guard
-        def on_click(episode_id, frame, side, joint, evt: gr.SelectData):
+        def on_click(episode_id, frame, side, joint, mode, evt: gr.SelectData):
             if not episode_id:
                 raise gr.Error("select an episode first")
-            msg = click_joint(wb(), episode_id, int(frame), side, joint, evt)
-            return after_edit(episode_id, int(frame), side, joint, msg)
+            u, v = float(evt.index[0]) + 0.5, float(evt.index[1]) + 0.5  # the clicked pixel's centre
+            if mode == CLICK_MODES[1]:
+                return [gr.update()] * len(edit_outputs) + [round(u, 1), round(v, 1), gr.update(), gr.update()]
+            if mode == CLICK_MODES[2]:
+                return [gr.update()] * len(edit_outputs) + [gr.update(), gr.update(), round(u, 1), round(v, 1)]
+            msg = wb().move_joint(episode_id, int(frame), side, joint, u, v)
+            return list(after_edit(episode_id, int(frame), side, joint, msg)) + [gr.update()] * 4
 
-        frame_img.select(on_click, base_in, edit_outputs, api_name="click_joint").then(
-            None, [rid_tb, frame_sl], None, js=show_js)
+        frame_img.select(on_click, base_in + [click_mode], edit_outputs + [bx0, by0, bx1, by1],
+                         api_name="click_joint").then(None, [rid_tb, frame_sl], None, js=show_js)
 
         vis_btn.click(edit_handler(lambda w, e, f, s, j: w.toggle_visibility(e, f, s, j)), base_in, edit_outputs,
                       api_visibility="private")

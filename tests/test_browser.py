@@ -127,3 +127,24 @@ def test_click_on_the_frame_moves_the_joint(page, app):
 
     changed_new = np.abs(window(shot1, *after["uv"]) - window(shot0, *after["uv"])).sum(-1).max()
     assert changed_new > 60, "no visible change where the joint was moved to"
+
+
+def test_keyboard_undo_and_redo(page, app):
+    """Ctrl+Z / Ctrl+Y outside text fields click the undo / redo buttons."""
+    c = app.client()
+    frame = int(page.locator("#vipa-frame input[type=number]").first.input_value())
+    moved = c.predict("synthetic_00", frame, "right", "wrist", api_name="/joint")["uv"]
+    hist = len(c.predict("synthetic_00", api_name="/history"))
+    page.locator("#vipa-frame-image").first.hover()
+    page.mouse.click(5, 5)  # focus the page body, not an input
+    page.keyboard.press("Control+z")
+    deadline = time.time() + 30
+    while time.time() < deadline and len(c.predict("synthetic_00", api_name="/history")) == hist:
+        time.sleep(0.5)
+    undone = c.predict("synthetic_00", frame, "right", "wrist", api_name="/joint")["uv"]
+    assert undone != pytest.approx(moved, abs=1e-3)
+    page.keyboard.press("Control+y")
+    deadline = time.time() + 30
+    while time.time() < deadline and len(c.predict("synthetic_00", api_name="/history")) == hist + 1:
+        time.sleep(0.5)
+    assert c.predict("synthetic_00", frame, "right", "wrist", api_name="/joint")["uv"] == pytest.approx(moved, abs=1e-3)
