@@ -400,7 +400,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from vipa.infer.server import PolicyClient
 
         host, port = _parse_server(args.server)
-        client = PolicyClient(host, port, timeout=args.timeout)
+        try:
+            client = PolicyClient(host, port, timeout=args.timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(f"cannot reach the policy server at {host}:{port} ({exc})") from exc
         policy: ChunkPolicy = client
     elif args.policy == "replay":
         if not args.actions:
