@@ -34,13 +34,16 @@ MediaPipe facts checked on this machine (mediapipe 0.10.14, ``mp.solutions.hands
       about 10 ms with ``max_num_hands=1``. Padding costs no measurable CPU.
     * Padding: the palm detector misses hands that fill the frame. ``pad_fraction`` (default 0.25)
       adds a black border of that fraction of the longer side on every side before detection;
-      coordinates are mapped back exactly (an integer shift).
+      coordinates are mapped back exactly (an integer shift). Checked on tight crops of sample
+      frames (hand filling the crop): 61 of 63 found padded vs 52 of 63 unpadded (tests: 30/30 vs
+      26/30), landmarks agreeing with the full-frame ones to a few px.
 
 Adding a HaMeR/WiLoR-style estimator (user weights)
     Subclass ``HandBackend`` in your own module, load your weights from a local path given to
     ``__init__`` (no downloads), and return ``HandDetection``s from ``detect``: 2D joints in
-    pixels of the given frame (convert your model's joint order to MediaPipe's with the
-    converters in ``vipa.conventions``; shift +0.5 px if your model uses pixel-index coordinates),
+    pixels of the given frame (reorder your model's joints with
+    ``vipa.conventions.convert_joints(j, "mano", "mediapipe")``; shift +0.5 px if your model uses
+    pixel-index coordinates),
     ``world_landmarks`` as root-relative metric joints (e.g. MANO joints minus their centre,
     camera-aligned axes), ``side`` anatomical, and a per-joint confidence in [0, 1]. Then use
     ``create_hand_backend("mypkg.hamer_backend:HamerHands", weights="/path/to/ckpt")`` (or
@@ -59,6 +62,8 @@ from typing import Any
 import numpy as np
 
 from annotators.errors import BackendError
+from vipa.conventions import MEDIAPIPE_LEGACY_MIRRORED, anatomical_side
+
 OUTSIDE_FACTOR = 0.3  # confidence factor for joints extrapolated outside the image
 MP_PIXEL_OFFSET = 0.5  # px added to MediaPipe's x*W, y*H (index -> corner-origin convention)
 
@@ -202,8 +207,7 @@ class MediaPipeHands(HandBackend):
             uv = xy * np.array([pw, ph], np.float32) + np.float32(MP_PIXEL_OFFSET - pad)
             world = np.array([(p.x, p.y, p.z) for p in wlms.landmark], np.float32)
             c = cls.classification[0]
-            label = c.label.lower()
-            side = label if self.settings["mirrored_input"] else {"left": "right", "right": "left"}[label]
+            side = anatomical_side(c.label, mirrored=MEDIAPIPE_LEGACY_MIRRORED != self.settings["mirrored_input"])
             inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w) & (uv[:, 1] >= 0) & (uv[:, 1] <= h)
             score = float(c.score)
             conf = np.where(inside, score, score * OUTSIDE_FACTOR).astype(np.float32)
