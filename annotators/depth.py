@@ -10,8 +10,8 @@ Backends
                 NaN where the sensor gave no reading. A frame without depth is a BackendError.
     ``hf:PATH`` a transformers depth-estimation model loaded from the local folder PATH with
                 ``AutoModelForDepthEstimation`` and ``AutoImageProcessor`` (``local_files_only``;
-                no download ever). Output resized to the frame (bicubic, as the processor's
-                ``post_process_depth_estimation``). The result is **relative** depth in
+                no download ever). Output resized to the frame by the processor's
+                ``post_process_depth_estimation`` (else bicubic interpolation). The result is **relative** depth in
                 arbitrary units (``metric=False``): the annotator scale-calibrates it against the
                 metric hand joints afterwards (the paper's median ratio). Relative models
                 (DPT/MiDaS, Depth Anything "relative") predict *inverse* depth (disparity);
