@@ -37,3 +37,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e "$extras"
   touch "$stamp"
 fi
+
+# LIBERO lives in its own venv (numpy 1.26 / mujoco 2.3); its slow tests skip, saying why, without it.
+if [ "$dev" = 1 ] && [ "${VIPA_SKIP_LIBERO:-0}" != 1 ]; then
+  scripts/setup_libero.sh || echo "setup: LIBERO set-up failed; tests/test_libero.py will skip (see above)" >&2
+fi
