@@ -61,7 +61,7 @@ def prepare_image(rgb: np.ndarray, size: int) -> torch.Tensor:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"image: expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].float()
     t = torch.nn.functional.adaptive_avg_pool2d(t, size) if t.shape[-1] >= size else \
         torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
     return t[0].round().clamp(0, 255).to(torch.uint8)

@@ -1,0 +1,84 @@
+"""`vipa predict CHECKPOINT --image RGB.png (--depth DEPTH.png --depth-unit 0.001 | --points P.npy) --K ...
+--instruction TEXT [--mode auto|answer|trajectory|action] [--state ...]`: one prediction as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _read_image(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _read_depth(path: str, unit: float) -> np.ndarray:
+    p = Path(path)
+    if p.suffix == ".npy":
+        d = np.load(p, allow_pickle=False).astype(np.float32)
+    else:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            d = np.asarray(im, dtype=np.float32)
+    if d.ndim != 2:
+        raise ValueError(f"depth {path}: expected a single-channel image, got shape {d.shape}")
+    return d * np.float32(unit)
+
+
+def _K(values: list[float] | None, width: int, height: int, fov: float) -> np.ndarray:
+    if values is None:
+        f = 0.5 * width / np.tan(np.radians(fov) / 2)
+        return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], np.float32)
+    if len(values) != 4:
+        raise ValueError("--K: give fx fy cx cy")
+    fx, fy, cx, cy = values
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float32)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="run a checkpoint on one frame + instruction", description=__doc__)
+    p.add_argument("checkpoint")
+    p.add_argument("--image", required=True, help="RGB image file")
+    p.add_argument("--depth", help="metric depth: 16-bit PNG (times --depth-unit) or .npy")
+    p.add_argument("--depth-unit", type=float, default=0.001, help="metres per depth count (PNG)")
+    p.add_argument("--points", help="(H, W, 3) camera-frame point map .npy, metres (instead of depth)")
+    p.add_argument("--K", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                   help="intrinsics (pixels); default: 60 degree horizontal field of view")
+    p.add_argument("--fov", type=float, default=60.0)
+    p.add_argument("--instruction", required=True)
+    p.add_argument("--mode", default="auto", choices=("auto", "answer", "trajectory", "action"))
+    p.add_argument("--state", type=float, nargs="+", help="robot state (action mode)")
+    p.add_argument("--flow-steps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vipa.infer.predictor import Predictor
+    from vipa.model.checkpoint import CheckpointError
+
+    try:
+        pred = Predictor.load(args.checkpoint, threads=args.threads)
+        img = _read_image(args.image)
+        depth = _read_depth(args.depth, args.depth_unit) if args.depth else None
+        points = np.load(args.points, allow_pickle=False) if args.points else None
+        K = _K(args.K, img.shape[1], img.shape[0], args.fov)
+        out = pred.predict(img, depth, K, args.instruction, points=points, mode=args.mode,
+                           state=np.asarray(args.state, np.float32) if args.state else None, flow_steps=args.flow_steps)
+    except (ValueError, FileNotFoundError, CheckpointError, OSError) as exc:
+        print(f"vipa predict: {exc}", file=sys.stderr)
+        return 1
+    res = {"mode": out.mode, "text": out.text, "lm_text": out.lm_text, "timings_ms": out.timings_ms,
+           "wrist_m": out.wrist.tolist() if out.wrist is not None else None}
+    for k in ("trajectory", "trajectory_tokens", "actions"):
+        v = getattr(out, k)
+        res[k + ("_m" if k.startswith("traj") else "")] = v.round(4).tolist() if v is not None else None
+    print(json.dumps(res))
+    return 0
