@@ -215,9 +215,9 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     pred_instr = gr.Textbox(label="instruction", scale=3)
                     pred_upload = gr.Image(type="filepath", label="or upload a frame (PNG/JPEG)", sources=["upload"],
                                            scale=1)
-                pred_btn = gr.Button("predict wrist trajectory")
+                pred_btn = gr.Button("predict wrist trajectory", interactive=predictor is not None)
                 pred_out = gr.Markdown()
-                pred_viewer = Rerun(height=520, elem_id="vipa-pred-rerun")
+                pred_viewer = Rerun(height=520, elem_id="vipa-pred-rerun", visible=False)  # shown with a prediction
                 pred_rid = gr.Textbox(visible=False)
 
         # ------------------------------------------------------------ callbacks
@@ -380,7 +380,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         def on_click(episode_id, frame, side, joint, mode, evt: gr.SelectData):
             if not episode_id:
                 raise gr.Error("select an episode first")
-            u, v = float(evt.index[0]) + 0.5, float(evt.index[1]) + 0.5  # the clicked pixel's centre
+            f = wb().display_factor(wb().episode(episode_id))  # the picture is shown f times larger
+            u, v = (float(evt.index[0]) + 0.5) / f, (float(evt.index[1]) + 0.5) / f  # clicked pixel's centre
             if mode == CLICK_MODES[1]:
                 return [gr.update()] * len(edit_outputs) + [round(u, 1), round(v, 1), gr.update(), gr.update()]
             if mode == CLICK_MODES[2]:
@@ -421,11 +422,12 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         @_guard
         def do_predict(episode_id, frame, instruction, upload, progress=gr.Progress()):
             if predictor is None:
-                return _predict_status(None), None, ""
+                return _predict_status(None), gr.update(), ""
             progress(0.2, desc="predicting")
             w = wb()
             res = w.predict(predictor, episode_id, int(frame), instruction, upload, max_upload_mb)
-            return res["message"], res.get("rrd"), res.get("recording_id") or ""
+            rrd = res.get("rrd")
+            return res["message"], gr.update(value=rrd, visible=rrd is not None), res.get("recording_id") or ""
 
         pred_btn.click(do_predict, [episode_dd, frame_sl, pred_instr, pred_upload], [pred_out, pred_viewer, pred_rid],
                        api_visibility="private").then(None, [pred_rid, frame_sl], None, js=show_js)
@@ -533,6 +535,13 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
     def worst_frames(episode_id: str, k: int = 10) -> list:
         _, _, rows = wb().align(episode_id, None, int(k))
         return [dict(zip(["frame", "reproj_px", "calib_residual", "by"], r)) for r in rows]
+
+    @api("predict")
+    def predict(episode_id: str, frame: int, instruction: str = "") -> dict:
+        if predictor is None:
+            raise gr.Error("no checkpoint is loaded (start the app with --checkpoint PATH)")
+        res = wb().predict(predictor, episode_id, int(frame), instruction, None, max_upload_mb)
+        return {k: res[k] for k in ("message", "error_m", "recording_id", "frame") if k in res}
 
     @api("recording")
     def recording(episode_id: str) -> str:

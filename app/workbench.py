@@ -139,19 +139,28 @@ class Workbench:
         return episode_rrd_bytes(ep, self.view, image_blobs=vm.blobs, cloud=vm.cloud, predictions=predictions,
                                  recording_id=recording_id or self.new_recording_id(episode_id))
 
+    @staticmethod
+    def display_factor(ep: Episode, target: int = 560) -> int:
+        """Integer magnification for showing small frames (a click at display pixel x is at
+        episode pixel x / factor)."""
+        return max(1, int(target // max(ep.width, ep.height)))
+
     def frame_image(self, episode_id: str, frame: int, side: str | None = None, joint: str | None = None,
                     ep: Episode | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 RGB frame with the corrected 2D joints, bones and object boxes drawn;
-        the selected joint is ringed."""
+        """(H*f, W*f, 3) uint8 RGB frame (f = ``display_factor``) with the corrected 2D joints,
+        bones and object boxes drawn; the selected joint is ringed."""
         ep = ep or self.episode(episode_id)
         frame = int(np.clip(frame, 0, ep.num_frames - 1))
+        f = self.display_factor(ep)
         if self.ds.has_rgb(episode_id):
             img = np.ascontiguousarray(self.ds.rgb_frame(episode_id, frame))
         else:
             img = np.full((ep.height, ep.width, 3), 40, np.uint8)
-        lw = max(1, round(max(ep.width, ep.height) / 400))
+        if f > 1:
+            img = cv2.resize(img, (ep.width * f, ep.height * f), interpolation=cv2.INTER_LINEAR)
+        lw = max(1, round(max(ep.width, ep.height) * f / 500))
         for obj in ep.objects:
-            b = obj.box_2d[frame]
+            b = obj.box_2d[frame] * f
             if np.isfinite(b).all():
                 cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), OBJECT_COLOR, lw)
                 cv2.putText(img, obj.name or obj.object_id, (int(b[0]), max(10, int(b[1]) - 3)),
@@ -160,7 +169,7 @@ class Workbench:
             tr = ep.hands[s]
             if not tr.present[frame]:
                 continue
-            uv = tr.joints_2d[frame]
+            uv = tr.joints_2d[frame] * f
             ok = tr.valid[frame] & np.isfinite(uv).all(1)
             col = HAND_COLORS[s]
             for a, b in HAND_EDGES:

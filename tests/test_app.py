@@ -201,6 +201,13 @@ def test_paths_outside_the_root_are_refused(app):
         c.predict("synthetic_00", 999, "right", "wrist", api_name="/joint")
 
 
+def test_predict_says_plainly_that_no_checkpoint_is_loaded(app):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="no checkpoint is loaded"):
+        app.client().predict("synthetic_00", 0, "move", api_name="/predict")
+
+
 def test_uploads_are_type_and_size_checked(tmp_path):
     from PIL import Image
 
