@@ -18,7 +18,7 @@ $PY -m vipa.cli train stage1 --config tiny --data "$WORK/data" --out "$WORK/s1" 
     --max-episodes "$MAX_EPISODES" --threads "$THREADS" --no-progress
 $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2" --steps "$STEPS2" \
     --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$WORK/s1/final" --no-progress
-$PY -m vipa.cli eval "$WORK/s2/final" --data "$WORK/data" --out "$WORK/eval" --threads "$THREADS"
+$PY -m vipa.cli eval "$WORK/s2/final" --data "$WORK/data" --out "$WORK/eval" --threads "$THREADS" --max-qa 300 --max-motion 200
 mkdir -p "$DEST"
 cp "$WORK"/s2/final/{model.safetensors,config.json,tokenizer.json} "$DEST"/
 cp "$WORK"/eval/report.json "$DEST"/eval_report.json

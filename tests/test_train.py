@@ -162,6 +162,17 @@ def test_train_checkpoint_resume_and_predict(prepared, small_cfg, tmp_path):
         pred.predict(ep_img, points=np.full_like(pts, np.nan), instruction="Where is the cube?")
     with pytest.raises(ValueError, match="action_stats|post-train"):
         pred.predict(ep_img, points=pts, instruction="push", mode="action", state=np.zeros(4))
+    # The same through `vipa predict`.
+    from PIL import Image
+
+    from vipa.cli import main
+
+    Image.fromarray(np.ascontiguousarray(ep_img)).save(tmp_path / "f.png")
+    np.save(tmp_path / "p.npy", pts)
+    args = ["predict", str(res2.final), "--image", str(tmp_path / "f.png"), "--points", str(tmp_path / "p.npy"),
+            "--instruction", f"Predict the right wrist motion to {c.instruction}."]
+    assert main(args) == 0
+    assert main(args[:-1] + ["move " * 200]) == 1
 
 
 def test_cli_train_and_eval(hand3d_root, tmp_path):
