@@ -155,6 +155,7 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
     loader = DataLoader(train_set, batch_size=bs, sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_id),
                         drop_last=True, num_workers=0)
     loss_fn = post_losses if stage == "post" else vla_losses
+    warmup = min(tc.warmup_steps, max(1, total // 10))  # short runs still decay
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
@@ -184,7 +185,7 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
             if step >= total:
                 break
             for g in opt.param_groups:
-                g["lr"] = tc.lr[stage] * lr_factor(step, total, tc.warmup_steps, tc.min_lr_ratio)
+                g["lr"] = tc.lr[stage] * lr_factor(step, total, warmup, tc.min_lr_ratio)
             losses = loss_fn(ddp_model, batch, cfg)
             if not torch.isfinite(losses["loss"]):
                 raise FloatingPointError(f"{stage} step {step}: loss is {losses['loss'].item()}")
