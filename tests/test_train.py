@@ -225,3 +225,52 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
 
     pred = Predictor.load(tmp_path / "dest")
     assert pred.cfg.name == "tiny" and (tmp_path / "dest" / "eval_report.json").is_file()
+
+
+class _ToyRobot(torch.utils.data.Dataset):
+    """Post-training samples as vipa.sim.posttrain produces them: actions depend on the state."""
+
+    def __init__(self, cfg, tok, n=16):
+        from vipa.data.torch_dataset import encode_prompt
+
+        g = torch.Generator().manual_seed(0)
+        s, m = cfg.model.image_size, cfg.model
+        self.items = []
+        for _ in range(n):
+            state = torch.rand(m.state_dim, generator=g) * 2 - 1
+            actions = state[None, :m.action_dim].repeat(m.chunk_len, 1) * torch.linspace(0, 1, m.chunk_len)[:, None]
+            self.items.append({"image": torch.rand(3, s, s, generator=g), "xyz": torch.rand(3, s, s, generator=g),
+                               "valid": torch.ones(1, s, s), **encode_prompt(tok, "push the puck", m.max_prompt_len),
+                               "state": state, "actions": actions, "action_mask": torch.ones(m.chunk_len, dtype=torch.bool)})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_post_stage_paper_groups_and_action_prediction(prepared, small_cfg, tmp_path):
+    from vipa.infer.predictor import Predictor
+    from vipa.model.checkpoint import load_checkpoint
+    from vipa.model.vla import VIPAModel
+
+    caches, tok = prepared
+    cfg = get_config("tiny", image_size=32, patch_size=8, fine_stride=4)
+    cfg.train.trainable["post"] = get_config("paper").train.trainable["post"]
+    cfg.train.log_every = 1
+    torch.manual_seed(cfg.train.seed)
+    before = _flat(VIPAModel(cfg.model, tok.vocab_size, tok.pad_id), ["semantic", "spatial", "fusion", "llm", "action_head"])
+    stats = {k: [0.0] * 4 for k in ("state_mean", "action_mean")} | {k: [1.0] * 4 for k in ("state_std", "action_std")}
+    res = train(cfg, "post", _ToyRobot(cfg, tok), tok, tmp_path / "post", steps=3, progress=False, action_stats=stats)
+    assert all("flow" in r for r in res.metrics)
+    m, *_ = load_checkpoint(res.final)
+    after = _flat(m, before)
+    for g in before:
+        assert (not torch.equal(before[g], after[g])) == (g in ("llm", "action_head")), g
+    pred = Predictor.load(res.final)
+    img = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
+    out = pred.predict(img, points=np.full((40, 40, 3), 0.5, np.float32), instruction="push the puck",
+                       state=np.zeros(4), flow_steps=3)
+    assert out.mode == "action" and out.actions.shape == (cfg.model.chunk_len, cfg.model.action_dim)
+    assert np.isfinite(out.actions).all()
