@@ -178,8 +178,8 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     common = ["--config", "tiny", "--data", str(data), "--no-progress"] + \
         (["--threads", str(threads)] if threads else []) + (["--max-episodes", str(max_episodes)] if max_episodes else [])
     runs: dict[str, list[dict[str, Any]]] = {}
-    for name, (use_3d, stage1) in ABLATIONS.items():
-        for seed in seeds:
+    for seed in seeds:  # seeds outermost: an interrupted table still has every variant
+        for name, (use_3d, stage1) in ABLATIONS.items():
             rd = out / f"{name}_seed{seed}"
             flags = common + ["--seed", str(seed)] + ([] if use_3d else ["--no-3d"])
             if stage1 and not (rd / "s1" / "final").is_dir():
