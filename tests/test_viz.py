@@ -16,7 +16,7 @@ import rerun as rr
 from vipa.conventions import HANDS, NUM_JOINTS
 from vipa.data.episode import Episode, HandTrack, ObjectTrack
 from vipa.viz import figures, paths, recording
-from vipa.viz.recording import ViewOptions, cloud_columns, episode_rrd_bytes, scale_cloud
+from vipa.viz.recording import cloud_columns, episode_rrd_bytes, scale_cloud
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import numpy as np
 import rerun as rr
 import rerun.blueprint as rrb
 
-from vipa.conventions import HAND_EDGES, HANDS, NUM_JOINTS, WRIST
+from vipa.conventions import HAND_EDGES, HANDS, WRIST
 from vipa.data.episode import Episode
 from vipa.viz import paths
 
