@@ -146,6 +146,8 @@ def test_train_checkpoint_resume_and_predict(prepared, small_cfg, tmp_path):
     out = pred.predict(ep_img, points=pts, instruction=f"Predict the right wrist motion to {c.instruction}.")
     assert out.mode == "trajectory" and out.trajectory.shape == (small_cfg.model.traj_horizon, 3)
     assert out.trajectory_tokens.shape[1] == 3 and 1 <= len(out.trajectory_tokens) <= small_cfg.model.traj_horizon
+    plain = pred.predict(ep_img, points=pts, instruction=c.instruction, mode="trajectory")  # app-style instruction
+    assert np.array_equal(plain.trajectory, out.trajectory)
     ans = pred.predict(ep_img, points=pts, instruction="Where is the red cube relative to the right hand?")
     assert ans.mode == "answer" and isinstance(ans.text, str)
     # Same inputs, same checkpoint: same prediction.

@@ -41,6 +41,17 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def trajectory_prompt(instruction: str, hand: str = "right") -> str:
+    """The stage-2 instructional-motion prompt for a plain task instruction (kept as is when it
+    already is a motion prompt)."""
+    text = instruction.strip()
+    if text.startswith(("Predict the", "Past motion:")):
+        return text
+    if hand not in ("left", "right"):
+        raise ValueError(f"hand: expected 'left' or 'right', got {hand!r}")
+    return f"Predict the {hand} wrist motion to {text.rstrip('.')}."
+
+
 class Predictor:
     def __init__(self, model, cfg, tok, info: dict[str, Any]):
         self.model, self.cfg, self.tok, self.info = model, cfg, tok, info
@@ -89,7 +100,7 @@ class Predictor:
     def predict(self, image: np.ndarray, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                 instruction: str = "", points: np.ndarray | None = None, mode: str = "auto",
                 state: np.ndarray | None = None, flow_steps: int | None = None, seed: int = 0,
-                motion_tokens: bool = True) -> Prediction:
+                motion_tokens: bool = True, hand: str = "right") -> Prediction:
         """``mode``: "answer" (QA text), "trajectory" (future wrist), "action" (robot chunk; needs
         ``state``) or "auto" (action when the checkpoint is post-trained and a state is given,
         answer for questions ending in "?", else trajectory). ``motion_tokens``: in trajectory
@@ -102,6 +113,8 @@ class Predictor:
         if mode == "auto":
             mode = "action" if (state is not None and self.action_stats) else \
                 ("answer" if instruction.strip().endswith("?") else "trajectory")
+        if mode == "trajectory":
+            p = self._prompt(trajectory_prompt(instruction, hand))
         t1 = time.perf_counter()
         m = self.model
         args = (x["image"], p["prompt_ids"], p["prompt_mask"], x.get("xyz"), x.get("valid"))
