@@ -393,10 +393,13 @@ class Workbench:
         pose = ep.camera_pose[frame]
         world = traj @ pose[:3, :3].T + pose[:3, 3]
         side = max(HANDS, key=lambda h: int(ep.hands[h].present.sum()))
-        demo = wrist_world(ep, side)[frame:frame + len(traj)]
-        n = min(len(demo), len(world))
-        ok = np.isfinite(demo[:n]).all(1)
-        err = float(np.linalg.norm(world[:n][ok] - demo[:n][ok], axis=1).mean()) if ok.any() else None
+        # waypoint k is the wrist ``stride * (k + 1)`` frames ahead (the training samples' spacing)
+        stride = int(getattr(predictor, "motion_stride", 2))
+        idx = frame + stride * np.arange(1, len(traj) + 1)
+        keep = idx < ep.num_frames
+        demo = wrist_world(ep, side)[idx[keep]]
+        ok = np.isfinite(demo).all(1)
+        err = float(np.linalg.norm(world[keep][ok] - demo[ok], axis=1).mean()) if ok.any() else None
         rid = self.new_recording_id(episode_id)
         rrd = self.recording(episode_id, predictions={"wrist": world}, ep=ep, recording_id=rid)
         msg = f"{len(traj)} predicted waypoints from frame {frame}" + (

@@ -201,11 +201,21 @@ def test_paths_outside_the_root_are_refused(app):
         c.predict("synthetic_00", 999, "right", "wrist", api_name="/joint")
 
 
-def test_predict_says_plainly_that_no_checkpoint_is_loaded(app):
-    from gradio_client.exceptions import AppError
+def test_predict_tab_with_and_without_a_checkpoint(app, tmp_path):
+    from app.predict import DEFAULT_CHECKPOINTS, load_predictor
+    from app.ui import _predict_status
 
-    with pytest.raises(AppError, match="no checkpoint is loaded"):
-        app.client().predict("synthetic_00", 0, "move", api_name="/predict")
+    assert load_predictor(tmp_path / "missing")[0] is None
+    assert "No checkpoint is loaded" in _predict_status(None)
+    if not any(p.exists() for p in DEFAULT_CHECKPOINTS):
+        from gradio_client.exceptions import AppError
+
+        with pytest.raises(AppError, match="no checkpoint is loaded"):
+            app.client().predict("synthetic_00", 0, "", api_name="/predict")
+        return
+    res = app.client().predict("synthetic_00", 2, "", api_name="/predict")
+    assert "predicted waypoints" in res["message"] and res["recording_id"].startswith("synthetic_00-")
+    assert res["error_m"] is None or 0 <= res["error_m"] < 1.0
 
 
 def test_uploads_are_type_and_size_checked(tmp_path):
