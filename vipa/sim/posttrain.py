@@ -232,7 +232,8 @@ def post_train(data: str | Path | Sequence[str | Path], out: str | Path, config:
     tok = None
     if init is not None:
         info = read_checkpoint_info(init)
-        if info["config"]["model"] != cfg.model.to_dict():
+        # through VIPAConfig so JSON lists compare equal to the config's tuples (stem_channels)
+        if VIPAConfig.from_dict(info["config"]).model.to_dict() != cfg.model.to_dict():
             raise ValueError(f"init {init}: trained with a different model config than {config!r}"
                              f"{'' if use_3d else ' without 3D'}")
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")
