@@ -106,6 +106,12 @@ def test_collect_posttrain_evaluate_through_the_server(tmp_path):
     assert {"state_mean", "state_std", "action_mean", "action_std"} <= set(stats)
     assert len(stats["action_mean"]) == 4 and min(stats["action_std"]) > 0
 
+    # the same data through `vipa train post` (the user's path), continuing from that checkpoint
+    rc = vipa_main(["train", "post", "--config", "tiny", "--data", str(tmp_path / "demos"), "--out", str(tmp_path / "run2"),
+                    "--init", str(res.final), "--steps", "2", "--batch-size", "4", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    assert Predictor.load(tmp_path / "run2" / "final").action_stats == stats
+
     policy = PredictorPolicy(predictor)
     from vipa.sim.metaworld_env import MetaWorldEnv
     from vipa.sim.evaluate import observation_dict
