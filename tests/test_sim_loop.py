@@ -141,3 +141,76 @@ def test_collect_posttrain_evaluate_through_the_server(tmp_path):
     assert r["rgb"].shape[1:] == (48, 48, 3)
     assert rollouts[0].with_suffix(".rrd").stat().st_size > 1000
     assert list((tmp_path / "eval" / "videos").glob("reach-v3_seed*.mp4"))
+
+
+def _toy_npz(path: Path, instruction: str, episodes: list[int], t: int = 5, size: int = 16) -> Path:
+    n = len(episodes) * t
+    rng = np.random.default_rng(len(instruction))
+    K = np.array([[20, 0, size / 2], [0, 20, size / 2], [0, 0, 1]], np.float32)
+    np.savez_compressed(path, rgb=rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+                        depth_mm=np.full((n, size, size), 800, np.uint16), K=np.repeat(K[None], n, 0),
+                        state=rng.normal(size=(n, 4)).astype(np.float32),
+                        action=np.tile(np.arange(t, dtype=np.float32)[:, None], (len(episodes), 4)),
+                        episode=np.repeat(np.array(episodes, np.int64), t), task_index=np.zeros(n, np.int64),
+                        instructions=np.array([instruction]))
+    return path
+
+
+def test_post_training_arrays_merge_tasks_and_chunks_stop_at_episode_ends(tmp_path):
+    from vipa.model.config import get_config
+    from vipa.sim.posttrain import load_robot_data, read_arrays
+
+    p1 = _toy_npz(tmp_path / "b.npz", "open the drawer", [0, 1])
+    p2 = _toy_npz(tmp_path / "a.npz", "reach the red goal point", [0, 1, 2])
+    arrays = read_arrays([p1, p2])
+    assert arrays["instructions"] == ["open the drawer", "reach the red goal point"]
+    assert len(np.unique(arrays["episode"])) == 5  # episode ids offset per file, never merged
+    assert arrays["task_index"][:10].tolist() == [0] * 10 and arrays["task_index"][10:].tolist() == [1] * 15
+    cfg = get_config("tiny")
+    ds, tok, stats, meta = load_robot_data(f"{p1},{p2}", cfg)
+    assert meta["episodes"] == 5 and len(ds) == 25
+    item = ds[3]  # frame 3 of a 5-frame episode: 2 real actions, the last one repeated after
+    assert item["actions"].shape == (cfg.model.chunk_len, 4) and item["image"].shape == (3, 64, 64)
+    assert item["action_mask"].tolist() == [True, True] + [False] * (cfg.model.chunk_len - 2)
+    real = item["actions"][:2] * torch_tensor(stats["action_std"]) + torch_tensor(stats["action_mean"])
+    np.testing.assert_allclose(real[:, 0].numpy(), [3, 4], atol=1e-5)
+    np.testing.assert_allclose(item["xyz"][2].mean().item(), 0.8, atol=1e-3)  # 800 mm -> 0.8 m along z
+    assert tok.decode(item["prompt_ids"][item["prompt_mask"] == 1].tolist()) == "open the drawer"
+    with pytest.raises(ValueError, match="different model config"):
+        from vipa.sim.posttrain import post_train
+
+        post_train(p1, tmp_path / "run", init=_small_checkpoint(tmp_path), steps=1)
+
+
+def torch_tensor(x):
+    import torch
+
+    return torch.tensor(x, dtype=torch.float32)
+
+
+def _small_checkpoint(tmp_path: Path) -> Path:
+    from vipa.model.checkpoint import save_checkpoint
+    from vipa.model.config import get_config
+    from vipa.model.vla import VIPAModel
+    from vipa.sim.posttrain import robot_tokenizer
+
+    cfg = get_config("tiny", use_3d=False)
+    tok = robot_tokenizer(["open the drawer"], cfg)
+    return save_checkpoint(tmp_path / "no3d", VIPAModel(cfg.model, tok.vocab_size, tok.pad_id), cfg, tok)
+
+
+def test_experiment_report_compares_runs_on_common_seeds(tmp_path):
+    import json
+
+    from vipa.sim.experiment import newcombe_diff, report
+
+    rows = [{"run": "a", "task": "t", "seed": s, "success": s < 3, "steps": 10} for s in range(5)]
+    rows += [{"run": "b", "task": "t", "seed": s, "success": s == 0, "steps": 20} for s in range(4)]  # b stopped early
+    (tmp_path / "episodes.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    t = report(tmp_path)
+    a, b = t["runs"]["a"]["tasks"]["t"], t["runs"]["b"]["tasks"]["t"]
+    assert (a["successes"], a["episodes"], b["successes"], b["episodes"]) == (3, 4, 1, 4)  # seed 4 only in a: dropped
+    d, lo, hi = t["differences_pooled"]["a-b"]
+    assert d == pytest.approx(0.5) and lo < d < hi
+    d0, lo0, hi0 = newcombe_diff(5, 10, 5, 10)
+    assert d0 == 0 and lo0 == pytest.approx(-hi0) and lo0 < -0.3
