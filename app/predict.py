@@ -24,7 +24,9 @@ def load_predictor(path: Path | None) -> tuple[Any | None, str]:
     except ImportError as exc:
         return None, f"Predict tab disabled: vipa.infer.Predictor is not available ({exc})"
     try:
-        return Predictor.load(candidates[0]), f"checkpoint loaded: {candidates[0]}"
+        predictor = Predictor.load(candidates[0])
+        predictor.vipa_checkpoint_path = str(candidates[0])  # shown in the Predict tab
+        return predictor, f"checkpoint loaded: {candidates[0]}"
     except Exception as exc:  # a bad checkpoint must not stop the workbench
         return None, f"Predict tab disabled: cannot load {candidates[0]}: {type(exc).__name__}: {exc}"
 

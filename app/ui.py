@@ -454,7 +454,10 @@ def _predict_status(predictor: Any) -> str:
     if predictor is None:
         return ("**No checkpoint is loaded.** Start the app with `--checkpoint PATH` (a checkpoint trained with "
                 "`vipa train`) to predict wrist trajectories here.")
-    return f"Checkpoint loaded: `{getattr(predictor, 'name', type(predictor).__name__)}`."
+    where = getattr(predictor, "vipa_checkpoint_path", type(predictor).__name__)
+    return (f"Checkpoint loaded: `{where}`. Pick an episode and frame (or upload a frame) and an instruction "
+            "(empty: the episode's); the predicted wrist waypoints are drawn in magenta beside the demonstrated "
+            "trajectory.")
 
 
 def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: int) -> None:

@@ -40,7 +40,7 @@ class AppProcess:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120.0) -> "AppProcess":
+    def start(self, timeout: float = 240.0) -> "AppProcess":
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
         self.log = open(self.data.parent / f"app-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
