@@ -4,7 +4,7 @@
 Named API endpoints (``gradio_client``): the JSON ones defined with ``gr.api`` at the bottom
 (``/episodes``, ``/episode_info``, ``/joint``, ``/move_joint``, ``/set_visibility``,
 ``/nudge_depth``, ``/set_scale``, ``/set_box``, ``/mark_bad``, ``/interpolate``, ``/undo``,
-``/redo``, ``/set_review``, ``/set_instruction``, ``/history``, ``/export``,
+``/redo``, ``/set_review``, ``/set_frame_review``, ``/set_instruction``, ``/history``, ``/export``,
 ``/worst_frames``, ``/recording``, ``/predict``) and the UI events
 (``/open_episode``, ``/frame_view``, ``/click_joint``, ...).
 """
@@ -199,7 +199,9 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                             undo_btn = gr.Button("undo (Ctrl+Z)", elem_id="vipa-undo")
                             redo_btn = gr.Button("redo (Ctrl+Y)", elem_id="vipa-redo")
                         with gr.Row():
-                            review_rd = gr.Radio(list(REVIEW_STATUSES), label="review status", elem_id="vipa-review")
+                            review_rd = gr.Radio(list(REVIEW_STATUSES), label="episode review status", elem_id="vipa-review")
+                            frame_review_rd = gr.Radio(list(REVIEW_STATUSES), label="this frame's review status",
+                                                       elem_id="vipa-frame-review")
                         instr_tb = gr.Textbox(label="instruction", lines=2)
                         instr_btn = gr.Button("save instruction")
                         edit_md = gr.Markdown(elem_id="vipa-edit-status")
@@ -305,32 +307,34 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         @_guard
         def frame_view(episode_id, frame, side, joint):
             if not episode_id:
-                return gr.update(), gr.update()
+                return gr.update(), gr.update(), gr.update()
             w = wb()
             ep = w.episode(episode_id)
-            return w.frame_image(episode_id, int(frame), side, joint, ep=ep), _joint_info(w, ep, int(frame), side, joint)
+            return (w.frame_image(episode_id, int(frame), side, joint, ep=ep), _joint_info(w, ep, int(frame), side, joint),
+                    _frame_review(ep, int(frame)))
 
-        frame_sl.release(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md],
+        frame_sl.release(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md, frame_review_rd],
                          api_name="frame_view", show_progress="hidden"
                          ).then(None, [rid_tb, frame_sl], None, js=show_js)
         for comp in (hand_rd, joint_dd):
-            comp.change(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md],
+            comp.change(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md, frame_review_rd],
                         api_visibility="private", show_progress="hidden")
 
         def step(delta):
             @_guard
             def fn(episode_id, frame, side, joint):
                 if not episode_id:
-                    return gr.update(), gr.update(), gr.update()
+                    return gr.update(), gr.update(), gr.update(), gr.update()
                 w = wb()
                 ep = w.episode(episode_id)
                 f = int(np.clip(int(frame) + delta, 0, ep.num_frames - 1))
-                return f, w.frame_image(episode_id, f, side, joint, ep=ep), _joint_info(w, ep, f, side, joint)
+                return (f, w.frame_image(episode_id, f, side, joint, ep=ep), _joint_info(w, ep, f, side, joint),
+                        _frame_review(ep, f))
             return fn
 
-        prev_btn.click(step(-1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md],
+        prev_btn.click(step(-1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md, frame_review_rd],
                        api_visibility="private", show_progress="hidden").then(None, [rid_tb, frame_sl], None, js=show_js)
-        next_btn.click(step(+1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md],
+        next_btn.click(step(+1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md, frame_review_rd],
                        api_visibility="private", show_progress="hidden").then(None, [rid_tb, frame_sl], None, js=show_js)
 
         @_guard
@@ -410,6 +414,9 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         redo_btn.click(edit_handler(lambda w, e, f, s, j: w.redo(e)), base_in, edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
         review_rd.input(edit_handler(lambda w, e, f, s, j, r: w.set_review(e, r)), base_in + [review_rd], edit_outputs,
                         api_visibility="private")
+        frame_review_rd.input(edit_handler(lambda w, e, f, s, j, r: w.set_frame_review(e, f, r)),
+                              base_in + [frame_review_rd], edit_outputs,
+                              api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
         instr_btn.click(edit_handler(lambda w, e, f, s, j, t: w.set_instruction(e, t)), base_in + [instr_tb],
                         edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
 
@@ -447,7 +454,11 @@ def _joint_info(w: Workbench, ep, frame: int, side: str, joint: str) -> str:
     fmt = lambda v, d: ", ".join("nan" if v is None or x is None else f"{x:.{d}f}" for x in (v or [None]))
     return (f"**{side} {joint}**, frame {frame}: {'visible' if info['valid'] else 'hidden'}, "
             f"pixel ({fmt(uv, 1)}), camera ({fmt(xyz, 3)}) m, confidence {info['confidence']:.2f}"
-            f"{'' if info['frame_valid'] else ' — frame marked bad'}")
+            f"{'' if info['frame_valid'] else ' — frame marked bad'}; frame review: {info['frame_review']}")
+
+
+def _frame_review(ep, frame: int) -> str:
+    return (ep.extra or {}).get("frame_review", {}).get(str(frame), "todo")
 
 
 def _predict_status(predictor: Any) -> str:
@@ -521,6 +532,10 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
     @api("set_review")
     def set_review(episode_id: str, status: str) -> str:
         return wb().set_review(episode_id, status)
+
+    @api("set_frame_review")
+    def set_frame_review(episode_id: str, frame: int, status: str) -> str:
+        return wb().set_frame_review(episode_id, int(frame), status)
 
     @api("set_instruction")
     def set_instruction(episode_id: str, text: str) -> str:

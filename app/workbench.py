@@ -216,7 +216,8 @@ class Workbench:
         fin = lambda a: [float(x) for x in a] if np.isfinite(a).all() else None
         return {"frame": frame, "side": side, "joint": JOINT_NAMES[j], "uv": fin(uv), "xyz": fin(xyz),
                 "valid": bool(tr.valid[frame, j]), "confidence": float(tr.confidence[frame, j]),
-                "frame_valid": bool(ep.frame_valid[frame])}
+                "frame_valid": bool(ep.frame_valid[frame]),
+                "frame_review": (ep.extra or {}).get("frame_review", {}).get(str(frame), "todo")}
 
     def episode_info(self, episode_id: str) -> dict:
         ep = self.episode(episode_id)
@@ -225,6 +226,7 @@ class Workbench:
                 "fps": ep.fps, "instruction": ep.instruction, "review_status": ep.review_status,
                 "scale": float(np.median(s)) if s.size else None,
                 "bad_frames": [int(i) for i in np.nonzero(~ep.frame_valid)[0]],
+                "frame_review": dict((ep.extra or {}).get("frame_review", {})),
                 "objects": [o.object_id for o in ep.objects],
                 "hands_present": {h: int(ep.hands[h].present.sum()) for h in HANDS},
                 "quality": ep.quality, "edits": len(self.log.active_edits(episode_id)) if self._has_log() else 0}
@@ -355,6 +357,13 @@ class Workbench:
             raise ValueError(f"review status: expected one of {REVIEW_STATUSES}, got {status!r}")
         self.log.set_review_status(self.check_episode(episode_id), status, self.author)
         return f"review status: {status}"
+
+    def set_frame_review(self, episode_id: str, frame: int, status: str) -> str:
+        if status not in REVIEW_STATUSES:
+            raise ValueError(f"frame review status: expected one of {REVIEW_STATUSES}, got {status!r}")
+        ep = self.episode(episode_id)
+        self.log.set_frame_review(episode_id, self._check_frame(ep, frame), status, self.author)
+        return f"frame {frame} review status: {status}"
 
     def set_instruction(self, episode_id: str, text: str) -> str:
         text = (text or "").strip()

@@ -148,9 +148,12 @@ def test_other_corrections_through_the_api(app):
     c.predict(eid, 1.25, api_name="/set_scale")
     c.predict(eid, "approved", api_name="/set_review")
     c.predict(eid, "push the cube left", api_name="/set_instruction")
+    c.predict(eid, 7, "needs-fix", api_name="/set_frame_review")
+    assert joint(c, eid, 7)["frame_review"] == "needs-fix"
     info = c.predict(eid, api_name="/episode_info")
     assert info["bad_frames"] == [5] and info["scale"] == pytest.approx(1.25)
     assert info["review_status"] == "approved" and info["instruction"] == "push the cube left"
+    assert info["frame_review"] == {"7": "needs-fix"}
     obj = info["objects"][0]
     c.predict(eid, 3, obj, 10, 12, 40, 44, api_name="/set_box")
     c.predict(eid, "right", "thumb_tip", 0, 6, api_name="/interpolate")
