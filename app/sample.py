@@ -75,7 +75,9 @@ def annotate_video(root: Path, progress: Callable[[float, str], None] | None = N
 
 class SampleBuilder:
     """Builds the sample in a background thread so the page is up at once; ``status()`` is what
-    the page shows (message, progress in 0..1, ready)."""
+    the page shows (message, progress in 0..1, ready). ``on_ready`` is called once the synthetic
+    episodes are written (the page is usable from then on); ``ready`` turns True when the
+    sample video is annotated too."""
 
     def __init__(self, root: Path = DEFAULT_SAMPLE_ROOT) -> None:
         self.root = Path(root)
@@ -116,13 +118,13 @@ class SampleBuilder:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             build_synthetic(self.root, progress=progress((0.0, 0.35)))
+            on_ready(self.root)  # the synthetic episodes are usable while the video is annotated
             try:
                 annotate_video(self.root, progress=progress((0.35, 1.0)))
             except ModuleNotFoundError as exc:  # the pipeline is optional for the synthetic part
                 self.error = f"sample video not annotated: {exc}"
             if self.error is None:
                 (self.root / DONE_MARKER).write_text(f"built in {time.time() - t0:.1f} s\n")
-            on_ready(self.root)
             note = f" ({self.error})" if self.error else ""
             self._set(ready=True, progress=None, message=f"dataset: `{self.root}`{note}")
         except Exception as exc:  # shown in the page; the terminal gets the traceback

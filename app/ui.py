@@ -229,13 +229,13 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             ready = st.get("ready", False)
             msg = st.get("message", "")
             bar = gr.update(visible=not ready and st.get("progress") is not None, value=st.get("progress") or 0)
-            if not ready:
+            w = wb_ref()
+            if w is None:  # nothing written yet
                 return gr.update(value=msg), bar, gr.update(), gr.update(), gr.update(), gr.update(active=True)
-            w = wb()
             ids = w.ds.episode_ids()
             value = current if current in ids else (ids[0] if ids else None)
             return (gr.update(value=msg), bar, gr.update(choices=ids, value=value), w.table(), w.failed(),
-                    gr.update(active=False))
+                    gr.update(active=not ready))
 
         timer.tick(on_timer, [episode_dd], [status_md, progress_sl, episode_dd, table_df, failed_df, timer],
                    api_visibility="private", show_progress="hidden")
@@ -243,13 +243,13 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         def on_load():
             st = status()
             ready = st.get("ready", False)
-            if not ready:
+            w = wb_ref()
+            if w is None:
                 return (st.get("message", ""), gr.update(), gr.update(), gr.update(), gr.update(active=True),
                         _predict_status(predictor))
-            w = wb()
             ids = w.ds.episode_ids()
             return (st.get("message", ""), gr.update(choices=ids, value=ids[0] if ids else None),
-                    w.table(), w.failed(), gr.update(active=False), _predict_status(predictor))
+                    w.table(), w.failed(), gr.update(active=not ready), _predict_status(predictor))
 
         demo.load(on_load, outputs=[status_md, episode_dd, table_df, failed_df, timer, predict_md],
                   api_visibility="private")
