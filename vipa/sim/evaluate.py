@@ -4,7 +4,6 @@ confidence intervals, a few rollouts saved as videos for the workbench."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -13,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vipa.sim.metaworld_env import MetaWorldEnv, SimObservation
+from vipa.sim.stats import wilson_interval
 
 EVAL_SEED_OFFSET = 100_000  # evaluation seeds never overlap demonstration seeds (0, 1, 2, ...)
 
@@ -31,17 +31,6 @@ def observation_dict(obs: SimObservation) -> dict[str, Any]:
     """The policy-server observation of a simulator observation (no privileged state)."""
     return {"image": obs.rgb, "depth": obs.depth, "K": obs.K, "state": obs.state,
             "instruction": obs.instruction, "camera_pose": obs.camera_pose}
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass

@@ -64,6 +64,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vipa.sim.stats import wilson_interval
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 SUITE_MAX_STEPS: dict[str, int] = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300,
@@ -372,17 +374,6 @@ def save_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> Path:
     out = path.with_suffix(".npz")
     np.savez_compressed(out, rgb=np.stack(frames))
     return out
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _parse_server(text: str) -> tuple[str, int]:
