@@ -386,7 +386,7 @@ class Workbench:
         """Run the checkpoint on one frame (or an uploaded image) and draw its wrist trajectory
         beside the demonstrated one; returns {"message", "rrd", "error_m"}."""
         from app.predict import trajectory_of
-        from vipa.viz.recording import wrist_world
+        from vipa.data.trajectory import compare_to_demonstration
 
         ep = self.episode(episode_id)
         frame = self._check_frame(ep, frame)
@@ -399,16 +399,9 @@ class Workbench:
         traj = trajectory_of(result)
         if traj is None:
             return {"message": f"prediction: {result!r}"[:2000], "rrd": None, "error_m": None}
-        pose = ep.camera_pose[frame]
-        world = traj @ pose[:3, :3].T + pose[:3, 3]
-        side = max(HANDS, key=lambda h: int(ep.hands[h].present.sum()))
         # waypoint k is the wrist ``stride * (k + 1)`` frames ahead (the training samples' spacing)
-        stride = int(getattr(predictor, "motion_stride", 2))
-        idx = frame + stride * np.arange(1, len(traj) + 1)
-        keep = idx < ep.num_frames
-        demo = wrist_world(ep, side)[idx[keep]]
-        ok = np.isfinite(demo).all(1)
-        err = float(np.linalg.norm(world[keep][ok] - demo[ok], axis=1).mean()) if ok.any() else None
+        cmp = compare_to_demonstration(ep, frame, traj, stride=int(getattr(predictor, "motion_stride", 2)))
+        world, side, err = cmp.predicted_world, cmp.side, cmp.error_m
         rid = self.new_recording_id(episode_id)
         rrd = self.recording(episode_id, predictions={"wrist": world}, ep=ep, recording_id=rid)
         msg = f"{len(traj)} predicted waypoints from frame {frame}" + (

@@ -19,6 +19,7 @@ import rerun.blueprint as rrb
 
 from vipa.conventions import HAND_EDGES, HANDS, WRIST
 from vipa.data.episode import Episode
+from vipa.data.trajectory import wrist_world
 from vipa.viz import paths
 
 APP_ID = "vipa"
@@ -144,19 +145,6 @@ def scale_cloud(cloud: tuple[np.ndarray, np.ndarray, np.ndarray], ep: Episode
     keep = np.repeat(ep.frame_valid, counts)
     pts = pts * np.repeat(s, counts)[:, None]
     return pts[keep], cols[keep], np.where(ep.frame_valid, counts, 0)
-
-
-def wrist_world(ep: Episode, side: str) -> np.ndarray:
-    """(T, 3) float32 wrist positions in the world frame (camera_pose applied); NaN where the
-    hand is absent, the wrist invalid or the frame marked bad."""
-    tr = ep.hands[side]
-    p = tr.joints_3d[:, WRIST].astype(np.float32)
-    ok = tr.present & tr.valid[:, WRIST] & ep.frame_valid & np.isfinite(p).all(axis=1)
-    R = ep.camera_pose[:, :3, :3]
-    tv = ep.camera_pose[:, :3, 3]
-    w = np.einsum("tij,tj->ti", R, np.nan_to_num(p)) + tv
-    w[~ok] = np.nan
-    return w.astype(np.float32)
 
 
 def image_scale(ep: Episode, opts: ViewOptions) -> float:
