@@ -276,3 +276,17 @@ def test_post_stage_paper_groups_and_action_prediction(prepared, small_cfg, tmp_
                        state=np.zeros(4), flow_steps=3)
     assert out.mode == "action" and out.actions.shape == (cfg.model.chunk_len, cfg.model.action_dim)
     assert np.isfinite(out.actions).all()
+
+
+def test_device_resolution():
+    import torch
+
+    from vipa.train.loop import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")

@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2, help="episodes held out for evaluation")
     p.add_argument("--max-episodes", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="auto", help="auto (GPU when available) | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vipa train {args.stage}: {len(train_set)} samples, config {cfg.name}"
               f"{' (no 3D)' if args.no_3d else ''}, out {out}", file=sys.stderr)
         res = train(cfg, args.stage, train_set, tok, out, steps=args.steps, resume=args.resume, init=args.init,
-                    meta=meta, action_stats=stats, progress=not args.no_progress, num_threads=args.threads)
+                    meta=meta, action_stats=stats, progress=not args.no_progress, num_threads=args.threads,
+                    device=args.device)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
         print(f"vipa train: {exc}", file=sys.stderr)
         return 1

@@ -88,6 +88,22 @@ class RunResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """The training device: "auto" = this rank's GPU (LOCAL_RANK under torchrun) when CUDA is
+    available, else the CPU. A CUDA device asked for on a machine without one is an error."""
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+        torch.cuda.set_device(dev.index or 0)
+        dev = torch.device("cuda", dev.index or 0)
+    return dev
+
+
 def _dist_info() -> tuple[bool, int, int]:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         if not dist.is_initialized():
@@ -110,9 +126,11 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
           steps: int | None = None, resume: bool = False, init: str | Path | None = None,
           meta: dict[str, Any] | None = None, action_stats: dict[str, list] | None = None,
           progress: bool = True, num_threads: int | None = None,
-          on_step: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+          on_step: Callable[[dict[str, Any]], None] | None = None, device: str = "auto") -> RunResult:
     """Train ``stage`` on ``train_set`` and write checkpoints under ``run_dir``; returns the final
-    checkpoint. ``init``: start from another run's checkpoint (e.g. stage 1 -> stage 2)."""
+    checkpoint. ``init``: start from another run's checkpoint (e.g. stage 1 -> stage 2).
+    ``device``: "auto" (CUDA when available, under torchrun the rank's LOCAL_RANK GPU), "cpu",
+    "cuda" or "cuda:N"."""
     if stage not in STAGES:
         raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
     distributed, rank, world = _dist_info()
@@ -124,6 +142,7 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
     if total <= 0:
         total = max(1, len(train_set) // (tc.batch_size[stage] * world))  # one epoch
     seed_everything(tc.seed)
+    dev = resolve_device(device)
     model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
     start = 0
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -132,6 +151,7 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
         if t0.vocab_size != tok.vocab_size or c0.model.to_dict() != cfg.model.to_dict():
             raise ValueError(f"--init {init}: its config/tokenizer differ from this run's")
         model.load_state_dict(m0.state_dict())
+    model.to(dev)
     model.set_trainable(tc.trainable[stage])
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -148,7 +168,8 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
         torch.set_rng_state(state["torch_rng"])
     ddp_model: torch.nn.Module = model
     if distributed:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
     bs = tc.batch_size[stage]
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=tc.seed) if distributed else \
         RandomSampler(train_set, replacement=True, num_samples=10**9, generator=torch.Generator().manual_seed(tc.seed + start))
@@ -186,6 +207,8 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
                 break
             for g in opt.param_groups:
                 g["lr"] = tc.lr[stage] * lr_factor(step, total, warmup, tc.min_lr_ratio)
+            if dev.type != "cpu":
+                batch = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
             losses = loss_fn(ddp_model, batch, cfg)
             if not torch.isfinite(losses["loss"]):
                 raise FloatingPointError(f"{stage} step {step}: loss is {losses['loss'].item()}")
