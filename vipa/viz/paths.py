@@ -18,6 +18,19 @@ x right, y down, z forward, so an identity camera pose puts the camera at the or
     /plots/confidence/{side}            Scalars, mean joint confidence
     /plots/reproj_error/{side}          Scalars, mean reprojection error (pixels)
     /plots/depth_scale                  Scalars, calibration scale s
+
+Robot rollouts (vipa.viz.rollout; simulator world frame, z up, metres):
+
+    /robot/world                        view coordinates (right-handed, z up)
+    /robot/world/camera                 Transform3D world_from_camera (OpenCV axes) per frame
+    /robot/world/camera/image           Pinhole (K) + the RGB frame
+    /robot/world/camera/image/executed  LineStrips2D, the executed path projected (pixels)
+    /robot/world/camera/image/predicted LineStrips2D, the current predicted chunk projected
+    /robot/world/executed               LineStrips3D, the whole executed end-effector path
+    /robot/world/end_effector           Points3D, the end effector per frame
+    /robot/world/predicted              LineStrips3D, the current predicted chunk as a path
+    /robot/plots/action                 Scalars dx, dy, dz, grip of the executed action
+    /robot/plots/gripper                Scalars, gripper opening (state)
 """
 
 from __future__ import annotations
@@ -35,6 +48,19 @@ TRAJECTORY_ROOT: Final = "world/trajectory"
 PREDICTION_ROOT: Final = "world/prediction"
 PLOTS: Final = "plots"
 DEPTH_SCALE_PLOT: Final = "plots/depth_scale"
+
+ROBOT_ROOT: Final = "robot"
+ROBOT_WORLD: Final = "robot/world"
+ROBOT_CAMERA: Final = "robot/world/camera"
+ROBOT_IMAGE: Final = "robot/world/camera/image"
+EXECUTED_2D: Final = "robot/world/camera/image/executed"
+PREDICTED_2D: Final = "robot/world/camera/image/predicted"
+EXECUTED_PATH: Final = "robot/world/executed"
+END_EFFECTOR: Final = "robot/world/end_effector"
+PREDICTED_PATH: Final = "robot/world/predicted"
+ROBOT_PLOTS: Final = "robot/plots"
+ACTION_PLOT: Final = "robot/plots/action"
+GRIPPER_PLOT: Final = "robot/plots/gripper"
 
 
 def hand_joints_3d(side: str) -> str:

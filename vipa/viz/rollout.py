@@ -5,7 +5,7 @@ path from the state it was predicted at, in 3D (robot world frame, z up, metres)
 into the camera image, plus the executed actions over time. Logged in columns
 (``rr.send_columns``: one call per entity for the whole rollout).
 
-vipa.viz.paths has no robot entities yet, so they are defined here in its style (layout):
+Entity paths come from vipa.viz.paths (its robot section):
 
     /robot/world                    view coordinates (right-handed, z up), simulator world frame
     /robot/world/camera             Transform3D world_from_camera (OpenCV axes) per frame
@@ -22,7 +22,6 @@ vipa.viz.paths has no robot entities yet, so they are defined here in its style 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
 
 import cv2
 import numpy as np
@@ -31,19 +30,9 @@ import rerun.blueprint as rrb
 
 from vipa.geometry import invert_transform, project, transform_points
 from vipa.viz import paths
+from vipa.viz.paths import (ACTION_PLOT, END_EFFECTOR, EXECUTED_2D, EXECUTED_PATH, GRIPPER_PLOT, PREDICTED_2D,
+                             PREDICTED_PATH, ROBOT_CAMERA, ROBOT_IMAGE, ROBOT_PLOTS, ROBOT_WORLD)
 
-ROBOT_ROOT: Final = "robot"
-ROBOT_WORLD: Final = "robot/world"
-ROBOT_CAMERA: Final = "robot/world/camera"
-ROBOT_IMAGE: Final = "robot/world/camera/image"
-EXECUTED_2D: Final = "robot/world/camera/image/executed"
-PREDICTED_2D: Final = "robot/world/camera/image/predicted"
-EXECUTED_PATH: Final = "robot/world/executed"
-END_EFFECTOR: Final = "robot/world/end_effector"
-PREDICTED_PATH: Final = "robot/world/predicted"
-ROBOT_PLOTS: Final = "robot/plots"
-ACTION_PLOT: Final = "robot/plots/action"
-GRIPPER_PLOT: Final = "robot/plots/gripper"
 
 ACTION_SCALE_M = 0.01  # Meta-World: an action of 1 moves the end-effector target 1 cm (SawyerXYZEnv.action_scale)
 CONTROL_HZ = 80.0  # Meta-World control rate (MuJoCo dt 2.5 ms x frame_skip 5)
