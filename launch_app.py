@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--author", default=None, help="name recorded with every correction (default: the OS user)")
     p.add_argument("--sample-root", type=Path, help="where the bundled sample is built (default cache/sample_dataset)")
     p.add_argument("--max-upload-mb", type=int, default=20)
+    p.add_argument("--rollouts", type=Path, help="a `vipa sim eval --out` folder to show in the Rollouts tab")
     return p.parse_args(argv)
 
 
@@ -59,7 +60,13 @@ def make_app(args: argparse.Namespace):
     predictor, note = load_predictor(args.checkpoint)
     if note:
         print(note, file=sys.stderr)
-    demo = build_ui(lambda: holder["wb"], status, predictor=predictor, max_upload_mb=args.max_upload_mb)
+    rollouts = None
+    if args.rollouts is not None:
+        from app.rollouts import RolloutFolder
+
+        rollouts = RolloutFolder(args.rollouts)
+    demo = build_ui(lambda: holder["wb"], status, predictor=predictor, max_upload_mb=args.max_upload_mb,
+                    rollouts=rollouts)
     return demo, holder, builder
 
 

@@ -100,7 +100,7 @@ def _guard(fn: Callable) -> Callable:
 
 
 def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict], predictor: Any = None,
-             max_upload_mb: int = 20) -> gr.Blocks:
+             max_upload_mb: int = 20, rollouts: Any = None) -> gr.Blocks:
     """``wb_ref()`` returns the Workbench once the dataset is ready (None while the bundled
     sample is being built); ``status()`` returns {"ready": bool, "message": str, "progress": float}."""
 
@@ -221,6 +221,24 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 pred_out = gr.Markdown()
                 pred_viewer = Rerun(height=520, elem_id="vipa-pred-rerun", visible=False)  # shown with a prediction
                 pred_rid = gr.Textbox(visible=False)
+
+            with gr.Tab("Rollouts", id="rollouts"):
+                if rollouts is None:
+                    gr.Markdown("No simulator rollouts loaded. Evaluate a checkpoint with "
+                                "`vipa sim eval CHECKPOINT --out DIR`, then start the workbench with "
+                                "`python launch_app.py --rollouts DIR`.")
+                else:
+                    gr.Markdown(rollouts.summary_markdown())
+                    names = rollouts.names()
+                    roll_dd = gr.Dropdown(names, value=names[0] if names else None, label="rollout",
+                                          elem_id="vipa-rollout")
+                    roll_viewer = Rerun(value=rollouts.recording(names[0]) if names else None, height=560,
+                                        elem_id="vipa-rollout-rerun")
+
+                    def on_rollout(name):
+                        return rollouts.recording(name) if name else None
+
+                    roll_dd.change(_guard(on_rollout), [roll_dd], [roll_viewer], api_name="rollout")
 
         # ------------------------------------------------------------ callbacks
 

@@ -35,8 +35,8 @@ def free_port() -> int:
 class AppProcess:
     """launch_app.py in a subprocess; ``client()`` gives a fresh gradio_client session."""
 
-    def __init__(self, data: Path, author: str = "tester") -> None:
-        self.data, self.author = data, author
+    def __init__(self, data: Path, author: str = "tester", extra_args: tuple[str, ...] = ()) -> None:
+        self.data, self.author, self.extra_args = data, author, tuple(extra_args)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -45,7 +45,7 @@ class AppProcess:
         self.log = open(self.data.parent / f"app-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "launch_app.py"), "--data", str(self.data), "--port", str(self.port),
-             "--author", self.author], cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+             "--author", self.author, *self.extra_args], cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
