@@ -6,7 +6,9 @@ Three pipeline stages, each a plain function over an :class:`~vipa.data.episode.
 ``lift``
     Per frame and hand, ``vipa.geometry.lift_hand`` (PnP) places the detector's hand-centred
     metric landmarks in the camera frame (OpenCV, metres) so they reproject onto the 2D
-    landmarks (pixels). Fills ``joints_3d`` and ``reproj_error`` (pixels).
+    landmarks (pixels). Fills ``joints_3d`` and ``reproj_error`` (pixels). With metric depth
+    (sensor) each hand is then moved along its centroid's viewing ray onto the depth
+    (``depth_correct``), unless the depth disagrees with the hand's size over the episode.
 ``calibrate``
     The paper's scale calibration: per frame, s = median over valid joints k of
     j_k^z / j~_k^z, with j_k^z the metric joint depth (from ``lift``) and j~_k^z the cloud
@@ -37,6 +39,12 @@ from vipa.data.episode import Episode
 from vipa import geometry
 
 CALIB_KEY = "calibration"
+LIFT_KEY = "lift"
+# Largest relative disagreement |sensor / PnP - 1| of hand depth accepted from metric depth, per
+# episode (median over frames) and per frame. PnP alone is within ~5% per frame at 224 px with
+# 2 px noise and MediaPipe's hand size is within ~15% of most adults': beyond this the depth is
+# not metric as declared (a wrong depth unit) or the sensor does not see the hand.
+MAX_DEPTH_DISAGREEMENT = 0.2
 
 
 # ----------------------------------------------------------------------------------- lift
@@ -48,6 +56,8 @@ def lift(
     *,
     max_reproj_px: float | None = None,
     provenance: str = "lift",
+    metric_depth: bool | None = None,
+    max_depth_disagreement: float = MAX_DEPTH_DISAGREEMENT,
 ) -> Episode:
     """Fill ``joints_3d`` (camera frame, metres) and ``reproj_error`` (px) of every present hand.
 
@@ -55,6 +65,14 @@ def lift(
     landmarks or ground truth minus its centroid), NaN where unknown. A frame whose PnP fails,
     or whose median reprojection error exceeds ``max_reproj_px``, keeps its 2D values but gets
     NaN 3D joints and ``valid`` False.
+
+    With metric depth (``metric_depth``; None reads ``ep.extra["depth_backend"]["metric"]``,
+    set by the pipeline for the ``sensor`` backend) each PnP hand is then moved along the
+    viewing ray of its centroid to agree with the sensor (:func:`depth_correct`): PnP fixes
+    the hand's direction well but its distance only through the hand's apparent size, which
+    2D noise blurs. Relative/estimated depth never moves the hand (the calibration scales the
+    cloud to it instead). Corrected frames get provenance ``provenance + ":depth"``; the
+    summary goes to ``ep.extra["lift"]`` (see :func:`depth_correct`).
     """
     K = geometry.validate_intrinsics(ep.K)
     t_count = ep.num_frames
@@ -86,6 +104,13 @@ def lift(
             track.joints_3d[t] = np.asarray(res.joints_cam, np.float32)
             track.reproj_error[t] = err
             track.provenance[t] = provenance
+    if metric_depth is None:
+        metric_depth = bool(ep.extra.get("depth_backend", {}).get("metric", False))
+    if metric_depth and ep.depth_raw is not None:
+        depth_correct(ep, max_disagreement=max_depth_disagreement, provenance=provenance + ":depth")
+    else:
+        why = "no depth" if ep.depth_raw is None else "depth is relative (not metric): the calibration scales it"
+        ep.extra[LIFT_KEY] = {"depth_used": False, "reason": why}
     return ep
 
 
@@ -218,11 +243,8 @@ def calibrate(
                 tr = ep.hands[side]
                 if not tr.present[t]:
                     continue
-                z = tr.joints_3d[t, :, 2] - np.asarray(surface_offset, np.float32)
-                c = cloud_depths_at_joints(ep, t, side)
-                v = tr.valid[t] & np.isfinite(z) & (z > 0) & np.isfinite(c) & (c > 0)
-                if exclude_self_occluded:
-                    v &= ~self_occluded(tr.joints_3d[t], ep.K)
+                z, c, v = joint_depth_pairs(ep, t, side, surface_offset=surface_offset,
+                                            exclude_self_occluded=exclude_self_occluded)
                 metric.append(z)
                 cloud.append(c)
                 valid.append(v)
@@ -251,6 +273,140 @@ def calibrate(
     cal = Calibration(scale, residual, frame_scale, frame_res, n_valid, mode)
     ep.extra[CALIB_KEY] = {k: v for k, v in cal.to_json().items() if k in ("scale", "residual", "mode")}
     return cal
+
+
+def joint_depth_pairs(
+    ep: Episode,
+    frame: int,
+    side: str,
+    joints: np.ndarray | None = None,
+    *,
+    surface_offset: float | np.ndarray = SURFACE_OFFSET,
+    exclude_self_occluded: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Skin depth of the joints vs the cloud at their pixels, for one hand in one frame.
+
+    Returns (21,) float32 ``z_skin`` = joint z - ``surface_offset`` (metres, camera frame;
+    ``joints`` default the track's ``joints_3d``), (21,) ``cloud`` = uncalibrated cloud depth
+    at the joints' 2D pixels (:func:`cloud_depths_at_joints`) and (21,) bool ``valid``: joints
+    the detector marks valid, with finite positive depths, not hidden behind the hand's own
+    bones (:func:`self_occluded`, when ``exclude_self_occluded``).
+    """
+    tr = ep.hands[side]
+    j = tr.joints_3d[frame] if joints is None else np.asarray(joints, np.float32)
+    z = j[:, 2] - np.asarray(surface_offset, np.float32)
+    c = cloud_depths_at_joints(ep, frame, side)
+    v = tr.valid[frame] & np.isfinite(z) & (z > 0) & np.isfinite(c) & (c > 0)
+    if exclude_self_occluded:
+        v &= ~self_occluded(j, ep.K)
+    return z.astype(np.float32), c, v
+
+
+@dataclass
+class DepthFix:
+    """Hand depth from metric depth for one hand in one frame (metres, camera frame)."""
+
+    shift: float  # z shift of the hand (sensor skin depth + offset - PnP joint z, robust median); NaN = none
+    residual: float  # median |sensor - corrected skin depth| over the joints used
+    n_valid: int  # joints used
+
+
+def frame_depth_fix(
+    z_skin: np.ndarray, cloud: np.ndarray, valid: np.ndarray, *,
+    occluder_margin: float = 0.02, min_joints: int = 3,
+) -> DepthFix:
+    """Robust z shift that brings the joints' skin depths onto metric cloud depths.
+
+    First the median of ``cloud - z_skin`` over ``valid`` joints; then joints whose cloud
+    depth lies more than ``occluder_margin`` (m) off the shifted skin (an object or the other
+    hand in front, background seen past a finger's edge) are left out and the median is taken
+    again, as in :func:`calibrate`.
+    """
+    v = valid & np.isfinite(z_skin) & np.isfinite(cloud)
+    if v.sum() < min_joints:
+        return DepthFix(float("nan"), float("nan"), int(v.sum()))
+    d = (cloud - z_skin).astype(np.float64)
+    shift = float(np.median(d[v]))
+    v2 = v & (np.abs(d - shift) <= occluder_margin)
+    if v2.sum() >= min_joints:
+        shift = float(np.median(d[v2]))
+        v = v2
+    return DepthFix(shift, float(np.median(np.abs(d[v] - shift))), int(v.sum()))
+
+
+def depth_correct(
+    ep: Episode,
+    *,
+    max_disagreement: float = MAX_DEPTH_DISAGREEMENT,
+    surface_offset: float | np.ndarray = SURFACE_OFFSET,
+    occluder_margin: float = 0.02,
+    min_joints: int = 3,
+    provenance: str = "lift:depth",
+) -> dict:
+    """Move each lifted hand along the viewing ray of its centroid onto metric depth (in place).
+
+    Per frame and hand, :func:`frame_depth_fix` gives the z shift from the sensor depth
+    (``depth_raw * depth_unit``, taken as metric) at the visible joints; the hand is translated
+    by ``shift / z_centroid * centroid`` (direction and shape unchanged, reprojection error
+    updated). A frame whose shift exceeds ``max_disagreement`` of its depth keeps PnP. If the
+    median over the episode's frames of the sensor/PnP depth ratio is off 1 by more than
+    ``max_disagreement``, the depth is not metric as declared and no hand is moved (the
+    calibration then recovers its scale). Returns and stores in ``ep.extra["lift"]``:
+    ``depth_used``, ``reason``, ``depth_ratio`` (episode median), ``frames_lifted``,
+    ``frames_corrected``, ``median_shift_m``, ``median_abs_shift_m``, ``residual_m`` (median of
+    per-frame median |sensor - skin| after the shift).
+    """
+    K = geometry.validate_intrinsics(ep.K)
+    fixes: list[tuple[str, int, np.ndarray, DepthFix]] = []
+    lifted = 0
+    for side in HANDS:
+        tr = ep.hands[side]
+        for t in np.flatnonzero(tr.present):
+            j = tr.joints_3d[t]
+            if not np.isfinite(j).all(-1).any():
+                continue
+            lifted += 1
+            centroid = np.nanmean(j.astype(np.float64), axis=0)
+            z_skin, cloud, v = joint_depth_pairs(ep, t, side, surface_offset=surface_offset)
+            fix = frame_depth_fix(z_skin, cloud, v, occluder_margin=occluder_margin, min_joints=min_joints)
+            if np.isfinite(fix.shift) and centroid[2] > 0:
+                fixes.append((side, int(t), centroid, fix))
+    ratios = np.array([1.0 + f.shift / c[2] for _, _, c, f in fixes])
+    info: dict = {"depth_used": False, "frames_lifted": lifted, "frames_with_depth": len(fixes),
+                  "max_disagreement": float(max_disagreement)}
+    if not fixes:
+        info["reason"] = "too few visible joints with sensor depth"
+        ep.extra[LIFT_KEY] = info
+        return info
+    ratio = float(np.median(ratios))
+    info["depth_ratio"] = round(ratio, 5)
+    if not abs(ratio - 1.0) <= max_disagreement:
+        info["reason"] = (f"sensor depth disagrees with the hand's metric size by x{ratio:.3f} over the episode: "
+                          f"not metric as declared (wrong depth unit?); PnP kept, the calibration scales the cloud")
+        ep.extra[LIFT_KEY] = info
+        return info
+    shifts, residuals = [], []
+    for (side, t, centroid, fix), r in zip(fixes, ratios):
+        if not abs(r - 1.0) <= max_disagreement:
+            continue
+        tr = ep.hands[side]
+        move = (fix.shift / centroid[2]) * centroid
+        tr.joints_3d[t] = (tr.joints_3d[t] + move).astype(np.float32)
+        uv = geometry.project(tr.joints_3d[t], K)
+        tr.reproj_error[t] = np.linalg.norm(uv - tr.joints_2d[t], axis=-1).astype(np.float32)
+        tr.provenance[t] = provenance
+        shifts.append(fix.shift)
+        residuals.append(fix.residual)
+    sh = np.asarray(shifts)
+    info.update({
+        "depth_used": bool(len(sh)), "reason": "metric depth: hand moved along its centroid ray onto the sensor",
+        "frames_corrected": len(sh),
+        "median_shift_m": round(float(np.median(sh)), 5) if len(sh) else None,
+        "median_abs_shift_m": round(float(np.median(np.abs(sh))), 5) if len(sh) else None,
+        "residual_m": round(float(np.median(residuals)), 5) if len(sh) else None,
+    })
+    ep.extra[LIFT_KEY] = info
+    return info
 
 
 def flag_out_of_view(ep: Episode) -> np.ndarray:

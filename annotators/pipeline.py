@@ -16,7 +16,10 @@ episode and its derived products into a ``vipa.data.dataset.Hand3DDataset``:
     derived/quality_frames.jsonl  per-frame quality (annotators.quality)
 
 Units: 3D in each frame's camera frame (OpenCV, metres); pixels in the convention of
-``vipa.conventions``. Depth is stored raw (``depth_raw`` in units of ``depth_unit``; sensor:
+``vipa.conventions``. With metric (``sensor``) depth, ``lift`` places each PnP hand on the
+sensor depth (``ep.extra["lift"]``, quality ``lift_depth_used`` / ``lift_depth_residual_m``);
+with relative depth the hand stays where PnP put it and ``calibrate`` scales the cloud to it.
+Depth is stored raw (``depth_raw`` in units of ``depth_unit``; sensor:
 millimetres) with the calibration scale beside it (``depth_scale``), never baked in.
 """
 
@@ -380,7 +383,7 @@ def run_pipeline(source: str | Path, config: AnnotateConfig | None = None, *, ep
     tick("depth")
     ep = build_episode(episode_id or episode_id_for(source), decoded, obs, depth, source=str(source))
     ep.extra["depth_backend"] = {"spec": spec, "metric": metric}
-    lift(ep, obs.world, max_reproj_px=config.max_reproj_px)
+    lift(ep, obs.world, max_reproj_px=config.max_reproj_px, metric_depth=metric)
     tick("lift")
     mode = config.calibration_mode
     if mode == "auto":
@@ -397,6 +400,10 @@ def run_pipeline(source: str | Path, config: AnnotateConfig | None = None, *, ep
     motion = make_motion(ep, config)
     tick("motion")
     frames = quality.assess(ep, cal if ep.depth_raw is not None else None)
+    lifted = ep.extra.get("lift", {})
+    ep.quality["lift_depth_used"] = float(bool(lifted.get("depth_used")))  # 1: hands placed on metric depth
+    if lifted.get("residual_m") is not None:
+        ep.quality["lift_depth_residual_m"] = float(lifted["residual_m"])
     tick("quality")
     ep.extra["timings_s"] = timings
     ep.extra["annotate_config"] = config.to_dict()

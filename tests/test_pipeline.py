@@ -45,8 +45,9 @@ def synthetic():
 
 @pytest.fixture(scope="module")
 def synthetic_448():
-    """The accuracy episodes at 448x448: 2 px of detector noise is 0.45% of the image width (0.9% at
-    224 px, where the same test gives a median wrist error of about 1.6 cm)."""
+    """The accuracy episodes at 448x448 for PnP alone (no depth marked metric): 2 px of detector noise is
+    0.45% of the image width (0.9% at 224 px, where PnP alone gives a median wrist error of about 1.6 cm;
+    at 224 px with metric sensor depth the lift uses the depth: tests/test_lift_depth.py, ~0.6 cm)."""
     return [generate_episode(s, width=448, height=448, num_frames=32) for s in SEEDS]
 
 
