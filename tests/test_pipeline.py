@@ -264,6 +264,7 @@ def test_end_to_end_rgbd_with_wrong_depth_scale(tmp_path, synthetic):
     for key in ("detection_rate", "reproj_median_px", "jitter_p95_mps2", "calib_residual", "dropped_frames"):
         assert key in ep.quality
     assert ep.quality["calib_scale"] == pytest.approx(s)
+    assert "not metric" in ep.extra["lift"]["reason"]  # the sensor at a wrong unit is not trusted by the lift
     assert set(ann.timings) >= {"decode", "hands", "depth", "lift", "calibrate", "smooth", "quality"}
     # metric cloud: sensor depth * unit * s equals the true depth
     d = ep.metric_depth(0)
@@ -359,6 +360,7 @@ def test_end_to_end_with_hf_relative_depth(tmp_path, synthetic):
     ep = ann.episode
     assert ep.extra["depth_backend"] == {"spec": f"hf:{tmp_path / 'dpt'}", "metric": False}
     assert ann.calibration.mode == "frame"
+    assert ep.extra["lift"]["depth_used"] is False and ep.quality["lift_depth_used"] == 0.0  # relative: PnP kept
     assert ep.depth_raw is not None and ep.depth_raw.shape == (ep.num_frames, ep.height, ep.width)
     ok = np.isfinite(ann.calibration.frame_scale)
     assert np.allclose(ep.depth_scale[ok], ann.calibration.frame_scale[ok])
