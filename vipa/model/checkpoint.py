@@ -1,5 +1,6 @@
 """Checkpoints: a folder with ``model.safetensors`` (weights), ``config.json`` (the VIPAConfig,
-stage, step, vocabulary size), ``tokenizer.json`` and, after post-training, ``action_stats.json``
+stage, step, vocabulary size; for ``paper`` the local VLM / 3D-encoder folders, which must still
+exist when loading: the weights file holds all weights, frozen ones included), ``tokenizer.json`` and, after post-training, ``action_stats.json``
 (normalisation of robot states and actions). Nothing is unpickled when loading one.
 """
 
@@ -91,7 +92,9 @@ def load_checkpoint(path: str | Path, expect_config: str | None = None,
     if tok.vocab_size != info.get("vocab_size"):
         raise CheckpointError(f"checkpoint {path}: tokenizer has {tok.vocab_size} tokens, weights expect "
                               f"{info.get('vocab_size')}")
-    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
+    # A `paper` checkpoint holds every weight (VLM and 3D encoder included): build the VLM from its
+    # config only; the local folders must still exist for their configs and tokenizer layout.
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id, load_pretrained=False)
     load_weights(model, path / WEIGHTS)
     model.eval()
     info["action_stats"] = json.loads((path / ACTION_STATS).read_text()) if (path / ACTION_STATS).is_file() else None

@@ -2,7 +2,11 @@
 
 ``tiny`` trains from scratch on a CPU in minutes; ``small`` is the same code sized for one GPU;
 ``paper`` loads the semantic encoder + LLM from a local pretrained VLM folder and the 3D encoder
-from a local folder, frozen as in the paper. Nothing is ever downloaded.
+from a local folder, frozen as in the paper. Nothing is ever downloaded. Supported VLM family:
+LLaVA (``LlavaForConditionalGeneration``); folder formats in ``vipa.model.pretrained``. For
+``paper`` the widths (``d_vision``, ``llm``) come from the VLM (the fusion runs in the LLM's
+hidden size); ``image_size``/``patch_size`` set the visual token grid the tower's patch tokens
+are pooled onto.
 """
 
 from __future__ import annotations
@@ -95,9 +99,12 @@ class ModelConfig:
     def check_local_weights(self) -> None:
         """For configs that load pretrained parts (``paper``): both local folders must exist.
         Nothing is ever downloaded, so a missing folder is an error naming the field."""
-        for field_name, what in (("vlm_path", "pretrained VLM (e.g. InternVL3.5-2B or Qwen2.5-VL)"),
-                                 ("encoder3d_path", "3D encoder (e.g. Cut3R / VGGT)")):
+        for field_name, what in (("vlm_path", "pretrained LLaVA-family VLM (transformers save_pretrained + tokenizer.json)"),
+                                 ("encoder3d_path", "3D encoder (encoder3d.json: the project's point-map "
+                                                    "encoder or a Cut3R / VGGT adapter)")):
             value = getattr(self, field_name)
+            if field_name == "encoder3d_path" and not self.use_3d:
+                continue  # the "without the 3D encoder" ablation needs no 3D folder
             if not value:
                 raise FileNotFoundError(f"config {self.name!r}: {field_name} is not set; give the local folder of the {what}")
             if not Path(value).is_dir():
@@ -183,7 +190,8 @@ def _small() -> VIPAConfig:
 
 
 def _paper() -> VIPAConfig:
-    # Paper: InternVL3.5-2B (semantic encoder + LLM) and a frozen Cut3R 3D encoder; AdamW lr 1e-5,
+    # Paper: InternVL3.5-2B (semantic encoder + LLM) and a frozen Cut3R 3D encoder; here a local
+    # LLaVA-family VLM and an encoder3d.json folder (vipa.model.pretrained). AdamW lr 1e-5,
     # batch 32, cosine, 1 epoch per stage; post-training lr 5e-5, batch 128. Stage 1 trains the
     # fusion layer, stage 2 LLM + fusion, post-training LLM + action head (encoders frozen).
     m = ModelConfig(

@@ -88,6 +88,31 @@ class VIPATokenizer:
         return cls(tok)
 
     @classmethod
+    def from_pretrained_folder(cls, folder: str | Path) -> "VIPATokenizer":
+        """A pretrained VLM's fast tokenizer (``folder/tokenizer.json``, local) with VIPA's specials
+        (those it lacks) and the 3 x 1024 motion tokens added as new tokens; the model's embeddings
+        are resized to ``vocab_size`` (``VIPAModel`` does it)."""
+        path = Path(folder) / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained tokenizer: {path} not found (expected the VLM's fast tokenizer)")
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+            raise ValueError(f"tokenizer {path}: unreadable ({exc})") from exc
+        if tok.token_to_id(motion_token(0, 0)) is None:
+            tok.add_special_tokens([s for s in SPECIALS if tok.token_to_id(s) is None])
+            tok.add_special_tokens(all_motion_tokens())
+        return cls(tok)
+
+    @classmethod
+    def for_config(cls, cfg, texts: Iterable[str]) -> "VIPATokenizer":
+        """The tokenizer a run of ``cfg`` (a VIPAConfig) uses: the pretrained VLM's (``paper``)
+        or one trained on ``texts`` (tiny/small)."""
+        if cfg.model.vlm_path:
+            return cls.from_pretrained_folder(cfg.model.vlm_path)
+        return cls.train(texts, cfg.model.tokenizer_vocab)
+
+    @classmethod
     def load(cls, path: str | Path) -> "VIPATokenizer":
         path = Path(path)
         if not path.is_file():

@@ -57,25 +57,40 @@ class VLAOutput:
 
 
 class VIPAModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab_size: int, pad_id: int = 0):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, pad_id: int = 0, load_pretrained: bool = True):
+        """``load_pretrained``: for ``paper`` (``vlm_path`` set), read the VLM's weights; False builds
+        the same structure from its config only (a checkpoint then supplies every weight)."""
         super().__init__()
-        if cfg.vlm_path or cfg.encoder3d_path or cfg.name == "paper":
-            cfg.check_local_weights()
-            raise NotImplementedError("loading a pretrained VLM / 3D encoder into VIPAModel is not implemented yet; "
-                                      "use the tiny or small config")
         cfg.validate()
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.pad_id = pad_id
-        d, h = cfg.d_vision, cfg.llm.hidden_size
-        self.semantic = SemanticEncoder(cfg)
-        self.spatial = PointMapEncoder(cfg) if cfg.use_3d else None
-        self.fusion = SpatialFusion(d, cfg.fusion_heads, cfg.fusion_dropout, cfg.alpha_init)
-        self.projector = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, h))
-        self.llm = build_llm(cfg, vocab_size)
+        self.pretrained = bool(cfg.vlm_path or cfg.encoder3d_path or cfg.name == "paper")
+        if self.pretrained:
+            # Semantic encoder + LLM from the local VLM folder, 3D encoder from its folder; the
+            # fusion works in the LLM's hidden size (after the VLM's own projector).
+            from vipa.model.pretrained import Spatial3DEncoder, load_encoder3d, load_vlm
+
+            cfg.check_local_weights()
+            self.semantic, self.llm, h = load_vlm(cfg, vocab_size, load_weights=load_pretrained)
+            d = h
+            if h % cfg.fusion_heads:
+                raise ValueError(f"fusion_heads {cfg.fusion_heads} must divide the VLM's hidden size {h}")
+            self.spatial = Spatial3DEncoder(load_encoder3d(cfg.encoder3d_path), cfg) if cfg.use_3d else None
+            self.spatial_proj = nn.Linear(self.spatial.out_dim, d) if self.spatial is not None else nn.Identity()
+            self.projector = nn.Identity()
+            self.fusion = SpatialFusion(d, cfg.fusion_heads, cfg.fusion_dropout, cfg.alpha_init)
+        else:
+            d, h = cfg.d_vision, cfg.llm.hidden_size
+            self.semantic = SemanticEncoder(cfg)
+            self.spatial = PointMapEncoder(cfg) if cfg.use_3d else None
+            self.spatial_proj = nn.Identity()
+            self.fusion = SpatialFusion(d, cfg.fusion_heads, cfg.fusion_dropout, cfg.alpha_init)
+            self.projector = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, h))
+            self.llm = build_llm(cfg, vocab_size)
         self.query_embed = nn.Parameter(torch.randn(cfg.num_queries, h) * 0.02)
         # Readout (pointer over the fine grid + offsets; trajectory deltas).
-        fine_ch = self.semantic.fine_ch * (2 if cfg.use_3d else 1)
+        fine_ch = self.semantic.fine_ch + (self.spatial.fine_ch if self.spatial is not None else 0)
         dk = 64
         self.key_fine = nn.Conv2d(fine_ch, dk, 1)
         self.key_llm = nn.Linear(h, dk)
@@ -98,7 +113,8 @@ class VIPAModel(nn.Module):
         g: dict[str, list[nn.Parameter]] = {
             "semantic": list(self.semantic.parameters()),
             "spatial": list(self.spatial.parameters()) if self.spatial is not None else [],
-            "fusion": list(self.fusion.parameters()) + list(self.projector.parameters()),
+            "fusion": list(self.fusion.parameters()) + list(self.projector.parameters())
+            + list(self.spatial_proj.parameters()),
             "llm": list(self.llm.parameters()) + [self.query_embed],
             "action_head": list(self.action_head.parameters()),
         }
@@ -132,7 +148,8 @@ class VIPAModel(nn.Module):
     def encode_images(self, image, xyz, valid):
         sem_fine, v_sem = self.semantic(image)
         if self.spatial is not None:
-            spa_fine, v_spa = self.spatial(xyz, valid)
+            spa_fine, v_spa = self.spatial(image, xyz, valid) if self.pretrained else self.spatial(xyz, valid)
+            v_spa = self.spatial_proj(v_spa)
             fine = torch.cat([sem_fine, spa_fine], 1)
         else:
             v_spa, fine = None, sem_fine

@@ -1,0 +1,166 @@
+"""The ``paper`` config end to end on a TINY LLaVA-family VLM built from config with random weights
+(saved with save_pretrained beside a tiny project-trained tokenizer.json) and a tiny point-map 3D
+encoder folder: loading, stage-1 freezing, Predictor, checkpoint round trip, bad folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from vipa.data.torch_dataset import encode_prompt
+from vipa.infer.predictor import Predictor
+from vipa.model.checkpoint import load_checkpoint
+from vipa.model.config import ModelConfig, get_config
+from vipa.model.encoders import PointMapEncoder
+from vipa.model.pretrained import PretrainedFolderError, save_pointmap_encoder
+from vipa.model.tokenizer import VIPATokenizer
+from vipa.model.vla import VIPAModel
+from vipa.train.loop import seed_everything, train
+
+torch.set_num_threads(1)
+PROMPT = "Where is the red cube relative to the right hand?"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("pretrained")
+    vlm = root / "tiny-llava"
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<image>"],
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([PROMPT, "left and down, 0.44m", "pick up the red cube"], trainer=trainer)
+    torch.manual_seed(0)
+    conf = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=32, patch_size=8).to_dict(),
+        text_config=LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=48, intermediate_size=96,
+                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2).to_dict(),
+        image_token_index=tok.token_to_id("<image>"))
+    LlavaForConditionalGeneration(conf).save_pretrained(str(vlm))
+    tok.save(str(vlm / "tokenizer.json"))
+    ecfg = ModelConfig(name="enc", image_size=32, patch_size=8, fine_stride=4, stem_channels=(8, 8, 16), d_vision=16)
+    enc3d = save_pointmap_encoder(root / "pointmap3d", PointMapEncoder(ecfg), ecfg)
+    return vlm, enc3d
+
+
+def paper_cfg(folders):
+    vlm, enc3d = folders
+    cfg = get_config("paper", vlm_path=str(vlm), encoder3d_path=str(enc3d), image_size=32, patch_size=8,
+                     fine_stride=4, fusion_heads=4, max_prompt_len=40, max_target_len=16, traj_horizon=4,
+                     dit_dim=32, dit_layers=1, dit_heads=2)
+    cfg.train.batch_size["stage1"] = 2
+    cfg.train.lr["stage1"] = 1e-2
+    cfg.train.ckpt_every = 0
+    return cfg
+
+
+def samples(tok, cfg, n=4):
+    g = torch.Generator().manual_seed(0)
+    s, out = cfg.model.image_size, []
+    for _ in range(n):
+        tgt = [tok.bos_id] + tok.encode("left and down, 0.44m") + [tok.eos_id]
+        xyz = torch.rand(3, s, s, generator=g) * 0.4 + torch.tensor([-0.2, -0.2, 0.3]).view(3, 1, 1)
+        out.append(dict(image=torch.rand(3, s, s, generator=g), xyz=xyz, valid=torch.ones(1, s, s),
+                        target=torch.tensor(tgt), point_a=torch.rand(3, generator=g), point_a_mask=torch.tensor(1.0),
+                        point_b=torch.rand(3, generator=g), point_b_mask=torch.tensor(1.0),
+                        traj=torch.rand(cfg.model.traj_horizon, 3, generator=g), traj_mask=torch.tensor(1.0),
+                        **encode_prompt(tok, PROMPT, cfg.model.max_prompt_len)))
+    return out
+
+
+def scene(seed=0):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    depth = rng.uniform(0.4, 0.9, (48, 64)).astype(np.float32)
+    K = np.array([[60, 0, 32], [0, 60, 24], [0, 0, 1]], np.float32)
+    return img, depth, K
+
+
+def test_paper_loads_pretrained_parts_and_adds_motion_tokens(folders):
+    cfg = paper_cfg(folders)
+    tok = VIPATokenizer.for_config(cfg, [])
+    base = Tokenizer.from_file(str(folders[0] / "tokenizer.json"))
+    # <pad>, <bos>, <eos> are new (the base already has <unk>), then the 3 x 1024 motion tokens.
+    assert tok.vocab_size == base.get_vocab_size() + 3 + 3 * 1024
+    assert tok.unk_id == base.token_to_id("<unk>")
+    assert tok.encode(PROMPT) == base.encode(PROMPT).ids  # pretrained text tokenisation unchanged
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
+    from transformers import LlavaForConditionalGeneration
+
+    ref = LlavaForConditionalGeneration.from_pretrained(str(folders[0]), local_files_only=True)
+    assert model.llm.get_input_embeddings().weight.shape == (tok.vocab_size, 48)
+    assert model.llm.lm_head.weight.shape[0] == tok.vocab_size
+    n_old = base.get_vocab_size()
+    assert torch.equal(model.llm.get_input_embeddings().weight[:n_old], ref.get_input_embeddings().weight)
+    ref_tower = ref.model.vision_tower.state_dict()
+    assert ref_tower and all(torch.equal(v, ref_tower[k]) for k, v in model.semantic.tower.state_dict().items())
+    assert model.fusion.alpha.item() == pytest.approx(0.5)
+    assert model.fusion.norm.normalized_shape == (48,)  # fusion in the VLM's hidden size
+    assert model.action_head is not None and model.query_embed.shape[1] == 48
+
+
+def test_stage1_step_trains_only_fusion_and_round_trips(folders, tmp_path):
+    cfg = paper_cfg(folders)
+    tok = VIPATokenizer.for_config(cfg, [])
+    seed_everything(cfg.train.seed)  # the same initial weights as the training run's
+    before = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
+    res = train(cfg, "stage1", samples(tok, cfg), tok, tmp_path / "run", steps=1, progress=False,
+                num_threads=1, device="cpu")
+    model, cfg2, tok2, _ = load_checkpoint(res.final, expect_config="paper")
+    assert tok2.vocab_size == tok.vocab_size and cfg2.model.vlm_path == cfg.model.vlm_path
+    new, old = model.param_groups(), before.param_groups()
+    for group in ("semantic", "spatial", "llm", "action_head"):
+        assert all(torch.equal(a, b) for a, b in zip(new[group], old[group])), f"{group} changed in stage 1"
+    assert not all(torch.equal(a, b) for a, b in zip(new["fusion"], old["fusion"])), "fusion did not train"
+    assert model.fusion.alpha.item() != pytest.approx(0.5, abs=1e-6)
+
+    img, depth, K = scene()
+    p1 = Predictor.load(res.final)
+    a = p1.predict(img, depth, K, PROMPT, mode="answer")
+    t = p1.predict(img, depth, K, "pick up the red cube", mode="trajectory")
+    assert isinstance(a.text, str) and a.wrist.shape == (3,)
+    assert t.trajectory.shape == (cfg.model.traj_horizon, 3) and t.trajectory_tokens.shape[1] == 3
+    p2 = Predictor.load(res.final)
+    b = p2.predict(img, depth, K, PROMPT, mode="answer")
+    t2 = p2.predict(img, depth, K, "pick up the red cube", mode="trajectory")
+    assert a.text == b.text and a.lm_text == b.lm_text
+    np.testing.assert_array_equal(a.wrist, b.wrist)
+    np.testing.assert_array_equal(t.trajectory, t2.trajectory)
+    np.testing.assert_array_equal(t.trajectory_tokens, t2.trajectory_tokens)
+
+
+def test_wrong_folders_give_clear_errors(folders, tmp_path):
+    vlm, enc3d = folders
+    base = dict(image_size=32, patch_size=8, fine_stride=4, fusion_heads=4)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        VIPAModel(get_config("paper", vlm_path=str(tmp_path / "missing"), encoder3d_path=str(enc3d), **base).model, 10)
+    with pytest.raises(PretrainedFolderError, match=r"no config\.json.*LLaVA"):
+        VIPAModel(get_config("paper", vlm_path=str(tmp_path), encoder3d_path=str(enc3d), **base).model, 10)
+    wrong = tmp_path / "qwen"
+    wrong.mkdir()
+    (wrong / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    with pytest.raises(PretrainedFolderError, match=r"model_type 'qwen2' is not supported"):
+        VIPAModel(get_config("paper", vlm_path=str(wrong), encoder3d_path=str(enc3d), **base).model, 10)
+    with pytest.raises(PretrainedFolderError, match=r"no encoder3d\.json"):
+        VIPAModel(get_config("paper", vlm_path=str(vlm), encoder3d_path=str(tmp_path), **base).model, 10)
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        VIPATokenizer.from_pretrained_folder(tmp_path)
+
+
+def test_paper_without_3d_encoder_needs_no_3d_folder(folders):
+    cfg = paper_cfg(folders)
+    cfg.model.use_3d, cfg.model.encoder3d_path = False, None
+    tok = VIPATokenizer.for_config(cfg, [])
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id).eval()
+    b = torch.utils.data.default_collate([{k: v for k, v in s.items() if k not in ("target", "xyz", "valid")}
+                                          for s in samples(tok, cfg, 2)])
+    out = model(b["image"], b["prompt_ids"], b["prompt_mask"])
+    assert model.spatial is None and out.point_a.shape == (2, 3) and out.traj.shape == (2, cfg.model.traj_horizon, 3)
