@@ -25,12 +25,34 @@ torch.set_num_threads(1)
 PROMPT = "Where is the red cube relative to the right hand?"
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+def tiny_vlm(family: str, vocab: int, image_token: int):
+    """A tiny VLM of ``family`` built from config (random weights, hidden size 48)."""
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration)
 
+    if family == "llava":
+        conf = LlavaConfig(
+            vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=2, image_size=32, patch_size=8).to_dict(),
+            text_config=LlamaConfig(vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2).to_dict(),
+            image_token_index=image_token)
+        return LlavaForConditionalGeneration(conf)
+    conf = Qwen2_5_VLConfig(
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=48,
+                           patch_size=4, spatial_merge_size=2, temporal_patch_size=2, window_size=16,
+                           fullatt_block_indexes=[1]),
+        text_config=dict(vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
+                         rope_scaling={"type": "mrope", "mrope_section": [2, 2, 2]}),
+        image_token_id=image_token, video_token_id=image_token)
+    return Qwen2_5_VLForConditionalGeneration(conf)
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_5_vl"])
+def folders(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
-    vlm = root / "tiny-llava"
+    vlm = root / f"tiny-{request.param}"
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -38,13 +60,7 @@ def folders(tmp_path_factory):
                                   show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([PROMPT, "left and down, 0.44m", "pick up the red cube"], trainer=trainer)
     torch.manual_seed(0)
-    conf = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=32, patch_size=8).to_dict(),
-        text_config=LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=48, intermediate_size=96,
-                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2).to_dict(),
-        image_token_index=tok.token_to_id("<image>"))
-    LlavaForConditionalGeneration(conf).save_pretrained(str(vlm))
+    tiny_vlm(request.param, tok.get_vocab_size(), tok.token_to_id("<image>")).save_pretrained(str(vlm))
     tok.save(str(vlm / "tokenizer.json"))
     ecfg = ModelConfig(name="enc", image_size=32, patch_size=8, fine_stride=4, stem_channels=(8, 8, 16), d_vision=16)
     enc3d = save_pointmap_encoder(root / "pointmap3d", PointMapEncoder(ecfg), ecfg)
@@ -93,15 +109,17 @@ def test_paper_loads_pretrained_parts_and_adds_motion_tokens(folders):
     assert tok.unk_id == base.token_to_id("<unk>")
     assert tok.encode(PROMPT) == base.encode(PROMPT).ids  # pretrained text tokenisation unchanged
     model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
-    from transformers import LlavaForConditionalGeneration
+    from vipa.model.pretrained import _vlm_class
 
-    ref = LlavaForConditionalGeneration.from_pretrained(str(folders[0]), local_files_only=True)
+    family = json.loads((folders[0] / "config.json").read_text())["model_type"]
+    ref = _vlm_class(family).from_pretrained(str(folders[0]), local_files_only=True)
     assert model.llm.get_input_embeddings().weight.shape == (tok.vocab_size, 48)
     assert model.llm.lm_head.weight.shape[0] == tok.vocab_size
     n_old = base.get_vocab_size()
     assert torch.equal(model.llm.get_input_embeddings().weight[:n_old], ref.get_input_embeddings().weight)
-    ref_tower = ref.model.vision_tower.state_dict()
-    assert ref_tower and all(torch.equal(v, ref_tower[k]) for k, v in model.semantic.tower.state_dict().items())
+    ref_tower = (ref.model.vision_tower if family == "llava" else ref.model.visual).state_dict()
+    ours = model.semantic.tower if family == "llava" else model.semantic.visual
+    assert ref_tower and all(torch.equal(v, ref_tower[k]) for k, v in ours.state_dict().items())
     assert model.fusion.alpha.item() == pytest.approx(0.5)
     assert model.fusion.norm.normalized_shape == (48,)  # fusion in the VLM's hidden size
     assert model.action_head is not None and model.query_embed.shape[1] == 48
@@ -164,3 +182,25 @@ def test_paper_without_3d_encoder_needs_no_3d_folder(folders):
                                           for s in samples(tok, cfg, 2)])
     out = model(b["image"], b["prompt_ids"], b["prompt_mask"])
     assert model.spatial is None and out.point_a.shape == (2, 3) and out.traj.shape == (2, cfg.model.traj_horizon, 3)
+
+
+def test_qwen_patches_match_the_image_processor():
+    """The Qwen2.5-VL patchification equals Qwen2VLImageProcessor's (built offline, no resize)."""
+    from transformers import Qwen2VLImageProcessor
+
+    from vipa.model.pretrained import QwenVLSemanticEncoder
+
+    proc = Qwen2VLImageProcessor()
+    img = np.random.default_rng(0).integers(0, 255, (56, 56, 3), dtype=np.uint8)
+    ref = proc(images=[img], do_resize=False, return_tensors="pt")
+    seen = {}
+
+    def visual(flat, grid_thw):
+        seen["flat"], seen["thw"] = flat, grid_thw
+        return torch.zeros(flat.shape[0] // 4, 8)
+
+    cfg = ModelConfig(name="paper", image_size=56, patch_size=28, fine_stride=14)
+    enc = QwenVLSemanticEncoder(visual, cfg, 14, 2, 2, 8, tuple(proc.image_mean), tuple(proc.image_std))
+    fine, tokens = enc(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)
+    assert torch.equal(seen["thw"], ref["image_grid_thw"]) and tokens.shape == (1, 4, 8) and fine.shape == (1, 8, 4, 4)
+    torch.testing.assert_close(seen["flat"], ref["pixel_values"].float(), atol=1e-5, rtol=0)

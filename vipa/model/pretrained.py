@@ -1,12 +1,21 @@
 """Pretrained parts of the ``paper`` config, from LOCAL folders only (nothing is downloaded).
 
-**VLM folder** (``ModelConfig.vlm_path``): a transformers ``save_pretrained`` folder of a
-LLaVA-family model (``model_type`` in ``SUPPORTED_VLMS``: ``LlavaForConditionalGeneration``, e.g.
-llava-hf/llava-1.5-7b-hf or llava-interleave-qwen-0.5b, with a CLIP or SigLIP vision tower and
-any decoder LLM) holding ``config.json``, the weights (``model*.safetensors``) and the fast
-tokenizer ``tokenizer.json``; ``preprocessor_config.json`` (image mean/std) is optional (CLIP's
-are used otherwise). The vision tower + the VLM's own multimodal projector are the semantic
-encoder; its language model + LM head are the LLM. Models are loaded in float32.
+**VLM folder** (``ModelConfig.vlm_path``): a transformers ``save_pretrained`` folder holding
+``config.json``, the weights (``model*.safetensors``) and the fast tokenizer ``tokenizer.json``;
+``preprocessor_config.json`` (image mean/std) is optional (CLIP's are used otherwise). Supported
+families (``model_type`` in ``SUPPORTED_VLMS``):
+
+- ``llava``: ``LlavaForConditionalGeneration`` (e.g. llava-hf/llava-1.5-7b-hf,
+  llava-interleave-qwen-0.5b-hf; CLIP or SigLIP tower, any decoder LLM). Semantic encoder = the
+  vision tower (``vision_feature_layer``, CLS dropped for the "default" strategy) + the VLM's
+  multimodal projector; the image is resized to the tower's ``image_size``.
+- ``qwen2_5_vl``: ``Qwen2_5_VLForConditionalGeneration`` (e.g. Qwen/Qwen2.5-VL-3B-Instruct).
+  Semantic encoder = the vision transformer with its patch merger; the image is resized to
+  ``image_size`` rounded to a multiple of patch_size x spatial_merge_size (fixed resolution,
+  not the processor's dynamic one) and patchified exactly as Qwen2VLImageProcessor does. The
+  LLM gets plain 1D positions (mRoPE with the same index on all three sections), as for text.
+
+In both the language model + LM head are the LLM. Models are loaded in float32.
 
 **3D encoder folder** (``ModelConfig.encoder3d_path``): ``encoder3d.json`` plus whatever the
 encoder needs. Two kinds:
@@ -39,9 +48,9 @@ from torch import nn
 
 from vipa.model.config import ModelConfig
 
-SUPPORTED_VLMS = ("llava",)
-VLM_EXPECTED = ("a transformers save_pretrained folder of a LLaVA-family VLM (config.json with model_type "
-                f"in {SUPPORTED_VLMS}, model*.safetensors, tokenizer.json)")
+SUPPORTED_VLMS = ("llava", "qwen2_5_vl")
+VLM_EXPECTED = ("a transformers save_pretrained folder of a LLaVA or Qwen2.5-VL model (config.json with "
+                f"model_type in {SUPPORTED_VLMS}, model*.safetensors, tokenizer.json)")
 ENCODER3D_FILE = "encoder3d.json"
 POINTMAP_FORMAT = "vipa-pointmap-encoder"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -125,24 +134,66 @@ class VLMSemanticEncoder(nn.Module):
         return fine, self.projector(tokens)
 
 
+class QwenVLSemanticEncoder(nn.Module):
+    """Semantic visual tokens from a Qwen2.5-VL vision transformer (its merger projects to the LLM's
+    hidden size). (B, 3, S, S) RGB in [0, 1] -> (fine (B, H, fg, fg), tokens (B, grid*grid, H))."""
+
+    def __init__(self, visual: nn.Module, cfg: ModelConfig, patch: int, merge: int, temporal: int,
+                 hidden: int, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.visual = visual
+        self.patch, self.merge, self.temporal = patch, merge, temporal
+        unit = patch * merge
+        self.tower_size = max(unit, round(cfg.image_size / unit) * unit)
+        self.grid, self.fine_grid, self.fine_ch = cfg.grid, cfg.fine_grid, hidden
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c = image.shape[:2]
+        ts, p, m, t = self.tower_size, self.patch, self.merge, self.temporal
+        x = image
+        if x.shape[-1] != ts or x.shape[-2] != ts:
+            x = F.interpolate(x, size=(ts, ts), mode="bilinear", align_corners=False)
+        x = ((x - self.mean) / self.std)[:, None].expand(b, t, c, ts, ts)  # a still image = t equal frames
+        g = ts // p
+        x = x.reshape(b, t, c, g // m, m, p, g // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        flat = x.reshape(b * g * g, c * t * p * p)
+        thw = torch.tensor([[1, g, g]] * b, device=image.device)
+        out = self.visual(flat, grid_thw=thw)
+        merged = out.pooler_output if hasattr(out, "pooler_output") else out
+        gm = g // m
+        fmap = merged.reshape(b, gm, gm, -1).permute(0, 3, 1, 2)
+        fine = F.interpolate(fmap, size=(self.fine_grid, self.fine_grid), mode="bilinear", align_corners=False)
+        tokens = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)
+        return fine, tokens
+
+
+def _vlm_class(model_type: str) -> type:
+    from transformers import LlavaForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
+
+    return {"llava": LlavaForConditionalGeneration, "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}[model_type]
+
+
 def load_vlm(cfg: ModelConfig, vocab_size: int, load_weights: bool = True,
-             ) -> tuple[VLMSemanticEncoder, PretrainedCausalLM, int]:
+             ) -> tuple[nn.Module, PretrainedCausalLM, int]:
     """(semantic encoder, LLM, LLM hidden size) from ``cfg.vlm_path`` (local files only).
 
     The token embeddings (and LM head) are resized to ``vocab_size`` (the pretrained tokenizer
     plus VIPA's specials and motion tokens; new rows mean-initialised). ``load_weights=False``
     builds the same structure from config.json alone (used when a VIPA checkpoint supplies all
     weights)."""
-    from transformers import AutoConfig, LlavaForConditionalGeneration
+    from transformers import AutoConfig
 
     path = Path(cfg.vlm_path)
-    check_vlm_folder(path, need_weights=load_weights)
+    model_type = check_vlm_folder(path, need_weights=load_weights)["model_type"]
+    cls = _vlm_class(model_type)
     try:
         conf = AutoConfig.from_pretrained(str(path), local_files_only=True)
         if load_weights:
-            vlm = LlavaForConditionalGeneration.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+            vlm = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
         else:
-            vlm = LlavaForConditionalGeneration._from_config(conf, dtype=torch.float32)
+            vlm = cls._from_config(conf, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise PretrainedFolderError(f"vlm_path {str(path)!r}: could not load ({exc}); expected {VLM_EXPECTED}") from exc
     vlm.resize_token_embeddings(vocab_size)
@@ -153,11 +204,16 @@ def load_vlm(cfg: ModelConfig, vocab_size: int, load_weights: bool = True,
         pc = json.loads(pre.read_text())
         mean, std = tuple(pc.get("image_mean", mean)), tuple(pc.get("image_std", std))
     inner = vlm.model
-    sem = VLMSemanticEncoder(inner.vision_tower, inner.multi_modal_projector, cfg, int(vc.image_size),
-                             int(vc.hidden_size), conf.vision_feature_layer, conf.vision_feature_select_strategy,
-                             mean, std)
+    hidden = int(conf.text_config.hidden_size)
+    if model_type == "llava":
+        sem: nn.Module = VLMSemanticEncoder(inner.vision_tower, inner.multi_modal_projector, cfg, int(vc.image_size),
+                                            int(vc.hidden_size), conf.vision_feature_layer,
+                                            conf.vision_feature_select_strategy, mean, std)
+    else:
+        sem = QwenVLSemanticEncoder(inner.visual, cfg, int(vc.patch_size), int(vc.spatial_merge_size),
+                                    int(vc.temporal_patch_size), hidden, mean, std)
     llm = PretrainedCausalLM(inner.language_model, vlm.lm_head)
-    return sem, llm, int(conf.text_config.hidden_size)
+    return sem, llm, hidden
 
 
 # ---------------------------------------------------------------- 3D encoder
