@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 
 def _measure(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:

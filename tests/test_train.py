@@ -134,6 +134,7 @@ def test_train_checkpoint_resume_and_predict(prepared, small_cfg, tmp_path):
     caches, tok = prepared
     ds = Hand3DTorchDataset(caches, tok, small_cfg.model, "stage2")
     res = train(small_cfg, "stage2", ds, tok, tmp_path / "run", steps=3, progress=False)
+    assert res.steps == 3 and res.final == tmp_path / "run" / "final"
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [1, 2, 3] and all("alpha" in r and "lr" in r for r in recs)
     assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "train_state.pt").is_file()
