@@ -146,7 +146,14 @@ def test_stage1_step_trains_only_fusion_and_round_trips(folders, tmp_path):
     t = p1.predict(img, depth, K, "pick up the red cube", mode="trajectory")
     assert isinstance(a.text, str) and a.wrist.shape == (3,)
     assert t.trajectory.shape == (cfg.model.traj_horizon, 3) and t.trajectory_tokens.shape[1] == 3
-    p2 = Predictor.load(res.final)
+    moved = tmp_path / "moved-vlm"  # the pretrained folder moved after training
+    folders[0].rename(moved)
+    try:
+        with pytest.raises(FileNotFoundError, match="vlm_path"):
+            Predictor.load(res.final)
+        p2 = Predictor.load(res.final, vlm_path=moved)
+    finally:
+        moved.rename(folders[0])
     b = p2.predict(img, depth, K, PROMPT, mode="answer")
     t2 = p2.predict(img, depth, K, "pick up the red cube", mode="trajectory")
     assert a.text == b.text and a.lm_text == b.lm_text
@@ -204,3 +211,47 @@ def test_qwen_patches_match_the_image_processor():
     fine, tokens = enc(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)
     assert torch.equal(seen["thw"], ref["image_grid_thw"]) and tokens.shape == (1, 4, 8) and fine.shape == (1, 8, 4, 4)
     torch.testing.assert_close(seen["flat"], ref["pixel_values"].float(), atol=1e-5, rtol=0)
+
+
+ADAPTER = '''
+import torch
+from torch import nn
+from vipa.model.pretrained import Encoder3DAdapter
+
+
+class DepthOnly3D(Encoder3DAdapter):
+    """Stands for a Cut3R/VGGT wrapper: image -> a feature map at stride 4 and a token map at stride 8."""
+
+    def __init__(self, folder, width=12):
+        super().__init__(folder)
+        self.out_dim, self.fine_ch = width, 6
+        self.fine = nn.Conv2d(3, 6, 4, stride=4)
+        self.tok = nn.Conv2d(3, width, 8, stride=8)
+
+    def forward(self, image, xyz, valid):
+        return self.fine(image), self.tok(image)
+'''
+
+
+def test_adapter_3d_encoder_folder(folders, tmp_path, monkeypatch):
+    (tmp_path / "my_cut3r_adapter.py").write_text(ADAPTER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    enc = tmp_path / "cut3r"
+    enc.mkdir()
+    (enc / "encoder3d.json").write_text(json.dumps({"format": "adapter", "class": "my_cut3r_adapter:DepthOnly3D",
+                                                     "kwargs": {"width": 12}}))
+    cfg = paper_cfg(folders)
+    cfg.model.encoder3d_path = str(enc)
+    tok = VIPATokenizer.for_config(cfg, [])
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id).eval()
+    b = torch.utils.data.default_collate([{k: v for k, v in s.items() if k != "target"} for s in samples(tok, cfg, 2)])
+    out = model(b["image"], b["prompt_ids"], b["prompt_mask"], b["xyz"], b["valid"])
+    assert out.point_a.shape == (2, 3) and model.spatial_proj.in_features == 12
+    groups = model.param_groups()
+    for stage, train_groups in cfg.train.trainable.items():  # the paper: encoders frozen in every stage
+        model.set_trainable(train_groups)
+        assert not any(p.requires_grad for g in ("semantic", "spatial") for p in groups[g]), stage
+        assert all(p.requires_grad for g in train_groups for p in groups[g]), stage
+    (enc / "encoder3d.json").write_text(json.dumps({"format": "adapter", "class": "json:JSONDecoder"}))
+    with pytest.raises(PretrainedFolderError, match="not an Encoder3DAdapter subclass"):
+        VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)

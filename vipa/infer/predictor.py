@@ -59,10 +59,13 @@ class Predictor:
         self.action_stats = info.get("action_stats")
 
     @classmethod
-    def load(cls, checkpoint: str | Path, expect_config: str | None = None, threads: int | None = None) -> "Predictor":
+    def load(cls, checkpoint: str | Path, expect_config: str | None = None, threads: int | None = None,
+             vlm_path: str | None = None, encoder3d_path: str | None = None) -> "Predictor":
+        """``vlm_path`` / ``encoder3d_path``: current local folders of a ``paper`` checkpoint's
+        pretrained parts when they moved since training."""
         if threads:
             torch.set_num_threads(threads)
-        model, cfg, tok, info = load_checkpoint(checkpoint, expect_config)
+        model, cfg, tok, info = load_checkpoint(checkpoint, expect_config, vlm_path, encoder3d_path)
         return cls(model, cfg, tok, info)
 
     # ---- inputs ----

@@ -74,11 +74,14 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path}: {CONFIG} is not valid JSON ({exc})") from exc
 
 
-def load_checkpoint(path: str | Path, expect_config: str | None = None,
+def load_checkpoint(path: str | Path, expect_config: str | None = None, vlm_path: str | None = None,
+                    encoder3d_path: str | None = None,
                     ) -> tuple[VIPAModel, VIPAConfig, VIPATokenizer, dict[str, Any]]:
     """(model in eval mode, config, tokenizer, info) from a checkpoint folder.
 
     ``expect_config``: raise CheckpointError when the checkpoint was made with another config.
+    ``vlm_path`` / ``encoder3d_path`` (``paper``): where the local pretrained folders are now, when
+    they moved since training (only their configs are read; the checkpoint holds the weights).
     """
     path = Path(path)
     info = read_checkpoint_info(path)
@@ -88,6 +91,10 @@ def load_checkpoint(path: str | Path, expect_config: str | None = None,
         raise CheckpointError(f"checkpoint {path}: config unreadable ({exc})") from exc
     if expect_config is not None and cfg.name != expect_config:
         raise CheckpointError(f"checkpoint {path} was trained with config {cfg.name!r}, not {expect_config!r}")
+    if vlm_path is not None:
+        cfg.model.vlm_path = str(vlm_path)
+    if encoder3d_path is not None:
+        cfg.model.encoder3d_path = str(encoder3d_path)
     tok = VIPATokenizer.load(path / TOKENIZER)
     if tok.vocab_size != info.get("vocab_size"):
         raise CheckpointError(f"checkpoint {path}: tokenizer has {tok.vocab_size} tokens, weights expect "
