@@ -72,8 +72,9 @@ def paper_cfg(folders):
     cfg = get_config("paper", vlm_path=str(vlm), encoder3d_path=str(enc3d), image_size=32, patch_size=8,
                      fine_stride=4, fusion_heads=4, max_prompt_len=40, max_target_len=16, traj_horizon=4,
                      dit_dim=32, dit_layers=1, dit_heads=2)
-    cfg.train.batch_size["stage1"] = 2
-    cfg.train.lr["stage1"] = 1e-2
+    for stage in ("stage1", "stage2", "post"):
+        cfg.train.batch_size[stage] = 2
+        cfg.train.lr[stage] = 1e-2
     cfg.train.ckpt_every = 0
     return cfg
 
@@ -255,3 +256,49 @@ def test_adapter_3d_encoder_folder(folders, tmp_path, monkeypatch):
     (enc / "encoder3d.json").write_text(json.dumps({"format": "adapter", "class": "json:JSONDecoder"}))
     with pytest.raises(PretrainedFolderError, match="not an Encoder3DAdapter subclass"):
         VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
+
+
+@pytest.mark.parametrize("stage", ["stage2", "post"])
+def test_later_stages_train_only_their_groups(folders, tmp_path, stage):
+    """Stage 2 trains LLM + fusion, post-training LLM + action head; the encoders never change."""
+    cfg = paper_cfg(folders)
+    tok = VIPATokenizer.for_config(cfg, [])
+    data = samples(tok, cfg)
+    if stage == "post":
+        g = torch.Generator().manual_seed(1)
+        m = cfg.model
+        data = [{k: v for k, v in s.items() if k in ("image", "xyz", "valid", "prompt_ids", "prompt_mask")}
+                | {"actions": torch.randn(m.chunk_len, m.action_dim, generator=g),
+                   "state": torch.randn(m.state_dim, generator=g)} for s in data]
+    seed_everything(cfg.train.seed)
+    before = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id).param_groups()
+    res = train(cfg, stage, data, tok, tmp_path / "run", steps=1, progress=False, num_threads=1, device="cpu")
+    after = load_checkpoint(res.final)[0].param_groups()
+    trained = set(cfg.train.trainable[stage])
+    for group in before:
+        same = all(torch.equal(a, b) for a, b in zip(after[group], before[group]))
+        if group not in trained:
+            assert same, f"{stage}: frozen group {group} changed"
+        elif group != "readout":
+            assert not same, f"{stage}: group {group} did not train"
+
+
+def test_export_pointmap_encoder_from_tiny_checkpoint(tmp_path):
+    """The bundled tiny checkpoint's 3D encoder exported as a 3D-encoder folder reproduces its tokens."""
+    from vipa.model.pretrained import export_pointmap_encoder, load_encoder3d
+    from vipa.resources import REPO_ROOT
+
+    ck = REPO_ROOT / "checkpoints" / "tiny_sample"
+    folder = export_pointmap_encoder(ck, tmp_path / "enc3d")
+    enc = load_encoder3d(folder).eval()
+    model = load_checkpoint(ck)[0]
+    s = model.cfg.image_size
+    xyz, valid = torch.rand(1, 3, s, s) + torch.tensor([0, 0, 0.3]).view(1, 3, 1, 1), torch.ones(1, 1, s, s)
+    with torch.no_grad():
+        fine, tokens = model.spatial(xyz, valid)
+        fine2, tmap = enc(torch.rand(1, 3, s, s), xyz, valid)
+    torch.testing.assert_close(fine2, fine)
+    torch.testing.assert_close(tmap.flatten(2).transpose(1, 2), tokens)
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(PretrainedFolderError, match="does not fit"):
+        load_encoder3d(folder)
