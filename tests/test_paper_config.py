@@ -302,3 +302,47 @@ def test_export_pointmap_encoder_from_tiny_checkpoint(tmp_path):
     (folder / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(PretrainedFolderError, match="does not fit"):
         load_encoder3d(folder)
+
+
+def test_cached_generation_matches_full_recompute(folders):
+    """The pretrained LLM's KV-cached decoding (Qwen2.5-VL: text positions on all mRoPE sections)
+    equals recomputing the whole sequence each step."""
+    cfg = paper_cfg(folders)
+    tok = VIPATokenizer.for_config(cfg, [])
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id).eval()
+    torch.manual_seed(1)
+    for p in model.llm.parameters():  # spread the logits so greedy choices differ per step
+        p.data.normal_(0, 0.5)
+    b = torch.utils.data.default_collate([{k: v for k, v in s.items() if k in ("image", "xyz", "valid", "prompt_ids",
+                                                                              "prompt_mask")} for s in samples(tok, cfg, 2)])
+    with torch.no_grad():
+        ids, _ = model.generate(**b, bos_id=tok.bos_id, eos_id=-1, max_new_tokens=6)
+        cur = torch.full((2, 1), tok.bos_id)
+        for _ in range(6):
+            nxt = model(**b, target_in=cur).logits[:, -1].argmax(-1)
+            cur = torch.cat([cur, nxt[:, None]], 1)
+    assert torch.equal(ids, cur[:, 1:])
+
+
+def test_llava_with_siglip_tower_and_several_feature_layers(tmp_path, folders):
+    """LLaVA variants with a SigLIP tower (no CLS token, "full" strategy) and concatenated layers."""
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
+
+    base = Tokenizer.from_file(str(folders[0] / "tokenizer.json"))
+    conf = LlavaConfig(
+        vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, image_size=24, patch_size=6).to_dict(),
+        text_config=LlamaConfig(vocab_size=base.get_vocab_size(), hidden_size=48, intermediate_size=96,
+                                num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2).to_dict(),
+        image_token_index=3, vision_feature_select_strategy="full", vision_feature_layer=[-2, -1])
+    vlm = tmp_path / "tiny-llava-siglip"
+    LlavaForConditionalGeneration(conf).save_pretrained(str(vlm))
+    base.save(str(vlm / "tokenizer.json"))
+    cfg = paper_cfg(folders)
+    cfg.model.vlm_path = str(vlm)
+    tok = VIPATokenizer.for_config(cfg, [])
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id).eval()
+    assert model.semantic.fine_ch == 64 and not model.semantic.drop_cls
+    b = torch.utils.data.default_collate([{k: v for k, v in s.items() if k != "target"} for s in samples(tok, cfg, 2)])
+    out = model(b["image"], b["prompt_ids"], b["prompt_mask"], b["xyz"], b["valid"])
+    assert out.hidden.shape[:2] == (2, cfg.model.max_seq_len - cfg.model.max_target_len - 1) and out.point_a.shape == (2, 3)
