@@ -253,6 +253,8 @@ def test_adapter_3d_encoder_folder(folders, tmp_path, monkeypatch):
         model.set_trainable(train_groups)
         assert not any(p.requires_grad for g in ("semantic", "spatial") for p in groups[g]), stage
         assert all(p.requires_grad for g in train_groups for p in groups[g]), stage
+        model.train()  # frozen pretrained encoders stay in eval mode (dropout, BN statistics)
+        assert not model.semantic.training and not model.spatial.training and model.fusion.training
     (enc / "encoder3d.json").write_text(json.dumps({"format": "adapter", "class": "json:JSONDecoder"}))
     with pytest.raises(PretrainedFolderError, match="not an Encoder3DAdapter subclass"):
         VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)

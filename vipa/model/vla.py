@@ -131,6 +131,16 @@ class VIPAModel(nn.Module):
             for p in ps:
                 p.requires_grad_(name in groups)
 
+    def train(self, mode: bool = True) -> "VIPAModel":
+        """As nn.Module.train, but frozen pretrained encoders (``paper``) stay in eval mode so
+        their dropout / normalisation statistics behave as when they were pretrained."""
+        super().train(mode)
+        if mode and self.pretrained:
+            for enc in (self.semantic, self.spatial):
+                if enc is not None and not any(p.requires_grad for p in enc.parameters()):
+                    enc.eval()
+        return self
+
     # ---- forward ----
     def check_inputs(self, image: torch.Tensor, xyz: torch.Tensor | None, valid: torch.Tensor | None) -> None:
         s = self.cfg.image_size
