@@ -1,7 +1,8 @@
 """Checkpoints: a folder with ``model.safetensors`` (weights), ``config.json`` (the VIPAConfig,
 stage, step, vocabulary size; for ``paper`` the local VLM / 3D-encoder folders, which must still
 exist when loading: the weights file holds all weights, frozen ones included), ``tokenizer.json``
-and, after post-training, ``action_stats.json`` (normalisation of robot states and actions). Nothing is unpickled when loading one.
+and, after post-training, ``action_stats.json`` (normalisation of robot states and actions).
+Nothing is unpickled when loading one.
 """
 
 from __future__ import annotations
