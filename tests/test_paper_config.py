@@ -348,3 +348,39 @@ def test_llava_with_siglip_tower_and_several_feature_layers(tmp_path, folders):
     b = torch.utils.data.default_collate([{k: v for k, v in s.items() if k != "target"} for s in samples(tok, cfg, 2)])
     out = model(b["image"], b["prompt_ids"], b["prompt_mask"], b["xyz"], b["valid"])
     assert out.hidden.shape[:2] == (2, cfg.model.max_seq_len - cfg.model.max_target_len - 1) and out.point_a.shape == (2, 3)
+
+
+def test_cli_trains_paper_config_from_local_folders(tmp_path):
+    """`vipa train stage1 --config paper --vlm-path --encoder3d-path` with the paper's own geometry
+    (448 px, patch 28, fine stride 14: the point-map stem's power-of-two strides are resampled)."""
+    from annotators.synthetic import generate_episode
+    from vipa.cli import main
+    from vipa.data.dataset import Hand3DDataset
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<image>"],
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([PROMPT, "left and down, 0.44m", "pick up the red cube"], trainer=trainer)
+    vlm = tmp_path / "tiny-llava"
+    torch.manual_seed(0)
+    tiny_vlm("llava", tok.get_vocab_size(), tok.token_to_id("<image>")).save_pretrained(str(vlm))
+    tok.save(str(vlm / "tokenizer.json"))
+    pc = get_config("paper").model
+    ecfg = ModelConfig(name="enc", image_size=pc.image_size, patch_size=pc.patch_size, fine_stride=pc.fine_stride,
+                       stem_channels=(8, 8, 16), d_vision=16)
+    enc = save_pointmap_encoder(tmp_path / "enc3d", PointMapEncoder(ecfg), ecfg)
+    ds = Hand3DDataset.create(tmp_path / "data", fps=15.0)
+    for s in range(3):
+        ds.write_episode(generate_episode(s, width=64, height=64, num_frames=8))
+    common = ["--data", str(tmp_path / "data"), "--steps", "1", "--batch-size", "2", "--test-fraction", "0.34",
+              "--no-progress"]
+    assert main(["train", "stage1", "--config", "paper", "--out", str(tmp_path / "x"), *common]) == 2  # no folders
+    rc = main(["train", "stage1", "--config", "paper", "--vlm-path", str(vlm), "--encoder3d-path", str(enc),
+               "--out", str(tmp_path / "run"), *common])
+    assert rc == 0
+    info = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert info["config"]["name"] == "paper" and info["config"]["model"]["vlm_path"] == str(vlm)
+    rec = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert rec["step"] == 1 and np.isfinite(rec["loss"])

@@ -85,10 +85,18 @@ class ConvStem(nn.Module):
         down += [nn.Conv2d(ch, cfg.d_vision, 1)]
         self.down = nn.Sequential(*down)
         self.pos = nn.Parameter(torch.randn(1, cfg.num_visual_tokens, cfg.d_vision) * 0.02)
+        self.grid, self.fine_grid = cfg.grid, cfg.fine_grid
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fine = self.fine(x)
-        tokens = self.down(fine).flatten(2).transpose(1, 2) + self.pos
+        t = self.down(fine)
+        # The stem strides are powers of two; other geometries (e.g. the paper's 448 px / patch 28,
+        # fine stride 14) are resampled onto the config's token and fine grids.
+        if t.shape[-2:] != (self.grid, self.grid):
+            t = F.adaptive_avg_pool2d(t, self.grid)
+        if fine.shape[-2:] != (self.fine_grid, self.fine_grid):
+            fine = F.interpolate(fine, size=(self.fine_grid, self.fine_grid), mode="bilinear", align_corners=False)
+        tokens = t.flatten(2).transpose(1, 2) + self.pos
         return fine, tokens
 
 

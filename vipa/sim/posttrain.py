@@ -140,7 +140,7 @@ def robot_tokenizer(instructions: Sequence[str], cfg: VIPAConfig) -> VIPATokeniz
     for i in instructions:
         texts += [t.format(o="object", i=i) for t in TEMPLATES]
     texts += [encode_direction_distance(v) for v in rng.normal(0, 0.2, (2000, 3))]
-    return VIPATokenizer.train(texts, cfg.model.tokenizer_vocab)
+    return VIPATokenizer.for_config(cfg, texts)
 
 
 class RobotFrames(Dataset):

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-episodes", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="auto (GPU when available) | cpu | cuda | cuda:N")
+    p.add_argument("--vlm-path", default=None, help="config paper: local pretrained VLM folder (LLaVA or Qwen2.5-VL)")
+    p.add_argument("--encoder3d-path", default=None, help="config paper: local 3D-encoder folder (encoder3d.json)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -39,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
     from vipa.train.loop import latest_checkpoint, train
 
     try:
-        cfg = get_config(args.config, **({"use_3d": False} if args.no_3d else {}))
+        overrides = {"use_3d": False} if args.no_3d else {}
+        if args.vlm_path:
+            overrides["vlm_path"] = args.vlm_path
+        if args.encoder3d_path:
+            overrides["encoder3d_path"] = args.encoder3d_path
+        cfg = get_config(args.config, **overrides)
     except KeyError as exc:
         print(f"vipa train: {exc.args[0]}", file=sys.stderr)
         return 2

@@ -56,7 +56,8 @@ def corpus(caches: list[FrameCache], seed: int = 0) -> list[str]:
 
 
 def build_tokenizer(caches: list[FrameCache], cfg: VIPAConfig) -> VIPATokenizer:
-    return VIPATokenizer.train(corpus(caches), cfg.model.tokenizer_vocab)
+    """The pretrained VLM's tokenizer (+ motion tokens) for ``paper``; else one trained on the data's text."""
+    return VIPATokenizer.for_config(cfg, corpus(caches))
 
 
 def stage_dataset(caches: list[FrameCache], tok: VIPATokenizer, cfg: VIPAConfig, stage: str,
