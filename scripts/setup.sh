@@ -4,23 +4,14 @@
 #   --dev   also the test extras (pytest, playwright, hypothesis), Ray, Meta-World, Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 
 apt_pkgs=(libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libgomp1)
 [ "$dev" = 1 ] && apt_pkgs+=(chromium chromium-driver)
-missing=()
-for p in "${apt_pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "setup: installing Debian packages: ${missing[*]}"
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_apt_packages "${apt_pkgs[@]}"
 
 py=$(command -v python3.11 || command -v python3)
 if [ ! -x .venv/bin/python ]; then

@@ -7,19 +7,10 @@
 # Then: PYTHONPATH=. .venv-libero/bin/python -m vipa.sim.libero_env --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 apt_pkgs=(libegl1 libegl-mesa0 libgl1-mesa-dri)  # offscreen rendering with MUJOCO_GL=egl
-missing=()
-for p in "${apt_pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "setup_libero: installing Debian packages: ${missing[*]}"
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_apt_packages "${apt_pkgs[@]}"
 
 py=$(command -v python3.11 || true)
 if [ -z "$py" ]; then

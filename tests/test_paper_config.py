@@ -49,10 +49,8 @@ def tiny_vlm(family: str, vocab: int, image_token: int):
     return Qwen2_5_VLForConditionalGeneration(conf)
 
 
-@pytest.fixture(scope="module", params=["llava", "qwen2_5_vl"])
-def folders(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp("pretrained")
-    vlm = root / f"tiny-{request.param}"
+def save_tiny_vlm(folder, family: str):
+    """A tiny ``family`` VLM with random weights and a tiny BPE tokenizer.json, saved into ``folder``."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -60,8 +58,15 @@ def folders(request, tmp_path_factory):
                                   show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([PROMPT, "left and down, 0.44m", "pick up the red cube"], trainer=trainer)
     torch.manual_seed(0)
-    tiny_vlm(request.param, tok.get_vocab_size(), tok.token_to_id("<image>")).save_pretrained(str(vlm))
-    tok.save(str(vlm / "tokenizer.json"))
+    tiny_vlm(family, tok.get_vocab_size(), tok.token_to_id("<image>")).save_pretrained(str(folder))
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_5_vl"])
+def folders(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrained")
+    vlm = save_tiny_vlm(root / f"tiny-{request.param}", request.param)
     ecfg = ModelConfig(name="enc", image_size=32, patch_size=8, fine_stride=4, stem_channels=(8, 8, 16), d_vision=16)
     enc3d = save_pointmap_encoder(root / "pointmap3d", PointMapEncoder(ecfg), ecfg)
     return vlm, enc3d
@@ -357,16 +362,7 @@ def test_cli_trains_paper_config_from_local_folders(tmp_path):
     from vipa.cli import main
     from vipa.data.dataset import Hand3DDataset
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<image>"],
-                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([PROMPT, "left and down, 0.44m", "pick up the red cube"], trainer=trainer)
-    vlm = tmp_path / "tiny-llava"
-    torch.manual_seed(0)
-    tiny_vlm("llava", tok.get_vocab_size(), tok.token_to_id("<image>")).save_pretrained(str(vlm))
-    tok.save(str(vlm / "tokenizer.json"))
+    vlm = save_tiny_vlm(tmp_path / "tiny-llava", "llava")
     pc = get_config("paper").model
     ecfg = ModelConfig(name="enc", image_size=pc.image_size, patch_size=pc.patch_size, fine_stride=pc.fine_stride,
                        stem_channels=(8, 8, 16), d_vision=16)
