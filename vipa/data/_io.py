@@ -56,16 +56,17 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_target(path: Path, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder to write; on success rename it onto ``path``
+    (optionally fsynced), on any error remove it and re-raise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -74,6 +75,12 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
         raise
     if fsync:
         _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    with atomic_target(path, fsync) as tmp:
+        tmp.write_bytes(data)
 
 
 def _json_default(o: Any) -> Any:
@@ -110,21 +117,36 @@ def atomic_write_json(path: Path, obj: Any, fsync: bool = False) -> None:
 
 
 def atomic_write_parquet(path: Path, table: pa.Table, fsync: bool = False) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
+    with atomic_target(path, fsync) as tmp:
         pq.write_table(table, tmp)
-        if fsync:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if fsync:
-        _fsync_dir(path.parent)
+
+
+def encode_h264(frames: np.ndarray, path: Path, fps: float, crf: int = 18, gop: int = 30) -> None:
+    """(T, H, W, 3) uint8 RGB -> H.264 yuv420p mp4 at ``path`` (odd sizes edge-padded; decoders
+    crop back to H x W)."""
+    import av
+    from fractions import Fraction
+
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"video frames: expected (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    t, h, w, _ = frames.shape
+    rate = Fraction(float(fps)).limit_denominator(1001)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = w + w % 2, h + h % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast", "g": str(gop)}
+        for i in range(t):
+            img = frames[i]
+            if img.shape[0] != stream.height or img.shape[1] != stream.width:
+                img = np.pad(img, ((0, stream.height - h), (0, stream.width - w), (0, 0)), mode="edge")
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            vf.pts = i
+            vf.time_base = 1 / rate
+            for packet in stream.encode(vf):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 _thread_locks: dict[str, threading.RLock] = {}

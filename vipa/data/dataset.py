@@ -27,7 +27,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -46,6 +45,7 @@ from vipa.data._io import (
     resolve_inside,
     to_json,
 )
+from vipa.data._io import encode_h264 as encode_rgb
 from vipa.data.episode import REVIEW_STATUSES, Episode, HandTrack, ObjectTrack, SchemaError
 
 if TYPE_CHECKING:
@@ -293,34 +293,6 @@ def quantize_depth(depth_raw: np.ndarray, depth_unit: float) -> tuple[np.ndarray
 
 
 # --------------------------------------------------------------------------- media
-
-
-def _even(n: int) -> int:
-    return n + (n % 2)
-
-
-def encode_rgb(frames: np.ndarray, path: Path, fps: float, crf: int = 18, gop: int = 30) -> None:
-    """(T, H, W, 3) uint8 RGB -> H.264 yuv420p mp4 at ``path`` (odd sizes edge-padded)."""
-    import av
-
-    t, h, w, _ = frames.shape
-    rate = Fraction(float(fps)).limit_denominator(1001)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = _even(w), _even(h)
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "g": str(gop)}
-        for i in range(t):
-            img = frames[i]
-            if img.shape[0] != stream.height or img.shape[1] != stream.width:
-                img = np.pad(img, ((0, stream.height - h), (0, stream.width - w), (0, 0)), mode="edge")
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            vf.pts = i
-            vf.time_base = 1 / rate
-            for packet in stream.encode(vf):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 class _FrameCache:

@@ -17,8 +17,6 @@ Frames of a video feature are RGB uint8 (H, W, 3); numeric features are float32/
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,6 +25,8 @@ import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from vipa.data._io import atomic_target, atomic_write_bytes, atomic_write_parquet, encode_h264
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -37,22 +37,6 @@ DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_i
 
 class LeRobotFormatError(ValueError):
     """A LeRobot v3 folder does not match its own declared format; the message names what."""
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def _column(values: np.ndarray) -> pa.Array:
@@ -82,26 +66,8 @@ def _to_numpy(col: pa.ChunkedArray, shape: tuple[int, ...], dtype: str) -> np.nd
 
 def encode_video(frames: np.ndarray, path: Path, fps: float, crf: int = 18) -> None:
     """Write (T, H, W, 3) uint8 RGB frames as H.264 (yuv420p) mp4, atomically."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"encode_video: expected (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    t, h, w, _ = frames.shape
-    pad_h, pad_w = h % 2, w % 2  # yuv420p needs even sizes; pad, and crop back on decode
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
-    with av.open(tmp, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=round(fps))
-        stream.width, stream.height = w + pad_w, h + pad_h
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for frame in frames:
-            if pad_h or pad_w:
-                frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
+    with atomic_target(Path(path)) as tmp:
+        encode_h264(frames, tmp, fps, crf=crf)
 
 
 def decode_video(path: Path, height: int | None = None, width: int | None = None) -> np.ndarray:
@@ -192,7 +158,7 @@ class LeRobotWriter:
         cols["index"] = pa.array(np.arange(total, dtype=np.int64))
         cols["task_index"] = pa.array(np.concatenate(
             [np.full(e["length"], e["task_index"], np.int64) for e in self._episodes]))
-        _atomic_write_parquet(self.root / DATA_PATH.format(chunk_index=0, file_index=0), pa.table(cols))
+        atomic_write_parquet(self.root / DATA_PATH.format(chunk_index=0, file_index=0), pa.table(cols))
 
         ep_rows: dict[str, list] = {k: [] for k in ("episode_index", "tasks", "length", "dataset_from_index",
                                                      "dataset_to_index", "data/chunk_index", "data/file_index",
@@ -215,9 +181,9 @@ class LeRobotWriter:
                 ep_rows[f"videos/{key}/from_timestamp"].append(t0)
                 ep_rows[f"videos/{key}/to_timestamp"].append(t0 + dur)
             t0 += dur
-        _atomic_write_parquet(self.root / EPISODES_PATH.format(chunk_index=0, file_index=0), pa.table(ep_rows))
+        atomic_write_parquet(self.root / EPISODES_PATH.format(chunk_index=0, file_index=0), pa.table(ep_rows))
         tasks = sorted(self._tasks.items(), key=lambda kv: kv[1])
-        _atomic_write_parquet(self.root / "meta/tasks.parquet",
+        atomic_write_parquet(self.root / "meta/tasks.parquet",
                               pa.table({"task": [t for t, _ in tasks], "task_index": [i for _, i in tasks]}))
         for key in video_keys:
             encode_video(np.concatenate(self._videos[key]),
@@ -229,7 +195,7 @@ class LeRobotWriter:
                 x = np.concatenate(self._frames[name]).astype(np.float64).reshape(total, -1)
                 stats[name] = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(),
                                "min": x.min(0).tolist(), "max": x.max(0).tolist(), "count": [total]}
-        _atomic_write_bytes(self.root / "meta/stats.json", json.dumps(stats, indent=2).encode())
+        atomic_write_bytes(self.root / "meta/stats.json", json.dumps(stats, indent=2).encode())
 
         features = {}
         for name, ft in self.features.items():
@@ -250,7 +216,7 @@ class LeRobotWriter:
                 "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
                 "fps": self.fps, "splits": {"train": f"0:{len(self._episodes)}"},
                 "data_path": DATA_PATH, "video_path": VIDEO_PATH if video_keys else None, "features": features}
-        _atomic_write_bytes(self.root / "meta/info.json", json.dumps(info, indent=2).encode())
+        atomic_write_bytes(self.root / "meta/info.json", json.dumps(info, indent=2).encode())
         return self.root
 
 
