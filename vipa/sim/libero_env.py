@@ -64,6 +64,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vipa.sim.metaworld_env import SimObservation
 from vipa.sim.stats import wilson_interval
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -89,15 +90,9 @@ class CameraView:
 
 
 @dataclass
-class LiberoObservation:
-    """Agent-view camera, state (8,) float32, instruction, optional wrist camera."""
+class LiberoObservation(SimObservation):
+    """The simulator observation (agent-view camera; state (8,) float32) plus an optional wrist camera."""
 
-    rgb: np.ndarray
-    depth: np.ndarray
-    K: np.ndarray
-    camera_pose: np.ndarray
-    state: np.ndarray
-    instruction: str
     wrist: CameraView | None = None
 
 
