@@ -227,16 +227,22 @@ def test_bad_inputs(cfg, tok):
         point_map_from_depth(np.ones((4, 4)), np.zeros((3, 3)))
 
 
+def assert_cached_generation_matches(model, b: dict, bos_id: int, steps: int = 6) -> None:
+    """Greedy KV-cached generation equals recomputing the whole sequence at every step."""
+    n = b["prompt_ids"].shape[0]
+    with torch.no_grad():
+        ids, _ = model.generate(**b, bos_id=bos_id, eos_id=-1, max_new_tokens=steps)
+        cur = torch.full((n, 1), bos_id)
+        for _ in range(steps):
+            nxt = model(**b, target_in=cur).logits[:, -1].argmax(-1)
+            cur = torch.cat([cur, nxt[:, None]], 1)
+    assert torch.equal(ids, cur[:, 1:])
+
+
 def test_cached_generation_matches_full_recompute(cfg, tok):
     model = VIPAModel(cfg.model, tok.vocab_size).eval()
     torch.manual_seed(1)
     for p in model.llm.parameters():  # spread the logits so greedy choices differ per step
         p.data.normal_(0, 0.5)
     b = make_batch(cfg, tok, b=2)
-    with torch.no_grad():
-        ids, _ = model.generate(**b, bos_id=tok.bos_id, eos_id=-1, max_new_tokens=6)
-        cur = torch.full((2, 1), tok.bos_id)
-        for _ in range(6):
-            nxt = model(**b, target_in=cur).logits[:, -1].argmax(-1)
-            cur = torch.cat([cur, nxt[:, None]], 1)
-    assert torch.equal(ids, cur[:, 1:])
+    assert_cached_generation_matches(model, b, tok.bos_id)

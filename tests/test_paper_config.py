@@ -11,6 +11,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from test_model import assert_cached_generation_matches
 from vipa.data.torch_dataset import encode_prompt
 from vipa.infer.predictor import Predictor
 from vipa.model.checkpoint import load_checkpoint
@@ -322,13 +323,7 @@ def test_cached_generation_matches_full_recompute(folders):
         p.data.normal_(0, 0.5)
     b = torch.utils.data.default_collate([{k: v for k, v in s.items() if k in ("image", "xyz", "valid", "prompt_ids",
                                                                               "prompt_mask")} for s in samples(tok, cfg, 2)])
-    with torch.no_grad():
-        ids, _ = model.generate(**b, bos_id=tok.bos_id, eos_id=-1, max_new_tokens=6)
-        cur = torch.full((2, 1), tok.bos_id)
-        for _ in range(6):
-            nxt = model(**b, target_in=cur).logits[:, -1].argmax(-1)
-            cur = torch.cat([cur, nxt[:, None]], 1)
-    assert torch.equal(ids, cur[:, 1:])
+    assert_cached_generation_matches(model, b, tok.bos_id)
 
 
 def test_llava_with_siglip_tower_and_several_feature_layers(tmp_path, folders):
