@@ -560,3 +560,23 @@ def test_lerobot_import_refuses_non_hand3d(tmp_path: Path, capsys: pytest.Captur
     w.finalize()
     assert _export([str(tmp_path / "robot"), "--out", str(tmp_path / "h")]) == 2
     assert "not a Hand3D export" in capsys.readouterr().err
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys
+    from vipa.data.corrections import CorrectionLog
+    CorrectionLog(sys.argv[1])._conn()
+    """
+)
+
+
+def test_many_processes_open_a_fresh_log_at_once(tmp_path: Path) -> None:
+    """Creating the log and switching it to WAL must not fail with 'database is locked' under a race."""
+    for trial in range(3):
+        path = tmp_path / f"t{trial}" / "corrections.sqlite"
+        path.parent.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path)], cwd=REPO, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(8)]
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errs

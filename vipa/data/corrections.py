@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from vipa.conventions import HANDS, NUM_JOINTS
+from vipa.data._io import file_lock
 from vipa.data.episode import REVIEW_STATUSES, Episode, ObjectTrack
 
 __all__ = ["TARGETS", "Edit", "EditRecord", "CorrectionLog", "CorrectionError"]
@@ -241,6 +242,13 @@ class CorrectionLog:
         return conn
 
     def _open(self) -> sqlite3.Connection:
+        # Switching a new file to WAL takes an exclusive lock for which SQLite does not always call its busy
+        # handler, so two processes opening a fresh log at once could fail with "database is locked";
+        # a sidecar flock serialises the (cheap) open and schema set-up across processes.
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            return self._open_locked()
+
+    def _open_locked(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                check_same_thread=True)
         try:
