@@ -17,10 +17,11 @@ from vipa.sim.evaluate import evaluate, wilson_interval
 from vipa.sim.metaworld_env import MetaWorldEnv
 
 
-def test_observation_geometry_is_consistent():
+@pytest.mark.parametrize("camera", ["workspace", "corner"])
+def test_observation_geometry_is_consistent(camera):
     """The end effector, projected with K and the camera pose, lands in the image where the
     rendered depth is at (or in front of) its camera-frame depth."""
-    with MetaWorldEnv("reach-v3", width=192, height=192) as env:
+    with MetaWorldEnv("reach-v3", camera=camera, width=192, height=192) as env:
         obs = env.reset(seed=3)
         for _ in range(20):
             obs, _, _ = env.step(env.expert_action())
@@ -29,13 +30,32 @@ def test_observation_geometry_is_consistent():
         assert ee_cam[2] > 0.2
         u, v = project(ee_cam[None], obs.K)[0]
         assert 0 <= u < 192 and 0 <= v < 192
-        # the end effector is the point between the fingers: a finger is within a few pixels
-        window = obs.depth[int(v) - 3:int(v) + 4, int(u) - 3:int(u) + 4]
-        assert np.nanmin(window) == pytest.approx(ee_cam[2], abs=0.06)
+        # the end effector is the point between the fingers: a finger is within a few millimetres (8 px)
+        window = obs.depth[int(v) - 8:int(v) + 9, int(u) - 8:int(u) + 9]
+        assert np.nanmin(np.abs(window - ee_cam[2])) < 0.03
         assert obs.rgb.dtype == np.uint8 and obs.rgb.shape == (192, 192, 3)
         # world up is image up: the table (lower in the world) is lower in the image than the gripper
         table_rows = np.where(np.isfinite(obs.depth).any(1))[0]
         assert table_rows.max() > v
+
+
+def test_workspace_camera_shows_the_reach_goal_at_64px():
+    """The default camera frames the table: at 64 px the (never observed) reach goal projects onto
+    red pixels several pixels wide, and the rendered depth there is the goal's camera-frame depth."""
+    import mujoco
+
+    with MetaWorldEnv("reach-v3", width=64, height=64) as env:
+        for seed in (0, 1, 2):
+            obs = env.reset(seed=seed)
+            m, d = env._env.model, env._env.data
+            goal = d.site_xpos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "goal")][None].astype(np.float32)
+            g_cam = transform_points(invert_transform(obs.camera_pose), goal)[0]
+            u, v = (int(x) for x in project(g_cam[None], obs.K)[0])
+            assert 4 <= u < 60 and 4 <= v < 60
+            patch = obs.rgb[v - 1:v + 2, u - 1:u + 2].reshape(-1, 3).astype(int)
+            red = (patch[:, 0] > 120) & (patch[:, 1] < 60) & (patch[:, 2] < 60)
+            assert red.sum() >= 4, patch
+            assert obs.depth[v, u] == pytest.approx(g_cam[2], abs=0.04)  # the sphere's near surface
 
 
 def test_seeded_reset_is_deterministic():

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
         q.add_argument("--episodes", type=int, default=50)
         q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--camera", default="corner")
+        q.add_argument("--camera", default="workspace", help="workspace (framed on the table; default) or a Meta-World camera name")
         q.add_argument("--size", type=int, default=96, help="square image size in pixels")
         q.add_argument("--max-steps", type=int, default=200)
 

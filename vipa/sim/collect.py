@@ -54,7 +54,7 @@ class CollectStats:
     successes: int
 
 
-def collect_demos(out: str | Path, tasks: list[str], episodes: int, seed: int = 0, camera: str = "corner",
+def collect_demos(out: str | Path, tasks: list[str], episodes: int, seed: int = 0, camera: str = "workspace",
                   size: int = 96, max_steps: int = 200, only_success: bool = True,
                   progress: Callable[[str], None] | None = None) -> list[CollectStats]:
     """Run the scripted expert ``episodes`` times per task (seeds seed, seed+1, ...) and write a

@@ -100,7 +100,7 @@ def save_rollout(out_dir: Path, task: str, seed: int, ok: bool, rec: dict[str, A
 
 
 def evaluate(policy: ChunkPolicy | None, tasks: list[str], episodes: int, seed: int = 0, replan: int = 8,
-             camera: str = "corner", size: int = 96, max_steps: int = 200, out: str | Path | None = None,
+             camera: str = "workspace", size: int = 96, max_steps: int = 200, out: str | Path | None = None,
              save_videos: int = 2, progress: Callable[[str], None] | None = None,
              save_video: bool = True) -> dict[str, Any]:
     """Roll ``policy`` out ``episodes`` times per task on seeds EVAL_SEED_OFFSET + seed + i and

@@ -31,17 +31,17 @@ _POLICIES: dict[str, Any] = {}
 _ENVS: dict[str, Any] = {}
 
 
-def _collect_job(job: tuple[str, list[int], int, int]) -> dict[str, Any]:
+def _collect_job(job: tuple[str, list[int], int, int, str]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
     from vipa.sim.posttrain import DEPTH_UNIT_M
     from vipa.sim.metaworld_env import MetaWorldEnv
 
-    task, seeds, size, max_steps = job
-    cols: dict[str, list] = {k: [] for k in ("rgb", "depth_mm", "K", "state", "action", "episode")}
+    task, seeds, size, max_steps, camera = job
+    cols: dict[str, list] = {k: [] for k in ("rgb", "depth_mm", "K", "camera_pose", "state", "action", "episode")}
     kept, instruction = [], ""
-    with MetaWorldEnv(task, width=size, height=size, max_steps=max_steps) as env:
+    with MetaWorldEnv(task, camera=camera, width=size, height=size, max_steps=max_steps) as env:
         for s in seeds:
             obs = env.reset(seed=s)
             ep: dict[str, list] = {k: [] for k in cols}
@@ -51,6 +51,7 @@ def _collect_job(job: tuple[str, list[int], int, int]) -> dict[str, Any]:
                 ep["rgb"].append(obs.rgb)
                 ep["depth_mm"].append(np.clip(np.round(np.nan_to_num(obs.depth / DEPTH_UNIT_M)), 0, 65535).astype(np.uint16))
                 ep["K"].append(obs.K)
+                ep["camera_pose"].append(obs.camera_pose)
                 ep["state"].append(obs.state)
                 ep["action"].append(a)
                 ep["episode"].append(s)
@@ -65,12 +66,12 @@ def _collect_job(job: tuple[str, list[int], int, int]) -> dict[str, Any]:
 
 
 def collect(tasks: list[str], episodes: int, out: str | Path, seed: int = 0, size: int = 64, max_steps: int = 200,
-            workers: int = 4) -> list[dict[str, Any]]:
+            workers: int = 4, camera: str = "workspace") -> list[dict[str, Any]]:
     """Expert demos for each task on seeds seed..seed+episodes-1, in parallel; DEMOS/{task}.npz."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per = max(1, math.ceil(episodes * len(tasks) / max(1, workers)))
-    jobs = [(t, list(range(seed + i, seed + min(i + per, episodes))), size, max_steps)
+    jobs = [(t, list(range(seed + i, seed + min(i + per, episodes))), size, max_steps, camera)
             for t in tasks for i in range(0, episodes, per)]
     with mp.get_context("fork").Pool(workers) as pool:
         results = pool.map(_collect_job, jobs, chunksize=1)
@@ -96,11 +97,11 @@ def _eval_job(job: tuple[str, str, str, int, int, int, int, int, str | None, int
     from vipa.sim.metaworld_env import MetaWorldEnv
     from vipa.sim.policy import PredictorPolicy
 
-    name, ckpt, task, i, seed, size, max_steps, replan, out, save_first = job
+    name, ckpt, task, i, seed, size, max_steps, replan, out, save_first, camera = job
     if name not in _POLICIES:
         _POLICIES[name] = PredictorPolicy.load(ckpt, replan=replan)
     if task not in _ENVS:
-        _ENVS[task] = MetaWorldEnv(task, width=size, height=size, max_steps=max_steps)
+        _ENVS[task] = MetaWorldEnv(task, camera=camera, width=size, height=size, max_steps=max_steps)
     s = EVAL_SEED_OFFSET + seed + i
     t0 = time.perf_counter()
     record = out is not None and i < save_first
@@ -116,12 +117,13 @@ def _eval_job(job: tuple[str, str, str, int, int, int, int, int, str | None, int
 
 def evaluate_runs(runs: dict[str, str], tasks: list[str], episodes: int, out: str | Path, seed: int = 0,
                   size: int = 64, max_steps: int = 200, replan: int = 8, workers: int = 4,
-                  deadline_s: float | None = None, save_first: int = 2) -> list[dict[str, Any]]:
+                  deadline_s: float | None = None, save_first: int = 2, camera: str = "workspace"
+                  ) -> list[dict[str, Any]]:
     """Evaluate each run on the same seeded episodes; stops taking results at ``deadline_s``.
     Appends one JSON line per episode to OUT/episodes.jsonl; returns them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(n, c, t, i, seed, size, max_steps, replan, str(out), save_first)
+    jobs = [(n, c, t, i, seed, size, max_steps, replan, str(out), save_first, camera)
             for i in range(episodes) for t in tasks for n, c in runs.items()]
     t_end = None if deadline_s is None else time.time() + deadline_s
     results: list[dict[str, Any]] = []
@@ -214,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--max-steps", type=int, default=200)
     c.add_argument("--workers", type=int, default=4)
     c.add_argument("--out", required=True)
+    c.add_argument("--camera", default="workspace", help="workspace (default) or a Meta-World camera name")
     e = sub.add_parser("eval")
     e.add_argument("--run", action="append", required=True, help="NAME=CHECKPOINT (repeat)")
     e.add_argument("--tasks", nargs="+", required=True)
@@ -226,16 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--deadline-s", type=float)
     e.add_argument("--save-first", type=int, default=2, help="rollouts recorded (npz + rrd) per run and task")
     e.add_argument("--out", required=True)
+    e.add_argument("--camera", default="workspace", help="the camera the demonstrations were collected with")
     r = sub.add_parser("report")
     r.add_argument("eval_dir")
     a = p.parse_args(argv)
     if a.cmd == "collect":
-        for s in collect(a.tasks, a.episodes, a.out, a.seed, a.size, a.max_steps, a.workers):
+        for s in collect(a.tasks, a.episodes, a.out, a.seed, a.size, a.max_steps, a.workers, a.camera):
             print(json.dumps(s))
     elif a.cmd == "eval":
         runs = dict(x.split("=", 1) for x in a.run)
         res = evaluate_runs(runs, a.tasks, a.episodes, a.out, a.seed, a.size, a.max_steps, a.replan, a.workers,
-                            a.deadline_s, a.save_first)
+                            a.deadline_s, a.save_first, a.camera)
         print(f"eval: {len(res)} episodes", file=sys.stderr)
         t = report(a.out)
         (Path(a.out) / "report.json").write_text(json.dumps(t, indent=2))
