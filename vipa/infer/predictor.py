@@ -124,7 +124,7 @@ class Predictor:
         pred = Prediction(mode)
         if mode == "action":
             pred_out = m(*args)
-            pred.actions = self._actions(pred_out.queries, state, flow_steps, seed)
+            pred.actions = self._actions(pred_out.queries, state, flow_steps, seed, m.action_geometry(pred_out))
         elif mode == "trajectory" and not motion_tokens:
             pred_out = m(*args)
             pred.trajectory = pred_out.traj[0].numpy().astype(np.float32)
@@ -155,7 +155,8 @@ class Predictor:
         pred.timings_ms = {"prepare": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
         return pred
 
-    def _actions(self, queries: torch.Tensor, state: np.ndarray | None, flow_steps: int | None, seed: int) -> np.ndarray:
+    def _actions(self, queries: torch.Tensor, state: np.ndarray | None, flow_steps: int | None, seed: int,
+                 geom: torch.Tensor | None = None) -> np.ndarray:
         if not self.action_stats:
             raise ValueError("this checkpoint has no action head training (no action_stats): post-train it first")
         if state is None:
@@ -167,5 +168,5 @@ class Predictor:
         s_n = (s - np.asarray(st["state_mean"], np.float32)) / np.asarray(st["state_std"], np.float32)
         g = torch.Generator().manual_seed(seed)
         a = self.model.action_head.sample(torch.from_numpy(s_n)[None], queries,
-                                          steps=flow_steps or self.mcfg.flow_steps, generator=g)[0].numpy()
+                                          steps=flow_steps or self.mcfg.flow_steps, generator=g, geom=geom)[0].numpy()
         return (a * np.asarray(st["action_std"], np.float32) + np.asarray(st["action_mean"], np.float32)).astype(np.float32)

@@ -41,8 +41,12 @@ class DiTBlock(nn.Module):
 
 class FlowMatchingDiT(nn.Module):
     def __init__(self, cond_dim: int, action_dim: int, state_dim: int, chunk_len: int,
-                 d: int = 128, layers: int = 3, heads: int = 4):
+                 d: int = 128, layers: int = 3, heads: int = 4, geom_dim: int = 0):
+        """``geom_dim`` > 0: ``velocity`` also takes a (B, geom_dim) geometry vector, embedded as one
+        more memory token beside the query states."""
         super().__init__()
+        self.geom_dim = geom_dim
+        self.geom_in = nn.Sequential(nn.Linear(geom_dim, d), nn.GELU(), nn.Linear(d, d)) if geom_dim else None
         self.action_dim, self.state_dim, self.chunk_len = action_dim, state_dim, chunk_len
         self.d = d
         self.act_in = nn.Linear(action_dim, d)
@@ -54,13 +58,20 @@ class FlowMatchingDiT(nn.Module):
         self.out_norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, action_dim)
 
-    def velocity(self, x: torch.Tensor, tau: torch.Tensor, state: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """x (B, C, A) noisy chunk, tau (B,), state (B, S), cond (B, Q, cond_dim) -> (B, C, A)."""
+    def velocity(self, x: torch.Tensor, tau: torch.Tensor, state: torch.Tensor, cond: torch.Tensor,
+                 geom: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, A) noisy chunk, tau (B,), state (B, S), cond (B, Q, cond_dim), geom (B, geom_dim)
+        when the head was built with geometry -> (B, C, A)."""
         if x.shape[1:] != (self.chunk_len, self.action_dim):
             raise ValueError(f"action chunk: expected (B, {self.chunk_len}, {self.action_dim}), got {tuple(x.shape)}")
         if state.shape[1:] != (self.state_dim,):
             raise ValueError(f"robot state: expected (B, {self.state_dim}), got {tuple(state.shape)}")
         mem = self.cond_in(cond)
+        if self.geom_in is not None:
+            if geom is None or geom.shape[1:] != (self.geom_dim,):
+                raise ValueError(f"geometry: expected (B, {self.geom_dim}), got "
+                                 f"{None if geom is None else tuple(geom.shape)}")
+            mem = torch.cat([mem, self.geom_in(geom)[:, None]], 1)
         c = self.t_mlp(sinusoidal(tau, self.d)) + mem.mean(1)
         h = torch.cat([self.state_in(state)[:, None], self.act_in(x)], 1) + self.pos
         for blk in self.blocks:
@@ -68,12 +79,12 @@ class FlowMatchingDiT(nn.Module):
         return self.out(self.out_norm(h[:, 1:]))
 
     def loss(self, actions: torch.Tensor, state: torch.Tensor, cond: torch.Tensor,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
+             mask: torch.Tensor | None = None, geom: torch.Tensor | None = None) -> torch.Tensor:
         """Flow-matching loss on a (B, C, A) chunk; ``mask`` (B, C) marks real (not padded) steps."""
         eps = torch.randn_like(actions)
         tau = torch.rand(actions.shape[0], device=actions.device)
         x = (1 - tau)[:, None, None] * eps + tau[:, None, None] * actions
-        err = (self.velocity(x, tau, state, cond) - (actions - eps)) ** 2
+        err = (self.velocity(x, tau, state, cond, geom) - (actions - eps)) ** 2
         if mask is None:
             return err.mean()
         m = mask[..., None].float()
@@ -81,7 +92,7 @@ class FlowMatchingDiT(nn.Module):
 
     @torch.no_grad()
     def sample(self, state: torch.Tensor, cond: torch.Tensor, steps: int = 10,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, geom: torch.Tensor | None = None) -> torch.Tensor:
         """Euler integration from noise (tau=0) to an action chunk (tau=1): (B, C, A)."""
         if steps < 1:
             raise ValueError("flow steps must be >= 1")
@@ -90,5 +101,5 @@ class FlowMatchingDiT(nn.Module):
         dt = 1.0 / steps
         for k in range(steps):
             tau = torch.full((b,), k * dt, device=state.device)
-            x = x + dt * self.velocity(x, tau, state, cond)
+            x = x + dt * self.velocity(x, tau, state, cond, geom)
         return x

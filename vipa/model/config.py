@@ -65,6 +65,10 @@ class ModelConfig:
     dit_layers: int = 3
     dit_heads: int = 4
     flow_steps: int = 10
+    # The DiT also reads the readout geometry (pointer A, pointer B, B - A, the predicted trajectory;
+    # camera-frame metres from the point map) as one more memory token, so the action head sees
+    # where things are, not only the queries' states. False in checkpoints made before this field.
+    action_geometry: bool = True
     # `paper` only: local folders (never downloaded).
     vlm_path: str | None = None
     encoder3d_path: str | None = None
@@ -80,6 +84,11 @@ class ModelConfig:
     @property
     def num_visual_tokens(self) -> int:
         return self.grid * self.grid
+
+    @property
+    def geometry_dim(self) -> int:
+        """Width of the readout geometry the action head reads (0 when ``action_geometry`` is off)."""
+        return 9 + 3 * self.traj_horizon if self.action_geometry else 0
 
     @property
     def max_seq_len(self) -> int:
@@ -120,6 +129,7 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"model config: unknown fields {sorted(unknown)}")
+        d.setdefault("action_geometry", False)  # checkpoints from before the field existed
         d["llm"] = LLMConfig(**d.get("llm", {}))
         if "stem_channels" in d:
             d["stem_channels"] = tuple(d["stem_channels"])
@@ -144,6 +154,7 @@ class TrainConfig:
     w_lm: float = 1.0
     w_point: float = 10.0
     w_traj: float = 10.0
+    w_post_spatial: float = 2.0  # post-training: weight of the end-effector readout targets (metres, L1)
     trainable: dict[str, list[str]] = field(
         default_factory=lambda: {s: list(GROUPS) for s in STAGES}
     )
@@ -208,6 +219,21 @@ def _paper() -> VIPAConfig:
                    "post": ["llm", "action_head"]},
     )
     return VIPAConfig("paper", m, t)
+
+
+# Fields that only shape the action head: a post-training run may change them against its --init
+# checkpoint (the head is (re)initialised there; stage-1/2 checkpoints never trained it).
+ACTION_HEAD_FIELDS = ("action_dim", "state_dim", "chunk_len", "dit_dim", "dit_layers", "dit_heads", "flow_steps",
+                      "action_geometry")
+
+
+def same_backbone(a: ModelConfig, b: ModelConfig) -> bool:
+    """True when two model configs differ at most in their action-head fields."""
+    da, db = a.to_dict(), b.to_dict()
+    for k in ACTION_HEAD_FIELDS:
+        da.pop(k, None)
+        db.pop(k, None)
+    return da == db
 
 
 REGISTRY = {"tiny": _tiny, "small": _small, "paper": _paper}

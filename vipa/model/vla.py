@@ -106,7 +106,7 @@ class VIPAModel(nn.Module):
             self.offset[-1].bias.copy_(torch.tensor([0, 0, 0.0, 0, 0, 0.0] if cfg.use_3d else [0, 0, 0.5, 0, 0, 0.5]))
         self.dk = dk
         self.action_head = FlowMatchingDiT(h, cfg.action_dim, cfg.state_dim, cfg.chunk_len,
-                                           cfg.dit_dim, cfg.dit_layers, cfg.dit_heads)
+                                           cfg.dit_dim, cfg.dit_layers, cfg.dit_heads, cfg.geometry_dim)
 
     # ---- parameter groups (what trains in each stage) ----
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -219,6 +219,14 @@ class VIPAModel(nn.Module):
         delta = self.traj_head(torch.cat([queries[:, 2], queries[:, 0]], -1)).reshape(b, cfg.traj_horizon, 3)
         traj = pa[:, None] + torch.cumsum(delta, 1)
         return pa, pb, traj, wa
+
+    def action_geometry(self, out: VLAOutput) -> torch.Tensor | None:
+        """The readout geometry the action head reads: pointer A, pointer B, B - A and the predicted
+        trajectory, flattened (B, 9 + 3T), camera-frame metres; None when the config has it off."""
+        if not self.cfg.action_geometry:
+            return None
+        b = out.point_a.shape[0]
+        return torch.cat([out.point_a, out.point_b, out.point_b - out.point_a, out.traj.reshape(b, -1)], 1)
 
     # ---- text generation ----
     @torch.no_grad()

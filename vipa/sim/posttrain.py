@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from vipa.data.qa import encode_direction_distance
 from vipa.data.torch_dataset import encode_prompt, prepare_image
-from vipa.model.config import VIPAConfig
+from vipa.model.config import VIPAConfig, same_backbone
 from vipa.model.encoders import point_map_from_depth, resize_point_map
 from vipa.model.tokenizer import VIPATokenizer
 
@@ -35,6 +35,8 @@ IMAGE_KEY = "observation.images.main"
 DEPTH_KEY = "observation.depth"
 DEPTH_UNIT_M = 0.001  # observation.depth counts are millimetres (vipa.sim.collect)
 ARRAY_KEYS = ("rgb", "depth_mm", "K", "state", "action", "episode", "task_index")
+POSE_KEY = "observation.camera_pose"  # optional: world_from_camera (4, 4); enables the spatial targets
+TRAJ_STRIDE = 4  # control steps between the future end-effector waypoints of the trajectory target
 
 
 def _roots(data: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -60,12 +62,15 @@ def read_arrays(data: str | Path | Sequence[str | Path]) -> dict[str, Any]:
     """All frames of one or more LeRobot v3 datasets (or exported .npz files) as flat arrays:
     rgb (N, H, W, 3) uint8, depth_mm (N, H, W) uint16 (0 = none; zeros if the data has no depth),
     K (N, 3, 3), state (N, S), action (N, A), episode (N,) int64 (global), task_index (N,) into
-    ``instructions``."""
+    ``instructions``; camera_pose (N, 4, 4) world_from_camera when every input has it."""
     parts: list[dict[str, Any]] = []
     for root in _roots(data):
         if root.suffix == ".npz":
             z = np.load(root, allow_pickle=False)
-            parts.append({**{k: z[k] for k in ARRAY_KEYS}, "instructions": [str(s) for s in z["instructions"]]})
+            part = {**{k: z[k] for k in ARRAY_KEYS}, "instructions": [str(s) for s in z["instructions"]]}
+            if "camera_pose" in z.files:
+                part["camera_pose"] = z["camera_pose"]
+            parts.append(part)
             continue
         from vipa.data.lerobot import LeRobotDataset, LeRobotFormatError
 
@@ -75,6 +80,8 @@ def read_arrays(data: str | Path | Sequence[str | Path]) -> dict[str, Any]:
             if key not in feats:
                 raise LeRobotFormatError(f"{root}: post-training needs feature {key!r}; has {sorted(feats)}")
         cols: dict[str, list] = {k: [] for k in ARRAY_KEYS}
+        if POSE_KEY in feats:
+            cols["camera_pose"] = []
         instructions: list[str] = []
         for e in range(len(ds)):
             ep = ds.episode(e)
@@ -87,17 +94,20 @@ def read_arrays(data: str | Path | Sequence[str | Path]) -> dict[str, Any]:
             cols["K"].append(ep["observation.camera_intrinsics"].astype(np.float32))
             cols["state"].append(ep["observation.state"].astype(np.float32))
             cols["action"].append(ep["action"].astype(np.float32))
+            if "camera_pose" in cols:
+                cols["camera_pose"].append(ep[POSE_KEY].astype(np.float32))
             cols["episode"].append(np.full(n, e, np.int64))
             cols["task_index"].append(np.full(n, instructions.index(ep["task"]), np.int64))
         parts.append({**{k: np.concatenate(v) for k, v in cols.items()}, "instructions": instructions})
     if not parts:
         raise ValueError(f"{data}: no demonstrations")
     instructions = sorted({s for p in parts for s in p["instructions"]})
-    out: dict[str, list] = {k: [] for k in ARRAY_KEYS}
+    keys = ARRAY_KEYS + (("camera_pose",) if all("camera_pose" in p for p in parts) else ())
+    out: dict[str, list] = {k: [] for k in keys}
     ep_offset = 0
     for p in parts:
         remap = np.array([instructions.index(s) for s in p["instructions"]], np.int64)
-        for k in ARRAY_KEYS:
+        for k in keys:
             v = p[k]
             if k == "episode":
                 v = v + ep_offset
@@ -118,7 +128,8 @@ def export_arrays(data: str | Path | Sequence[str | Path], path: str | Path) -> 
     a = read_arrays(data)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **{k: a[k] for k in ARRAY_KEYS}, instructions=np.array(a["instructions"]))
+    extra = {"camera_pose": a["camera_pose"]} if "camera_pose" in a else {}
+    np.savez_compressed(path, **{k: a[k] for k in ARRAY_KEYS}, **extra, instructions=np.array(a["instructions"]))
     return path
 
 
@@ -143,10 +154,33 @@ def robot_tokenizer(instructions: Sequence[str], cfg: VIPAConfig) -> VIPATokeniz
     return VIPATokenizer.for_config(cfg, texts)
 
 
-class RobotFrames(Dataset):
-    """Every demonstration frame, model-ready and held in memory (uint8 images, float16 XYZ)."""
+def spatial_targets(state: np.ndarray, camera_pose: np.ndarray, episode: np.ndarray, horizon: int,
+                    stride: int = TRAJ_STRIDE) -> dict[str, np.ndarray]:
+    """End-effector readout targets per frame, camera-frame metres (OpenCV axes), from the robot state
+    (xyz in metres, world frame) and world_from_camera: ``point_a`` (N, 3) the end effector now,
+    ``point_b`` (N, 3) where it ends its episode, ``traj`` (N, horizon, 3) its positions ``stride``,
+    2*stride, ... steps ahead (held at the episode's last frame), ``traj_mask`` (N,) 1 where the first
+    waypoint is still inside the episode."""
+    n = len(state)
+    cam_from_world = np.linalg.inv(camera_pose.astype(np.float64))
+    ee = np.einsum("nij,nj->ni", cam_from_world[:, :3, :3], state[:, :3].astype(np.float64)) + cam_from_world[:, :3, 3]
+    starts = np.r_[0, np.flatnonzero(np.diff(episode)) + 1]
+    ends = np.r_[starts[1:], n]
+    last = np.repeat(ends - 1, ends - starts)
+    idx = np.minimum(np.arange(n)[:, None] + stride * np.arange(1, horizon + 1)[None], last[:, None])
+    return {"point_a": ee.astype(np.float32), "point_b": ee[last].astype(np.float32),
+            "traj": ee[idx].astype(np.float32), "traj_mask": (np.arange(n) + stride <= last).astype(np.float32)}
 
-    def __init__(self, arrays: dict[str, Any], cfg: VIPAConfig, tok: VIPATokenizer, stats: dict[str, list[float]]):
+
+class RobotFrames(Dataset):
+    """Every demonstration frame, model-ready and held in memory (uint8 images, float16 XYZ).
+
+    ``shift``: random-shift augmentation (pixels, image and point map moved together, edges
+    replicated); 0 turns it off. With camera poses in ``arrays``, items carry the spatial readout
+    targets of ``spatial_targets``."""
+
+    def __init__(self, arrays: dict[str, Any], cfg: VIPAConfig, tok: VIPATokenizer, stats: dict[str, list[float]],
+                 shift: int = 0, seed: int = 0):
         m = cfg.model
         n = len(arrays["action"])
         if n == 0:
@@ -176,6 +210,12 @@ class RobotFrames(Dataset):
         self.last = torch.from_numpy(np.repeat(ends - 1, ends - starts))  # last frame index of each frame's episode
         self.prompts = [encode_prompt(tok, i, m.max_prompt_len) for i in arrays["instructions"]]
         self.task_index = np.asarray(arrays["task_index"], np.int64)
+        self.targets = None
+        if "camera_pose" in arrays:
+            t = spatial_targets(arrays["state"], arrays["camera_pose"], ep, m.traj_horizon)
+            self.targets = {k: torch.from_numpy(v) for k, v in t.items()}
+        self.shift = int(shift)
+        self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.action)
@@ -184,24 +224,47 @@ class RobotFrames(Dataset):
         idx = torch.arange(i, i + self.chunk)
         mask = idx <= self.last[i]
         item = dict(self.prompts[int(self.task_index[i])])
-        item.update(image=self.images[i].float() / 255.0, state=self.state[i],
-                    actions=self.action[torch.minimum(idx, self.last[i])], action_mask=mask)
+        image = self.images[i].float() / 255.0
+        xyz = valid = None
         if self.use_3d:
-            item.update(xyz=self.xyz[i].float(), valid=self.valid[i].float())
+            xyz, valid = self.xyz[i].float(), self.valid[i].float()
+        if self.shift:
+            dy, dx = (int(v) for v in self._rng.integers(-self.shift, self.shift + 1, 2))
+            image = _shift(image, dy, dx)
+            if xyz is not None:
+                xyz, valid = _shift(xyz, dy, dx), _shift(valid, dy, dx)
+        item.update(image=image, state=self.state[i], actions=self.action[torch.minimum(idx, self.last[i])],
+                    action_mask=mask)
+        if xyz is not None:
+            item.update(xyz=xyz, valid=valid)
+        if self.targets is not None:
+            t = self.targets
+            item.update(point_a=t["point_a"][i], point_b=t["point_b"][i], point_a_mask=torch.tensor(1.0),
+                        traj=t["traj"][i], traj_mask=t["traj_mask"][i])
         return item
 
 
-def load_robot_data(data: str | Path | Sequence[str | Path], cfg: VIPAConfig, tok: VIPATokenizer | None = None
-                    ) -> tuple[RobotFrames, VIPATokenizer, dict[str, list[float]], dict[str, Any]]:
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(C, H, W) moved by (dy, dx) pixels, the border replicated into the uncovered part."""
+    h, w = x.shape[1:]
+    ys = torch.clamp(torch.arange(h) - dy, 0, h - 1)
+    xs = torch.clamp(torch.arange(w) - dx, 0, w - 1)
+    return x[:, ys][:, :, xs]
+
+
+def load_robot_data(data: str | Path | Sequence[str | Path], cfg: VIPAConfig, tok: VIPATokenizer | None = None,
+                    shift: int = 4) -> tuple[RobotFrames, VIPATokenizer, dict[str, list[float]], dict[str, Any]]:
     """(dataset, tokenizer, action statistics, run metadata) for ``vipa train post``. A given
-    ``tok`` (from an --init checkpoint) is kept; otherwise one is trained on the instructions."""
+    ``tok`` (from an --init checkpoint) is kept; otherwise one is trained on the instructions.
+    ``shift``: random-shift augmentation in pixels (0 = off)."""
     arrays = read_arrays(data)
     tok = tok or robot_tokenizer(arrays["instructions"], cfg)
     stats = normalizer_stats(arrays["state"], arrays["action"])
-    ds = RobotFrames(arrays, cfg, tok, stats)
+    ds = RobotFrames(arrays, cfg, tok, stats, shift=shift, seed=cfg.train.seed)
     meta = {"data": [str(p.resolve()) for p in _roots(data)], "frames": len(ds),
             "episodes": int(len(np.unique(arrays["episode"]))), "instructions": arrays["instructions"],
-            "image_size": list(arrays["rgb"].shape[1:3])}
+            "image_size": list(arrays["rgb"].shape[1:3]), "shift_augmentation_px": shift,
+            "spatial_targets": ds.targets is not None}
     return ds, tok, stats, meta
 
 
@@ -233,7 +296,7 @@ def post_train(data: str | Path | Sequence[str | Path], out: str | Path, config:
     if init is not None:
         info = read_checkpoint_info(init)
         # through VIPAConfig so JSON lists compare equal to the config's tuples (stem_channels)
-        if VIPAConfig.from_dict(info["config"]).model.to_dict() != cfg.model.to_dict():
+        if not same_backbone(VIPAConfig.from_dict(info["config"]).model, cfg.model):
             raise ValueError(f"init {init}: trained with a different model config than {config!r}"
                              f"{'' if use_3d else ' without 3D'}")
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")

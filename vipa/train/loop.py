@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from vipa.data.torch_dataset import collate
 from vipa.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
-from vipa.model.config import STAGES, VIPAConfig
+from vipa.model.config import STAGES, VIPAConfig, same_backbone
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
 
@@ -73,11 +73,32 @@ def vla_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIPA
 
 
 def post_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIPAConfig) -> dict[str, torch.Tensor]:
-    """Post-training: flow-matching loss of the DiT conditioned on the action queries' states."""
+    """Post-training: flow-matching loss of the DiT conditioned on the action queries' states (and
+    the readout geometry). When the batch carries them, the same spatial targets as in the human-video
+    stages keep the readouts aligned on robot data: pointer A = the end effector now, pointer B = where
+    it ends the demonstration, trajectory = its future positions (camera-frame metres, all derived from
+    proprioception and the camera pose, never from object or goal coordinates)."""
     m = unwrap(model)
     out = model(batch["image"], batch["prompt_ids"], batch["prompt_mask"], batch.get("xyz"), batch.get("valid"))
-    fm = m.action_head.loss(batch["actions"], batch["state"], out.queries, batch.get("action_mask"))
-    return {"loss": fm, "flow": fm}
+    fm = m.action_head.loss(batch["actions"], batch["state"], out.queries, batch.get("action_mask"),
+                            geom=m.action_geometry(out))
+    losses = {"flow": fm}
+    total = fm
+    if "point_a" in batch:
+        t = cfg.train
+        ma, mt = batch["point_a_mask"], batch["traj_mask"]
+
+        def l1(pred, true, w):
+            err = (pred - true).abs().sum(-1)
+            while err.ndim > 1:
+                err = err.mean(-1)
+            return (err * w).sum() / w.sum().clamp_min(1.0)
+
+        losses["point_a"] = l1(out.point_a, batch["point_a"], ma)
+        losses["point_b"] = l1(out.point_b, batch["point_b"], ma)
+        losses["traj"] = l1(out.traj, batch["traj"], mt)
+        total = total + t.w_post_spatial * (losses["point_a"] + losses["point_b"] + losses["traj"])
+    return {"loss": total, **losses}
 
 
 @dataclass
@@ -148,9 +169,14 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
     ckpt = latest_checkpoint(run_dir) if resume else None
     if init is not None and ckpt is None:
         m0, c0, t0, _ = load_checkpoint(init)
-        if t0.vocab_size != tok.vocab_size or c0.model.to_dict() != cfg.model.to_dict():
+        same = c0.model.to_dict() == cfg.model.to_dict() or (stage == "post" and same_backbone(c0.model, cfg.model))
+        if t0.vocab_size != tok.vocab_size or not same:
             raise ValueError(f"--init {init}: its config/tokenizer differ from this run's")
-        model.load_state_dict(m0.state_dict())
+        if c0.model.to_dict() == cfg.model.to_dict():
+            model.load_state_dict(m0.state_dict())
+        else:  # post-training with another action head than the init's: everything but the head
+            sd = {k: v for k, v in m0.state_dict().items() if not k.startswith("action_head.")}
+            model.load_state_dict(sd, strict=False)
     model.to(dev)
     model.set_trainable(tc.trainable[stage])
     params = [p for p in model.parameters() if p.requires_grad]
