@@ -80,6 +80,28 @@ def test_split_is_deterministic_and_disjoint():
     assert len(te) == 4 and not set(tr) & set(te) and set(tr) | set(te) == set(ids)
 
 
+def test_stage2_replays_stage1_qa(prepared, small_cfg):
+    """Stage 2 mixes in stage-1 QA samples (seeded, a fraction of its motion samples) unless turned off."""
+    import copy
+
+    from vipa.train.data import stage_dataset
+
+    caches, tok = prepared
+    motion = Hand3DTorchDataset(caches, tok, small_cfg.model, "stage2")
+    cfg = copy.deepcopy(small_cfg)
+    cfg.train.stage2_replay = 0.5
+    mixed = stage_dataset(caches, tok, cfg, "stage2")
+    n_qa = len(mixed) - len(motion)
+    assert n_qa == min(len(Hand3DTorchDataset(caches, tok, cfg.model, "stage1")), round(0.5 * len(motion)))
+    qa_item = mixed[len(motion)]
+    assert qa_item["point_b_mask"] == 1 and qa_item["traj_mask"] == 0
+    assert [mixed[len(motion) + i]["target"].tolist() for i in range(3)] == \
+        [stage_dataset(caches, tok, cfg, "stage2")[len(motion) + i]["target"].tolist() for i in range(3)]
+    cfg.train.stage2_replay = 0.0
+    assert len(stage_dataset(caches, tok, cfg, "stage2")) == len(motion)
+    assert get_config("paper").train.stage2_replay == 0.0
+
+
 def test_stage_datasets(prepared, small_cfg):
     caches, tok = prepared
     s1 = Hand3DTorchDataset(caches, tok, small_cfg.model, "stage1")

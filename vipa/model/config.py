@@ -155,6 +155,7 @@ class TrainConfig:
     w_point: float = 10.0
     w_traj: float = 10.0
     w_post_spatial: float = 2.0  # post-training: weight of the end-effector readout targets (metres, L1)
+    stage2_replay: float = 0.5  # stage 2: stage-1 QA samples mixed in, as a fraction of the motion samples
     trainable: dict[str, list[str]] = field(
         default_factory=lambda: {s: list(GROUPS) for s in STAGES}
     )
@@ -217,6 +218,7 @@ def _paper() -> VIPAConfig:
         warmup_steps=100,
         trainable={"stage1": ["fusion", "readout"], "stage2": ["llm", "fusion", "readout"],
                    "post": ["llm", "action_head"]},
+        stage2_replay=0.0,  # the paper trains stage 2 on Hand3D-action only
     )
     return VIPAConfig("paper", m, t)
 

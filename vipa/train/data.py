@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from vipa.data.qa import encode_direction_distance
 from vipa.data.torch_dataset import FrameCache, Hand3DTorchDataset, cache_from_dataset, split_ids
@@ -61,5 +62,18 @@ def build_tokenizer(caches: list[FrameCache], cfg: VIPAConfig) -> VIPATokenizer:
 
 
 def stage_dataset(caches: list[FrameCache], tok: VIPATokenizer, cfg: VIPAConfig, stage: str,
-                  **kw: Any) -> Hand3DTorchDataset:
-    return Hand3DTorchDataset(caches, tok, cfg.model, stage, **kw)
+                  **kw: Any) -> Dataset:
+    """The training samples of ``stage``. Stage 2 mixes in ``cfg.train.stage2_replay`` times as many
+    stage-1 QA samples (drawn once, seeded) as it has motion samples, so stage 2 does not erase the
+    spatial QA skill of stage 1; 0 trains on motion only."""
+    ds = Hand3DTorchDataset(caches, tok, cfg.model, stage, **kw)
+    replay = float(getattr(cfg.train, "stage2_replay", 0.0))
+    if stage != "stage2" or replay <= 0:
+        return ds
+    try:
+        qa = Hand3DTorchDataset(caches, tok, cfg.model, "stage1", **kw)
+    except ValueError:  # no objects in these episodes: nothing to replay
+        return ds
+    n = min(len(qa), max(1, int(round(replay * len(ds)))))
+    pick = np.sort(np.random.default_rng(cfg.train.seed).choice(len(qa), n, replace=False))
+    return ConcatDataset([ds, Subset(qa, pick.tolist())])
