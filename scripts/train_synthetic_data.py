@@ -25,10 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     ds = Hand3DDataset.create(a.out, fps=15.0, exist_ok=True)
     done = set(ds.episode_ids())
     for i in tqdm(range(a.episodes), desc="synthetic episodes"):
-        ep = generate_episode(a.seed + i, width=a.size, height=a.size, num_frames=a.frames)
-        ep.episode_id = f"syn_{a.seed + i:05d}"
-        if ep.episode_id in done:
+        episode_id = f"syn_{a.seed + i:05d}"
+        if episode_id in done:  # resumable: finished episodes are neither regenerated nor rewritten
             continue
+        ep = generate_episode(a.seed + i, width=a.size, height=a.size, num_frames=a.frames)
+        ep.episode_id = episode_id
         ds.write_episode(ep)
     print(f"{a.out}: {len(ds.episode_ids())} episodes")
     return 0
