@@ -208,7 +208,10 @@ def test_sigint_during_cli_run_leaves_a_readable_dataset(tmp_path, inputs):
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "annotators.cli", *clips, "--out", str(out), "--max-frames", "30",
            "--max-width", "320", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell that started the tests in the background (`make test &`, nohup) leaves SIGINT ignored in its
+    # children, and Python then keeps it ignored: give the CLI the default action, as in a terminal.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if (out / "episodes" / "clip0" / "episode.json").exists():
