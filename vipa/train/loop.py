@@ -47,6 +47,15 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def masked_l1(pred: torch.Tensor, true: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """L1 over the last axis (metres summed over x, y, z), averaged over any middle axes, then over the
+    samples where ``m`` (B,) is 1."""
+    err = (pred - true).abs().sum(-1)
+    while err.ndim > 1:
+        err = err.mean(-1)
+    return (err * m).sum() / m.sum().clamp_min(1.0)
+
+
 def vla_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIPAConfig) -> dict[str, torch.Tensor]:
     """Stage 1/2 losses: next-token CE on the target text, L1 (metres) on pointer A/B, on their
     difference (the QA vector) and on the trajectory."""
@@ -56,13 +65,6 @@ def vla_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIPA
                 target_in=tgt[:, :-1], target_mask=tmask[:, :-1])
     labels = tgt[:, 1:].masked_fill(tmask[:, 1:] == 0, IGNORE)
     lm = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
-
-    def masked_l1(pred, true, m):
-        err = (pred - true).abs().sum(-1)
-        while err.ndim > 1:
-            err = err.mean(-1)
-        return (err * m).sum() / m.sum().clamp_min(1.0)
-
     ma, mb, mt = batch["point_a_mask"], batch["point_b_mask"], batch["traj_mask"]
     pa = masked_l1(out.point_a, batch["point_a"], ma)
     pb = masked_l1(out.point_b, batch["point_b"], mb)
@@ -87,16 +89,9 @@ def post_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIP
     if "point_a" in batch:
         t = cfg.train
         ma, mt = batch["point_a_mask"], batch["traj_mask"]
-
-        def l1(pred, true, w):
-            err = (pred - true).abs().sum(-1)
-            while err.ndim > 1:
-                err = err.mean(-1)
-            return (err * w).sum() / w.sum().clamp_min(1.0)
-
-        losses["point_a"] = l1(out.point_a, batch["point_a"], ma)
-        losses["point_b"] = l1(out.point_b, batch["point_b"], ma)
-        losses["traj"] = l1(out.traj, batch["traj"], mt)
+        losses["point_a"] = masked_l1(out.point_a, batch["point_a"], ma)
+        losses["point_b"] = masked_l1(out.point_b, batch["point_b"], ma)
+        losses["traj"] = masked_l1(out.traj, batch["traj"], mt)
         total = total + t.w_post_spatial * (losses["point_a"] + losses["point_b"] + losses["traj"])
     return {"loss": total, **losses}
 
