@@ -598,3 +598,21 @@ def test_rgb_frame_returns_an_array_the_caller_owns(ds: Hand3DDataset) -> None:
     keep = a.copy()
     a[:] = 0  # e.g. drawing joints onto it
     np.testing.assert_array_equal(ds.rgb_frame("v", 1), keep)
+
+
+def test_defer_sigint_delivers_ctrl_c_after_the_critical_section() -> None:
+    """A Ctrl-C inside defer_sigint() does not cut the section; KeyboardInterrupt comes at its end."""
+    import os
+    import signal
+
+    from vipa.data._io import defer_sigint
+
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with defer_sigint():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached_end = True
+    assert reached_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with defer_sigint():  # nothing pending: no interrupt
+        pass

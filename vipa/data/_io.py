@@ -10,6 +10,7 @@ import fcntl
 import json
 import math
 import os
+import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -184,3 +185,24 @@ def file_lock(path: Path) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def defer_sigint() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) back during a short critical section of the main thread and deliver it at
+    the end, so a step made of two writes (e.g. an episode folder and its index row) is never cut in half.
+    Elsewhere (other threads) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    prev = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, prev)
+        if got:
+            if callable(prev):
+                prev(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
+            elif prev == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)

@@ -41,6 +41,7 @@ from vipa.data._io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_parquet,
+    defer_sigint,
     file_lock,
     resolve_inside,
     to_json,
@@ -581,7 +582,7 @@ class Hand3DDataset:
         tmp.mkdir(parents=True)
         try:
             row = self._write_episode_files(ep, tmp, _media_from)
-            with file_lock(self._lock_path):
+            with defer_sigint(), file_lock(self._lock_path):  # the folder and its index row, or neither
                 self._swap_in(tmp, ep_root / ep.episode_id)
                 self._update_table(row)
         except BaseException:
