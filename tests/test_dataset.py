@@ -607,12 +607,20 @@ def test_defer_sigint_delivers_ctrl_c_after_the_critical_section() -> None:
 
     from vipa.data._io import defer_sigint
 
-    reached_end = False
-    with pytest.raises(KeyboardInterrupt):
-        with defer_sigint():
+    # as in a terminal (a background `make test &` starts Python with SIGINT ignored)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        reached_end = False
+        with pytest.raises(KeyboardInterrupt):
+            with defer_sigint():
+                os.kill(os.getpid(), signal.SIGINT)
+                reached_end = True
+        assert reached_end
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with defer_sigint():  # nothing pending: no interrupt
+            pass
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with defer_sigint():  # an ignored Ctrl-C stays ignored
             os.kill(os.getpid(), signal.SIGINT)
-            reached_end = True
-    assert reached_end
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with defer_sigint():  # nothing pending: no interrupt
-        pass
+    finally:
+        signal.signal(signal.SIGINT, before)
