@@ -238,6 +238,12 @@ def same_backbone(a: ModelConfig, b: ModelConfig) -> bool:
     return da == db
 
 
+def init_fits(init: ModelConfig, model: ModelConfig, stage: str) -> bool:
+    """Whether a checkpoint of model config ``init`` can initialise a ``stage`` run of ``model``: the same
+    config, or for post-training the same backbone with another action head."""
+    return init.to_dict() == model.to_dict() or (stage == "post" and same_backbone(init, model))
+
+
 REGISTRY = {"tiny": _tiny, "small": _small, "paper": _paper}
 
 

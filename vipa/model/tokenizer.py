@@ -51,6 +51,16 @@ def dequantize(bins: np.ndarray) -> np.ndarray:
     return _MT.decode(np.asarray(bins, np.int64))
 
 
+def _read_tokenizer(path: Path, what: str) -> Tokenizer:
+    """A tokenizers JSON file, with FileNotFoundError / ValueError naming ``what`` and the path."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {path} not found")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+        raise ValueError(f"tokenizer {path}: unreadable ({exc})") from exc
+
+
 class VIPATokenizer:
     """Wraps a ``tokenizers.Tokenizer``; knows the motion-token id ranges."""
 
@@ -92,13 +102,7 @@ class VIPATokenizer:
         """A pretrained VLM's fast tokenizer (``folder/tokenizer.json``, local) with VIPA's specials
         (those it lacks) and the 3 x 1024 motion tokens added as new tokens; the model's embeddings
         are resized to ``vocab_size`` (``VIPAModel`` does it)."""
-        path = Path(folder) / "tokenizer.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained tokenizer: {path} not found (expected the VLM's fast tokenizer)")
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-            raise ValueError(f"tokenizer {path}: unreadable ({exc})") from exc
+        tok = _read_tokenizer(Path(folder) / "tokenizer.json", "pretrained tokenizer (the VLM's fast tokenizer)")
         if tok.token_to_id(motion_token(0, 0)) is None:
             tok.add_special_tokens([s for s in SPECIALS if tok.token_to_id(s) is None])
             tok.add_special_tokens(all_motion_tokens())
@@ -114,14 +118,7 @@ class VIPATokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "VIPATokenizer":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {path}")
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-            raise ValueError(f"tokenizer {path}: unreadable ({exc})") from exc
-        return cls(tok)
+        return cls(_read_tokenizer(Path(path), "tokenizer file"))
 
     def save(self, path: str | Path) -> None:
         self.tok.save(str(path))

@@ -54,17 +54,17 @@ class SimObservation:
 def _look_at_quat(lookat, distance, azimuth_deg, elevation_deg) -> tuple[np.ndarray, np.ndarray]:
     """Position and MuJoCo quaternion (w, x, y, z) of a camera looking at ``lookat`` from ``distance`` m
     (azimuth from world +x towards +y around the target; elevation above the table plane)."""
+    import mujoco
+
     az, el = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
     back = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
     pos = np.asarray(lookat, np.float64) + distance * back
-    z = back  # MuJoCo cameras look along their -z axis, y up
-    x = np.cross([0.0, 0.0, 1.0], z)
+    x = np.cross([0.0, 0.0, 1.0], back)  # MuJoCo cameras look along their -z axis (= -back), y up
     x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z], 1)
-    w = np.sqrt(max(1e-12, 1.0 + R[0, 0] + R[1, 1] + R[2, 2])) / 2
-    quat = np.array([w, (R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w), (R[1, 0] - R[0, 1]) / (4 * w)])
-    return pos, quat / np.linalg.norm(quat)
+    R = np.stack([x, np.cross(back, x), back], 1)
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, R.reshape(-1))
+    return pos, quat
 
 
 def _policy_class_name(task: str) -> str:
@@ -96,9 +96,7 @@ class MetaWorldEnv:
         self._policy = getattr(policies, _policy_class_name(task))()
         self._renderer = None
         if render:
-            self._renderer = mujoco.Renderer(self._env.model, height, width)
-            for flag in ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX", "mjRND_FOG", "mjRND_HAZE"):
-                self._renderer.scene.flags[getattr(mujoco.mjtRndFlag, flag)] = 0
+            self._renderer = self._make_renderer()
         self._render_camera = "corner" if camera == "workspace" else camera
         cam_id = mujoco.mj_name2id(self._env.model, mujoco.mjtObj.mjOBJ_CAMERA, self._render_camera)
         if cam_id < 0:
@@ -107,6 +105,14 @@ class MetaWorldEnv:
         self._place_camera()
         self._raw_obs: np.ndarray | None = None
         self.steps = 0
+
+    def _make_renderer(self):
+        """An offscreen renderer sized to the image, with shadows, reflections, skybox, fog and haze off."""
+        mj = self._mujoco
+        r = mj.Renderer(self._env.model, self.height, self.width)
+        for flag in ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX", "mjRND_FOG", "mjRND_HAZE"):
+            r.scene.flags[getattr(mj.mjtRndFlag, flag)] = 0
+        return r
 
     def _place_camera(self) -> None:
         if self.camera != "workspace":
@@ -156,9 +162,7 @@ class MetaWorldEnv:
         self._env = self._env_cls(seed=seed)
         if self._renderer is not None:
             self._renderer.close()
-            self._renderer = self._mujoco.Renderer(self._env.model, self.height, self.width)
-            for flag in ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX", "mjRND_FOG", "mjRND_HAZE"):
-                self._renderer.scene.flags[getattr(self._mujoco.mjtRndFlag, flag)] = 0
+            self._renderer = self._make_renderer()
         self._place_camera()
         self._raw_obs, _ = self._env.reset(seed=seed)
         self._env.max_path_length = max(self.max_steps + 1, 500)

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from vipa.data.qa import encode_direction_distance
 from vipa.data.torch_dataset import encode_prompt, prepare_image
-from vipa.model.config import VIPAConfig, same_backbone
+from vipa.model.config import VIPAConfig, init_fits
 from vipa.model.encoders import point_map_from_depth, resize_point_map
 from vipa.model.tokenizer import VIPATokenizer
 
@@ -154,6 +154,15 @@ def robot_tokenizer(instructions: Sequence[str], cfg: VIPAConfig) -> VIPATokeniz
     return VIPATokenizer.for_config(cfg, texts)
 
 
+def episode_last_frame(episode: np.ndarray) -> np.ndarray:
+    """(N,) int64: for each frame, the index of the last frame of its episode (frames of one episode
+    are contiguous)."""
+    n = len(episode)
+    starts = np.r_[0, np.flatnonzero(np.diff(episode)) + 1]
+    ends = np.r_[starts[1:], n]
+    return np.repeat(ends - 1, ends - starts).astype(np.int64)
+
+
 def spatial_targets(state: np.ndarray, camera_pose: np.ndarray, episode: np.ndarray, horizon: int,
                     stride: int = TRAJ_STRIDE) -> dict[str, np.ndarray]:
     """End-effector readout targets per frame, camera-frame metres (OpenCV axes), from the robot state
@@ -164,9 +173,7 @@ def spatial_targets(state: np.ndarray, camera_pose: np.ndarray, episode: np.ndar
     n = len(state)
     cam_from_world = np.linalg.inv(camera_pose.astype(np.float64))
     ee = np.einsum("nij,nj->ni", cam_from_world[:, :3, :3], state[:, :3].astype(np.float64)) + cam_from_world[:, :3, 3]
-    starts = np.r_[0, np.flatnonzero(np.diff(episode)) + 1]
-    ends = np.r_[starts[1:], n]
-    last = np.repeat(ends - 1, ends - starts)
+    last = episode_last_frame(episode)
     idx = np.minimum(np.arange(n)[:, None] + stride * np.arange(1, horizon + 1)[None], last[:, None])
     return {"point_a": ee.astype(np.float32), "point_b": ee[last].astype(np.float32),
             "traj": ee[idx].astype(np.float32), "traj_mask": (np.arange(n) + stride <= last).astype(np.float32)}
@@ -205,9 +212,7 @@ class RobotFrames(Dataset):
         self.state = torch.from_numpy(((arrays["state"] - sm) / ss).astype(np.float32))
         self.action = torch.from_numpy(((arrays["action"] - am) / as_).astype(np.float32))
         ep = np.asarray(arrays["episode"], np.int64)
-        starts = np.r_[0, np.flatnonzero(np.diff(ep)) + 1]
-        ends = np.r_[starts[1:], n]
-        self.last = torch.from_numpy(np.repeat(ends - 1, ends - starts))  # last frame index of each frame's episode
+        self.last = torch.from_numpy(episode_last_frame(ep))
         self.prompts = [encode_prompt(tok, i, m.max_prompt_len) for i in arrays["instructions"]]
         self.task_index = np.asarray(arrays["task_index"], np.int64)
         self.targets = None
@@ -296,7 +301,7 @@ def post_train(data: str | Path | Sequence[str | Path], out: str | Path, config:
     if init is not None:
         info = read_checkpoint_info(init)
         # through VIPAConfig so JSON lists compare equal to the config's tuples (stem_channels)
-        if not same_backbone(VIPAConfig.from_dict(info["config"]).model, cfg.model):
+        if not init_fits(VIPAConfig.from_dict(info["config"]).model, cfg.model, "post"):
             raise ValueError(f"init {init}: trained with a different model config than {config!r}"
                              f"{'' if use_3d else ' without 3D'}")
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")

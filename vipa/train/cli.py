@@ -70,12 +70,9 @@ def run(args: argparse.Namespace) -> int:
             tok = VIPATokenizer.load(latest_checkpoint(out) / "tokenizer.json")
         elif args.init:
             info = read_checkpoint_info(args.init)
-            from vipa.model.config import ModelConfig, same_backbone
+            from vipa.model.config import ModelConfig, init_fits
 
-            init_model = ModelConfig.from_dict(info["config"]["model"])
-            same = init_model.to_dict() == cfg.model.to_dict() or \
-                (args.stage == "post" and same_backbone(init_model, cfg.model))
-            if not same:
+            if not init_fits(ModelConfig.from_dict(info["config"]["model"]), cfg.model, args.stage):
                 raise CheckpointError(f"--init {args.init} was trained with config {info['config']['name']!r} "
                                       f"(model differs from {cfg.name!r}{' without 3D' if args.no_3d else ''})")
             tok = VIPATokenizer.load(Path(args.init) / "tokenizer.json")

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from vipa.data.torch_dataset import collate
 from vipa.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
-from vipa.model.config import STAGES, VIPAConfig, same_backbone
+from vipa.model.config import STAGES, VIPAConfig, init_fits
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
 
@@ -164,8 +164,7 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
     ckpt = latest_checkpoint(run_dir) if resume else None
     if init is not None and ckpt is None:
         m0, c0, t0, _ = load_checkpoint(init)
-        same = c0.model.to_dict() == cfg.model.to_dict() or (stage == "post" and same_backbone(c0.model, cfg.model))
-        if t0.vocab_size != tok.vocab_size or not same:
+        if t0.vocab_size != tok.vocab_size or not init_fits(c0.model, cfg.model, stage):
             raise ValueError(f"--init {init}: its config/tokenizer differ from this run's")
         if c0.model.to_dict() == cfg.model.to_dict():
             model.load_state_dict(m0.state_dict())
