@@ -540,6 +540,28 @@ def test_format_doc_describes_every_feature() -> None:
         assert f"`{col}`" in doc, col
 
 
+def test_dataset_module_is_the_role_modules_public_names() -> None:
+    import ast
+
+    from vipa.data import dataset, depth, reader, video
+
+    assert dataset.Hand3DDataset is reader.Hand3DDataset and dataset.FRAME_CACHE is video.FRAME_CACHE
+    assert dataset.MIGRATIONS is schema.MIGRATIONS and dataset.quantize_depth is depth.quantize_depth
+    assert isinstance(video.FRAME_CACHE, video.VideoFrameCache)
+    assert all(hasattr(dataset, name) for name in dataset.__all__)
+    # one way: schema <- depth, video <- writer <- reader (<- dataset); corrections <- reader; never back
+    allowed = {"schema": set(), "depth": set(), "video": set(), "writer": {"schema", "depth", "video"},
+               "corrections": {"schema"}}
+    for mod, ok in allowed.items():
+        used = set()
+        for node in ast.walk(ast.parse((REPO / "vipa" / "data" / f"{mod}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "vipa.data":
+                used |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vipa.data."):
+                used.add(node.module.removeprefix("vipa.data."))
+        assert used - {"_io", "episode"} <= ok, (mod, used)
+
+
 def test_damaged_media_are_clear_errors(ds: Hand3DDataset) -> None:
     ds.write_episode(make_episode("a", t=6, rgb=True, depth=True))
     video = ds.root / "episodes" / "a" / "rgb.mp4"
