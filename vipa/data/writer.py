@@ -48,8 +48,8 @@ from vipa.data.schema import (
 from vipa.data.video import encode_h264
 
 __all__ = [
-    "create_dataset",
     "cleanup",
+    "create_dataset",
     "record_failure",
     "rebuild_index",
     "recover",
