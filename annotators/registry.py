@@ -181,6 +181,16 @@ def register_stage(name: str, run: Callable[[Any, Any], None] | None, config_cls
     return stage
 
 
+def unregister_backend(kind: str, name: str) -> None:
+    """Remove a registered backend (tests, or replacing a built-in under another name)."""
+    _BACKENDS[kind].pop(name, None)
+
+
+def unregister_stage(name: str) -> None:
+    """Remove a registered stage."""
+    _STAGES[:] = [s for s in _STAGES if s.name != name]
+
+
 def load_plugins() -> None:
     """Import ``annotators.backends`` and the ``vipa.annotators`` entry points (once per process)."""
     global _plugins_loaded
