@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from annotators.io import IMAGE_EXTS
@@ -27,11 +28,10 @@ def _backend_help(kind: str, title: str, flag: str, opt_flag: str, extra: list[t
     for name, be in sorted(registry.backends(kind).items()):
         shown = f"{name}:{be.arg.upper()}" if be.arg else name
         lines.append(f"  {shown:<16} {be.description}")
-        opts = registry.describe_defaults(be.config_cls)
-        if be.arg:
-            opts = ", ".join(p for p in opts.split(", ") if not p.startswith(f"{be.arg} ") and p != be.arg)
+        opts = registry.describe_defaults(be.config_cls, exclude=(be.arg,) if be.arg else ())
         if opts:
-            lines.append(f"  {'':<16}   options: {opts}")
+            lines += textwrap.wrap(f"options: {opts}", width=100, initial_indent=" " * 21,
+                                   subsequent_indent=" " * 23, break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -40,8 +40,11 @@ def _epilog() -> str:
 
     stage_lines = ["stages, in order (--set STAGE.FIELD=VALUE):"]
     for st in registry.stages():
+        stage_lines.append(f"  {st.name:<10} {st.description}")
         opts = registry.describe_defaults(st.config_cls)
-        stage_lines.append(f"  {st.name:<10} {st.description}" + (f"\n  {'':<10}   {opts}" if opts else ""))
+        if opts:
+            stage_lines += textwrap.wrap(opts, width=100, initial_indent=" " * 15, subsequent_indent=" " * 15,
+                                         break_on_hyphens=False)
     return "\n\n".join([
         _backend_help("hands", "hand", "--hands NAME, default mediapipe, or package.module:Class", "--hands-opt KEY=VALUE"),
         _backend_help("depth", "depth", "--depth NAME[:ARG], default auto", "--depth-opt KEY=VALUE",

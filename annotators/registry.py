@@ -298,10 +298,12 @@ def parse_options(pairs: list[str], config_cls: type, what: str) -> dict[str, An
     return out
 
 
-def describe_defaults(config_cls: type) -> str:
+def describe_defaults(config_cls: type, exclude: tuple[str, ...] = ()) -> str:
     """``key=default, ...`` of a config dataclass (for ``--help``)."""
     parts = []
     for f in dataclasses.fields(config_cls):
+        if f.name in exclude:
+            continue
         if f.default is not dataclasses.MISSING:
             parts.append(f"{f.name}={f.default!r}")
         elif f.default_factory is not dataclasses.MISSING:

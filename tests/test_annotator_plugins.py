@@ -182,3 +182,51 @@ def test_plugin_derive_stage_is_written_and_rederived(tmp_path, episode):
     finally:
         registry.unregister_stage("reach")
     assert "reach" not in AnnotateConfig().stages
+
+
+def _cli_config(argv: list[str]) -> AnnotateConfig:
+    import argparse
+
+    from annotators import cli
+
+    parser = argparse.ArgumentParser(prog="vipa")
+    cli.register(parser.add_subparsers(dest="command"))
+    return cli.build_config(parser.parse_args(["annotate", "in.mp4", "--out", "ds", *argv]))
+
+
+def test_cli_flags_build_the_stage_configs():
+    cfg = _cli_config([])
+    assert cfg == AnnotateConfig().validate()  # the CLI's defaults are the library's
+    cfg = _cli_config(["--objects", "grasp,boxes:b.json", "--objects-opt", "grasp.stride=3", "--detector", "/m/owl",
+                       "--labels", "cup, box", "--depth", "hf:/m/dpt", "--depth-opt", "output=disparity",
+                       "--hands-opt", "max_num_hands=1", "--hands-opt", "mirrored_input=yes", "--gamma", "0.2",
+                       "--set", "calibrate.mode=frame", "--set", "lift.max_reproj_px=none", "--no-smooth"])
+    assert cfg.objects.backends == ("grasp", "boxes:b.json", "detector:/m/owl")
+    assert cfg.objects.options == {"grasp": {"stride": 3}, "detector": {"labels": ("cup", "box")}}
+    assert cfg.depth.backend == "hf:/m/dpt" and cfg.depth.options == {"output": "disparity"}
+    assert cfg.hands.options == {"max_num_hands": 1, "mirrored_input": True}
+    assert cfg.qa.gamma == cfg.motion.gamma == 0.2
+    assert cfg.calibrate.mode == "frame" and cfg.lift.max_reproj_px is None and not cfg.smooth.enabled
+    assert _cli_config(["--no-objects"]).objects.backends == ()
+    for argv, msg in ((["--hands-opt", "max_num_hands=two"], "max_num_hands"),
+                      (["--objects-opt", "stride=3"], "NAME.KEY=VALUE"),
+                      (["--labels", "cup"], "not selected"),
+                      (["--set", "calibrate.mode=sometimes"], "calibrate.mode"),
+                      (["--set", "nowhere.x=1"], "STAGE.FIELD")):
+        with pytest.raises(ValueError, match=msg):
+            _cli_config(argv)
+
+
+def test_boxes_backend_lifts_file_boxes(tmp_path, episode):
+    import json
+
+    o = episode.objects[0]
+    frames = [t for t in range(episode.num_frames) if np.isfinite(o.box_2d[t]).all()][:3]
+    (tmp_path / "b.json").write_text(json.dumps({"mug": {str(t): o.box_2d[t].tolist() for t in frames}}))
+    tracks = registry.build_backend("objects", f"boxes:{tmp_path / 'b.json'}")(episode)
+    assert [(t.name, t.provenance) for t in tracks] == [("mug", "manual")]
+    assert np.isfinite(tracks[0].center[frames]).all()
+    assert np.nanmedian(np.linalg.norm(tracks[0].center[frames] - o.center[frames], axis=-1)) < 0.05
+    (tmp_path / "bad.json").write_text(json.dumps({"mug": {"x": [1, 2, 3, 4]}}))
+    with pytest.raises(ValueError, match="bad.json"):
+        registry.build_backend("objects", f"boxes:{tmp_path / 'bad.json'}")
