@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vipa.data.qa import encode_direction_distance
-from vipa.data.torch_dataset import encode_prompt, prepare_image
+from vipa.train.datasets import encode_prompt, prepare_image
 from vipa.model.config import VIPAConfig, init_fits
 from vipa.model.encoders import point_map_from_depth, resize_point_map
 from vipa.model.tokenizer import VIPATokenizer
