@@ -152,13 +152,21 @@ def episode_records(ds: Any, episode_id: str, params: tasks.TaskParams | None = 
         where = f"episodes/{episode_id}/derived/{name}.jsonl"
         for r in recs:
             tasks.check_record(r, where)
-        stale = stage == "stage2" and any(abs(float(r.get("stride_s", -1)) - p.stride_s) > 1e-6 for r in recs)
+        stale = stage == "stage2" and any(_other_params(r, p) for r in recs)
         if not recs or stale:
             ep = episode if episode is not None else ds.load_episode(episode_id, media=False)
             recs = tasks.build_records(ep, stage, p)
             derived.append(stage)
         out += tasks.sort_records(recs)
     return out, derived
+
+
+def _other_params(r: dict, p: tasks.TaskParams) -> bool:
+    """True when a motion record was made with another stride or horizon than ``p``."""
+    if abs(float(r.get("stride_s", -1.0)) - p.stride_s) > 1e-6:
+        return True
+    return (r.get("waypoints") is not None and len(r["waypoints"]) != p.n_future) or \
+        ("past_waypoints" in r and len(r["past_waypoints"]) != p.n_past)
 
 
 def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_step: int = 1,
