@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from vipa.train.datasets import Hand3DTorchDataset, cache_episode, split_ids
 from vipa.model.config import get_config
 from vipa.train.data import build_tokenizer
+from vipa.train.datasets import Hand3DTorchDataset, cache_episode, split_ids
 from vipa.train.loop import lr_factor, train
 
 torch.set_num_threads(1)

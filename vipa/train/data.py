@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,6 @@ from vipa.data.qa import encode_direction_distance
 from vipa.model.config import ModelConfig, VIPAConfig
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.train.datasets import FrameCache, Hand3DTorchDataset, cache_from_dataset, split_ids
-
-log = logging.getLogger(__name__)
 
 
 def open_hand3d(root: str | Path):
@@ -65,7 +63,10 @@ def stage_dataset(caches: list[FrameCache], tok: VIPATokenizer, cfg: VIPAConfig,
     stage-1 QA samples (drawn once, seeded) as it has motion samples, so stage 2 does not erase the
     spatial QA skill of stage 1; 0 trains on motion only."""
     ds = Hand3DTorchDataset(caches, tok, cfg.model, stage)
-    log.info("%s samples: %s", stage, ds.summary)
+    if ds.dropped_long:
+        warnings.warn(f"{stage}: {ds.dropped_long} of {ds.dropped_long + len(ds)} samples dropped: prompt or answer "
+                      f"longer than the model's max_prompt_len / max_target_len ({ds.summary['by_kind']} kept)",
+                      stacklevel=2)
     replay = float(getattr(cfg.train, "stage2_replay", 0.0))
     if stage != "stage2" or replay <= 0:
         return ds

@@ -35,7 +35,6 @@ from vipa.model.config import ModelConfig
 from vipa.model.encoders import point_map_from_depth, resize_point_map
 from vipa.model.tokenizer import VIPATokenizer
 
-IGNORE = -100
 CACHE_VERSION = 1
 
 
