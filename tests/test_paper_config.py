@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from test_model import assert_cached_generation_matches
-from vipa.data.torch_dataset import encode_prompt
+from vipa.train.datasets import encode_prompt
 from vipa.infer.predictor import Predictor
 from vipa.model.checkpoint import load_checkpoint
 from vipa.model.config import ModelConfig, get_config

@@ -82,7 +82,7 @@ def test_action_head_reads_the_readout_geometry():
     a = _arrays(4)
     tok = robot_tokenizer(a["instructions"], cfg)
     ds = RobotFrames(a, cfg, tok, normalizer_stats(a["state"], a["action"]))
-    from vipa.data.torch_dataset import collate
+    from vipa.train.datasets import collate
     from vipa.train.loop import post_losses
 
     batch = collate([ds[i] for i in range(4)], tok.pad_id)

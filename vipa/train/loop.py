@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from vipa.data.torch_dataset import collate
+from vipa.train.datasets import collate
 from vipa.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
 from vipa.model.config import STAGES, VIPAConfig, init_fits
 from vipa.model.tokenizer import VIPATokenizer
