@@ -10,7 +10,8 @@ import torch
 from vipa.model.action_head import FlowMatchingDiT
 from vipa.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vipa.model.config import REGISTRY, get_config
-from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion, point_map_from_depth, resize_point_map
+from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion
+from vipa.model.processor import point_map_from_depth, resize_point_map
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
 
@@ -62,7 +63,7 @@ def test_encoder_and_fusion_shapes(cfg):
     b, s, n, d = 2, mc.image_size, mc.num_visual_tokens, mc.d_vision
     fine, v_sem = SemanticEncoder(mc)(torch.rand(b, 3, s, s))
     assert v_sem.shape == (b, n, d) and fine.shape[-1] == mc.fine_grid
-    fine3, v_spa = PointMapEncoder(mc)(torch.rand(b, 3, s, s), torch.ones(b, 1, s, s))
+    fine3, v_spa = PointMapEncoder(mc)(None, torch.rand(b, 3, s, s), torch.ones(b, 1, s, s))
     assert v_spa.shape == (b, n, d) and fine3.shape == fine.shape
     fusion = SpatialFusion(d, mc.fusion_heads, 0.0)
     assert fusion(v_sem, v_spa).shape == (b, n, d)
@@ -169,18 +170,6 @@ def test_constrained_decoding_always_valid_waypoints(cfg, tok):
                 assert all(row[k] == tok.eos_id for k in range(len(mot), len(row)))
                 wp = tok.ids_to_waypoints(mot)  # raises on a wrong axis
                 assert wp.shape[1] == 3
-
-
-def test_point_map_matches_geometry():
-    from vipa.geometry import unproject
-
-    K = np.array([[50, 0, 32], [0, 50, 24], [0, 0, 1]], np.float32)
-    depth = np.full((48, 64), 0.7, np.float32)
-    depth[3, 5] = np.nan
-    depth[4, 6] = 0.0
-    pm = point_map_from_depth(depth, K)
-    ref = unproject(depth, K)
-    assert np.allclose(np.nan_to_num(pm, nan=-9), np.nan_to_num(ref, nan=-9), atol=1e-6)
 
 
 def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path, cfg, tok):

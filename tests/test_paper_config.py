@@ -293,7 +293,8 @@ def test_later_stages_train_only_their_groups(folders, tmp_path, stage):
 
 def test_export_pointmap_encoder_from_tiny_checkpoint(tmp_path):
     """The bundled tiny checkpoint's 3D encoder exported as a 3D-encoder folder reproduces its tokens."""
-    from vipa.model.pretrained import export_pointmap_encoder, load_encoder3d
+    from vipa.model.checkpoint import export_pointmap_encoder
+    from vipa.model.pretrained import load_encoder3d
     from vipa.resources import REPO_ROOT
 
     ck = REPO_ROOT / "checkpoints" / "tiny_sample"
