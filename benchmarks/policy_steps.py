@@ -38,7 +38,7 @@ def run(quick: bool = False) -> dict:
 
     from vipa.sim.evaluate import observation_dict
     from vipa.sim.metaworld_env import MetaWorldEnv
-    from vipa.sim.policy import PredictorPolicy
+    from vipa.infer.policy import PredictorPolicy
 
     torch.set_num_threads(1)
     n = 24 if quick else 96

@@ -128,3 +128,29 @@ def test_legacy_checkpoints_load_and_post_train_with_a_geometry_head(tmp_path: P
     # the backbone came from the init checkpoint (the pointer offsets did not train far in 2 steps)
     w0, w1 = m0.semantic.state_dict(), m1.semantic.state_dict()
     assert all(torch.allclose(w0[k], w1[k], atol=0.05) for k in w0)
+
+
+def test_vipa_train_post_is_the_one_post_training_command(tmp_path: Path):
+    """`vipa train post` exports demonstrations to one .npz, trains from several inputs within a time
+    budget (calibrated), and rejects post-only options for the Hand3D stages."""
+    import json
+
+    from vipa.cli import main
+
+    a = _arrays(8)
+    parts = []
+    for i in range(2):
+        p = tmp_path / f"demo{i}.npz"
+        np.savez_compressed(p, **{k: v for k, v in a.items() if k != "instructions"},
+                            instructions=np.array([f"open drawer {i}"]))
+        parts.append(str(p))
+    merged = tmp_path / "merged.npz"
+    assert main(["train", "post", "--data", *parts, "--out", str(tmp_path / "x"), "--export-npz", str(merged)]) == 0
+    with np.load(merged) as z:
+        assert len(z["action"]) == 16 and sorted(z["instructions"].tolist()) == ["open drawer 0", "open drawer 1"]
+    run = tmp_path / "run"
+    assert main(["train", "post", "--data", str(merged), "--out", str(run), "--batch-size", "4", "--budget-s", "0.1",
+                 "--threads", "1", "--no-progress"]) == 0
+    info = json.loads((run / "final" / "config.json").read_text())
+    assert info["budget"]["steps"] == 10 and (run / "calibration" / "final").is_dir()
+    assert main(["train", "stage1", "--data", str(merged), "--out", str(run), "--budget-s", "1"]) == 2

@@ -91,7 +91,7 @@ def test_collect_posttrain_evaluate_through_the_server(tmp_path):
     from vipa.model.checkpoint import read_checkpoint_info
     from vipa.sim.collect import collect_demos
     from vipa.train.robot import post_train
-    from vipa.sim.policy import PredictorPolicy
+    from vipa.infer.policy import PredictorPolicy
 
     collect_demos(tmp_path / "demos", ["reach-v3"], episodes=2, seed=0, size=48, max_steps=120)
     res = post_train(tmp_path / "demos", tmp_path / "run", steps=40, batch_size=8, lr=2e-3, threads=1,

@@ -256,7 +256,7 @@ class _ToyRobot(torch.utils.data.Dataset):
     """Post-training samples as vipa.train.robot produces them: actions depend on the state."""
 
     def __init__(self, cfg, tok, n=16):
-        from vipa.data.torch_dataset import encode_prompt
+        from vipa.model.processor import encode_prompt
 
         g = torch.Generator().manual_seed(0)
         s, m = cfg.model.image_size, cfg.model

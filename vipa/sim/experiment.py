@@ -95,7 +95,7 @@ def _eval_job(job: tuple[str, str, str, int, int, int, int, int, str | None, int
 
     torch.set_num_threads(1)
     from vipa.sim.metaworld_env import MetaWorldEnv
-    from vipa.sim.policy import PredictorPolicy
+    from vipa.infer.policy import PredictorPolicy
 
     name, ckpt, task, i, seed, size, max_steps, replan, out, save_first, camera = job
     if name not in _POLICIES:
