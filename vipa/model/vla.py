@@ -8,6 +8,10 @@ pointer B: the object or goal) and read a 3D position there from the point map (
 offset); q2 predicts the future wrist trajectory relative to pointer A; all Q condition the DiT
 action head. Text targets (QA answers, motion tokens, motion descriptions) are trained with
 next-token cross-entropy. 3D outputs are camera-frame metres.
+
+The model is built from ``Parts`` (``tiny_parts``: conv encoders + a random-weight LLM;
+``pretrained_parts``: a local VLM + a local 3D encoder), takes a typed ``vipa.model.batch.Batch``
+(made by ``vipa.model.processor``) and owns its training loss (``compute_loss(batch, stage)``).
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ class VIPAModel(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.pad_id = pad_id
-        self.pretrained = bool(cfg.vlm_path or cfg.encoder3d_path or cfg.name == "paper")
+        self.pretrained = bool(cfg.vlm_path or cfg.encoder3d_path or cfg.name == "paper")  # which parts
         parts = pretrained_parts(cfg, vocab_size, load_pretrained) if self.pretrained else tiny_parts(cfg, vocab_size)
         self.semantic, self.spatial, self.spatial_proj = parts.semantic, parts.spatial, parts.spatial_proj
         self.fusion, self.projector, self.llm = parts.fusion, parts.projector, parts.llm
@@ -154,10 +158,11 @@ class VIPAModel(nn.Module):
                 p.requires_grad_(name in groups)
 
     def train(self, mode: bool = True) -> "VIPAModel":
-        """As nn.Module.train, but frozen pretrained encoders (``paper``) stay in eval mode so
-        their dropout / normalisation statistics behave as when they were pretrained."""
+        """As nn.Module.train, but frozen encoders (``paper``'s pretrained ones) stay in eval mode so
+        their dropout / normalisation statistics behave as when they were pretrained (the tiny conv
+        encoders have neither, so the rule holds for every config)."""
         super().train(mode)
-        if mode and self.pretrained:
+        if mode:
             for enc in (self.semantic, self.spatial):
                 if enc is not None and not any(p.requires_grad for p in enc.parameters()):
                     enc.eval()
