@@ -255,10 +255,10 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
 
 
 class _ToyRobot(torch.utils.data.Dataset):
-    """Post-training samples as vipa.sim.posttrain produces them: actions depend on the state."""
+    """Post-training samples as vipa.train.robot produces them: actions depend on the state."""
 
     def __init__(self, cfg, tok, n=16):
-        from vipa.train.datasets import encode_prompt
+        from vipa.model.processor import encode_prompt
 
         g = torch.Generator().manual_seed(0)
         s, m = cfg.model.image_size, cfg.model

@@ -2,8 +2,9 @@
 
 ``tiny`` trains from scratch on a CPU in minutes; ``small`` is the same code sized for one GPU;
 ``paper`` loads the semantic encoder + LLM from a local pretrained VLM folder and the 3D encoder
-from a local folder, frozen as in the paper. Nothing is ever downloaded. Supported VLM family:
-LLaVA (``LlavaForConditionalGeneration``); folder formats in ``vipa.model.pretrained``. For
+from a local folder, frozen as in the paper. Nothing is ever downloaded. Supported VLM families:
+LLaVA (``LlavaForConditionalGeneration``) and Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration``);
+folder formats in ``vipa.model.pretrained``. For
 ``paper`` the widths (``d_vision``, ``llm``) come from the VLM (the fusion runs in the LLM's
 hidden size); ``image_size``/``patch_size`` set the visual token grid the tower's patch tokens
 are pooled onto.
@@ -113,7 +114,7 @@ class ModelConfig:
     def check_local_weights(self) -> None:
         """For configs that load pretrained parts (``paper``): both local folders must exist.
         Nothing is ever downloaded, so a missing folder is an error naming the field."""
-        for field_name, what in (("vlm_path", "pretrained LLaVA-family VLM (transformers save_pretrained + tokenizer.json)"),
+        for field_name, what in (("vlm_path", "pretrained LLaVA or Qwen2.5-VL VLM (transformers save_pretrained + tokenizer.json)"),
                                  ("encoder3d_path", "3D encoder (encoder3d.json: the project's point-map "
                                                     "encoder or a Cut3R / VGGT adapter)")):
             value = getattr(self, field_name)
@@ -209,7 +210,7 @@ def _small() -> VIPAConfig:
 
 def _paper() -> VIPAConfig:
     # Paper: InternVL3.5-2B (semantic encoder + LLM) and a frozen Cut3R 3D encoder; here a local
-    # LLaVA-family VLM and an encoder3d.json folder (vipa.model.pretrained). AdamW lr 1e-5,
+    # LLaVA or Qwen2.5-VL VLM and an encoder3d.json folder (vipa.model.pretrained). AdamW lr 1e-5,
     # batch 32, cosine, 1 epoch per stage; post-training lr 5e-5, batch 128. Stage 1 trains the
     # fusion layer, stage 2 LLM + fusion, post-training LLM + action head (encoders frozen).
     m = ModelConfig(

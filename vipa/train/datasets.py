@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from vipa import tasks
 from vipa.data.episode import Episode
 from vipa.model.config import ModelConfig
-from vipa.model.encoders import point_map_from_depth, resize_point_map
+from vipa.model.processor import collate, encode_prompt, point_map_from_depth, prepare_image, prepare_points
 from vipa.model.tokenizer import VIPATokenizer
 
 CACHE_VERSION = 1
@@ -47,26 +47,6 @@ def split_ids(ids: Sequence[str], test_fraction: float = 0.2, seed: int = 0) -> 
     n_test = max(1, round(len(ids) * test_fraction)) if len(ids) > 1 else 0
     test = set(order[:n_test])
     return [i for i in ids if i not in test], [i for i in ids if i in test]
-
-
-def prepare_image(rgb: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, size, size) uint8, area-resized (aspect not preserved; K is not
-    needed afterwards because the point map is computed at full resolution first)."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"image: expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    t = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].float()
-    t = torch.nn.functional.adaptive_avg_pool2d(t, size) if t.shape[-1] >= size else \
-        torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    return t[0].round().clamp(0, 255).to(torch.uint8)
-
-
-def prepare_points(points: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H, W, 3) camera-frame XYZ (NaN = invalid) -> ((3, S, S) float32, (1, S, S) float32 validity)."""
-    xyz, valid = resize_point_map(points, size)
-    if valid.max() <= 0:
-        raise ValueError("point map: no valid pixel (all depth missing)")
-    return torch.from_numpy(xyz), torch.from_numpy(valid)
 
 
 @dataclass
@@ -290,29 +270,3 @@ class Hand3DTorchDataset(Dataset):
             index=torch.tensor(i),
         )
         return item
-
-
-def encode_prompt(tok: VIPATokenizer, text: str, max_len: int) -> dict[str, torch.Tensor]:
-    """Prompt ids right-padded to ``max_len`` (fixed layout); ValueError when longer."""
-    ids = tok.encode(text)
-    if len(ids) > max_len:
-        raise ValueError(f"instruction/prompt is {len(ids)} tokens; this model's context allows {max_len}")
-    pad = max_len - len(ids)
-    return {"prompt_ids": torch.tensor(ids + [tok.pad_id] * pad, dtype=torch.long),
-            "prompt_mask": torch.tensor([1] * len(ids) + [0] * pad, dtype=torch.long)}
-
-
-def collate(batch: list[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Stack a batch; targets right-padded to the longest (``target_mask`` marks real tokens)."""
-    out: dict[str, torch.Tensor] = {}
-    for k in batch[0]:
-        if k == "target":
-            n = max(len(b[k]) for b in batch)
-            out[k] = torch.full((len(batch), n), pad_id, dtype=torch.long)
-            out["target_mask"] = torch.zeros(len(batch), n, dtype=torch.long)
-            for j, b in enumerate(batch):
-                out[k][j, : len(b[k])] = b[k]
-                out["target_mask"][j, : len(b[k])] = 1
-        else:
-            out[k] = torch.stack([b[k] for b in batch])
-    return out
