@@ -14,8 +14,8 @@ smoothing, per-frame quality, stage timings). ``write_annotation(ds, result)`` w
 episode and its derived products into a ``vipa.data.dataset.Hand3DDataset``
 (``annotators.batch.annotate_to_dataset`` does it for many inputs):
 
-    derived/qa.jsonl              Hand3D-visual QA records (annotators.qa)
-    derived/motion.jsonl          Hand3D-action samples (annotators.motion)
+    derived/qa.jsonl              Hand3D-visual QA records (annotators.qa -> vipa.tasks)
+    derived/motion.jsonl          Hand3D-action samples (annotators.motion -> vipa.tasks)
     derived/joints_raw.jsonl      {"frame", "side", "joints_3d": 21x3 or null}: joints before smoothing
     derived/quality_frames.jsonl  per-frame quality (annotators.quality)
 

@@ -135,7 +135,8 @@ def test_low_motion_filter() -> None:
 # The hand-made episode of test_qa (world-frame truth, panning camera); every waypoint and
 # answer is recomputed from the world-frame truth here.
 
-from annotators.motion import MOTION_TASKS, stride_frames  # noqa: E402
+from annotators.motion import MOTION_TASKS  # noqa: E402
+from vipa.tasks import stride_frames  # noqa: E402
 from annotators.motion import motion_samples as _motion_samples  # noqa: E402
 
 # These tests check the paper's motion records; the trained kinds' records (vipa.tasks) are tested in test_tasks.py.
@@ -180,7 +181,7 @@ def check_motion_record(r: dict, world: dict, ep) -> None:
         pf = r["past_frames"]
         assert pf[-1] == ref and all(f < ref for f in pf[:-1]) and all(f > ref for f in wf)
         step = r["stride_frames"]
-        assert step == stride_frames(ep.fps, 0.2)
+        assert step == stride_frames(ep.fps, 0.2) and r["stride_s"] == pytest.approx(0.2)  # kept in seconds too
         assert all(ref - f <= 4 * step for f in pf) and all(f - ref <= 8 * step for f in wf)
         past_truth = np.array([world_to_cam(world, ref, world["joints"][f, WRIST]) for f in pf])
         assert np.allclose(r["past_waypoints"], past_truth, atol=1e-5)

@@ -184,3 +184,43 @@ def test_stride_in_seconds_is_in_the_config_with_a_legacy_default() -> None:
     root = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny_sample" / "config.json"
     if root.is_file():
         assert "motion_stride_s" not in json.loads(root.read_text())["config"]["model"]  # the legacy case is real
+
+
+def test_every_kind_is_one_registered_task_kind() -> None:
+    """The paper's kinds and the trained ones live in one registry; the trained ones are variants
+    of paper kinds of the same stage, and each motion kind has its stride in seconds."""
+    assert set(tasks.PAPER_QA_TYPES) | set(tasks.PAPER_MOTION_TASKS) | {"spatial", "task", "gen", "translate",
+                                                                       "context"} == set(tasks.REGISTRY)
+    for name, kind in tasks.REGISTRY.items():
+        assert kind.doc and kind.prompts() and kind.product == ("qa" if kind.stage == "stage1" else "motion")
+        if name in tasks.PAPER_QA_TYPES + tasks.PAPER_MOTION_TASKS:
+            assert not tasks.is_trained(name) and kind.variant_of is None
+        else:
+            assert tasks.is_trained(name) and tasks.REGISTRY[kind.variant_of].stage == kind.stage
+    assert {tasks.REGISTRY[k].stride_s for k in tasks.PAPER_MOTION_TASKS} == {tasks.PAPER_MOTION_STRIDE_S}
+    assert {tasks.REGISTRY[k].stride_s for k in tasks.trained_kinds("stage2")} == {tasks.MOTION_STRIDE_S}
+    assert tasks.prompt("hand_movement", hand="left").startswith("How did the left hand move")
+    with pytest.raises(ValueError, match="not registered"):
+        tasks.register(tasks.TaskKind("x", "stage1", "?", "direction_distance", lambda v, p: [], variant_of="nope"))
+    with pytest.raises(ValueError, match="unknown"):
+        tasks.build_records(_episode(), kinds=["nope"])
+
+
+def test_paper_and_trained_kinds_share_the_camera_frame_transform() -> None:
+    """task_completion with the episode end as its goal and the trained "task" kind ask the same
+    vector at the same frame (moving camera: both go through EpisodeView.to_frame)."""
+    ep = next(e for e in (_episode(s) for s in range(100, 140)) if not tasks.episode_view(e).static_camera)
+    params = tasks.TaskParams(qa=tasks.PaperQAConfig(task_goal="end", per_type=len(ep.hands["right"].present)))
+    recs = tasks.build_records(ep, "stage1", params, ["task_completion", "task"])
+    side = tasks.main_hand(ep)
+    known = np.flatnonzero(np.isfinite(tasks.episode_view(ep).wrist).all(1))
+    paper = {r["frames"][0]: r for r in recs if r["type"] == "task_completion" and r["hand"] == side
+             and r["target"]["goal_frame"] == known[-1]}
+    trained = {r["frames"][0]: r for r in recs if r["type"] == "task"}
+    both = sorted(set(paper) & set(trained))
+    assert len(both) >= 3
+    for t in both:
+        np.testing.assert_allclose(paper[t]["target"]["vector"], trained[t]["target"]["vector"], atol=1e-6)
+    n_paper = sum(r["type"] == "task_completion" for r in recs)  # paper records first, then the trained
+    assert [r["id"].split(":")[1] for r in recs] == ["qa"] * n_paper + ["stage1"] * (len(recs) - n_paper)
+    assert [tasks.is_task_record(r) for r in recs] == [False] * n_paper + [True] * (len(recs) - n_paper)

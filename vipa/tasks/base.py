@@ -1,34 +1,16 @@
-"""The training tasks, defined once: kinds, prompts, answer formats, the motion stride (seconds)
-and the builders of the records that the annotators write and training reads.
+"""The machinery of the task kinds: the registry (``TaskKind``, ``register``), the episode view
+the builders read (``EpisodeView``, with the one camera-frame transform ``to_frame``), the
+build parameters (``TaskParams``), prompts, record helpers and ``build_records``.
 
-A *task kind* is registered here with its stage ("stage1" Hand3D-visual QA, "stage2"
-Hand3D-action motion), its prompt template, its answer format and its record builder.
-``TRAINED`` declares which kinds the model trains on (the current model is single-frame:
-"spatial" and "task" QA, "gen", "translate" and "context" motion). Adding a kind is one
-``register`` call plus its builder; training, evaluation, the annotators' ``derived/*.jsonl``
-and the tokenizer's corpus pick it up from here.
-
-Records are JSON-serialisable dicts, one per training sample, for the episode's main hand
-(the hand with most frames that have a known wrist)::
-
-    {"id", "type": kind, "episode_id", "hand", "frames": [t], "frame_of_reference": t,
-     "question": prompt, "answer": text,
-     "target": {"vector": [3], "point_a": [3], "point_b": [3] | None},   # QA kinds
-     "waypoints": [[3] * n], "past_waypoints": [[3] * m], "stride_s": s}  # motion kinds
-
-Every position is in the camera frame of frame ``t`` (OpenCV, metres); positions from other
-frames are moved into it with the episode's ``camera_pose`` (world_from_camera), so a moving
-camera does not leak into hand motion. ``point_a`` is the wrist at t, ``point_b`` the QA
-target point, ``vector`` = point_b - point_a. Waypoints are the wrist every ``stride_s``
-seconds after t (the future; held at the last known wrist near the episode end) and before t
-(the past, oldest first).
+The kinds themselves are registered by ``vipa.tasks.trained`` (what the model trains on) and
+``vipa.tasks.paper`` (the paper's products); see ``vipa.tasks`` for the record layout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +19,10 @@ from vipa.data.episode import Episode
 from vipa.data.motion import LowMotionFilter, MotionTokenizer
 from vipa.data.qa import encode_direction_distance
 from vipa.geometry import invert_transform, transform_points
+from vipa.tasks.text import load_templates
+
+if TYPE_CHECKING:
+    from vipa.tasks.paper import PaperMotionConfig, PaperQAConfig
 
 # Seconds between motion waypoints: 2 frames at the synthetic episodes' 15 fps, what
 # checkpoints/tiny_sample was trained with (checkpoints without the config field get it).
@@ -47,23 +33,31 @@ PAST_WAYPOINTS = 4  # waypoints before t ("context"); = ModelConfig.past_horizon
 MIN_TASK_DISTANCE = 0.01  # metres; shorter "task" answers are not asked
 DEFAULT_INSTRUCTION = "do the task"
 STAGES = ("stage1", "stage2")
-
-# The annotators' own (paper) products, written beside the trained kinds' records.
-PAPER_QA_TYPES = ("spatial_relationship", "task_completion", "hand_movement", "camera_movement")
-PAPER_MOTION_TASKS = ("instruction_to_motion", "motion_to_text", "contextual_prediction")
-PAPER_MOTION_STRIDE_S = 0.2  # seconds between the paper motion records' waypoints
+PRODUCTS = {"stage1": "qa", "stage2": "motion"}  # stage -> derived file (derived/<product>.jsonl)
 
 _MT = MotionTokenizer()
 
 
 @dataclass(frozen=True)
 class TaskParams:
-    """What the builders need beyond the episode: stride (s), horizons, low-motion filter."""
+    """What the builders need beyond the episode.
+
+    Trained kinds: ``stride_s`` (seconds between waypoints; the model config's), horizons and
+    the low-motion filter. Paper kinds: ``seed`` (template and frame sampling), ``instruction``
+    (None: the episode's, else a template one), their knobs ``qa`` / ``motion`` (None: the
+    defaults), ``templates`` (prompt lists by kind; None: ``vipa/tasks/templates``) and the
+    motion ``tokenizer`` (None: the default ``MotionTokenizer``)."""
 
     stride_s: float = MOTION_STRIDE_S
     n_future: int = FUTURE_WAYPOINTS
     n_past: int = PAST_WAYPOINTS
     low_motion: LowMotionFilter = LowMotionFilter()
+    seed: int = 0
+    instruction: str | None = None
+    qa: PaperQAConfig | None = None
+    motion: PaperMotionConfig | None = None
+    templates: Mapping[str, Sequence[str]] | None = field(default=None, compare=False)
+    tokenizer: MotionTokenizer | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -79,15 +73,20 @@ class EpisodeView:
     static_camera: bool
     memo: dict = field(default_factory=dict)  # per-view results shared by builders (e.g. futures)
 
-    def to_frame(self, points: np.ndarray, src: Sequence[int] | int, dst: int) -> np.ndarray:
-        """(N, 3) float32 points, each in camera ``src[i]``'s frame, expressed in camera ``dst``'s."""
-        p = np.asarray(points, np.float32).reshape(-1, 3)
+    def to_frame(self, points: np.ndarray, src: Sequence[int] | int, dst: int,
+                 dtype: type = np.float32) -> np.ndarray:
+        """(N, 3) points (metres), each in camera ``src[i]``'s frame, expressed in camera ``dst``'s
+        frame with the episode's ``camera_pose`` (world_from_camera; poses composed in float64,
+        applied by ``vipa.geometry.transform_points``), returned as ``dtype`` (the trained
+        kinds' float32, the paper kinds' float64); unchanged when the camera is static. The one
+        camera-frame transform of the task builders."""
+        p = np.asarray(points, dtype).reshape(-1, 3)
         if self.static_camera:
             return p
         poses = self.episode.camera_pose.astype(np.float64)
         src = np.broadcast_to(np.asarray(src), (len(p),))
         dst_from_src = invert_transform(poses[dst]) @ poses[src]
-        return transform_points(dst_from_src, p.astype(np.float64)[:, None, :])[:, 0, :].astype(np.float32)
+        return transform_points(dst_from_src, p.astype(np.float64)[:, None, :])[:, 0, :].astype(dtype)
 
 
 def main_hand(ep: Episode) -> str:
@@ -140,28 +139,62 @@ def waypoints(v: EpisodeView, t: int, stride: int, n: int, direction: int) -> np
 
 @dataclass(frozen=True)
 class TaskKind:
-    """One training task: its stage, prompt template (``str.format`` fields: hand, object,
-    instruction, motion, past), answer format and record builder."""
+    """One QA or motion kind: its stage ("stage1" Hand3D-visual QA, written to derived/qa.jsonl;
+    "stage2" Hand3D-action motion, derived/motion.jsonl), its prompt, answer format and record
+    builder ``build(view, params) -> records``.
+
+    ``prompt`` is a ``str.format`` template (fields: hand, object, instruction, motion, past and,
+    for templated kinds, their own); a kind with ``templates`` (a file of
+    ``vipa/tasks/templates``) draws its wording from that file's list under its name instead,
+    and ``prompt`` is empty. ``stride_s``: seconds between waypoints of a motion kind (its
+    default; trained kinds use the model config's, ``TaskParams.stride_s``). ``variant_of``
+    names the kind this one is a variant of (same concept, other form), and ``doc`` says what
+    the kind asks and, for a variant, how and why it differs."""
 
     name: str
     stage: str
     prompt: str
-    answer: str  # "direction_distance" | "motion_tokens" | "instruction"
+    answer: str  # "direction_distance" | "motion_tokens" | "instruction" | "relation" | "camera_motion"
     build: Callable[[EpisodeView, TaskParams], list[dict[str, Any]]]
+    stride_s: float | None = None
+    templates: str | None = None
+    variant_of: str | None = None
+    doc: str = ""
+
+    @property
+    def product(self) -> str:
+        """The derived file its records go to: "qa" or "motion"."""
+        return PRODUCTS[self.stage]
+
+    def prompts(self) -> list[str]:
+        """Its prompt templates: ``[prompt]``, or the list of its templates file."""
+        if self.templates is None:
+            return [self.prompt]
+        return load_templates(self.templates)[self.name]
 
 
 REGISTRY: dict[str, TaskKind] = {}
-TRAINED: dict[str, tuple[str, ...]] = {"stage1": ("spatial", "task"), "stage2": ("gen", "translate", "context")}
+TRAINED: dict[str, tuple[str, ...]] = {"stage1": (), "stage2": ()}
 
 
 def register(kind: TaskKind, trained: bool = True) -> TaskKind:
-    """Add ``kind`` to the registry (and to the kinds its stage trains on when ``trained``)."""
+    """Add ``kind`` to the registry and, when ``trained``, to the kinds its stage trains on (in
+    registration order); a kind the single-frame model cannot learn (several images, the
+    paper's templated wording) is registered with ``trained=False``: its records are written
+    but not trained on."""
     if kind.stage not in STAGES:
         raise ValueError(f"task {kind.name!r}: stage must be one of {STAGES}, got {kind.stage!r}")
+    if kind.variant_of is not None and kind.variant_of not in REGISTRY:
+        raise ValueError(f"task {kind.name!r}: variant_of {kind.variant_of!r} is not registered")
     REGISTRY[kind.name] = kind
     if trained and kind.name not in TRAINED[kind.stage]:
         TRAINED[kind.stage] = TRAINED[kind.stage] + (kind.name,)
     return kind
+
+
+def is_trained(name: str) -> bool:
+    """True when the model trains on kind ``name`` (in some stage)."""
+    return any(name in TRAINED[s] for s in STAGES)
 
 
 def unregister(name: str) -> None:
@@ -181,9 +214,14 @@ def prompt(kind: str, **fields: str) -> str:
     """The prompt of ``kind`` with ``fields`` filled in (missing fields are empty)."""
     if kind not in REGISTRY:
         raise ValueError(f"task kind: unknown {kind!r}; known: {sorted(REGISTRY)}")
-    f = {k: "" for k in ("hand", "object", "instruction", "motion", "past")}
-    f.update(fields)
-    return REGISTRY[kind].prompt.format(**f)
+    return REGISTRY[kind].prompts()[0].format_map(_Blank(fields))
+
+
+class _Blank(dict):
+    """Format fields; a missing one is empty."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def trajectory_prompt(instruction: str, hand: str = "right") -> str:
@@ -241,66 +279,6 @@ def motion_record(v: EpisodeView, kind: str, t: int, p: TaskParams, question: st
     return r
 
 
-def _spatial(v: EpisodeView, p: TaskParams) -> list[dict]:
-    return [qa_record(v, "spatial", int(t), centre[t], object=name)
-            for t in v.frames for name, centre in v.objects if np.isfinite(centre[t]).all()]
-
-
-def _task(v: EpisodeView, p: TaskParams) -> list[dict]:
-    known = np.flatnonzero(np.isfinite(v.wrist).all(1))
-    if not len(known):
-        return []
-    last = int(known[-1])
-    out = []
-    for t in v.frames:
-        end = v.to_frame(v.wrist[last], last, int(t))[0]
-        if np.linalg.norm(end - v.wrist[t]) >= MIN_TASK_DISTANCE:
-            out.append(qa_record(v, "task", int(t), end))
-    return out
-
-
-def _futures(v: EpisodeView, p: TaskParams) -> dict[int, np.ndarray]:
-    """Frame -> future waypoints for the frames whose future is not low-motion (memoised on ``v``)."""
-    if ("futures", p) in v.memo:
-        return v.memo[("futures", p)]
-    step = stride_frames(v.episode.fps, p.stride_s)
-    out = v.memo[("futures", p)] = {}
-    for t in v.frames:
-        fut = waypoints(v, int(t), step, p.n_future, +1)
-        if fut is not None and not p.low_motion.is_low_motion(np.concatenate([v.wrist[t][None], fut])):
-            out[int(t)] = fut
-    return out
-
-
-def _gen(v: EpisodeView, p: TaskParams) -> list[dict]:
-    q = prompt("gen", hand=v.hand, instruction=v.instruction)
-    return [motion_record(v, "gen", t, p, q, motion_text(f), f) for t, f in _futures(v, p).items()]
-
-
-def _translate(v: EpisodeView, p: TaskParams) -> list[dict]:
-    return [motion_record(v, "translate", t, p, prompt("translate", motion=motion_text(f)), v.instruction, None)
-            for t, f in _futures(v, p).items()]
-
-
-def _context(v: EpisodeView, p: TaskParams) -> list[dict]:
-    step = stride_frames(v.episode.fps, p.stride_s)
-    out = []
-    for t, f in _futures(v, p).items():
-        past = waypoints(v, t, step, p.n_past, -1)
-        if past is not None:
-            out.append(motion_record(v, "context", t, p, prompt("context", past=motion_text(past)),
-                                     motion_text(f), f, past))
-    return out
-
-
-register(TaskKind("spatial", "stage1", "Where is the {object} relative to the {hand} hand?", "direction_distance",
-                  _spatial))
-register(TaskKind("task", "stage1", "How should the {hand} hand move to {instruction}?", "direction_distance", _task))
-register(TaskKind("gen", "stage2", "Predict the {hand} wrist motion to {instruction}.", "motion_tokens", _gen))
-register(TaskKind("translate", "stage2", "Describe this motion: {motion}", "instruction", _translate))
-register(TaskKind("context", "stage2", "Past motion: {past}. Predict the next motion.", "motion_tokens", _context))
-
-
 def kind_order(kind: str) -> int:
     """Position of ``kind`` in the sample order (registry order)."""
     return list(REGISTRY).index(kind)
@@ -313,16 +291,31 @@ def sort_records(records: list[dict]) -> list[dict]:
 
 def build_records(ep: Episode, stage: str | None = None, params: TaskParams | None = None,
                   kinds: Sequence[str] | None = None) -> list[dict]:
-    """The records of the trained kinds (of ``stage``, or both stages) of one episode, in sample
-    order, ids "<episode>:<stage>:<k>"."""
+    """The records of ``kinds`` (default: the trained kinds) of ``stage`` (or both stages) of one
+    episode. Records of untrained kinds (the paper's) come first, grouped by product ("qa",
+    "motion") in the order the kinds are asked, ids "<episode>:<product>:<k:04d>"; then those of
+    trained kinds per stage in sample order (``sort_records``), ids "<episode>:<stage>:<k:05d>"."""
     p = params or TaskParams()
     stages = STAGES if stage is None else (stage,)
+    names = list(kinds) if kinds is not None else [k for s in stages for k in trained_kinds(s)]
+    unknown = [k for k in names if k not in REGISTRY]
+    if unknown:
+        raise ValueError(f"task kinds: unknown {unknown}; known: {sorted(REGISTRY)}")
     v = episode_view(ep)
     out: list[dict] = []
+    groups: dict[str, list[dict]] = {}
+    for name in names:
+        kind = REGISTRY[name]
+        if kind.stage in stages and not is_trained(name):
+            groups.setdefault(kind.product, []).extend(kind.build(v, p))
+    for product, recs in groups.items():
+        for k, r in enumerate(recs):
+            r["id"] = f"{ep.episode_id}:{product}:{k:04d}"
+        out += recs
     for s in stages:
         recs: list[dict] = []
-        for name in (kinds if kinds is not None else trained_kinds(s)):
-            if REGISTRY[name].stage == s:
+        for name in names:
+            if REGISTRY[name].stage == s and is_trained(name):
                 recs += REGISTRY[name].build(v, p)
         recs = sort_records(recs)
         for k, r in enumerate(recs):
@@ -332,8 +325,8 @@ def build_records(ep: Episode, stage: str | None = None, params: TaskParams | No
 
 
 def is_task_record(r: Mapping[str, Any]) -> bool:
-    """True for a record of a registered training kind (not a paper QA / motion record)."""
-    return r.get("type") in REGISTRY
+    """True for a record of a kind the model trains on (not a paper QA / motion record)."""
+    return is_trained(str(r.get("type")))
 
 
 def check_record(r: Mapping[str, Any], where: str) -> None:
