@@ -32,12 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-width", type=int, default=640, help="downscale wider frames to this width (0 = keep)")
     p.add_argument("--max-frames", type=int, default=None, help="annotate at most this many frames per input")
     p.add_argument("--fov", type=float, default=None, help="horizontal field of view (deg) assumed when K is unknown")
-    p.add_argument("--intrinsics", default=None, metavar="FILE", help="K of the input size (json fx/fy/cx/cy or 3x3 text)")
+    p.add_argument("--intrinsics", default=None, metavar="FILE", help="K of the input (json fx/fy/cx/cy, Open3D or ROS camera file, or 3x3 text); a file stating "
+                        "another width/height is scaled to the input (same aspect ratio) or refused")
     p.add_argument("--depth-factor", type=float, default=None, help="uint16 depth counts per metre (TUM: 5000)")
     p.add_argument("--instruction", default=None, help="task instruction for every input (default: sidecar files, else a template)")
     p.add_argument("--gamma", type=float, default=None, help="QA direction threshold (default: vipa.data.qa's)")
     p.add_argument("--no-smooth", action="store_true", help="keep the raw lifted 3D joints (no temporal filter)")
     p.add_argument("--no-objects", action="store_true", help="skip the geometric object proposals")
+    p.add_argument("--require-hands", action="store_true",
+                   help="an input without any hand is an error (default: hand-free inputs are annotated too)")
     p.add_argument("--detector", default=None, metavar="PATH", help="local zero-shot detector (OWLv2 / Grounding DINO)")
     p.add_argument("--labels", default="", help="comma-separated object names for --detector")
     p.add_argument("--workers", type=int, default=1, help="worker processes (or Ray CPUs with --ray local)")
@@ -65,7 +68,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 
 def build_config(args: argparse.Namespace):
-    from annotators.io import read_intrinsics
+    from annotators.io import read_intrinsics_file
     from annotators.pipeline import AnnotateConfig
 
     cfg = AnnotateConfig(
@@ -73,20 +76,24 @@ def build_config(args: argparse.Namespace):
         depth_factor=args.depth_factor, instruction=args.instruction, gamma=args.gamma,
         smooth=not args.no_smooth, objects=not args.no_objects, detector=args.detector,
         detector_labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
+        require_hands=bool(getattr(args, "require_hands", False)),
     )
     if args.fov is not None:
         cfg.fov_deg = args.fov
     if args.intrinsics:
-        cfg.K = read_intrinsics(args.intrinsics).tolist()
+        K, size = read_intrinsics_file(args.intrinsics)
+        cfg.K = K.tolist()
+        cfg.K_size = None if size is None else list(size)
     return cfg.validate()
 
 
 def run(args: argparse.Namespace) -> int:
-    from annotators.batch import OutputError, annotate_to_dataset, check_output
+    from annotators.batch import OutputError, annotate_to_dataset, check_output, preflight
     from annotators.errors import AnnotatorError
 
     try:
         config = build_config(args)
+        preflight(config)  # files named by options, before any input is decoded
     except (ValueError, AnnotatorError) as exc:
         print(f"vipa annotate: error: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from annotators.checks import depth_unit_warning, hand_free_scene
 from annotators.errors import AnnotatorError, InputError
 from annotators.lift import Calibration, SmoothConfig, calibrate, lift, smooth
 from vipa.conventions import DEFAULT_FOV_DEG, HANDS, NUM_JOINTS
@@ -60,7 +61,8 @@ class AnnotateConfig:
     depth: ``"auto"`` (sensor depth when the input has it, else none), ``"sensor"``,
     ``"hf:PATH"`` (local transformers depth model; relative depth, calibrated per frame) or
     ``"none"``. fps / max_width / max_frames: sampling and resizing (``annotators.io``).
-    K: 3x3 intrinsics of the *input* size overriding files and the fov default; fov_deg: the
+    K: 3x3 intrinsics of the *input* size (or of ``K_size`` [w, h]: scaled to the input, or refused
+    for another aspect ratio) overriding files and the fov default; fov_deg: the
     horizontal field of view assumed when no K is known (recorded as an estimate).
     depth_factor: uint16 depth counts per metre of RGB-D inputs (TUM 5000).
     calibration_mode: ``"auto"`` (episode scale for metric depth, per-frame for relative),
@@ -73,6 +75,7 @@ class AnnotateConfig:
     max_width: int | None = 640
     max_frames: int | None = None
     K: list | None = None
+    K_size: list | None = None  # [width, height] that K was written for (None: the input's own size)
     fov_deg: float = DEFAULT_FOV_DEG
     depth_factor: float | None = None
     hands: str = "mediapipe"
@@ -90,7 +93,7 @@ class AnnotateConfig:
     motion: bool = True
     gamma: float | None = None
     seed: int = 0
-    require_hands: bool = True  # an input without any hand is an error (NoHandsError)
+    require_hands: bool = False  # True: an input without any hand is an error (NoHandsError)
     max_memory_gb: float = 6.0  # decoded frames are held in memory: refuse inputs needing more
     keep_media: bool = True  # write RGB (and depth) into the dataset
 
@@ -145,7 +148,7 @@ def decode(source: str | Path, config: AnnotateConfig) -> Decoded:
     K = None if config.K is None else np.asarray(config.K, np.float32)
     rgb, depth, stamps = [], [], []
     with open_source(source, fps=config.fps, max_width=config.max_width, max_frames=config.max_frames,
-                     K=K, depth_factor=config.depth_factor, fov_deg=config.fov_deg) as src:
+                     K=K, depth_factor=config.depth_factor, fov_deg=config.fov_deg, K_size=config.K_size) as src:
         info = src.info
         need = info.num_frames * info.width * info.height * (3 + (4 if info.has_depth else 0)) / 2**30
         if need > config.max_memory_gb:
@@ -260,11 +263,17 @@ def build_episode(episode_id: str, decoded: Decoded, hands: HandObservations, de
 
 
 def find_objects(ep: Episode, config: AnnotateConfig) -> Episode:
-    """Geometric grasp proposals (with depth) and detector boxes (with ``config.detector``)."""
+    """Geometric proposals (with depth): grasped objects, or for a hand-free episode the objects on
+    the supporting plane (``annotators.tabletop``); detector boxes (with ``config.detector``)."""
     from annotators import objects as obj
 
     if config.objects and ep.depth_raw is not None:
-        ep.objects += obj.propose_grasped_objects(ep)
+        if ep.extra.get("hand_free"):
+            from annotators.tabletop import propose_tabletop_objects
+
+            ep.objects += propose_tabletop_objects(ep)
+        else:
+            ep.objects += obj.propose_grasped_objects(ep)
     if config.detector:
         det = obj.ZeroShotDetector(config.detector)
         labels = list(config.detector_labels) or ["object"]
@@ -389,6 +398,10 @@ def run_pipeline(source: str | Path, config: AnnotateConfig | None = None, *, ep
     if mode == "auto":
         mode = "episode" if metric else "frame"
     cal = calibrate(ep, mode=mode)
+    warnings = ep.extra.setdefault("warnings", list(decoded.info.extra.get("warnings", [])))
+    if metric and decoded.depth is not None:
+        depth_unit_warning(ep, decoded.info.depth_factor, warnings)
+    hand_free_scene(ep, metric)
     tick("calibrate")
     raw = smooth(ep, SmoothConfig(**config.smoothing), enabled=config.smooth)
     tick("smooth")
@@ -448,16 +461,17 @@ def read_raw_joints(ds, episode_id: str) -> dict[str, np.ndarray]:
 
 
 def write_annotation(ds, ann: Annotation) -> None:
-    """Write the episode (atomically) and then its derived products into ``ds``."""
+    """Write the episode (atomically), then its derived products, then its completion marker."""
     from annotators.quality import frame_records
 
     ep = ann.episode
-    ds.write_episode(ep)
+    ds.write_episode(ep, complete=False)
     ds.write_derived(ep.episode_id, "qa", ann.qa)
     ds.write_derived(ep.episode_id, "motion", ann.motion)
     ds.write_derived(ep.episode_id, "joints_raw", raw_joint_records(ann.raw_joints))
     if ann.frame_quality:
         ds.write_derived(ep.episode_id, "quality_frames", frame_records(ann.frame_quality))
+    ds.mark_complete(ep.episode_id)  # last: a crash before it leaves an episode the resume redoes
 
 
 def annotate_into_dataset(ds, source: str | Path, config: AnnotateConfig | None = None,
