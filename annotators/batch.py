@@ -195,25 +195,40 @@ def plan_episodes(inputs: Sequence[str | Path], ds=None) -> list[tuple[str, str]
     return out
 
 
+PATH_OPTIONS = ("path", "detector", "model", "weights")  # backend options that name a local file or folder
+MODEL_FOLDERS = {("depth", "hf"), ("objects", "detector"), ("objects", "tabletop")}  # save_pretrained folders
+
+
 def preflight(config: AnnotateConfig) -> None:
-    """Check the options that name files before any input is decoded (BackendError / ValueError)."""
+    """Check the files that the selected backends' options name (``--depth hf:PATH``, ``--detector
+    PATH``, ``--objects boxes:FILE``, ...) before any input is decoded: BackendError naming the
+    backend, the option and the path."""
+    import dataclasses
+
+    from annotators import registry
     from annotators.errors import BackendError
 
-    spec = config.depth
-    if spec.startswith("hf:"):
-        path = Path(spec[3:]).expanduser()
-        if not spec[3:]:
+    selected = [("objects", spec, config.objects.options.get(registry.split_spec(spec)[0]))
+                for spec in config.objects.backends]
+    if config.depth.backend != "auto":
+        selected.append(("depth", config.depth.backend, config.depth.options))
+    for kind, spec, options in selected:
+        name, arg = registry.split_spec(spec)
+        if kind == "depth" and name == "hf" and not arg and not (options or {}).get("path"):
             raise BackendError(spec, "hf: needs a local model folder, e.g. hf:/models/depth-anything-small")
-        if not path.is_dir():
-            raise BackendError(spec, f"model folder {path} does not exist")
-        if not (path / "config.json").is_file():
-            raise BackendError(spec, f"no config.json in {path} (expected a save_pretrained model)")
-    if config.detector:
-        path = Path(config.detector).expanduser()
-        if not path.is_dir():
-            raise BackendError(f"detector:{path}", "not a folder with a transformers model")
-        if not (path / "config.json").is_file():
-            raise BackendError(f"detector:{path}", "no config.json in the folder (expected a save_pretrained model)")
+        try:
+            cfg = registry.get_backend(kind, name).config(options, arg)
+        except (ValueError, TypeError):
+            continue  # AnnotateConfig.validate reports these
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if f.name not in PATH_OPTIONS or not isinstance(value, str) or not value:
+                continue
+            path = Path(value).expanduser()
+            if not path.exists():
+                raise BackendError(spec, f"{f.name} {path} does not exist")
+            if (kind, name) in MODEL_FOLDERS and not (path / "config.json").is_file():
+                raise BackendError(spec, f"{f.name} {path}: no config.json in the folder (expected a save_pretrained model)")
 
 
 # --------------------------------------------------------------------------- the work

@@ -309,3 +309,43 @@ def propose_tabletop_objects(ep: Episode, config: TabletopConfig | None = None, 
             provenance="tabletop",
         ))
     return tracks
+
+
+class TabletopObjects:
+    """Object backend ``tabletop``: the objects standing on the supporting plane (needs metric depth).
+
+    ``only_hand_free`` (default): only for episodes without any hand (a hand's episode gets the
+    ``grasp`` proposals); ``detector``: a local zero-shot detector folder whose ``labels`` name
+    the proposals; the other options are ``TabletopConfig`` fields."""
+
+    def __init__(self, only_hand_free: bool = True, detector: str | None = None, labels: tuple = (),
+                 plane_threshold: float = TabletopConfig.plane_threshold, min_height: float = TabletopConfig.min_height,
+                 cluster_voxel: float = TabletopConfig.cluster_voxel, min_points: int = TabletopConfig.min_points,
+                 max_footprint: float = TabletopConfig.max_footprint) -> None:
+        self.only_hand_free = bool(only_hand_free)
+        self.detector, self.labels = detector, tuple(labels)
+        self.cfg = TabletopConfig(plane_threshold=plane_threshold, min_height=min_height, cluster_voxel=cluster_voxel,
+                                  min_points=min_points, max_footprint=max_footprint)
+
+    def __call__(self, ep: Episode) -> list[ObjectTrack]:
+        from annotators.checks import has_hands
+
+        if ep.depth_raw is None or (self.only_hand_free and has_hands(ep)):
+            return []
+        det = None
+        if self.detector:
+            from annotators.objects import ZeroShotDetector
+
+            det = ZeroShotDetector(self.detector)
+        return propose_tabletop_objects(ep, self.cfg, det, self.labels)
+
+
+def _register() -> None:
+    from annotators.registry import register_object_backend
+
+    register_object_backend("tabletop", TabletopObjects,
+                            description="objects standing on the supporting plane, for hand-free RGB-D scenes "
+                                        "(plane RANSAC + clusters above it; needs metric depth)")
+
+
+_register()

@@ -32,7 +32,7 @@ from vipa.data.dataset import Hand3DDataset
 from vipa.geometry import intrinsics_to_opencv
 from vipa.resources import REPO_ROOT, SAMPLE_VIDEO
 
-FAST = dict(max_frames=2, max_width=320)
+FAST = {"decode": {"max_frames": 2, "max_width": 320}}
 ROOT = str(REPO_ROOT)
 
 
@@ -82,7 +82,7 @@ def test_container_declaring_extra_frames_is_annotated_with_a_warning(tmp_path, 
         assert len(frames) == 30 and src.info.num_frames == 30 and src.info.extra["declared_frames"] == 32
     err = capsys.readouterr().err
     assert "WARNING:" in err and "declares 32 frames but holds 30" in err and str(lying) in err
-    dec = decode(lying, AnnotateConfig(max_width=None))
+    dec = decode(lying, AnnotateConfig(decode={"max_width": None}).decode)
     assert len(dec.rgb) == 30 and any("holds 30" in w for w in dec.info.extra["warnings"])
     # far more declared than held is still a truncated file
     truncated = _declare_extra_frames(plain, tmp_path / "truncated.mp4", 30)
@@ -92,7 +92,7 @@ def test_container_declaring_extra_frames_is_annotated_with_a_warning(tmp_path, 
 
 def test_warning_reaches_the_episode_and_the_batch_report(tmp_path, capsys):
     lying = _declare_extra_frames(_encode(tmp_path / "plain.mp4", 12), tmp_path / "lying.mp4", 2)
-    report = annotate_to_dataset([lying], tmp_path / "ds", AnnotateConfig(max_width=None))
+    report = annotate_to_dataset([lying], tmp_path / "ds", AnnotateConfig(decode={"max_width": None}))
     (o,) = report.outcomes
     assert o.status == "ok" and o.num_frames == 12 and any("holds 12" in w for w in o.warnings)
     ep = Hand3DDataset.open(tmp_path / "ds").load_episode(o.episode_id)
@@ -149,8 +149,8 @@ def test_cli_intrinsics_file_keeps_its_size(tmp_path):
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["annotate", "x", "--out", str(tmp_path / "ds"), "--intrinsics", str(cam)])
     cfg = cli.build_config(args)
-    assert cfg.K_size == [320, 240]
-    dec = decode(_image_folder(tmp_path / "imgs"), cfg)
+    assert cfg.decode.K_size == [320, 240]
+    dec = decode(_image_folder(tmp_path / "imgs"), cfg.decode)
     assert np.allclose(dec.info.K[:2, 2], [80, 60]) and dec.info.K[0, 0] == pytest.approx(150)
 
 
@@ -172,13 +172,13 @@ def test_depth_in_millimetres_read_with_the_tum_factor_warns_on_the_console(tmp_
 
     gt = generate_episode(3, num_frames=12)
     src = write_rgbd_folder(gt, tmp_path / "clip_mm")  # uint16 millimetres
-    cfg = dict(depth="sensor", objects=False, qa=False, motion=False)
+    cfg = dict(depth={"backend": "sensor"}, objects={"backends": ()}, qa={"enabled": False}, motion={"enabled": False})
     ep = run_pipeline(src, AnnotateConfig(**cfg), hand_backend=GroundTruthHands(gt)).episode  # TUM's 5000
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if x.startswith("WARNING:"))
     assert "millimetres (--depth-factor 1000)" in line and "depth factor 5000" in line and str(src) in line
     assert ep.extra["warnings"] and "millimetres" in ep.extra["warnings"][0]
-    ep = run_pipeline(src, AnnotateConfig(depth_factor=1000.0, **cfg), hand_backend=GroundTruthHands(gt)).episode
+    ep = run_pipeline(src, AnnotateConfig(decode={"depth_factor": 1000.0}, **cfg), hand_backend=GroundTruthHands(gt)).episode
     assert "WARNING" not in capsys.readouterr().err and not ep.extra["warnings"]
 
 
@@ -276,7 +276,7 @@ def hand_free_batch(tmp_path_factory, scene):
     d = tmp_path_factory.mktemp("handfree")
     inputs = [_write_layout(scene, d / name, name) for name in ("tum", "ycb_json")]
     out = d / "ds"
-    report = annotate_to_dataset(inputs, out, AnnotateConfig(max_frames=2, max_width=None))
+    report = annotate_to_dataset(inputs, out, AnnotateConfig(decode={"max_frames": 2, "max_width": None}))
     return inputs, out, report
 
 
@@ -301,7 +301,7 @@ def test_hand_free_episode_gets_cloud_objects_and_quality(hand_free_batch, scene
 
 def test_require_hands_makes_a_hand_free_input_an_error(tmp_path, scene):
     folder = _write_layout(scene, tmp_path / "scene", "pair")
-    report = annotate_to_dataset([folder], tmp_path / "ds", AnnotateConfig(require_hands=True, **FAST))
+    report = annotate_to_dataset([folder], tmp_path / "ds", AnnotateConfig(hands={"require_hands": True}, **FAST))
     (o,) = report.outcomes
     assert o.status == "failed" and "no hands found" in o.error
 
@@ -358,9 +358,9 @@ def test_depth_model_path_checked_before_any_input_is_decoded(tmp_path, monkeypa
     assert not (tmp_path / "ds").exists()
     with pytest.raises(BackendError, match="no config.json"):
         (tmp_path / "empty_model").mkdir()
-        annotate_to_dataset([SAMPLE_VIDEO], tmp_path / "ds2", AnnotateConfig(depth=f"hf:{tmp_path / 'empty_model'}"))
+        annotate_to_dataset([SAMPLE_VIDEO], tmp_path / "ds2", AnnotateConfig(depth={"backend": f"hf:{tmp_path / 'empty_model'}"}))
     with pytest.raises(BackendError, match="detector"):
-        annotate_to_dataset([SAMPLE_VIDEO], tmp_path / "ds2", AnnotateConfig(detector=str(tmp_path / "nowhere")))
+        annotate_to_dataset([SAMPLE_VIDEO], tmp_path / "ds2", AnnotateConfig(objects={"backends": (f"detector:{tmp_path / 'nowhere'}",)}))
     assert not (tmp_path / "ds2").exists()
 
 
@@ -377,7 +377,7 @@ def test_kill_between_episode_files_and_completion_marker_is_redone(tmp_path):
         "Hand3DDataset.mark_complete = lambda self, eid: os.kill(os.getpid(), signal.SIGKILL)\n"
         "from annotators.batch import annotate_to_dataset\n"
         "from annotators.pipeline import AnnotateConfig\n"
-        f"annotate_to_dataset([{str(video)!r}], {str(out)!r}, AnnotateConfig(max_frames=2, max_width=320))\n"
+        f"annotate_to_dataset([{str(video)!r}], {str(out)!r}, AnnotateConfig(decode={{\"max_frames\": 2, \"max_width\": 320}}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], env=_env(), cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
