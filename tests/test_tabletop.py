@@ -201,3 +201,37 @@ def test_real_tum_frame_proposals():
     assert 1.0 < res.offset < 1.3  # the camera is about 1.1 m above the desk (the floor is ~1.8 m below)
     assert 5 <= len(res.proposals) <= 25
     assert all(p.height < 0.6 and max(p.footprint) <= 0.6 for p in res.proposals)
+
+
+def test_tabletop_backend_is_registered_and_names_with_a_detector(monkeypatch, tmp_path):
+    """The ``tabletop`` object backend through the registry: hand-free episodes only (by default),
+    proposals named by a local detector (a stand-in here for a model folder)."""
+    import annotators.objects
+    from annotators import registry
+    from vipa.conventions import HANDS
+    from vipa.data.episode import Episode, HandTrack
+
+    scene = render_tabletop(1)
+
+    class StandIn:
+        def __init__(self, path):
+            assert path == str(tmp_path)
+
+        def detect(self, image, labels):
+            c, s = scene.centers[0], scene.sizes[0]
+            corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]) * s.max() / 2 + c
+            uv = geometry.project(corners.astype(np.float32), scene.K)
+            return [(labels[0], 0.8, (*uv.min(0), *uv.max(0)))]
+
+    monkeypatch.setattr(annotators.objects, "ZeroShotDetector", StandIn)
+    ep = Episode(episode_id="scene", fps=30.0, width=W, height=H, K=scene.K, num_frames=2,
+                 hands={s: HandTrack.empty(s, 2) for s in HANDS}, depth_unit=0.001,
+                 depth_raw=np.stack([scene.depth * 1000] * 2).astype(np.float32), rgb=np.stack([scene.rgb] * 2))
+    backend = registry.build_backend("objects", "tabletop", {"detector": str(tmp_path), "labels": ("red box",)})
+    tracks = backend(ep)
+    assert len(tracks) >= 7 and all(t.provenance == "tabletop" for t in tracks)
+    named = [t for t in tracks if t.name == "red box"]
+    assert len(named) == 1 and np.linalg.norm(named[0].center[0] - scene.centers[0]) < 0.05
+    assert ep.extra["tabletop"]["plane"]["inliers"] > 0
+    ep.hands["right"].present[0] = True  # an episode with a hand: left to the grasp proposals
+    assert registry.build_backend("objects", "tabletop")(ep) == []
