@@ -514,3 +514,28 @@ def test_report_counts_match_the_dataset_after_an_interrupt(tmp_path):
     assert counts.get("ok", 0) + counts.get("skipped", 0) == len(finished) >= 1
     assert counts.get("incomplete", 0) == len(incomplete)
     assert not [c for c in _children(proc.pid) if _alive(c)]
+
+
+def test_interrupted_batch_reports_what_the_dataset_holds(tmp_path):
+    """An episode another process half-wrote (folder and index row, no marker) while the batch was
+    being interrupted is reported "incomplete", not left out; finished ones "ok"."""
+    from annotators.synthetic import generate_episode
+
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    shutil.copy(SAMPLE_VIDEO, first)
+    shutil.copy(SAMPLE_VIDEO, second)
+    out = tmp_path / "ds"
+    ds = Hand3DDataset.create(out)
+    half = generate_episode(2, num_frames=4, width=32, height=32)
+    half.episode_id, half.source = "second", str(second)
+    ds.write_episode(half, complete=False)  # as a worker stopped before its derived files and marker
+
+    def stop(outcome, done, total):
+        if done == 1:
+            raise KeyboardInterrupt
+
+    report = annotate_to_dataset([first, second], out, AnnotateConfig(**FAST), progress=stop)
+    assert report.interrupted
+    assert {o.episode_id: o.status for o in report.outcomes} == {"first": "ok", "second": "incomplete"}
+    assert "1 incomplete (redone on resume)" in report.summary()
+    assert ds.is_finished("first") and not ds.is_finished("second")
