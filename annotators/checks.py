@@ -43,17 +43,24 @@ def hand_free_scene(ep: Episode, metric: bool) -> bool:
     return True
 
 
-def depth_unit_warning(ep: Episode, depth_factor: float | None, sink: list | None = None) -> str | None:
-    """Warn on the console when the sensor depth's unit disagrees with the hands; the text or None."""
+def depth_unit_warning(ep: Episode, depth_factor: float | None, sink: list | None = None,
+                       counts: bool = True) -> str | None:
+    """Warn on the console when the sensor depth's unit disagrees with the hands; the text or None.
+    ``counts``: the depth files hold integer counts (read with ``depth_factor``), else float metres."""
     lifted = ep.extra.get("lift") or {}
     ratio = lifted.get("depth_ratio")
     limit = float(lifted.get("max_disagreement", 0.2))
     if ratio is None or lifted.get("depth_used") or not np.isfinite(ratio) or ratio <= 0 or abs(ratio - 1) <= limit:
         return None
-    factor = float(depth_factor or DEFAULT_DEPTH_FACTOR)
-    likely, unit = likely_depth_factor(ratio, factor)
-    now = KNOWN_DEPTH_FACTORS.get(factor, f"{factor:g} counts per metre")
-    msg = (f"sensor depth disagrees with the hand's metric size by x{ratio:.3f}: the depth looks like {unit} "
-           f"(--depth-factor {likely:g}), not {now} (depth factor {factor:g}) as read; hands kept from PnP, "
-           f"the cloud scaled by the calibration")
+    tail = "; hands kept from PnP, the cloud scaled by the calibration"
+    if counts:
+        factor = float(depth_factor or DEFAULT_DEPTH_FACTOR)
+        likely, unit = likely_depth_factor(ratio, factor)
+        now = KNOWN_DEPTH_FACTORS.get(factor, f"{factor:g} counts per metre")
+        msg = (f"sensor depth disagrees with the hand's metric size by x{ratio:.3f}: the depth looks like {unit} "
+               f"(--depth-factor {likely:g}), not {now} (depth factor {factor:g}) as read{tail}")
+    else:  # float depth files are taken as metres
+        likely, unit = likely_depth_factor(ratio, 1.0)
+        msg = (f"sensor depth disagrees with the hand's metric size by x{ratio:.3f}: the float depth files look like "
+               f"{unit} (divide by {likely:g} for metres), not metres as read{tail}")
     return warn(ep.source or ep.episode_id, msg, sink)

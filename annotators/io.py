@@ -301,6 +301,16 @@ def _read_rgb(path: Path) -> np.ndarray:
         raise InputError(path, f"not a readable image ({exc})") from None
 
 
+def _depth_is_counts(path: Path) -> bool:
+    """True when the depth file holds integer counts (converted with the depth factor), False for float metres."""
+    if path.suffix == ".npy":
+        return bool(np.issubdtype(np.load(path, mmap_mode="r", allow_pickle=False).dtype, np.integer))
+    import cv2
+
+    d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    return d is None or bool(np.issubdtype(d.dtype, np.integer))
+
+
 def _read_depth(path: Path, depth_factor: float) -> np.ndarray:
     """(H, W) float32 metres, NaN where there is no reading."""
     try:
@@ -834,6 +844,7 @@ def _open_rgbd(path: Path, *, fps, max_width, max_frames, K, fov_deg, depth_fact
         frame_step=step, scale_x=sx, scale_y=sy, max_width=max_width, K=K_out, K_is_estimate=est,
         has_depth=True, depth_factor=depth_factor,
         extra={"timestamps": "file" if stamped else "index/fps", "layout": layout, "depth_factor_from": factor_from,
+               "depth_counts": _depth_is_counts(pairs[0][2]),
                **({"warnings": notes} if notes else {})},
     )
 

@@ -588,7 +588,8 @@ def _stage_calibrate(state: PipelineState, cfg: CalibrateConfig) -> None:
     state.calibration = calibrate(ep, mode=mode)
     warnings = ep.extra.setdefault("warnings", list(state.decoded.info.extra.get("warnings", [])))
     if state.metric and state.decoded.depth is not None:
-        depth_unit_warning(ep, state.decoded.info.depth_factor, warnings)
+        depth_unit_warning(ep, state.decoded.info.depth_factor, warnings,
+                           counts=state.decoded.info.extra.get("depth_counts", True))
     hand_free_scene(ep, state.metric)
 
 

@@ -180,6 +180,13 @@ def test_depth_in_millimetres_read_with_the_tum_factor_warns_on_the_console(tmp_
     assert ep.extra["warnings"] and "millimetres" in ep.extra["warnings"][0]
     ep = run_pipeline(src, AnnotateConfig(decode={"depth_factor": 1000.0}, **cfg), hand_backend=GroundTruthHands(gt)).episode
     assert "WARNING" not in capsys.readouterr().err and not ep.extra["warnings"]
+    # float depth files hold metres: millimetres stored as floats are named as such
+    for png in sorted((src / "depth").glob("*.png")):
+        np.save(png.with_suffix(".npy"), cv2.imread(str(png), cv2.IMREAD_UNCHANGED).astype(np.float32))
+        png.unlink()
+    run_pipeline(src, AnnotateConfig(**cfg), hand_backend=GroundTruthHands(gt))
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("WARNING:"))
+    assert "float depth files look like millimetres (divide by 1000 for metres)" in line
 
 
 # ------------------------------------------------------------------ hand-free RGB-D scenes, every layout
