@@ -52,7 +52,7 @@ class TabletopConfig:
     min_height: float = 0.015
     max_height: float = 0.6
     hull_margin: float = 0.02
-    cluster_voxel: float = 0.02
+    cluster_voxel: float | None = None  # None: 1 cm, or 2.5 sampled-pixel spacings at the plane's median depth if coarser
     min_points: int = 40
     max_below_fraction: float = 0.2  # of a group's points below the plane: more, it does not stand on it
     max_footprint: float = 0.6  # m: larger groups are furniture or walls, not objects
@@ -89,13 +89,14 @@ class TabletopResult:
     proposals: list[Proposal] = field(default_factory=list)
     reason: str = ""
     rejected: dict[str, int] = field(default_factory=dict)  # groups left out, by why
+    cluster_voxel: float | None = None  # m, the grid cell used for grouping
 
     def to_json(self) -> dict[str, Any]:
         return {"plane": None if self.normal is None else {"normal": [round(float(v), 5) for v in self.normal],
                                                          "offset": round(float(self.offset), 5),
                                                          "inliers": int(self.plane_inliers)},
                 "proposals": [p.to_json() for p in self.proposals], "reason": self.reason,
-                "rejected": dict(self.rejected)}
+                "rejected": dict(self.rejected), "cluster_voxel": self.cluster_voxel}
 
 
 def _voxel_down(points: np.ndarray, voxel: float) -> np.ndarray:
@@ -218,7 +219,12 @@ def propose_tabletop(depth: np.ndarray, K: np.ndarray, config: TabletopConfig | 
         return result
     # components over points above *and* below the plane: a thing that goes on below the table
     # top (a chair back in front of it, a wall behind it) does not stand on it
-    comp = _components(pts[idx], cfg.cluster_voxel)
+    cell = cfg.cluster_voxel
+    if cell is None:
+        spacing = cfg.stride * float(np.median(pts[inl][:, 2])) / float(K[0, 0])  # m between sampled pixels
+        cell = max(0.01, 2.5 * spacing)
+    result.cluster_voxel = round(float(cell), 4)
+    comp = _components(pts[idx], cell)
     rejected = {"below_plane": 0, "too_large": 0, "too_few_points": 0}
     for c in range(comp.max() + 1):
         members = idx[comp == c]
@@ -236,7 +242,7 @@ def propose_tabletop(depth: np.ndarray, K: np.ndarray, config: TabletopConfig | 
         f2 = f2 - f2.mean(0)
         ev = np.linalg.svd(f2, full_matrices=False)[2] if len(f2) > 2 else np.eye(2)
         ext = np.ptp(f2 @ ev.T, axis=0)
-        if float(ext.max()) > cfg.max_footprint or float(hts.max()) >= cfg.max_height - cfg.cluster_voxel:
+        if float(ext.max()) > cfg.max_footprint or float(hts.max()) >= cfg.max_height - cell:
             rejected["too_large"] += 1
             continue
         allp = np.concatenate([p, feet])
@@ -320,7 +326,7 @@ class TabletopObjects:
 
     def __init__(self, only_hand_free: bool = True, detector: str | None = None, labels: tuple = (),
                  plane_threshold: float = TabletopConfig.plane_threshold, min_height: float = TabletopConfig.min_height,
-                 cluster_voxel: float = TabletopConfig.cluster_voxel, min_points: int = TabletopConfig.min_points,
+                 cluster_voxel: float | None = TabletopConfig.cluster_voxel, min_points: int = TabletopConfig.min_points,
                  max_footprint: float = TabletopConfig.max_footprint) -> None:
         self.only_hand_free = bool(only_hand_free)
         self.detector, self.labels = detector, tuple(labels)
