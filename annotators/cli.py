@@ -106,16 +106,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Folders holding videos (and no images) become their video files; everything else as given."""
+    """Folders holding videos (and no images) become their video files; a folder that is no
+    RGB-D sequence itself and holds no media but RGB-D sequence folders (any layout of
+    ``annotators.io.rgbd_layout``) becomes those folders; everything else as given."""
+    from annotators.io import rgbd_layout
+
     out: list[str] = []
     for s in inputs:
         p = Path(s)
-        if p.is_dir():
+        if p.is_dir() and rgbd_layout(p) is None:
             files = sorted(f for f in p.iterdir() if f.is_file())
             vids = [f for f in files if f.suffix.lower() in VIDEO_EXTS]
             imgs = [f for f in files if f.suffix.lower() in IMAGE_EXTS]
-            if vids and not imgs and not (p / "rgb").is_dir():
+            if vids and not imgs:
                 out += [str(f) for f in vids]
+                continue
+            seqs = [d for d in sorted(p.iterdir()) if d.is_dir() and rgbd_layout(d) is not None]
+            if seqs and not vids and not imgs:
+                out += [str(d) for d in seqs]
                 continue
         out.append(s)
     return out

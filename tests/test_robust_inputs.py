@@ -546,3 +546,14 @@ def test_interrupted_batch_reports_what_the_dataset_holds(tmp_path):
     assert {o.episode_id: o.status for o in report.outcomes} == {"first": "ok", "second": "incomplete"}
     assert "1 incomplete (redone on resume)" in report.summary()
     assert ds.is_finished("first") and not ds.is_finished("second")
+
+
+def test_a_folder_of_rgbd_sequences_expands_to_them(tmp_path, scene):
+    from annotators.cli import expand_inputs
+
+    root = tmp_path / "recordings"
+    for name, layout in [("a_tum", "tum"), ("b_ycb", "ycb_json"), ("c_pair", "pair")]:
+        _write_layout(scene, root / name, layout, n=1)
+    (root / "notes").mkdir()  # not a sequence: left out
+    assert expand_inputs([str(root)]) == [str(root / n) for n in ("a_tum", "b_ycb", "c_pair")]
+    assert expand_inputs([str(root / "b_ycb")]) == [str(root / "b_ycb")]  # a sequence stays one input
