@@ -6,10 +6,14 @@ is the entry point (the CLI ``vipa annotate`` and the app call it):
 
 * The output folder is checked up front (created, probed for writing): an unwritable one
   raises :class:`OutputError` before any work starts.
-* Each input becomes one episode, id from its file name (``annotators.pipeline.episode_id_for``;
-  names that repeat among the inputs get a short hash of the path appended). Episodes already
-  written (``Hand3DDataset.is_finished``) are skipped, so a rerun resumes; failed ones are
-  retried.
+* Options that name files (``--depth hf:PATH``, ``--detector PATH``) are checked before any
+  input is decoded (:func:`preflight`).
+* Each input becomes one episode (:func:`plan_episodes`): its file name when that is a safe id
+  as it is and no other input (of this batch, or already in the dataset) has it; otherwise the
+  name with unsafe characters replaced plus a short hash of the source path (``日本.mp4`` and
+  ``中国.mp4`` never share an id). Episodes already finished (``Hand3DDataset.is_finished``: all
+  files in place, completion marker last) are skipped, so a rerun resumes; failed ones and
+  half-written ones (no marker) are redone.
 * :func:`annotate_one` is the unit of work (decode ... quality, then write): run in this
   process (``workers=1``), in a pool of ``workers`` spawned processes (one MediaPipe graph
   per process), or as Ray tasks (``ray="local"`` starts a local Ray with ``workers`` CPUs,
@@ -18,17 +22,27 @@ is the entry point (the CLI ``vipa annotate`` and the app call it):
 * An input that fails is recorded in the dataset (``record_failure``: status "failed" and
   the error text) and the batch goes on. Ctrl-C stops the batch: finished episodes stay, an
   episode being written is either complete or absent (atomic rename), and the dataset stays
-  readable; the report says ``interrupted``.
+  readable; the report says ``interrupted``. After an interrupt the workers are stopped and
+  waited for, and every planned episode the report does not yet account for is looked up in
+  the dataset (finished -> "ok", written without its marker -> "incomplete"), so the report's
+  counts match the dataset.
+* Pool workers exit when the parent process dies (a watchdog thread per worker: an interrupt,
+  then a hard exit after a grace period), so ``kill -9`` of ``vipa annotate`` leaves no workers.
 * ``progress(outcome, done, total)`` is called after every episode (skipped ones included).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import signal
+import sys
+import threading
 import time
 import traceback
+import unicodedata
 import uuid
-import zlib
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -56,11 +70,12 @@ class EpisodeOutcome:
 
     episode_id: str
     source: str
-    status: str  # "ok" | "failed" | "skipped"
+    status: str  # "ok" | "failed" | "skipped" | "incomplete" (written without its marker: redone on resume)
     error: str = ""
     seconds: float = 0.0
     num_frames: int = 0
     quality: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -82,7 +97,10 @@ class BatchReport:
     def summary(self) -> str:
         c = self.counts()
         text = (f"{c.get('ok', 0)} annotated, {c.get('skipped', 0)} skipped (already done), "
-                f"{c.get('failed', 0)} failed -> {self.out_root}")
+                f"{c.get('failed', 0)} failed")
+        if c.get("incomplete"):
+            text += f", {c['incomplete']} incomplete (redone on resume)"
+        text += f" -> {self.out_root}"
         return text + (" (interrupted)" if self.interrupted else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,21 +139,96 @@ def check_output(out_root: str | Path, fps: float | None = None):
     return ds
 
 
-def plan_episodes(inputs: Sequence[str | Path]) -> list[tuple[str, str]]:
-    """(episode_id, source) per input, ids unique and stable across runs for the same inputs."""
+ID_HASH_LEN = 8
+
+
+def readable_name(source: str | Path) -> str:
+    """The input's name (file stem or folder name), NFC, characters other than letters, digits,
+    ``_`` and ``-`` replaced by ``_`` (letters of any script kept), at most 80 characters."""
+    p = Path(str(source))
+    name = unicodedata.normalize("NFC", p.stem if p.suffix and not p.is_dir() else p.name)
+    return re.sub(r"[^\w\-]+", "_", name).strip("_.")[:80] or "episode"
+
+
+def source_hash(source: str | Path) -> str:
+    """A short stable hash of the input's absolute path (links not followed: two links are two inputs)."""
+    return hashlib.sha1(os.path.abspath(str(source)).encode("utf-8", "surrogateescape")).hexdigest()[:ID_HASH_LEN]
+
+
+def _same_source(a: str, b: str) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def plan_episodes(inputs: Sequence[str | Path], ds=None) -> list[tuple[str, str]]:
+    """(episode_id, source) per input: ids unique per input and stable across runs.
+
+    The plain name (``readable_name``) is used when it equals the file name, no other input of
+    the batch has it, and (with ``ds``) the dataset holds no episode of that id from another
+    source; otherwise ``name-<hash of the resolved path>``. An input given twice is planned once.
+    An input already in ``ds`` under either id keeps that id (so a resume finds it). Paths are
+    compared absolute, links not followed."""
     sources = [str(Path(p)) for p in inputs]
-    base = [episode_id_for(s) for s in sources]
-    counts = Counter(base)
+    names = [readable_name(s) for s in sources]
+    counts = Counter(names)
+    rows = {}
+    if ds is not None:
+        rows = {r["episode_id"]: r for r in ds.episodes_table()}
     out, seen = [], set()
-    for s, b in zip(sources, base):
-        eid = b
-        if counts[b] > 1:
-            eid = f"{b}-{zlib.crc32(str(Path(s).resolve()).encode()):08x}"
-        if eid in seen:  # the same path given twice
+    for s, name in zip(sources, names):
+        p = Path(s)
+        plain_ok = name == unicodedata.normalize("NFC", p.stem if p.suffix and not p.is_dir() else p.name)
+        hashed = f"{name}-{source_hash(s)}"
+        eid = None
+        for cand in ((name, hashed) if plain_ok else (hashed,)):
+            row = rows.get(cand)
+            if row is not None and _same_source(str(row["source"]), s):
+                eid = cand  # already in the dataset (finished, failed or half-written): resume it
+                break
+        if eid is None:
+            taken = name in rows and not _same_source(str(rows[name]["source"]), s)
+            eid = name if plain_ok and counts[name] == 1 and not taken else hashed
+        key = os.path.abspath(s)
+        if key in seen:  # the same input given twice
             continue
-        seen.add(eid)
+        seen.add(key)
         out.append((eid, s))
     return out
+
+
+PATH_OPTIONS = ("path", "detector", "model", "weights")  # backend options that name a local file or folder
+MODEL_FOLDERS = {("depth", "hf"), ("objects", "detector"), ("objects", "tabletop")}  # save_pretrained folders
+
+
+def preflight(config: AnnotateConfig) -> None:
+    """Check the files that the selected backends' options name (``--depth hf:PATH``, ``--detector
+    PATH``, ``--objects boxes:FILE``, ...) before any input is decoded: BackendError naming the
+    backend, the option and the path."""
+    import dataclasses
+
+    from annotators import registry
+    from annotators.errors import BackendError
+
+    selected = [("objects", spec, config.objects.options.get(registry.split_spec(spec)[0]))
+                for spec in config.objects.backends]
+    if config.depth.backend != "auto":
+        selected.append(("depth", config.depth.backend, config.depth.options))
+    for kind, spec, options in selected:
+        name, arg = registry.split_spec(spec)
+        if kind == "depth" and name == "hf" and not arg and not (options or {}).get("path"):
+            raise BackendError(spec, "hf: needs a local model folder, e.g. hf:/models/depth-anything-small")
+        try:
+            cfg = registry.get_backend(kind, name).config(options, arg)
+        except (ValueError, TypeError):
+            continue  # AnnotateConfig.validate reports these
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if f.name not in PATH_OPTIONS or not isinstance(value, str) or not value:
+                continue
+            path = Path(value).expanduser()
+            if not path.exists():
+                raise BackendError(spec, f"{f.name} {path} does not exist")
+            if (kind, name) in MODEL_FOLDERS and not (path / "config.json").is_file():
+                raise BackendError(spec, f"{f.name} {path}: no config.json in the folder (expected a save_pretrained model)")
 
 
 # --------------------------------------------------------------------------- the work
@@ -163,7 +256,8 @@ def annotate_one(source: str, episode_id: str, out_root: str, config: dict[str, 
         return EpisodeOutcome(episode_id, source, "failed", msg, time.perf_counter() - t0)
     ep = ann.episode
     return EpisodeOutcome(episode_id, source, "ok", "", time.perf_counter() - t0, ep.num_frames,
-                          {k: float(v) for k, v in ep.quality.items() if "." not in k})
+                          {k: float(v) for k, v in ep.quality.items() if "." not in k},
+                          [str(w) for w in ep.extra.get("warnings", [])])
 
 
 def _describe(exc: BaseException) -> str:
@@ -174,8 +268,30 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{tb}"
 
 
-def _worker_init() -> None:
+PARENT_POLL_S = 0.5  # how often a pool worker checks that its parent is alive
+PARENT_GRACE_S = 3.0  # after the parent died: time to finish a write in progress before a hard exit
+
+
+def _watch_parent(parent: int, poll_s: float = PARENT_POLL_S, grace_s: float = PARENT_GRACE_S) -> None:
+    """Run in a daemon thread of a worker: once the parent is gone, interrupt the main thread
+    (KeyboardInterrupt: atomic writes finish or roll back) and exit hard after ``grace_s``."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        time.sleep(grace_s)
+        os._exit(1)
+
+
+def _worker_init(parent: int | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Interrupts reach the work as KeyboardInterrupt (also when started with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if parent is not None:
+        if os.getppid() != parent:
+            os._exit(1)
+        threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
     try:
         import torch
 
@@ -201,11 +317,12 @@ def annotate_to_dataset(
     config = (config or AnnotateConfig()).validate()
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    preflight(config)
     t0 = time.perf_counter()
     ds = check_output(out_root)
     root = str(Path(out_root).resolve())
     cfg = config.to_dict()
-    plan = plan_episodes(inputs)
+    plan = plan_episodes(inputs, ds)
     total = len(plan)
     outcomes: dict[str, EpisodeOutcome] = {}
     done = 0
@@ -234,10 +351,51 @@ def annotate_to_dataset(
             _run_pool(todo, root, cfg, workers, finish)
     except KeyboardInterrupt:
         interrupted = True
+    if interrupted:  # account for what the workers finished (or half-wrote) while stopping
+        for eid, src in todo:
+            if eid not in outcomes:
+                o = _outcome_from_dataset(root, eid, src)
+                if o is not None:
+                    outcomes[eid] = o
     order = [eid for eid, _ in plan]
     report = BatchReport([outcomes[e] for e in order if e in outcomes], root, interrupted,
                          time.perf_counter() - t0)
     return report
+
+
+def _outcome_from_dataset(root: str, eid: str, src: str) -> EpisodeOutcome | None:
+    """What the dataset holds for ``eid`` after an interrupt: ok, incomplete, failed, or None."""
+    from vipa.data.dataset import Hand3DDataset
+
+    try:
+        ds = Hand3DDataset.open(root)
+        status = ds.status(eid)
+        if status is None:
+            return None
+        if status == "failed":
+            return EpisodeOutcome(eid, src, "failed", ds.error(eid))
+        if ds.is_finished(eid):
+            return EpisodeOutcome(eid, src, "ok", num_frames=ds.num_frames(eid))
+        return EpisodeOutcome(eid, src, "incomplete", "interrupted before its completion marker; redone on resume")
+    except Exception as exc:  # noqa: BLE001 - the report must still be made
+        return EpisodeOutcome(eid, src, "incomplete", f"state unknown after the interrupt: {exc}")
+
+
+def _stop_workers(procs, grace_s: float = 30.0) -> None:
+    """Interrupt pool workers (their writes finish or roll back) and wait; kill any left after ``grace_s``."""
+    for p in procs:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except OSError:
+                pass
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
 
 
 def _run_pool(todo, root: str, cfg: dict, workers: int, finish) -> None:
@@ -245,7 +403,7 @@ def _run_pool(todo, root: str, cfg: dict, workers: int, finish) -> None:
     from concurrent.futures.process import BrokenProcessPool
 
     ex = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init)
+                             initializer=_worker_init, initargs=(os.getpid(),))
     futures = {ex.submit(annotate_one, src, eid, root, cfg): (eid, src) for eid, src in todo}
     try:
         pending = set(futures)
@@ -260,7 +418,9 @@ def _run_pool(todo, root: str, cfg: dict, workers: int, finish) -> None:
                 except Exception as exc:  # noqa: BLE001
                     finish(_record_crash(root, eid, src, _describe(exc)))
     except KeyboardInterrupt:
+        procs = list((getattr(ex, "_processes", None) or {}).values())
         ex.shutdown(wait=False, cancel_futures=True)
+        _stop_workers(procs)
         raise
     ex.shutdown(wait=True)
 

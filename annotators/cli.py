@@ -49,7 +49,7 @@ def _epilog() -> str:
         _backend_help("hands", "hand", "--hands NAME, default mediapipe, or package.module:Class", "--hands-opt KEY=VALUE"),
         _backend_help("depth", "depth", "--depth NAME[:ARG], default auto", "--depth-opt KEY=VALUE",
                       [("auto", "sensor depth when the input has it, else none")]),
-        _backend_help("objects", "object", "--objects NAME[:ARG],..., default grasp", "--objects-opt NAME.KEY=VALUE"),
+        _backend_help("objects", "object", "--objects NAME[:ARG],..., default grasp,tabletop", "--objects-opt NAME.KEY=VALUE"),
         "\n".join(stage_lines),
     ])
 
@@ -76,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default auto: sensor depth when the input has it, else none)")
     p.add_argument("--depth-opt", action="append", default=[], metavar="KEY=VALUE", help="depth backend option (repeatable)")
     p.add_argument("--objects", default=None, metavar="NAME[:ARG],...",
-                   help=f"object backends, comma-separated: {kinds['objects']} (default grasp)")
+                   help=f"object backends, comma-separated: {kinds['objects']} (default grasp,tabletop)")
     p.add_argument("--objects-opt", action="append", default=[], metavar="NAME.KEY=VALUE",
                    help="object backend option (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE", dest="stage_set",
@@ -85,12 +85,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-width", type=int, default=640, help="downscale wider frames to this width (0 = keep)")
     p.add_argument("--max-frames", type=int, default=None, help="annotate at most this many frames per input")
     p.add_argument("--fov", type=float, default=None, help="horizontal field of view (deg) assumed when K is unknown")
-    p.add_argument("--intrinsics", default=None, metavar="FILE", help="K of the input size (json fx/fy/cx/cy or 3x3 text)")
+    p.add_argument("--intrinsics", default=None, metavar="FILE", help="K of the input (json fx/fy/cx/cy, Open3D or ROS camera file, or 3x3 text); a file stating "
+                        "another width/height is scaled to the input (same aspect ratio) or refused")
     p.add_argument("--depth-factor", type=float, default=None, help="uint16 depth counts per metre (TUM: 5000)")
     p.add_argument("--instruction", default=None, help="task instruction for every input (default: sidecar files, else a template)")
     p.add_argument("--gamma", type=float, default=None, help="QA direction threshold (default: vipa.data.qa's)")
     p.add_argument("--no-smooth", action="store_true", help="keep the raw lifted 3D joints (no temporal filter)")
     p.add_argument("--no-objects", action="store_true", help="no object backends (same as --objects '')")
+    p.add_argument("--require-hands", action="store_true",
+                   help="an input without any hand is an error (default: hand-free inputs are annotated too)")
     p.add_argument("--detector", default=None, metavar="PATH",
                    help="local zero-shot detector (OWLv2 / Grounding DINO): adds detector:PATH to --objects")
     p.add_argument("--labels", default="", help="comma-separated object names for --detector")
@@ -103,16 +106,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Folders holding videos (and no images) become their video files; everything else as given."""
+    """Folders holding videos (and no images) become their video files; a folder that is no
+    RGB-D sequence itself and holds no media but RGB-D sequence folders (any layout of
+    ``annotators.io.rgbd_layout``) becomes those folders; everything else as given."""
+    from annotators.io import rgbd_layout
+
     out: list[str] = []
     for s in inputs:
         p = Path(s)
-        if p.is_dir():
+        if p.is_dir() and rgbd_layout(p) is None:
             files = sorted(f for f in p.iterdir() if f.is_file())
             vids = [f for f in files if f.suffix.lower() in VIDEO_EXTS]
             imgs = [f for f in files if f.suffix.lower() in IMAGE_EXTS]
-            if vids and not imgs and not (p / "rgb").is_dir():
+            if vids and not imgs:
                 out += [str(f) for f in vids]
+                continue
+            seqs = [d for d in sorted(p.iterdir()) if d.is_dir() and rgbd_layout(d) is not None]
+            if seqs and not vids and not imgs:
+                out += [str(d) for d in seqs]
                 continue
         out.append(s)
     return out
@@ -133,10 +144,10 @@ def _backend_options(kind: str, spec: str, pairs: list[str], flag: str) -> dict:
 def build_config(args: argparse.Namespace):
     """The AnnotateConfig named by the command line (ValueError / BackendError on bad values)."""
     from annotators import registry
-    from annotators.io import read_intrinsics
+    from annotators.io import read_intrinsics_file
     from annotators.pipeline import AnnotateConfig
 
-    objects = [x.strip() for x in (args.objects if args.objects is not None else "grasp").split(",") if x.strip()]
+    objects = [x.strip() for x in (args.objects if args.objects is not None else "grasp,tabletop").split(",") if x.strip()]
     if args.no_objects:
         objects = []
     labels = tuple(x.strip() for x in args.labels.split(",") if x.strip())
@@ -156,10 +167,13 @@ def build_config(args: argparse.Namespace):
     if args.fov is not None:
         decode["fov_deg"] = args.fov
     if args.intrinsics:
-        decode["K"] = read_intrinsics(args.intrinsics).tolist()
+        K, size = read_intrinsics_file(args.intrinsics)
+        decode["K"] = K.tolist()
+        decode["K_size"] = None if size is None else list(size)
     cfg = AnnotateConfig(
         decode=decode,
-        hands={"backend": args.hands, "options": _backend_options("hands", args.hands, args.hands_opt, "--hands-opt")},
+        hands={"backend": args.hands, "options": _backend_options("hands", args.hands, args.hands_opt, "--hands-opt"),
+               "require_hands": bool(getattr(args, "require_hands", False))},
         depth={"backend": args.depth, "options": _backend_options("depth", args.depth, args.depth_opt, "--depth-opt")},
         smooth={"enabled": not args.no_smooth},
         objects={"backends": tuple(objects), "options": obj_opts},
@@ -175,11 +189,12 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from annotators.batch import OutputError, annotate_to_dataset, check_output
+    from annotators.batch import OutputError, annotate_to_dataset, check_output, preflight
     from annotators.errors import AnnotatorError
 
     try:
         config = build_config(args)
+        preflight(config)  # files named by options, before any input is decoded
     except (ValueError, AnnotatorError) as exc:
         print(f"vipa annotate: error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@ Every error names what is wrong and where (a path, a backend spec), so a batch r
 it beside the episode and go on with the next input.
 
 Public names: ``AnnotatorError`` (base), ``InputError`` (an input file or folder cannot be
-used), ``BackendError`` (a hand/depth backend cannot be built, e.g. a missing weights path).
+used), ``BackendError`` (a hand/depth backend cannot be built, e.g. a missing weights path);
+``warn`` prints a console warning for an input that is usable but off.
 """
 
 from __future__ import annotations
@@ -41,3 +42,18 @@ class BackendError(AnnotatorError, ValueError):
 
     def __reduce__(self):
         return (type(self), (self.spec, self.reason))
+
+
+def warn(where: str | Path, message: str, sink: list | None = None) -> str:
+    """Print ``WARNING: where: message`` on the console (stderr) and append it to ``sink``.
+
+    For inputs that are usable but off (a frame count the container overstates, a depth unit
+    that disagrees with the hands): the run goes on, the user is told, and the episode keeps
+    the text in ``extra["warnings"]``."""
+    import sys
+
+    text = f"{where}: {message}"
+    print(f"WARNING: {text}", file=sys.stderr, flush=True)
+    if sink is not None:
+        sink.append(text)
+    return text

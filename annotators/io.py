@@ -36,15 +36,31 @@ Intrinsics
     ``intrinsic_matrix``, a json with fx/fy/cx/cy, or a K.txt / intrinsics.txt 3x3) > the
     field-of-view default ``vipa.geometry.fov_intrinsics`` (``K_is_estimate=True``). K files are
     read by ``read_intrinsics``, which converts OpenCV-convention files (cx + 0.5, cy + 0.5).
+    A K file that states its image size (``width``/``height``, ``image_width``/``image_height``,
+    ROS camera_info yaml) is scaled to the input when the aspect ratio matches (a console
+    warning says so) and refused with an InputError otherwise; a K whose principal point lies
+    outside the input image is refused (it was written for another size).
 
-RGB-D layouts
-    TUM: ``rgb.txt`` + ``depth.txt`` association files (``timestamp path`` lines, ``#``
-    comments; pairs matched by nearest timestamp within 20 ms), or ``rgb/`` + ``depth/`` folders
-    (paired by timestamp file names, else by sorted order when the counts match); a single pair
-    in one folder (``*color*``/``*rgb*`` + ``*depth*`` images, e.g. ``samples/rgbd_tum``).
-    uint16 depth is converted with metres = value / depth_factor (default 5000, the TUM
-    factor; pass 1000 for millimetre sensors); float depth (.npy, float TIFF) is already metres.
-    0 (and non-finite values) mean no reading -> NaN.
+RGB-D layouts (``rgbd_layout(path)`` names the one recognised; opening prints it)
+    ``tum``: ``rgb.txt`` + ``depth.txt`` association files (``timestamp path`` lines, ``#``
+    comments; pairs matched by nearest timestamp within 20 ms). ``folders``: ``rgb/`` (or
+    ``color/``, ``colour/``, ``image/``) + ``depth/`` folders (paired by timestamp file names,
+    else by sorted order when the counts match). ``ycb``: ``NNNNNN-color.png`` +
+    ``NNNNNN-depth.png`` in one folder (the YCB-Video / PoseCNN layout) with an optional
+    ``NNNNNN-meta.{json,txt,yaml,mat}`` per frame (or ``meta.json`` for all) holding K and the
+    depth factor: json/yaml keys ``intrinsic_matrix`` or ``K`` (3x3) or fx/fy/cx/cy, and
+    ``factor_depth`` (or ``depth_factor``); txt: the 9 numbers of K, optionally a 10th, the
+    depth factor; .mat (scipy): ``intrinsic_matrix`` and ``factor_depth``. ``pair``: a single
+    pair in one folder (``*color*``/``*rgb*`` + ``*depth*`` images, e.g. ``samples/rgbd_tum``).
+    uint16 depth is converted with metres = value / depth_factor (given > the layout's meta >
+    5000, the TUM factor; pass 1000 for millimetre sensors); float depth (.npy, float TIFF) is
+    already metres. 0 (and non-finite values) mean no reading -> NaN.
+
+Inputs that lie a little
+    A video whose container declares a few more frames than it holds (at most
+    ``max(MISSING_FRAMES_TOLERATED, 5 %)``) is read to its end with a console warning giving the
+    count found (``info.num_frames`` and ``info.extra["warnings"]`` updated); more missing is a
+    truncated file (InputError).
 
 Videos are decoded lazily (a generator): long videos are never held in memory. A video's
 display rotation (phone videos) is applied to the pixels and recorded.
@@ -54,13 +70,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from annotators.errors import InputError
+from annotators.errors import InputError, warn
 from vipa.conventions import DEFAULT_FOV_DEG
 from vipa.geometry import fov_intrinsics, scale_intrinsics
 
@@ -70,6 +87,13 @@ DEFAULT_DEPTH_FACTOR = 5000.0  # TUM: uint16 counts per metre
 DEFAULT_IMAGE_FPS = 30.0  # assumed frame rate of an image folder when none is given
 TUM_MAX_DT = 0.02  # s, TUM associate.py's default max time difference
 K_FILES = ("camera_intrinsics.json", "intrinsics.json", "camera.json", "K.txt", "intrinsics.txt")
+MISSING_FRAMES_TOLERATED = 5  # frames a container may overstate (or 5 % of its count) before it is "truncated"
+COLOR_DIRS = ("rgb", "color", "colour", "image")
+YCB_COLOR = re.compile(r"^(\d+)-colou?r\.(png|jpg|jpeg)$", re.IGNORECASE)
+# depth factors (counts per metre) of common sensors and formats, for naming a likely depth unit
+KNOWN_DEPTH_FACTORS = {1.0: "metres", 100.0: "centimetres", 1000.0: "millimetres",
+                       4000.0: "quarter millimetres", 5000.0: "TUM's 0.2 mm counts",
+                       10000.0: "0.1 mm counts (YCB-Video)"}
 
 
 @dataclass
@@ -143,15 +167,52 @@ def _check_K(K: Any, where: str | Path) -> np.ndarray:
 
 
 def read_intrinsics(path: str | Path, convention: str | None = None) -> np.ndarray:
-    """Read a 3x3 K (float32, pixels, this project's corner convention) from an Open3D camera
-    json (column-major ``intrinsic_matrix``), a json with ``K`` or fx, fy, cx, cy, or a text/npy
-    file holding 3x3 numbers.
+    """Read a 3x3 K (float32, pixels, this project's corner convention); see
+    :func:`read_intrinsics_file` (which also returns the image size the file states)."""
+    return read_intrinsics_file(path, convention)[0]
+
+
+def _stated_size(d: dict) -> tuple[int, int] | None:
+    for kw, kh in (("width", "height"), ("image_width", "image_height"), ("w", "h")):
+        if kw in d and kh in d:
+            try:
+                return int(d[kw]), int(d[kh])
+            except (TypeError, ValueError):
+                return None
+    for k in ("size", "image_size", "resolution"):
+        v = d.get(k)
+        if isinstance(v, (list, tuple)) and len(v) == 2:
+            return int(v[0]), int(v[1])
+    return None
+
+
+def _K_from_mapping(d: dict, path: Path) -> np.ndarray | None:
+    if "intrinsic_matrix" in d:
+        m = np.asarray(d["intrinsic_matrix"], np.float32)
+        # Open3D writes a flat column-major list; YCB-Video (.mat) a row-major 3x3
+        return _check_K(m.reshape(3, 3).T if m.ndim == 1 else m.reshape(3, 3), path)
+    if "K" in d:
+        return _check_K(np.asarray(d["K"], np.float32).reshape(3, 3), path)
+    if "camera_matrix" in d:  # ROS camera_info yaml / OpenCV
+        cm = d["camera_matrix"]
+        data = cm.get("data") if isinstance(cm, dict) else cm
+        return _check_K(np.asarray(data, np.float32).reshape(3, 3), path)
+    if all(k in d for k in ("fx", "fy", "cx", "cy")):
+        return _check_K([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], path)
+    return None
+
+
+def read_intrinsics_file(path: str | Path, convention: str | None = None) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """(K, (width, height) the file states or None) from an Open3D camera json (column-major
+    ``intrinsic_matrix``, ``width``/``height``), a json or yaml with ``K``, ``camera_matrix``
+    (ROS camera_info, ``image_width``/``image_height``) or fx, fy, cx, cy, or a text/npy file
+    holding 3x3 numbers.
 
     Files written by OpenCV, Open3D, ROS and the TUM/most calibration tools put pixel centres at
-    integers, so by default (``convention=None`` -> a json's ``"convention"`` key, else
+    integers, so by default (``convention=None`` -> the file's ``"convention"`` key, else
     ``"opencv"``) cx and cy are shifted by +0.5 px into the corner convention of
     ``vipa.conventions`` (TUM's 319.5, 239.5 for 640x480 becomes 320, 240: the image centre).
-    Pass ``convention="corner"`` (or store it in the json) for a K already in that convention."""
+    Pass ``convention="corner"`` (or store it in the file) for a K already in that convention."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "intrinsics file does not exist")
@@ -159,23 +220,23 @@ def read_intrinsics(path: str | Path, convention: str | None = None) -> np.ndarr
     try:
         if path.suffix == ".npy":
             K = _check_K(np.load(path, allow_pickle=False), path)
-        elif path.suffix == ".json":
-            d = json.loads(path.read_text())
-            if not isinstance(d, dict):
-                raise InputError(path, "json must hold an object")
-            if "intrinsic_matrix" in d:  # Open3D PinholeCameraIntrinsic: column-major
-                K = _check_K(np.asarray(d["intrinsic_matrix"], np.float32).reshape(3, 3).T, path)
-            elif "K" in d:
-                K = _check_K(np.asarray(d["K"], np.float32).reshape(3, 3), path)
-            elif all(k in d for k in ("fx", "fy", "cx", "cy")):
-                K = _check_K([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], path)
+        elif path.suffix in (".json", ".yaml", ".yml"):
+            if path.suffix == ".json":
+                d = json.loads(path.read_text())
             else:
-                raise InputError(path, "json has none of intrinsic_matrix, K, fx/fy/cx/cy")
+                import yaml
+
+                d = yaml.safe_load(path.read_text())
+            if not isinstance(d, dict):
+                raise InputError(path, f"{path.suffix[1:]} must hold an object")
+            K = _K_from_mapping(d, path)
+            if K is None:
+                raise InputError(path, "file has none of intrinsic_matrix, K, camera_matrix, fx/fy/cx/cy")
         else:
             K = _check_K(np.loadtxt(path, dtype=np.float32).reshape(3, 3), path)
     except InputError:
         raise
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - json, yaml and numpy parse errors alike
         raise InputError(path, f"cannot read intrinsics: {exc}") from None
     convention = convention or d.get("convention", "opencv")
     if convention not in ("opencv", "corner"):
@@ -184,6 +245,32 @@ def read_intrinsics(path: str | Path, convention: str | None = None) -> np.ndarr
         K = K.copy()
         K[0, 2] += 0.5
         K[1, 2] += 0.5
+    size = _stated_size(d)
+    if size is not None and (size[0] <= 0 or size[1] <= 0):
+        raise InputError(path, f"width/height: must be positive, got {size[0]}x{size[1]}")
+    return K, size
+
+
+def fit_intrinsics(K: np.ndarray, where: str | Path, size: tuple[int, int] | None, width: int, height: int,
+                   sink: list | None = None) -> np.ndarray:
+    """K (corner convention) for an input of ``width`` x ``height`` px from a K stated for ``size``.
+
+    Same size or no size: K as is, unless its principal point lies outside the image (then it
+    was written for another size: InputError). Another size with the same aspect ratio (1 %):
+    K scaled by the size ratio, with a console warning. Another aspect ratio: InputError."""
+    K = _check_K(K, where)
+    if size is not None and tuple(size) != (width, height):
+        sx, sy = width / size[0], height / size[1]
+        if abs(sx / sy - 1.0) > 0.01:
+            raise InputError(where, f"intrinsics are for a {size[0]}x{size[1]} image but the input is {width}x{height} "
+                                    f"(another aspect ratio): they cannot be scaled; give a K for {width}x{height}")
+        warn(where, f"intrinsics stated for {size[0]}x{size[1]} scaled by {sx:.4g} to the {width}x{height} input", sink)
+        return scale_intrinsics(K, sx, sy)
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if not (0.0 < cx < width and 0.0 < cy < height):
+        raise InputError(where, f"intrinsics' principal point ({cx:.1f}, {cy:.1f}) lies outside the {width}x{height} "
+                                f"input: they were written for another image size (state width/height in the file "
+                                f"to have them scaled)")
     return K
 
 
@@ -212,6 +299,16 @@ def _read_rgb(path: Path) -> np.ndarray:
         raise InputError(path, "image file does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(path, f"not a readable image ({exc})") from None
+
+
+def _depth_is_counts(path: Path) -> bool:
+    """True when the depth file holds integer counts (converted with the depth factor), False for float metres."""
+    if path.suffix == ".npy":
+        return bool(np.issubdtype(np.load(path, mmap_mode="r", allow_pickle=False).dtype, np.integer))
+    import cv2
+
+    d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    return d is None or bool(np.issubdtype(d.dtype, np.integer))
 
 
 def _read_depth(path: Path, depth_factor: float) -> np.ndarray:
@@ -245,6 +342,16 @@ def _read_depth(path: Path, depth_factor: float) -> np.ndarray:
     return out
 
 
+def likely_depth_factor(ratio: float, depth_factor: float) -> tuple[float, str]:
+    """(counts per metre, unit name) that would make the sensor agree with the hands, from
+    ``ratio`` = sensor depth / hand depth read with ``depth_factor`` counts per metre."""
+    f = float(depth_factor) * float(ratio)
+    best = min(KNOWN_DEPTH_FACTORS, key=lambda k: abs(np.log(f / k)))
+    if abs(np.log(f / best)) <= np.log(1.3):
+        return best, KNOWN_DEPTH_FACTORS[best]
+    return round(f, 3 - int(np.floor(np.log10(abs(f))))), f"about {f:.4g} counts per metre"
+
+
 def _resize_rgb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (img.shape[1], img.shape[0]) == size:
         return img
@@ -270,13 +377,41 @@ def detect_kind(path: str | Path) -> str:
         return "image" if path.suffix.lower() in IMAGE_EXTS else "video"
     if not path.is_dir():
         raise InputError(path, "neither a file nor a folder")
+    return "rgbd" if rgbd_layout(path) is not None else "images"
+
+
+def _color_dir(path: Path) -> Path | None:
+    if not (path / "depth").is_dir():
+        return None
+    return next((path / n for n in COLOR_DIRS if (path / n).is_dir()), None)
+
+
+def _ycb_frames(folder: Path) -> list[tuple[str, Path, Path]]:
+    """(frame id, colour, depth) of the ``NNNNNN-color.png`` / ``NNNNNN-depth.png`` files, sorted."""
+    out = []
+    for p in folder.iterdir():
+        m = YCB_COLOR.match(p.name)
+        if m and p.is_file():
+            d = folder / f"{m.group(1)}-depth.png"
+            if d.is_file():
+                out.append((m.group(1), p, d))
+    return sorted(out, key=lambda x: int(x[0]))
+
+
+def rgbd_layout(path: str | Path) -> str | None:
+    """The RGB-D layout of a folder: "tum", "folders", "ycb", "pair", or None (not RGB-D)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
     if (path / "rgb.txt").is_file() and (path / "depth.txt").is_file():
-        return "rgbd"
-    if (path / "rgb").is_dir() and (path / "depth").is_dir():
-        return "rgbd"
+        return "tum"
+    if _color_dir(path) is not None:
+        return "folders"
+    if _ycb_frames(path):
+        return "ycb"
     if _single_pair(path) is not None:
-        return "rgbd"
-    return "images"
+        return "pair"
+    return None
 
 
 def _single_pair(folder: Path) -> tuple[Path, Path] | None:
@@ -328,10 +463,12 @@ def open_source(
     depth_factor: float | None = None,
     source_fps: float | None = None,
     fov_deg: float = DEFAULT_FOV_DEG,
+    K_size: tuple[int, int] | None = None,
 ) -> FrameSource:
     """Open and check an input (see the module docstring). ``fps``: target frame rate (keep every
     k-th frame); ``max_width``: downscale wider frames (aspect kept); ``max_frames``: stop after
-    this many output frames; ``K``: intrinsics of the *input* size (scaled with the frames);
+    this many output frames; ``K``: intrinsics of the *input* size (scaled with the frames), or
+    of ``K_size`` (width, height) when given (scaled to the input, or refused: ``fit_intrinsics``);
     ``source_fps``: frame rate of an image folder / RGB-D sequence without timestamps (default
     30). Raises InputError for anything that cannot be read."""
     if fps is not None and not fps > 0:
@@ -340,7 +477,8 @@ def open_source(
         raise ValueError(f"max_frames must be >= 0, got {max_frames}")
     path = Path(path)
     kind = detect_kind(path)
-    opts = dict(fps=fps, max_width=max_width, max_frames=max_frames, K=K, fov_deg=fov_deg)
+    opts = dict(fps=fps, max_width=max_width, max_frames=max_frames, K=K, fov_deg=fov_deg,
+                K_size=None if K_size is None else (int(K_size[0]), int(K_size[1])))
     if kind == "video":
         return _open_video(path, **opts)
     if kind in ("images", "image"):
@@ -365,16 +503,17 @@ def _n_out(n_src: int, step: int, max_frames: int | None) -> int:
     return n if max_frames is None else min(n, max_frames)
 
 
-def _intrinsics(K, where, src_w, src_h, sx, sy, out_w, out_h, fov_deg) -> tuple[np.ndarray, bool]:
+def _intrinsics(K, where, src_w, src_h, sx, sy, out_w, out_h, fov_deg, K_size=None,
+                sink: list | None = None) -> tuple[np.ndarray, bool]:
     if K is not None:
-        return scale_intrinsics(_check_K(K, where), sx, sy), False
+        return scale_intrinsics(fit_intrinsics(K, where, K_size, src_w, src_h, sink), sx, sy), False
     return fov_intrinsics(out_w, out_h, fov_deg), True
 
 
 # ----------------------------------------------------------------------------- video
 
 
-def _open_video(path: Path, *, fps, max_width, max_frames, K, fov_deg) -> FrameSource:
+def _open_video(path: Path, *, fps, max_width, max_frames, K, fov_deg, K_size) -> FrameSource:
     import av
 
     if path.stat().st_size == 0:
@@ -418,13 +557,15 @@ def _open_video(path: Path, *, fps, max_width, max_frames, K, fov_deg) -> FrameS
     out_w, out_h = _resized_size(src_w, src_h, max_width)
     sx, sy = out_w / src_w, out_h / src_h
     step = _step(src_fps, fps)
-    K_out, est = _intrinsics(K, path, src_w, src_h, sx, sy, out_w, out_h, fov_deg)
+    notes: list[str] = []
+    K_out, est = _intrinsics(K, path, src_w, src_h, sx, sy, out_w, out_h, fov_deg, K_size, notes)
     info = SourceInfo(
         path=str(path), kind="video", fps=src_fps / step, source_fps=src_fps, width=out_w,
         height=out_h, source_width=src_w, source_height=src_h,
         num_frames=_n_out(n_src, step, max_frames), source_num_frames=n_src,
         num_frames_exact=exact, frame_step=step, scale_x=sx, scale_y=sy, max_width=max_width,
         K=K_out, K_is_estimate=est, rotation=rotation, codec=codec,
+        extra={"warnings": notes} if notes else {},
     )
     # decode size before rotation
     dec_w, dec_h = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
@@ -467,10 +608,15 @@ def _video_frames(path: Path, info: SourceInfo, dec_w: int, dec_h: int, max_fram
             raise InputError(path, f"decoding failed after {n_src} frames (corrupt or truncated): {exc}") from None
     finally:
         container.close()
-    if info.num_frames_exact and n_src < info.source_num_frames - 1:
-        raise InputError(
-            path, f"truncated video: decoded {n_src} of the {info.source_num_frames} frames the container declares"
-        )
+    declared = info.source_num_frames
+    if info.num_frames_exact and n_src < declared - 1:
+        if declared - n_src > max(MISSING_FRAMES_TOLERATED, 0.05 * declared):
+            raise InputError(path, f"truncated video: decoded {n_src} of the {declared} frames the container declares")
+        warn(path, f"the container declares {declared} frames but holds {n_src}: annotated the {n_src} found",
+             info.extra.setdefault("warnings", []))
+        info.extra["declared_frames"] = declared
+        info.source_num_frames = n_src
+        info.num_frames = n_out
 
 
 # ----------------------------------------------------------------------------- images
@@ -480,7 +626,7 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
 
 
-def _open_images(path: Path, *, fps, max_width, max_frames, K, fov_deg, source_fps) -> FrameSource:
+def _open_images(path: Path, *, fps, max_width, max_frames, K, fov_deg, source_fps, K_size) -> FrameSource:
     files = [path] if path.is_file() else _image_files(path)
     if not files:
         raise InputError(path, f"folder holds no images ({', '.join(IMAGE_EXTS)})")
@@ -490,15 +636,17 @@ def _open_images(path: Path, *, fps, max_width, max_frames, K, fov_deg, source_f
     step = _step(src_fps, fps)
     out_w, out_h = _resized_size(src_w, src_h, max_width)
     sx, sy = out_w / src_w, out_h / src_h
+    where: Path = path
     if K is None and path.is_dir() and (kf := _find_K_file(path)) is not None:
-        K = read_intrinsics(kf)
-    K_out, est = _intrinsics(K, path, src_w, src_h, sx, sy, out_w, out_h, fov_deg)
+        (K, K_size), where = read_intrinsics_file(kf), kf
+    notes: list[str] = []
+    K_out, est = _intrinsics(K, where, src_w, src_h, sx, sy, out_w, out_h, fov_deg, K_size, notes)
     info = SourceInfo(
         path=str(path), kind="images", fps=src_fps / step, source_fps=src_fps, width=out_w,
         height=out_h, source_width=src_w, source_height=src_h,
         num_frames=_n_out(len(files), step, max_frames), source_num_frames=len(files),
         frame_step=step, scale_x=sx, scale_y=sy, max_width=max_width, K=K_out, K_is_estimate=est,
-        extra={"files_sorted": "natural"},
+        extra={"files_sorted": "natural", **({"warnings": notes} if notes else {})},
     )
 
     def gen() -> Iterator[Frame]:
@@ -562,34 +710,113 @@ def _stamp(p: Path) -> float | None:
         return None
 
 
-def _rgbd_pairs(path: Path) -> tuple[list[tuple[float | None, Path, Path]], bool]:
-    """(timestamp or None, colour path, depth path) pairs, and whether timestamps are real."""
-    if (path / "rgb.txt").is_file() and (path / "depth.txt").is_file():
+def _read_meta(path: Path) -> tuple[np.ndarray | None, float | None, tuple[int, int] | None]:
+    """(K or None, depth factor or None, stated size or None) of a YCB-style meta file."""
+    d: dict = {}
+    try:
+        if path.suffix == ".mat":
+            try:
+                from scipy.io import loadmat
+            except ImportError:
+                raise InputError(path, "reading .mat metadata needs scipy (pip install scipy), or give a -meta.json") from None
+            d = {k: v for k, v in loadmat(str(path)).items() if not k.startswith("__")}
+            d = {k: (np.asarray(v).squeeze().tolist() if np.asarray(v).size > 1 else np.asarray(v).item())
+                 for k, v in d.items() if k in ("intrinsic_matrix", "factor_depth", "K", "depth_factor")}
+        elif path.suffix in (".json", ".yaml", ".yml"):
+            if path.suffix == ".json":
+                d = json.loads(path.read_text())
+            else:
+                import yaml
+
+                d = yaml.safe_load(path.read_text())
+            if not isinstance(d, dict):
+                raise InputError(path, "metadata must hold an object")
+        else:  # txt: 9 numbers of K, optionally a 10th, the depth factor
+            vals = np.loadtxt(path, dtype=np.float64).reshape(-1)
+            if vals.size not in (9, 10):
+                raise InputError(path, f"expected the 9 numbers of K and optionally the depth factor, got {vals.size} numbers")
+            d = {"K": vals[:9].reshape(3, 3).tolist()}
+            if vals.size == 10:
+                d["factor_depth"] = float(vals[9])
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - json / yaml / numpy / scipy parse errors alike
+        raise InputError(path, f"cannot read the metadata: {exc}") from None
+    K = _K_from_mapping(d, path)
+    if K is not None and d.get("convention", "opencv") == "opencv":  # YCB-Video: OpenCV pixel centres
+        K = K.copy()
+        K[0, 2] += 0.5
+        K[1, 2] += 0.5
+    factor = d.get("factor_depth", d.get("depth_factor"))
+    if factor is not None:
+        try:
+            factor = float(factor)
+        except (TypeError, ValueError):
+            raise InputError(path, f"factor_depth: expected a number, got {factor!r}") from None
+        if not factor > 0:
+            raise InputError(path, f"factor_depth: must be > 0, got {factor}")
+    return K, factor, _stated_size(d)
+
+
+def _ycb_meta(folder: Path, frame_id: str) -> Path | None:
+    for ext in (".json", ".yaml", ".yml", ".txt", ".mat"):
+        p = folder / f"{frame_id}-meta{ext}"
+        if p.is_file():
+            return p
+    for name in ("meta.json", "meta.yaml", "meta.txt"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _rgbd_pairs(path: Path) -> tuple[list[tuple[float | None, Path, Path]], bool, str, Path | None]:
+    """(timestamp or None, colour path, depth path) pairs, whether timestamps are real, the layout's
+    description, and its metadata file (YCB) or None."""
+    layout = rgbd_layout(path)
+    if layout == "tum":
         pairs = _associate(_read_assoc(path / "rgb.txt"), _read_assoc(path / "depth.txt"), TUM_MAX_DT)
         if not pairs:
             raise InputError(path, f"no colour/depth pair within {TUM_MAX_DT * 1000:.0f} ms in rgb.txt/depth.txt")
-        return [(t, c, d) for t, c, d in pairs], True
-    if (path / "rgb").is_dir() and (path / "depth").is_dir():
-        rgb = _image_files(path / "rgb")
+        return [(t, c, d) for t, c, d in pairs], True, f"TUM (rgb.txt + depth.txt, {len(pairs)} pairs by timestamp)", None
+    if layout == "folders":
+        cdir = _color_dir(path)
+        rgb = _image_files(cdir)
         depth = sorted((p for p in (path / "depth").iterdir() if p.suffix.lower() in DEPTH_EXTS), key=_natural_key)
         if not rgb or not depth:
-            raise InputError(path, f"rgb/ has {len(rgb)} images and depth/ {len(depth)} depth files")
+            raise InputError(path, f"{cdir.name}/ has {len(rgb)} images and depth/ {len(depth)} depth files")
         ta, tb = [_stamp(p) for p in rgb], [_stamp(p) for p in depth]
+        what = f"{cdir.name}/ + depth/ folders"
         if None not in ta and None not in tb:
             pairs = _associate(list(zip(ta, rgb)), list(zip(tb, depth)), TUM_MAX_DT)
             if pairs:
-                return [(t, c, d) for t, c, d in pairs], True
+                return [(t, c, d) for t, c, d in pairs], True, f"{what} ({len(pairs)} pairs by timestamp)", None
         if len(rgb) != len(depth):
-            raise InputError(path, f"rgb/ has {len(rgb)} images but depth/ has {len(depth)}, and their names are not timestamps")
-        return [(None, c, d) for c, d in zip(rgb, depth)], False
-    pair = _single_pair(path)
+            raise InputError(path, f"{cdir.name}/ has {len(rgb)} images but depth/ has {len(depth)}, and their names are not timestamps")
+        return [(None, c, d) for c, d in zip(rgb, depth)], False, f"{what} ({len(rgb)} pairs by sorted name)", None
+    if layout == "ycb":
+        frames = _ycb_frames(path)
+        meta = _ycb_meta(path, frames[0][0])
+        what = f"YCB/PoseCNN (NNNNNN-color.png + NNNNNN-depth.png, {len(frames)} frames"
+        what += f", metadata {meta.name})" if meta is not None else ", no metadata)"
+        return [(None, c, d) for _, c, d in frames], False, what, meta
+    pair = _single_pair(path) if layout == "pair" else None
     if pair is None:
-        raise InputError(path, "not an RGB-D layout (rgb.txt+depth.txt, rgb/+depth/, or one colour+depth pair)")
-    return [(None, pair[0], pair[1])], False
+        raise InputError(path, "not an RGB-D layout (rgb.txt+depth.txt, rgb/+depth/, NNNNNN-color.png+NNNNNN-depth.png, "
+                               "or one colour+depth pair)")
+    return [(None, pair[0], pair[1])], False, f"single colour + depth pair ({pair[0].name}, {pair[1].name})", None
 
 
-def _open_rgbd(path: Path, *, fps, max_width, max_frames, K, fov_deg, depth_factor, source_fps) -> FrameSource:
-    pairs, stamped = _rgbd_pairs(path)
+def _open_rgbd(path: Path, *, fps, max_width, max_frames, K, fov_deg, depth_factor, source_fps, K_size) -> FrameSource:
+    pairs, stamped, layout, meta = _rgbd_pairs(path)
+    where: Path = path
+    factor_from = "given" if depth_factor else "default (TUM)"
+    if meta is not None:
+        mK, mfactor, msize = _read_meta(meta)
+        if K is None and mK is not None:
+            K, K_size, where = mK, msize, meta
+        if not depth_factor and mfactor is not None:
+            depth_factor, factor_from = mfactor, meta.name
+    print(f"{path}: RGB-D layout: {layout}", file=sys.stderr, flush=True)
     depth_factor = float(depth_factor or DEFAULT_DEPTH_FACTOR)
     c0 = _read_rgb(pairs[0][1])
     d0 = _read_depth(pairs[0][2], depth_factor)
@@ -607,15 +834,18 @@ def _open_rgbd(path: Path, *, fps, max_width, max_frames, K, fov_deg, depth_fact
     out_w, out_h = _resized_size(src_w, src_h, max_width)
     sx, sy = out_w / src_w, out_h / src_h
     if K is None and (kf := _find_K_file(path)) is not None:
-        K = read_intrinsics(kf)
-    K_out, est = _intrinsics(K, path, src_w, src_h, sx, sy, out_w, out_h, fov_deg)
+        (K, K_size), where = read_intrinsics_file(kf), kf
+    notes: list[str] = []
+    K_out, est = _intrinsics(K, where, src_w, src_h, sx, sy, out_w, out_h, fov_deg, K_size, notes)
     info = SourceInfo(
         path=str(path), kind="rgbd", fps=src_fps / step, source_fps=src_fps, width=out_w,
         height=out_h, source_width=src_w, source_height=src_h,
         num_frames=_n_out(len(pairs), step, max_frames), source_num_frames=len(pairs),
         frame_step=step, scale_x=sx, scale_y=sy, max_width=max_width, K=K_out, K_is_estimate=est,
         has_depth=True, depth_factor=depth_factor,
-        extra={"timestamps": "file" if stamped else "index/fps"},
+        extra={"timestamps": "file" if stamped else "index/fps", "layout": layout, "depth_factor_from": factor_from,
+               "depth_counts": _depth_is_counts(pairs[0][2]),
+               **({"warnings": notes} if notes else {})},
     )
 
     def gen() -> Iterator[Frame]:

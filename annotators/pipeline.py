@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from annotators import registry
+from annotators.checks import depth_unit_warning, hand_free_scene
 from annotators.errors import AnnotatorError, InputError
 from annotators.lift import Calibration, SmoothConfig, calibrate, lift, smooth
 from vipa.conventions import DEFAULT_FOV_DEG, HANDS, NUM_JOINTS
@@ -66,7 +67,8 @@ class NoHandsError(AnnotatorError):
 class DecodeConfig:
     """Reading the input (``annotators.io``): sampling, resizing, intrinsics, memory limit.
 
-    K: 3x3 intrinsics of the *input* size overriding files and the fov default; fov_deg: the
+    K: 3x3 intrinsics of the *input* size (or of ``K_size`` [w, h]: scaled to the input, or refused
+    for another aspect ratio) overriding files and the fov default; fov_deg: the
     horizontal field of view assumed when no K is known (recorded as an estimate).
     depth_factor: uint16 depth counts per metre of RGB-D inputs (TUM 5000).
     """
@@ -75,6 +77,7 @@ class DecodeConfig:
     max_width: int | None = 640
     max_frames: int | None = None
     K: list | None = None
+    K_size: list | None = None  # [width, height] that K was written for (None: the input's own size)
     fov_deg: float = DEFAULT_FOV_DEG
     depth_factor: float | None = None
     max_memory_gb: float = 6.0  # decoded frames are held in memory: refuse inputs needing more
@@ -94,7 +97,7 @@ class HandsConfig:
 
     backend: str = "mediapipe"
     options: dict = field(default_factory=dict)  # the backend's own options
-    require_hands: bool = True  # an input without any hand is an error (NoHandsError)
+    require_hands: bool = False  # True: an input without any hand is an error (NoHandsError)
 
     def validate(self) -> None:
         if ":" in self.backend:  # a HandBackend class by import path: its options are its kwargs
@@ -159,7 +162,7 @@ class ObjectsConfig:
     """Object backends run in order (``NAME[:ARG]``, e.g. ``grasp``, ``detector:PATH``); ``options``
     per backend name."""
 
-    backends: tuple[str, ...] = ("grasp",)
+    backends: tuple[str, ...] = ("grasp", "tabletop")
     options: dict = field(default_factory=dict)  # {backend name: {option: value}}
 
     def __post_init__(self) -> None:
@@ -301,7 +304,7 @@ def decode(source: str | Path, config: DecodeConfig) -> Decoded:
     K = None if config.K is None else np.asarray(config.K, np.float32)
     rgb, depth, stamps = [], [], []
     with open_source(source, fps=config.fps, max_width=config.max_width, max_frames=config.max_frames,
-                     K=K, depth_factor=config.depth_factor, fov_deg=config.fov_deg) as src:
+                     K=K, depth_factor=config.depth_factor, fov_deg=config.fov_deg, K_size=config.K_size) as src:
         info = src.info
         need = info.num_frames * info.width * info.height * (3 + (4 if info.has_depth else 0)) / 2**30
         if need > config.max_memory_gb:
@@ -577,9 +580,17 @@ def _stage_lift(state: PipelineState, cfg: LiftConfig) -> None:
 
 
 def _stage_calibrate(state: PipelineState, cfg: CalibrateConfig) -> None:
-    """Scale the cloud to the metric hands (the paper's median ratio)."""
+    """Scale the cloud to the metric hands (the paper's median ratio); a hand-free episode keeps its
+    frames and metric depth (``annotators.checks``); a sensor depth unit at odds with the hands is
+    warned about on the console."""
     mode = cfg.mode if cfg.mode != "auto" else ("episode" if state.metric else "frame")
-    state.calibration = calibrate(state.episode, mode=mode)
+    ep = state.episode
+    state.calibration = calibrate(ep, mode=mode)
+    warnings = ep.extra.setdefault("warnings", list(state.decoded.info.extra.get("warnings", [])))
+    if state.metric and state.decoded.depth is not None:
+        depth_unit_warning(ep, state.decoded.info.depth_factor, warnings,
+                           counts=state.decoded.info.extra.get("depth_counts", True))
+    hand_free_scene(ep, state.metric)
 
 
 def _stage_smooth(state: PipelineState, cfg: SmoothingConfig) -> None:
@@ -697,10 +708,11 @@ def read_raw_joints(ds, episode_id: str) -> dict[str, np.ndarray]:
 
 
 def write_annotation(ds, ann: Annotation) -> None:
-    """Write the episode (atomically) and then its derived products into ``ds``."""
-    ds.write_episode(ann.episode)
+    """Write the episode (atomically), then its derived products, then its completion marker."""
+    ds.write_episode(ann.episode, complete=False)
     for name, records in ann.products.items():
         ds.write_derived(ann.episode.episode_id, name, records)
+    ds.mark_complete(ann.episode.episode_id)  # last: a crash before it leaves an episode the resume redoes
 
 
 def annotate_into_dataset(ds, source: str | Path, config: AnnotateConfig | None = None,

@@ -75,7 +75,8 @@ def test_cli_bad_inputs_are_recorded_and_good_episode_survives(tmp_path, inputs,
     before = ds.load_episode("good")
     # then every bad input (and the good one again: skipped)
     args = [str(inputs[k]) for k in ["good", *BAD]] + ["--out", str(out), "--max-frames", "4", "--max-width", "320",
-                                                        "--quiet", "--report", str(tmp_path / "report.json")]
+                                                        "--quiet", "--report", str(tmp_path / "report.json"),
+                                                        "--require-hands"]  # no_hands fails only when hands are required
     rc = _run(parser, args)
     err = capsys.readouterr().err
     assert rc == 1

@@ -320,14 +320,18 @@ class _Info:
         return {"path": self.path}
 
 
-def test_no_hands_is_an_error(tmp_path, synthetic):
+def test_no_hands_is_an_error_only_when_required(tmp_path, synthetic):
     class Nobody(HandBackend):
         def detect(self, frame_rgb):
             return []
 
     src = write_rgbd_folder(synthetic[0], tmp_path / "empty_scene")
     with pytest.raises(NoHandsError, match="no hands found"):
-        run_pipeline(src, AnnotateConfig(decode={"depth_factor": 1000.0}), hand_backend=Nobody())
+        run_pipeline(src, AnnotateConfig(decode={"depth_factor": 1000.0}, hands={"require_hands": True}),
+                     hand_backend=Nobody())
+    ep = run_pipeline(src, AnnotateConfig(decode={"depth_factor": 1000.0}), hand_backend=Nobody()).episode
+    assert ep.extra["hand_free"] and ep.frame_valid.all() and np.all(ep.depth_scale == 1.0)
+    assert ep.quality["detection_rate"] == 0.0 and ep.depth_raw is not None
 
 
 def test_config_round_trip_and_validation():

@@ -161,9 +161,10 @@ class Hand3DDataset:
         return None if r is None else r["status"]
 
     def is_finished(self, episode_id: str) -> bool:
-        """True when the episode was written successfully (failures are retried by reruns)."""
+        """True when the episode was written successfully with all its files (its completion marker,
+        ``vipa.data.writer.is_complete``); failures and half-written episodes are redone by reruns."""
         r = self._row(validate_episode_id(episode_id))
-        return bool(r is not None and r["status"] == "ok" and (self.root / "episodes" / episode_id).is_dir())
+        return bool(r is not None and r["status"] == "ok" and writer.is_complete(self.root / "episodes" / episode_id))
 
     def error(self, episode_id: str) -> str:
         r = self._row(validate_episode_id(episode_id))
@@ -171,17 +172,22 @@ class Hand3DDataset:
 
     # ------------------------------------------------------------------ writing (vipa.data.writer)
 
-    def write_episode(self, ep: Episode, *, _media_from: Path | None = None) -> None:
+    def write_episode(self, ep: Episode, *, complete: bool = True, _media_from: Path | None = None) -> None:
         """Write (or replace) one episode atomically; ep.rgb and ep.depth_raw when present.
 
         The episode is validated first (SchemaError naming the field); nothing on disk changes
-        unless the whole episode was written.
+        unless the whole episode was written. ``complete=False``: no completion marker yet (add
+        the episode's other files, then ``mark_complete``); until then ``is_finished`` is False.
         """
         try:
-            writer.write_episode(self.root, ep, media_from=_media_from)
+            writer.write_episode(self.root, ep, media_from=_media_from, complete=complete)
         finally:
             self._table_cache = None
         self._forget(ep.episode_id)
+
+    def mark_complete(self, episode_id: str) -> None:
+        """Write the episode's completion marker (after all its files; see ``vipa.data.writer``)."""
+        writer.mark_complete(self.root, episode_id)
 
     def record_failure(self, episode_id: str, source: str, error: str) -> None:
         """Record that annotating ``episode_id`` failed; nothing already written is removed."""

@@ -6,6 +6,14 @@ temporary folder and renamed into place; the episodes table is replaced last, un
 dataset's lock (``meta/.lock``). A crash at any point leaves a readable dataset holding either
 the old or the new episode. Functions here take the dataset root; ``Hand3DDataset``'s write
 methods call them.
+
+Completion marker: an episode is *finished* when ``episodes/<id>/complete.json`` is there and
+every file it lists is in place. ``write_episode(..., complete=True)`` writes the marker inside
+the episode's temporary folder (it appears with the folder); a writer that adds files after the
+folder (the annotators' derived products) passes ``complete=False`` and calls
+``mark_complete`` last, so a crash in between leaves an episode that a resume redoes. Such an
+episode's ``episode.json`` says ``"completion_marker": true``; folders written before markers
+existed (no such key) count as finished as they are.
 """
 
 from __future__ import annotations
@@ -48,8 +56,11 @@ from vipa.data.schema import (
 from vipa.data.video import encode_h264
 
 __all__ = [
+    "COMPLETE_MARKER",
     "cleanup",
     "create_dataset",
+    "is_complete",
+    "mark_complete",
     "record_failure",
     "rebuild_index",
     "recover",
@@ -58,6 +69,7 @@ __all__ = [
 ]
 
 OLD_PREFIX = ".old-"
+COMPLETE_MARKER = "complete.json"  # written last into an episode folder: all its files are in place
 
 
 def now_iso() -> str:
@@ -173,12 +185,13 @@ def rebuild_index(root: Path) -> int:
 # --------------------------------------------------------------------------- episodes
 
 
-def write_episode(root: Path, ep: Episode, media_from: Path | None = None) -> None:
+def write_episode(root: Path, ep: Episode, media_from: Path | None = None, complete: bool = True) -> None:
     """Write (or replace) one episode atomically; ep.rgb and ep.depth_raw when present.
 
     ``media_from`` (an episode folder) supplies rgb.mp4 and depth/ by copy instead. The episode
     is validated first (SchemaError naming the field); nothing on disk changes unless the whole
-    episode, folder and index row, was written.
+    episode, folder and index row, was written. ``complete=False``: the folder goes in without
+    its completion marker; the caller adds its other files and then calls :func:`mark_complete`.
     """
     ep.validate()
     validate_episode_id(ep.episode_id)
@@ -187,6 +200,8 @@ def write_episode(root: Path, ep: Episode, media_from: Path | None = None) -> No
     tmp.mkdir(parents=True)
     try:
         row = _write_episode_files(ep, tmp, media_from)
+        if complete:
+            _write_marker(tmp)
         with defer_sigint(), file_lock(lock_path(root)):  # the folder and its index row, or neither
             _swap_in(tmp, ep_root / ep.episode_id)
             update_index(root, row)
@@ -231,8 +246,57 @@ def _write_episode_files(ep: Episode, folder: Path, media_from: Path | None) -> 
     row = episode_row(ep, depth_unit=depth_unit, has_rgb=has_rgb, has_depth=has_depth)
     quality = {k: (v if math.isfinite(v) else str(v)) for k, v in row["quality"].items()}  # "inf", "nan"
     atomic_write_json(folder / "episode.json",
-                      dict(row, quality=quality, extra=ep.extra, format_version=FORMAT_VERSION))
+                      dict(row, quality=quality, extra=ep.extra, format_version=FORMAT_VERSION,
+                           completion_marker=True))
     return row
+
+
+def _write_marker(folder: Path) -> None:
+    files = {}
+    depth_pngs = 0
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if not p.is_file() or rel == COMPLETE_MARKER or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        if rel.startswith("depth/"):
+            depth_pngs += 1
+        else:
+            files[rel] = p.stat().st_size
+    atomic_write_json(folder / COMPLETE_MARKER, {"completed": now_iso(), "files": files, "depth_files": depth_pngs},
+                      fsync=True)
+
+
+def mark_complete(root: Path, episode_id: str) -> None:
+    """Write ``episodes/<id>/complete.json`` listing the folder's files (call it last)."""
+    folder = root / "episodes" / validate_episode_id(episode_id)
+    if not (folder / "episode.json").is_file():
+        raise FileNotFoundError(f"{folder / 'episode.json'}: no such episode to mark complete")
+    _write_marker(folder)
+
+
+def is_complete(folder: Path) -> bool:
+    """True when the episode folder's files are all in place: its marker and every file the
+    marker lists (derived products rewritten later may change size; legacy folders without
+    ``completion_marker`` in episode.json need only that file)."""
+    meta_path = folder / "episode.json"
+    marker = folder / COMPLETE_MARKER
+    if not marker.is_file():
+        if not meta_path.is_file():
+            return False
+        try:
+            return not json.loads(meta_path.read_text()).get("completion_marker", False)
+        except (OSError, ValueError):
+            return False
+    try:
+        m = json.loads(marker.read_text())
+        if not all((folder / rel).is_file() for rel in m.get("files", {})):
+            return False
+        n_depth = int(m.get("depth_files", 0))
+        if n_depth and sum(1 for _ in (folder / "depth").iterdir()) < n_depth:
+            return False
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def write_derived(path: Path, name: str, records: list[dict]) -> None:
