@@ -18,7 +18,9 @@ Scoring, per clip (labels and detections compared in the clip's full-resolution 
 * A detection is false when it matches no label (a partial one included; a detection matching a
   small or partial hand is not false). ``false_frames``: labelled frames with at least one false
   detection / labelled frames.
-* ``ms_per_frame``: the backend's ``detect`` time per frame (all frames run), CPU wall clock.
+* ``ms_per_frame``: the backend's ``detect`` time per frame (all frames run), CPU time of this process
+  (all its threads; the machines this runs on are shared, so wall clock would measure the load).
+  ``stages``: the same per search step, where the backend reports them (``search_stats``).
 
 CLI: ``python -m annotators.eval_detection [--hands SPEC] [--option k=v ...] [--clips a,b] [--json OUT]``
 prints one row per clip and a total.
@@ -61,6 +63,7 @@ class ClipScore:
     frames_run: int = 0
     detect_s: float = 0.0
     misses: list = field(default_factory=list)  # [(frame, side)] of eligible labels not found
+    stages: dict = field(default_factory=dict)  # backend's per-step {"calls", "seconds"} (search_stats), if any
 
     @property
     def recall(self) -> float:
@@ -91,6 +94,10 @@ def total(scores: list[ClipScore]) -> ClipScore:
     for s in scores:
         for k in ("frames", "hands", "found", "side_ok", "false_hands", "false_frames", "frames_run", "detect_s"):
             setattr(t, k, getattr(t, k) + getattr(s, k))
+        for k, v in s.stages.items():
+            acc = t.stages.setdefault(k, {"calls": 0, "seconds": 0.0})
+            acc["calls"] += v["calls"]
+            acc["seconds"] += v["seconds"]
     return t
 
 
@@ -212,19 +219,24 @@ def evaluate_clip(clip: str, labels: dict, backend, *, root: Path | None = None,
     size = labels["size"]
     score = ClipScore(clip)
     backend.reset()
+    stats0 = backend.search_stats() if hasattr(backend, "search_stats") else {}
     with open_source(path, max_width=max_width) as src:
         sx, sy = size[0] / src.info.width, size[1] / src.info.height
         for fr in src:
             labelled = fr.source_index in labels["frames"]
             if frames == "labelled" and not labelled:
                 continue
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             dets = backend.detect(fr.rgb)
-            score.detect_s += time.perf_counter() - t0
+            score.detect_s += time.process_time() - t0
             score.frames_run += 1
             if labelled:
                 score_frame(score, fr.source_index, [_to_label_px(d, sx, sy, size) for d in dets],
                             labels["frames"][fr.source_index], min_size)
+    if stats0:
+        stats1 = backend.search_stats()
+        score.stages = {k: {"calls": stats1[k]["calls"] - v["calls"], "seconds": stats1[k]["seconds"] - v["seconds"]}
+                        for k, v in stats0.items()}
     return score
 
 
@@ -250,10 +262,11 @@ def evaluate(make_backend: Callable[[], Any], labels_path: str | Path = DEFAULT_
 
 def format_table(scores: list[ClipScore]) -> str:
     """A plain-text table: one row per clip and the pooled total."""
-    rows = [f"{'clip':<30} {'frames':>6} {'hands':>5} {'recall':>7} {'side':>6} {'false fr':>8} {'ms/fr':>7}"]
+    rows = [f"{'clip':<30} {'frames':>6} {'hands':>5} {'recall':>7} {'side':>6} {'false fr':>8} {'ms/fr':>7}  stages ms/fr"]
     for s in [*scores, total(scores)]:
+        st = " ".join(f"{k} {1000 * v['seconds'] / s.frames_run:.1f}" for k, v in s.stages.items()) if s.frames_run else ""
         rows.append(f"{s.clip:<30} {s.frames:>6} {s.hands:>5} {s.recall:>7.3f} {s.side_rate:>6.3f} "
-                    f"{s.false_rate:>8.3f} {s.ms_per_frame:>7.1f}")
+                    f"{s.false_rate:>8.3f} {s.ms_per_frame:>7.1f}  {st}")
     return "\n".join(rows)
 
 
