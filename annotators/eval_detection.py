@@ -63,6 +63,7 @@ class ClipScore:
     frames_run: int = 0
     detect_s: float = 0.0
     misses: list = field(default_factory=list)  # [(frame, side)] of eligible labels not found
+    false_at: list = field(default_factory=list)  # labelled frames with a false detection
     stages: dict = field(default_factory=dict)  # backend's per-step {"calls", "seconds"} (search_stats), if any
 
     @property
@@ -197,6 +198,8 @@ def score_frame(score: ClipScore, frame: int, dets: list[tuple[str, np.ndarray, 
     n_false = len(dets) - len(pairs)
     score.false_hands += n_false
     score.false_frames += n_false > 0
+    if n_false:
+        score.false_at.append(frame)
 
 
 def _to_label_px(det, sx: float, sy: float, size: tuple[int, int]) -> tuple[str, np.ndarray, np.ndarray]:

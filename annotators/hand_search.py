@@ -16,8 +16,9 @@ already removed by the caller's ``to_px``):
    that are small in the frame are larger in a tile.
 4. *Merge*: candidates are reduced by non-maximum suppression (same hand: box IoU >= ``nms_iou`` or palm
    centres closer than a third of the hand's size; the tracker's candidates win, then the higher score); at most
-   ``max_hands`` are kept (highest score first), and those below ``min_search_score`` that only a
-   search found are dropped.
+   ``max_hands`` are kept (highest score first); a hand that only re-detection or the search found needs
+   a score of ``min_search_score`` and ``min_in_frame`` of its landmarks inside the frame (a hand mirrored
+   out by the search's border lies outside).
 5. *Side*: each kept hand is matched to the previous frame's hands (IoU / palm distance) and keeps a
    decaying vote of the detector's side labels (a hand keeps its side through a few mislabelled frames).
    Two hands side by side: from frames where the detector labels them differently, the search learns on
@@ -86,6 +87,11 @@ def _inside(p: np.ndarray, box: np.ndarray) -> bool:
     return bool(box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3])
 
 
+def _in_frame_fraction(c: Candidate, w: int, h: int) -> float:
+    """Fraction of the landmarks inside the frame (a hand mirrored out by the search's border lies outside)."""
+    return float(np.mean((c.uv[:, 0] >= 0) & (c.uv[:, 0] <= w) & (c.uv[:, 1] >= 0) & (c.uv[:, 1] <= h)))
+
+
 def same_hand(a: Candidate, b: Candidate, iou_thr: float = 0.5, palm_frac: float = 0.35) -> bool:
     """Two candidates are one hand: boxes overlap by ``iou_thr``, or their palm centres are closer than
     ``palm_frac`` of the larger hand's size (a partial view of a hand inside a full one). Two hands
@@ -120,6 +126,7 @@ class SearchConfig:
     search_max_every: int = 24  # a search that finds nothing new doubles the interval up to this
     nms_iou: float = 0.5
     min_search_score: float = 0.7  # detector score a hand found only by re-detection or search needs
+    min_in_frame: float = 0.3  # ... and the fraction of its landmarks inside the frame
     vote_decay: float = 0.8  # per-frame decay of a hand's side vote
     track_match_px: float = 0.6  # palm distance (fraction of hand size) that continues a hand
     view_min_evidence: float = 3.0  # side-by-position needs this much two-hand evidence (see _assign_sides)
@@ -220,8 +227,8 @@ class HandSearch:
             # back off while the search finds nothing (one-hand videos), back to the base rate when it does
             self._every = cfg.search_every if len(merged) > n_before else min(2 * self._every, cfg.search_max_every)
         h, w = img.shape[:2]
-        merged = [c for c in merged if (c.source == "track" or c.score >= cfg.min_search_score)
-                  and 0 <= c.palm[0] <= w and 0 <= c.palm[1] <= h]  # a mirrored copy's palm lies outside
+        merged = [c for c in merged if c.source == "track"
+                  or (c.score >= cfg.min_search_score and _in_frame_fraction(c, w, h) >= cfg.min_in_frame)]
         merged = sorted(merged, key=lambda c: -c.score)[: cfg.max_hands]
         out = self._assign_sides(merged)
         self._frame += 1
