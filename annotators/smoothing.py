@@ -15,7 +15,7 @@ frame's raw length exactly). Missing joints (NaN or confidence below ``min_confi
 are skipped by the fit and stay as they were.
 
 ``smoothing_figures`` measures what the issue asks of a smoother: bone-length ratio smoothed / raw
-(percentiles), lag (frames, from the cross-correlation of raw and smoothed joint velocities) and the
+(percentiles), lag (frames, from the cross-correlation of raw and smoothed joint paths) and the
 p95 of the joint acceleration ("jitter", m/s^2) before and after.
 """
 
@@ -120,8 +120,8 @@ def _accel(j: np.ndarray, fps: float) -> np.ndarray:
 def smoothing_figures(raw: np.ndarray, smoothed: np.ndarray, fps: float, max_lag: int = 5) -> dict[str, float]:
     """Bone ratios (smoothed / raw length: p5, median, p95 over bones and frames; ``bone_median_ratio_min`` /
     ``_max``: the extreme per-bone median ratios, i.e. the systematic shrinking or growing), lag in frames
-    (argmax of the summed cross-correlation of raw and smoothed joint velocities within +-max_lag;
-    positive: smoothed behind raw) and joint acceleration p95 before / after (m/s^2)."""
+    (argmax of the summed cross-correlation of raw and smoothed joint positions, each joint's mean
+    removed, within +-max_lag; positive: smoothed behind raw) and joint acceleration p95 before / after (m/s^2)."""
     raw = np.asarray(raw, np.float64)
     sm = np.asarray(smoothed, np.float64)
     ratios, medians = [], []
@@ -133,18 +133,22 @@ def smoothing_figures(raw: np.ndarray, smoothed: np.ndarray, fps: float, max_lag
         if ok.any():
             medians.append(float(np.median(ls[ok] / lr[ok])))
     r = np.concatenate(ratios) if ratios else np.empty(0)
-    vr = np.diff(raw, axis=0)
-    vs = np.diff(sm, axis=0)
-    ok = np.isfinite(vr).all(-1) & np.isfinite(vs).all(-1)
-    vr = np.where(ok[..., None], vr, 0.0)
-    vs = np.where(ok[..., None], vs, 0.0)
-    vr -= vr.mean(0)
-    vs -= vs.mean(0)
+    # lag: the shift that best aligns the smoothed joint paths with the raw ones (positions, per joint
+    # mean removed; velocities would be dominated by the very noise the filter removes)
+    ok = np.isfinite(raw).all(-1) & np.isfinite(sm).all(-1)
+    cnt = np.maximum(ok.sum(0), 1)[:, None]
+    pr = np.where(ok[..., None], raw, 0.0)
+    ps = np.where(ok[..., None], sm, 0.0)
+    pr = np.where(ok[..., None], pr - pr.sum(0) / cnt, 0.0)
+    ps = np.where(ok[..., None], ps - ps.sum(0) / cnt, 0.0)
     corr = {}
     for lag in range(-max_lag, max_lag + 1):
-        a = vr[: len(vr) - lag] if lag >= 0 else vr[-lag:]
-        b = vs[lag:] if lag >= 0 else vs[: len(vs) + lag]
-        corr[lag] = float((a * b).sum())
+        a = pr[: len(pr) - lag] if lag >= 0 else pr[-lag:]
+        b = ps[lag:] if lag >= 0 else ps[: len(ps) + lag]
+        m = (ok[: len(ok) - lag] & ok[lag:]) if lag >= 0 else (ok[-lag:] & ok[: len(ok) + lag])
+        a = np.where(m[..., None], a - (a * m[..., None]).sum(0) / np.maximum(m.sum(0), 1)[:, None], 0.0)
+        b = np.where(m[..., None], b - (b * m[..., None]).sum(0) / np.maximum(m.sum(0), 1)[:, None], 0.0)
+        corr[lag] = float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))  # Pearson
     lag = max(corr, key=corr.get)
     ar, asm = _accel(raw, fps), _accel(sm, fps)
     return {

@@ -53,6 +53,8 @@ def test_synthetic_hand():
     fig = smoothing_figures(noisy, sm, 30.0)
     print("synthetic:", fig)
     _check(fig)
+    late = np.concatenate([np.repeat(sm[:1], 3, 0), sm[:-3]])  # the same path 3 frames late
+    assert smoothing_figures(noisy, late, 30.0)["lag_frames"] == 3
     err_raw = np.linalg.norm(noisy - x, axis=-1).mean()
     err_sm = np.linalg.norm(sm - x, axis=-1).mean()
     assert err_sm < 0.7 * err_raw  # closer to the truth, not only smoother
