@@ -100,12 +100,16 @@ def same_hand(a: Candidate, b: Candidate, iou_thr: float = 0.5, palm_frac: float
     return _iou(a.box, b.box) >= iou_thr or d < palm_frac * max(a.size, b.size)
 
 
-def nms(cands: list[Candidate], iou_thr: float = 0.5) -> list[Candidate]:
-    """Non-maximum suppression: tracker candidates first (kept as they are: the tracker already tells
-    its hands apart), then the others by score."""
-    kept = [c for c in cands if c.source == "track"]
+def nms(cands: list[Candidate], iou_thr: float = 0.5, palm_frac: float = 0.35) -> list[Candidate]:
+    """Non-maximum suppression: tracker candidates first, then the others, each by score. Two tracker
+    candidates are one hand only when their palms nearly coincide (MediaPipe's tracker sometimes follows
+    one hand twice; two hands on one object overlap, but their palms lie apart)."""
+    kept: list[Candidate] = []
+    for c in sorted((c for c in cands if c.source == "track"), key=lambda c: -c.score):
+        if not any(same_hand(c, k, iou_thr=2.0, palm_frac=palm_frac) for k in kept):
+            kept.append(c)
     for c in sorted((c for c in cands if c.source != "track"), key=lambda c: -c.score):
-        if not any(same_hand(c, k, iou_thr) for k in kept):
+        if not any(same_hand(c, k, iou_thr, palm_frac) for k in kept):
             kept.append(c)
     return kept
 

@@ -97,12 +97,14 @@ def _cand(x0, y0, size, side="right", score=0.9, source="track"):
 
 def test_nms_keeps_two_hands_on_one_object_and_drops_duplicates():
     a = _cand(100, 100, 100)
-    b = _cand(150, 110, 100, side="left")  # overlapping box, palm 50 px away: another hand
+    b = _cand(150, 110, 100, side="left", score=0.8)  # overlapping box, palm 50 px away: another hand
     dup = _cand(110, 105, 90, source="tile", score=0.99)  # the same hand seen in a tile
     assert not same_hand(a, b) and same_hand(a, dup)
     b_tile = _cand(150, 110, 100, side="left", source="tile")
     assert [id(k) for k in nms([a, dup, b_tile])] == [id(a), id(b_tile)]  # the tracker's a wins over its duplicate
-    assert [id(k) for k in nms([b, a, dup])] == [id(b), id(a)]  # tracker hands are kept as they are
+    assert [id(k) for k in nms([b, a])] == [id(a), id(b)]  # two tracked hands on one object: both kept
+    track_dup = _cand(104, 102, 96, score=0.5)  # the tracker following hand a twice
+    assert [id(k) for k in nms([track_dup, a, b])] == [id(a), id(b)]
 
 
 def test_side_vote_and_conflict():
