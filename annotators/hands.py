@@ -42,8 +42,8 @@ Hand search (``search=True``, the default; ``annotators.hand_search``)
     The tracker alone misses hands it never locked on to (the second hand, small, blurred, at the
     border) and MediaPipe's side label flips on blurred hands. On the project's labelled real-clip
     frames (``samples/real_clips``, ``annotators.eval_detection``, 640 px) the search raised recall of
-    visible hands from 0.850 to 0.888 and correct sides from 0.919 to 0.986, false-hand frames 0.019
-    both, for 37 % more CPU (36.6 -> 50.7 ms per frame): see ``docs/DETECTION_RESULTS.md``.
+    visible hands from 0.850 to 0.888, correct sides from 0.919 to 0.990 and cut frames with a false
+    hand from 0.019 to 0.006, for 41 % more CPU (38.2 -> 54.0 ms per frame): ``docs/DETECTION_RESULTS.md``.
 
 Adding a HaMeR/WiLoR-style estimator (user weights)
     Subclass ``HandBackend`` in your own module, load your weights from a local path given to

@@ -145,7 +145,7 @@ FLOORS = {  # clip: (recall, side correct, false frames); measured after: recall
     "egoloc/jar_shelf": (0.75, 0.95, 0.02),  # 0.750 1.000 0.000 (4 hands)
     "mediapipe_samples/hand_reach": (0.95, 0.95, 0.02),  # 1.000 1.000 0.000
     "mediapipe_samples/typing": (0.9, 0.95, 0.02),  # 1.000 1.000 0.000 (11 hands)
-    "sam2_gallery/02_cups": (0.85, 0.9, 0.1),  # 0.889 0.938 0.100
+    "sam2_gallery/02_cups": (0.85, 0.9, 0.05),  # 0.889 0.958 0.033
     "sam2_gallery/03_blocks": (0.58, 0.95, 0.02),  # 0.609 1.000 0.000
     "sam2_gallery/04_coffee": (0.95, 0.95, 0.02),  # 1.000 1.000 0.000
 }
@@ -163,13 +163,13 @@ def test_all_labelled_frames_floors(all_scores):
         print(clip, f"recall {s.recall:.3f} side {s.side_rate:.3f} false frames {s.false_rate:.3f}")
         assert s.recall >= rec and s.side_rate >= side and s.false_rate <= false, clip
     t = total(list(all_scores.values()))
-    assert t.recall >= 0.87 and t.side_rate >= 0.95 and t.false_rate <= 0.02  # 0.888 0.986 0.019
+    assert t.recall >= 0.87 and t.side_rate >= 0.95 and t.false_rate <= 0.02  # 0.888 0.990 0.006
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue #9 targets not met yet: hands entering from the image border in "
-                   "03_blocks (fingers only) are missed by MediaPipe's palm detector, and its side labels are "
-                   "wrong on many blurred, crossing hands in 02_cups")
+@pytest.mark.xfail(strict=True, reason="issue #9 recall target not met yet (0.888 of 0.95): hands entering from "
+                   "the image border in 03_blocks (fingers only) and motion-blurred hands in 02_cups are missed "
+                   "by MediaPipe's palm detector")
 def test_all_labelled_frames_targets(all_scores):
     t = total(list(all_scores.values()))
     assert t.recall >= 0.95 and t.side_rate >= 0.95 and t.false_rate <= 0.02
