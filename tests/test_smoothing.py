@@ -75,7 +75,9 @@ def test_real_clip_raw_joints():
     from annotators.pipeline import AnnotateConfig, run_pipeline
     from vipa.resources import REPO_ROOT
 
-    ann = run_pipeline(REPO_ROOT / CLIP, AnnotateConfig(objects=False, qa=False, motion=False, max_frames=120))
+    cfg = AnnotateConfig(decode={"max_frames": 120}, objects={"backends": ()}, qa={"enabled": False},
+                         motion={"enabled": False})
+    ann = run_pipeline(REPO_ROOT / CLIP, cfg)
     ep = ann.episode
     figs = []
     for side, raw in ann.raw_joints.items():
