@@ -1,0 +1,278 @@
+"""Hand search around MediaPipe: every visible hand, not only those its tracker holds.
+
+``HandSearch`` runs per frame, in order (pixels of the frame given; MediaPipe's 0.5 px index offset
+already removed by the caller's ``to_px``):
+
+1. *Track*: the legacy video-mode graph on the frame padded by a fixed border (as before).
+2. *Re-detect*: each hand of the previous frame that step 1 did not find again is looked for in a
+   square crop around where it was, of ``roi_scale`` times its size (so the padding follows the hand's
+   size, not the frame's), with a static-image graph. A hand found once is followed this way even
+   when the tracker never holds it.
+3. *Search* (multi-scale): while fewer than ``max_hands`` hands are known, every ``search_every``-th
+   frame (the interval doubles, up to ``search_max_every``, after each search that finds nothing, and
+   returns to ``search_every`` when a search finds a hand or a hand is lost) the static graph also runs on the whole frame mirrored out at its borders by ``reflect_pad``
+   (hands cut by the image border are found more often so) and on ``tiles`` x ``tiles`` overlapping
+   tiles (each ``tile_frac`` of the frame's sides, padded by ``tile_pad`` of its longer side): hands
+   that are small in the frame are larger in a tile.
+4. *Merge*: candidates are reduced by non-maximum suppression (same hand: box IoU >= ``nms_iou`` or palm
+   centres closer than a third of the hand's size; the tracker's candidates win, then the higher score); at most
+   ``max_hands`` are kept (highest score first); a hand that only re-detection or the search found needs
+   a score of ``min_search_score`` and ``min_in_frame`` of its landmarks inside the frame (a hand mirrored
+   out by the search's border lies outside).
+5. *Side*: each kept hand is matched to the previous frame's hands (IoU / palm distance) and keeps a
+   decaying vote of the detector's side labels (a hand keeps its side through a few mislabelled frames).
+   Two hands side by side: from frames where the detector labels them differently, the search learns on
+   which image side the right hand is (right in egocentric views, left when the person faces the
+   camera); once that evidence reaches ``view_min_evidence``, their image order decides their sides.
+   Otherwise, when two hands claim the same side, the one with the weaker vote takes the other side.
+
+Costs are counted per step in ``stats`` (calls and CPU seconds of this process), so the search's cost can be reported
+separately from the tracker's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+PALM = (0, 5, 9, 13, 17)  # wrist and finger MCPs (MediaPipe order)
+
+
+@dataclass
+class Candidate:
+    """One hand found by one step, in frame pixels (corner origin)."""
+
+    uv: np.ndarray  # (21, 2) float32 px
+    world: np.ndarray  # (21, 3) float32 m, hand-centred
+    side: str  # anatomical side from the detector's label
+    score: float
+    source: str  # "track" | "roi" | "tile"
+    label_raw: str = ""  # the detector's own label
+
+    @property
+    def box(self) -> np.ndarray:
+        lo, hi = self.uv.min(0), self.uv.max(0)
+        return np.array([lo[0], lo[1], hi[0], hi[1]], np.float64)
+
+    @property
+    def size(self) -> float:
+        b = self.box
+        return float(max(b[2] - b[0], b[3] - b[1], 1.0))
+
+    @property
+    def palm(self) -> np.ndarray:
+        return self.uv[list(PALM)].mean(0).astype(np.float64)
+
+
+@dataclass
+class _Track:
+    box: np.ndarray
+    palm: np.ndarray
+    size: float
+    vote: float  # > 0: right, < 0: left (decaying sum of signed detector scores)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _inside(p: np.ndarray, box: np.ndarray) -> bool:
+    return bool(box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3])
+
+
+def _in_frame_fraction(c: Candidate, w: int, h: int) -> float:
+    """Fraction of the landmarks inside the frame (a hand mirrored out by the search's border lies outside)."""
+    return float(np.mean((c.uv[:, 0] >= 0) & (c.uv[:, 0] <= w) & (c.uv[:, 1] >= 0) & (c.uv[:, 1] <= h)))
+
+
+def same_hand(a: Candidate, b: Candidate, iou_thr: float = 0.5, palm_frac: float = 0.35) -> bool:
+    """Two candidates are one hand: boxes overlap by ``iou_thr``, or their palm centres are closer than
+    ``palm_frac`` of the larger hand's size (a partial view of a hand inside a full one). Two hands
+    holding one object overlap too, but their palms lie apart."""
+    d = float(np.hypot(*(a.palm - b.palm)))
+    return _iou(a.box, b.box) >= iou_thr or d < palm_frac * max(a.size, b.size)
+
+
+def nms(cands: list[Candidate], iou_thr: float = 0.5, palm_frac: float = 0.35) -> list[Candidate]:
+    """Non-maximum suppression: tracker candidates first, then the others, each by score. Two tracker
+    candidates are one hand only when their palms nearly coincide (MediaPipe's tracker sometimes follows
+    one hand twice; two hands on one object overlap, but their palms lie apart)."""
+    kept: list[Candidate] = []
+    for c in sorted((c for c in cands if c.source == "track"), key=lambda c: -c.score):
+        if not any(same_hand(c, k, iou_thr=2.0, palm_frac=palm_frac) for k in kept):
+            kept.append(c)
+    for c in sorted((c for c in cands if c.source != "track"), key=lambda c: -c.score):
+        if not any(same_hand(c, k, iou_thr, palm_frac) for k in kept):
+            kept.append(c)
+    return kept
+
+
+@dataclass
+class SearchConfig:
+    """Settings of ``HandSearch`` (see the module docstring)."""
+
+    max_hands: int = 2
+    roi_scale: float = 2.2  # re-detection crop side / hand size
+    roi_min_px: int = 96  # smallest crop side (px of the frame)
+    roi_reflect: bool = True  # a crop reaching past the image border is filled by mirroring, not black
+    tiles: int = 2  # tiles per side (0: no tile search)
+    tile_frac: float = 0.6  # tile side / frame side
+    tile_pad: float = 0.2  # black border added to a tile, fraction of its longer side
+    reflect_pad: float = 0.1  # the search also runs on the whole frame mirrored out by this fraction (0: off)
+    search_every: int = 3  # run the search on every k-th frame that lacks hands (3: no beat with every-10th labels)
+    search_max_every: int = 24  # a search that finds nothing new doubles the interval up to this
+    nms_iou: float = 0.5
+    min_search_score: float = 0.7  # detector score a hand found only by re-detection or search needs
+    min_in_frame: float = 0.3  # ... and the fraction of its landmarks inside the frame
+    vote_decay: float = 0.8  # per-frame decay of a hand's side vote
+    track_match_px: float = 0.6  # palm distance (fraction of hand size) that continues a hand
+    view_min_evidence: float = 3.0  # side-by-position needs this much two-hand evidence (see _assign_sides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# a detector run: (image, origin x, origin y, scale) -> candidates in frame pixels
+RunFn = Callable[[np.ndarray, float, float, float, str], list[Candidate]]
+
+
+@dataclass
+class HandSearch:
+    """Per-video state of the search (see the module docstring). ``track`` and ``static`` are
+    ``RunFn``s running the video-mode and the static-image graphs."""
+
+    track: Callable[[np.ndarray], list[Candidate]]
+    static: RunFn
+    cfg: SearchConfig = field(default_factory=SearchConfig)
+    stats: dict[str, list[float]] = field(default_factory=lambda: {k: [0, 0.0] for k in ("track", "roi", "tile")})
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._tracks: list[_Track] = []
+        self._view = 0.0  # > 0: the right hand is seen on the image right (egocentric), < 0: on the left (facing)
+        self._frame = 0
+        self._since_search = 10**9
+        self._every = self.cfg.search_every
+
+    def _time(self, key: str, fn: Callable[[], list[Candidate]]) -> list[Candidate]:
+        t0 = time.process_time()
+        out = fn()
+        self.stats[key][0] += 1
+        self.stats[key][1] += time.process_time() - t0
+        return out
+
+    def _crop_run(self, img: np.ndarray, cx: float, cy: float, side: float, source: str) -> list[Candidate]:
+        """Static graph on a square crop centred at (cx, cy); outside the frame is black."""
+        import cv2
+
+        h, w = img.shape[:2]
+        s = int(round(side))
+        x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
+        sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + s), min(h, y0 + s)
+        if sx1 - sx0 < 8 or sy1 - sy0 < 8:
+            return []
+        border = cv2.BORDER_REFLECT if self.cfg.roi_reflect else cv2.BORDER_CONSTANT
+        crop = cv2.copyMakeBorder(img[sy0:sy1, sx0:sx1], sy0 - y0, y0 + s - sy1, sx0 - x0, x0 + s - sx1, border)
+        scale = 1.0
+        if s < 192:  # the palm detector's input size: upscale small crops
+            scale = 192.0 / s
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        return self.static(crop, float(x0), float(y0), scale, source)
+
+    def _tile_run(self, img: np.ndarray) -> list[Candidate]:
+        import cv2
+
+        h, w = img.shape[:2]
+        n = self.cfg.tiles
+        tw, th = int(round(w * self.cfg.tile_frac)), int(round(h * self.cfg.tile_frac))
+        out: list[Candidate] = []
+        if self.cfg.reflect_pad > 0:  # hands cut by the border: mirroring gives the palm detector more of them
+            p = int(round(self.cfg.reflect_pad * max(w, h)))
+            out += self.static(cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REFLECT), float(-p), float(-p), 1.0, "tile")
+        xs = np.linspace(0, w - tw, n).round().astype(int) if n > 1 else [0]
+        ys = np.linspace(0, h - th, n).round().astype(int) if n > 1 else [0]
+        for oy in ys:
+            for ox in xs:
+                p = int(round(self.cfg.tile_pad * max(tw, th)))
+                tile = cv2.copyMakeBorder(img[oy:oy + th, ox:ox + tw], p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+                out += self.static(tile, float(ox - p), float(oy - p), 1.0, "tile")
+        return out
+
+    def detect(self, img: np.ndarray) -> list[tuple[Candidate, str]]:
+        """Hands in one frame as (candidate, side) pairs, side after voting and conflict resolution."""
+        cfg = self.cfg
+        cands = self._time("track", lambda: self.track(img))
+        # re-detect hands of the previous frame that the tracker lost
+        for tr in self._tracks:
+            if any(_iou(c.box, tr.box) >= cfg.nms_iou
+                   or np.hypot(*(c.palm - tr.palm)) <= cfg.track_match_px * max(tr.size, c.size) for c in cands):
+                continue
+            side = max(cfg.roi_min_px, cfg.roi_scale * tr.size)
+            cx, cy = 0.5 * (tr.box[0] + tr.box[2]), 0.5 * (tr.box[1] + tr.box[3])
+            cands += self._time("roi", lambda: self._crop_run(img, cx, cy, side, "roi"))
+        merged = nms(cands, cfg.nms_iou)
+        if len(merged) < len(self._tracks):  # a hand was lost: search soon again
+            self._every = cfg.search_every
+        self._since_search += 1
+        searching = cfg.tiles > 0 or cfg.reflect_pad > 0
+        if searching and len(merged) < cfg.max_hands and self._since_search >= self._every:
+            self._since_search = 0
+            n_before = len(merged)
+            merged = nms(merged + self._time("tile", lambda: self._tile_run(img)), cfg.nms_iou)
+            # back off while the search finds nothing (one-hand videos), back to the base rate when it does
+            self._every = cfg.search_every if len(merged) > n_before else min(2 * self._every, cfg.search_max_every)
+        h, w = img.shape[:2]
+        merged = [c for c in merged if c.source == "track"
+                  or (c.score >= cfg.min_search_score and _in_frame_fraction(c, w, h) >= cfg.min_in_frame)]
+        merged = sorted(merged, key=lambda c: -c.score)[: cfg.max_hands]
+        out = self._assign_sides(merged)
+        self._frame += 1
+        return out
+
+    def _assign_sides(self, hands: list[Candidate]) -> list[tuple[Candidate, str]]:
+        cfg = self.cfg
+        new_tracks: list[_Track] = []
+        used: set[int] = set()
+        for c in hands:
+            best, best_d = None, None
+            for k, tr in enumerate(self._tracks):
+                if k in used:
+                    continue
+                d = float(np.hypot(*(c.palm - tr.palm))) / max(tr.size, c.size)
+                if (d <= cfg.track_match_px or _iou(c.box, tr.box) >= cfg.nms_iou) and (best_d is None or d < best_d):
+                    best, best_d = k, d
+            prior = 0.0
+            if best is not None:
+                used.add(best)
+                prior = self._tracks[best].vote * cfg.vote_decay
+            vote = prior + (c.score if c.side == "right" else -c.score)
+            new_tracks.append(_Track(c.box, c.palm, c.size, vote))
+        sides = ["right" if t.vote > 0 else "left" for t in new_tracks]
+        if len(hands) == 2:
+            # which image side the right hand is on, learnt from frames where the detector tells the two apart
+            dx = float(hands[1].palm[0] - hands[0].palm[0])
+            apart = abs(dx) > 0.5 * max(hands[0].size, hands[1].size)
+            if apart and hands[0].side != hands[1].side:
+                right_x = 1.0 if (hands[1].side == "right") == (dx > 0) else -1.0
+                self._view += right_x * min(hands[0].score, hands[1].score)
+            if apart and abs(self._view) >= cfg.view_min_evidence:
+                # two hands side by side: the learnt view decides (the detector's labels flip on blurred hands)
+                right_first = (dx < 0) == (self._view > 0)
+                sides = ["right", "left"] if right_first else ["left", "right"]
+            elif sides[0] == sides[1]:
+                weak = int(np.argmin([abs(t.vote) for t in new_tracks]))
+                sides[weak] = "left" if sides[weak] == "right" else "right"
+            for t, sd in zip(new_tracks, sides):  # the track's vote follows the decision
+                if (t.vote > 0) != (sd == "right"):
+                    t.vote = -t.vote
+        self._tracks = new_tracks
+        return list(zip(hands, sides))

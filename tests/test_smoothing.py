@@ -1,0 +1,94 @@
+"""Skeleton smoothing (annotators.smoothing): bones keep their length, no lag, jitter at least halved;
+on a synthetic noisy hand with known truth and on the raw lifted joints of a real clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotators.smoothing import PARENTS, SkeletonSmoothConfig, local_poly, smooth_skeleton, smoothing_figures
+
+CLIP = "samples/real_clips/mediapipe_samples/hand_reach.mp4"
+
+
+def _moving_hand(t_count: int = 200, fps: float = 30.0) -> np.ndarray:
+    """(T, 21, 3) m: a fan-shaped hand turning and drifting in front of the camera."""
+    tmpl = np.zeros((21, 3))
+    for c in range(1, 21):
+        ang = ((c - 1) // 4 - 2) * 0.3
+        d = np.array([np.sin(ang), -np.cos(ang), 0.1])
+        tmpl[c] = tmpl[PARENTS[c]] + 0.035 * d / np.linalg.norm(d)
+    x = np.zeros((t_count, 21, 3))
+    for i in range(t_count):
+        t = i / fps
+        a = 0.8 * np.sin(2 * np.pi * 0.5 * t)
+        rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        x[i] = tmpl @ rot.T + np.array([0.1 * np.sin(2 * np.pi * 0.3 * t), 0.05 * t, 0.5])
+    return x
+
+
+def _check(fig: dict) -> None:
+    assert 0.98 <= fig["bone_median_ratio_min"] and fig["bone_median_ratio_max"] <= 1.02, fig
+    assert abs(fig["lag_frames"]) <= 1, fig
+    assert fig["jitter_p95_mps2"] <= 0.5 * fig["jitter_p95_raw_mps2"], fig
+
+
+def test_local_poly_follows_a_quadratic_exactly_and_skips_missing():
+    t = np.arange(40, dtype=float)
+    y = (0.5 * t**2 - 3 * t + 2)[:, None]
+    w = np.ones(40)
+    w[10:13] = 0.0
+    y_in = y.copy()
+    y_in[10:13] = np.nan
+    np.testing.assert_allclose(local_poly(y_in, w, 4, 2), y, atol=1e-6)
+
+
+def test_synthetic_hand():
+    x = _moving_hand()
+    rng = np.random.default_rng(0)
+    noisy = x + rng.normal(0.0, 0.003, x.shape)
+    conf = np.ones(x.shape[:2])
+    conf[50:53, 8] = 0.0  # a few missing samples
+    sm = smooth_skeleton(noisy, conf, 30.0)
+    fig = smoothing_figures(noisy, sm, 30.0)
+    print("synthetic:", fig)
+    _check(fig)
+    late = np.concatenate([np.repeat(sm[:1], 3, 0), sm[:-3]])  # the same path 3 frames late
+    assert smoothing_figures(noisy, late, 30.0)["lag_frames"] == 3
+    err_raw = np.linalg.norm(noisy - x, axis=-1).mean()
+    err_sm = np.linalg.norm(sm - x, axis=-1).mean()
+    assert err_sm < 0.7 * err_raw  # closer to the truth, not only smoother
+    exact = smooth_skeleton(noisy, conf, 30.0, SkeletonSmoothConfig(smooth_lengths=False))
+    ok = conf[:, 1:].astype(bool) & conf[:, list(PARENTS[1:])].astype(bool)
+    lr = np.linalg.norm(noisy[:, 1:] - noisy[:, list(PARENTS[1:])], axis=-1)
+    le = np.linalg.norm(exact[:, 1:] - exact[:, list(PARENTS[1:])], axis=-1)
+    np.testing.assert_allclose(le[ok], lr[ok], rtol=1e-4)  # raw lengths kept exactly on request
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match=r"\(T, 21, 3\)"):
+        smooth_skeleton(np.zeros((5, 20, 3)), np.ones((5, 20)), 30.0)
+
+
+def test_real_clip_raw_joints():
+    """The raw lifted joints of a real clip (the pipeline's ``joints_raw``), smoothed."""
+    from annotators.pipeline import AnnotateConfig, run_pipeline
+    from vipa.resources import REPO_ROOT
+
+    cfg = AnnotateConfig(decode={"max_frames": 120}, objects={"backends": ()}, qa={"enabled": False},
+                         motion={"enabled": False})
+    ann = run_pipeline(REPO_ROOT / CLIP, cfg)
+    ep = ann.episode
+    figs = []
+    for side, raw in ann.raw_joints.items():
+        tr = ep.hands[side]
+        ok = tr.valid & tr.present[:, None]
+        if ok[:, 0].sum() < 60:
+            continue
+        conf = np.where(ok, tr.confidence, 0.0)
+        rawm = np.where(ok[..., None], raw, np.nan)
+        fig = smoothing_figures(rawm, smooth_skeleton(rawm, conf, ep.fps), ep.fps)
+        print(CLIP, side, fig)
+        _check(fig)
+        figs.append(fig)
+    assert figs  # the clip's reaching hand is there
