@@ -88,7 +88,7 @@ def lift(
     """
     if method not in ("episode", "pnp"):
         raise ValueError(f"lift: method must be 'episode' or 'pnp', got {method!r}")
-    cfg = config or LiftConfig()
+    cfg = config or config_for_backend(ep.extra.get("hands_backend", {}).get("name"))
     K = geometry.validate_intrinsics(ep.K)
     t_count = ep.num_frames
     if metric_depth is None:
@@ -166,12 +166,19 @@ def lift_frame(
 
 # Kinematic parent of each joint (MediaPipe order): wrist -> each finger's base -> ... -> tip.
 PARENT = np.array([-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19])
-# Plausible hand sizes relative to the landmarks' own size: a sensor/PnP depth ratio outside
-# this range is a wrong depth unit, not a hand (children's ~0.75, large adults and gloves ~1.25).
+# Plausible hand sizes relative to the mean hand: a sensor depth that makes the hand smaller or
+# larger is a wrong depth unit, not a hand (children's ~0.75, large adults and gloves ~1.25).
 HAND_SCALE_RANGE = (0.7, 1.35)
 # Population prior of the hand size (log scale): adult hand length sd is ~5 % within a sex,
 # ~8 % across sexes; 10 % leaves room for teenagers and gloves.
 HAND_SCALE_PRIOR_SIGMA = 0.10
+# Bone lengths (m, joint k to its parent) of MediaPipe 0.10.14's world landmarks, which have one
+# fixed hand for everyone: per bone the 95th percentile over frames (the bone seen across the
+# image), mean of two real videos (the bundled webcam video, 300 hands; real_clips hand_reach,
+# 202 hands), which agreed within 10 % per bone (median 6 %). Their proportions differ from
+# ``hand_model``'s (MediaPipe's tips sit further out), hence a table of their own.
+MEDIAPIPE_BONES = (0.0, 0.0422, 0.035, 0.0385, 0.0346, 0.1041, 0.0297, 0.0249, 0.0308, 0.1013, 0.0377, 0.0279,
+                   0.0291, 0.0988, 0.0318, 0.0251, 0.0254, 0.0886, 0.0241, 0.024, 0.0225)
 
 
 def template_bones() -> np.ndarray:
@@ -221,13 +228,13 @@ def landmark_size(bones: np.ndarray) -> float:
     return float(np.median(r)) if r.size else 1.0
 
 
-def restore_depth(world: np.ndarray, bones: np.ndarray, *, flip: np.ndarray | None = None,
+def restore_depth(world: np.ndarray, bones: np.ndarray, *, force: np.ndarray | None = None,
                   sign_tolerance: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """Undo the depth flattening of hand-centred landmarks (21, 3) with known bone lengths (21,).
 
     Walking from the wrist to the tips, each bone keeps its (x, y) (the landmarks' axes are
     roughly the camera's) and gets |dz| = sqrt(L^2 - dx^2 - dy^2), signed as in the landmarks;
-    ``flip`` (21,) bool reverses chosen bones' signs. Returns the restored landmarks (centred)
+    ``force`` (21,) of -1 / 0 / +1 sets chosen bones' sign (+1: away from the camera). Returns the restored landmarks (centred)
     and (21,) bool: bones whose sign the landmarks leave open (|dz| given < ``sign_tolerance``
     of the restored |dz|).
     """
@@ -244,8 +251,8 @@ def restore_depth(world: np.ndarray, bones: np.ndarray, *, flip: np.ndarray | No
         dz = max(dz, abs(d[2])) if dz < abs(d[2]) else dz
         open_sign[k] = abs(d[2]) < sign_tolerance * dz
         sgn = 1.0 if d[2] >= 0 else -1.0
-        if flip is not None and flip[k]:
-            sgn = -sgn
+        if force is not None and force[k] != 0:
+            sgn = float(np.sign(force[k]))
         out[k] = out[p] + np.array([d[0], d[1], sgn * dz])
     ok = np.isfinite(out).all(-1)
     if ok.any():
@@ -259,6 +266,8 @@ class LiftConfig:
 
     restore_depth: bool = True  # rebuild the landmarks' depth from the episode's bone lengths
     landmark_size: float | None = None  # the detector's fixed hand size / mean hand; None: estimate
+    bones: tuple[float, ...] | None = None  # the detector's fixed bone lengths (21,), m; None: estimate
+    fixed_size: bool = False  # the landmarks have one hand size for everyone (MediaPipe), not the person's
     tolerance_rel: float = 1.5  # a pose "explains the 2D" if its median error <= best * rel ...
     tolerance_px: float = 2.0  # ... or <= best + px
     pixel_sigma: float = 2.0  # px, floor of the 2D noise used to weigh reprojection errors
@@ -269,6 +278,14 @@ class LiftConfig:
     ambiguous_margin: float = 2.0  # cost gap below which another depth is as good: frame flagged
     ambiguous_depth: float = 0.1  # relative wrist-depth difference that makes poses "different"
     ambiguous_confidence: float = 0.5  # confidence factor of flagged frames' joints
+
+
+def config_for_backend(name: str | None) -> LiftConfig:
+    """The lift's settings for landmarks of the named hand backend (MediaPipe: its fixed hand)."""
+    if name == "mediapipe":
+        return LiftConfig(bones=MEDIAPIPE_BONES, landmark_size=landmark_size(np.asarray(MEDIAPIPE_BONES)),
+                          fixed_size=True)
+    return LiftConfig()
 
 
 @dataclass
@@ -310,7 +327,8 @@ def frame_candidates(world: np.ndarray, image: np.ndarray, K: np.ndarray, valid:
     """Poses of one hand in one frame that explain the 2D, best first (see :class:`LiftConfig`).
 
     With ``bones``, the landmarks' depth is restored (:func:`restore_depth`); where bone signs
-    are left open, the landmarks with those bones reversed are tried too.
+    are left open (the landmarks' depth too flat to tell toward or away from the camera), the
+    landmarks with all those bones turned toward the camera, and all away, are tried too.
     """
     import cv2
 
@@ -320,10 +338,11 @@ def frame_candidates(world: np.ndarray, image: np.ndarray, K: np.ndarray, valid:
         w0, open_sign = restore_depth(world, bones)
         worlds = [w0]
         if open_sign.any():
-            worlds.append(restore_depth(world, bones, flip=open_sign)[0])
+            for sign in (-1, 1):
+                worlds.append(restore_depth(world, bones, force=open_sign.astype(np.int8) * sign)[0])
     cands: list = []
-    for w in worlds:
-        cands += geometry.lift_hand_candidates(w, image, K, valid)
+    for i, w in enumerate(worlds):  # RANSAC's outlier rejection once is enough
+        cands += geometry.lift_hand_candidates(w, image, K, valid, ransac=i == 0)
     ok = [c for c in cands if c.ok and np.isfinite(c.median_error)]
     if not ok:
         return cands[:1]
@@ -378,10 +397,15 @@ def lift_track(ep: Episode, side: str, world: np.ndarray, cfg: LiftConfig = Lift
     tr = ep.hands[side]
     frames = np.flatnonzero(tr.present)
     world = np.asarray(world, np.float32)
-    bones = episode_bone_lengths(world[frames], cfg.landmark_size) if (cfg.restore_depth and len(frames)) else None
+    bones = None
+    if cfg.restore_depth and len(frames):
+        bones = (np.asarray(cfg.bones, np.float32) if cfg.bones is not None
+                 else episode_bone_lengths(world[frames], cfg.landmark_size))
     cands = [frame_candidates(world[t], tr.joints_2d[t], K, tr.valid[t], bones, cfg) for t in frames]
     world_size = cfg.landmark_size or (landmark_size(
         bones if bones is not None else episode_bone_lengths(world[frames])) if len(frames) else 1.0)
+    if cfg.bones is not None and bones is not None:  # fixed-size landmarks: their xy keep that size
+        world_size = landmark_size(bones)
     # Sensor: per candidate log ratio; the episode's hand scale from the best candidates first.
     sensor: list[list[float]] = [[np.nan] * len(c) for c in cands]
     log_s0 = float("nan")
@@ -407,7 +431,8 @@ def lift_track(ep: Episode, side: str, world: np.ndarray, cfg: LiftConfig = Lift
         unary.append(u)
     choice, margins = _viterbi(frames, cands, unary, cfg, fps_factor)
     scale = estimate_hand_scale(
-        [sensor[i][choice[i]] for i in range(len(cands)) if cands[i] and cands[i][0].ok], world_size)
+        [sensor[i][choice[i]] for i in range(len(cands)) if cands[i] and cands[i][0].ok], world_size,
+        fixed_size=cfg.fixed_size)
     n = len(frames)
     joints = np.full((n, NUM_JOINTS, 3), np.nan, np.float32)
     errors = np.full((n, NUM_JOINTS), np.nan, np.float32)
@@ -483,27 +508,32 @@ def _viterbi(frames: np.ndarray, cands: list, unary: list, cfg: LiftConfig, fps_
 
 
 def estimate_hand_scale(sensor_log_ratio: list[float] | np.ndarray, world_size: float = 1.0, *,
-                        prior_sigma: float = HAND_SCALE_PRIOR_SIGMA,
-                        plausible: tuple[float, float] = HAND_SCALE_RANGE) -> HandScale:
+                        fixed_size: bool = False, prior_sigma: float = HAND_SCALE_PRIOR_SIGMA,
+                        plausible: tuple[float, float] = HAND_SCALE_RANGE,
+                        max_disagreement: float = MAX_DEPTH_DISAGREEMENT) -> HandScale:
     """One hand's size over an episode, relative to the mean hand, with its uncertainty.
 
     ``sensor_log_ratio``: per frame log(sensor depth / lifted depth) of the chosen pose (NaN
     where the sensor did not see the hand); ``world_size``: size of the landmarks the lift used,
-    relative to the mean hand. With >= 3 sensor frames whose median ratio is a plausible hand
-    (``plausible``, else the depth unit is wrong and the sensor is ignored here): scale =
-    world_size * median ratio, sigma = 1.25 * 1.4826 * MAD / sqrt(n) combined with the prior.
-    Otherwise the 2D alone cannot fix a hand's size (a hand k times larger k times farther
-    projects identically): the population prior, scale = world_size, sigma = ``prior_sigma``,
-    source "prior", nothing applied.
+    relative to the mean hand. ``fixed_size``: the landmarks have one size for everyone
+    (MediaPipe), so the sensor measures the person's size, accepted when it is a plausible hand
+    (``plausible``); otherwise the landmarks claim the person's size and the sensor may only
+    disagree by ``max_disagreement``. Beyond either the depth unit is wrong: the sensor is
+    ignored here. With >= 3 sensor frames: scale = world_size * median ratio, its log's sd
+    1.25 * 1.4826 * MAD / sqrt(n), combined with a log-normal prior (sd ``prior_sigma``) around
+    ``world_size``. Otherwise the 2D alone cannot fix a hand's size (a hand k times larger k
+    times farther projects identically): the prior, scale = world_size, source "prior",
+    nothing applied.
     """
     r = np.asarray(sensor_log_ratio, np.float64)
     r = r[np.isfinite(r)]
     if r.size >= 3:
         med = float(np.median(r))
-        if plausible[0] <= np.exp(med) <= plausible[1]:
+        ok = (plausible[0] <= world_size * np.exp(med) <= plausible[1]) if fixed_size else (
+            abs(np.exp(med) - 1.0) <= max_disagreement)
+        if ok:
             mad = float(np.median(np.abs(r - med))) * 1.4826
             sig = max(1.25 * mad / np.sqrt(r.size), 0.005)
-            # product of the sensor likelihood and the log-normal prior around the landmarks' size
             w = 1.0 / sig ** 2 + 1.0 / prior_sigma ** 2
             log_s = (med / sig ** 2) / w
             return HandScale(float(world_size * np.exp(log_s)), float(1.0 / np.sqrt(w)), "sensor", int(r.size),

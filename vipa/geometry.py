@@ -490,6 +490,7 @@ def lift_hand_candidates(
     depth_factors: tuple[float, ...] = (0.6, 1.6),
     tilt_deg: float = 45.0,
     min_depth_step: float = 0.05,
+    ransac: bool = True,
 ) -> list[LiftResult]:
     """Every PnP pose that explains the 2D, best first (camera frame, metres; errors in px).
 
@@ -499,11 +500,11 @@ def lift_hand_candidates(
     :func:`lift_hand`'s inliers. Local minima that differ in wrist depth by more than
     ``min_depth_step`` (relative) are kept, sorted by median inlier reprojection error; the
     caller decides which reprojection errors still "explain the 2D". A failed
-    :func:`lift_hand` gives ``[that failure]``.
+    :func:`lift_hand` gives ``[that failure]``. ``ransac`` is passed to :func:`lift_hand`.
     """
     import cv2
 
-    base = lift_hand(world_landmarks, image_landmarks, K, valid)
+    base = lift_hand(world_landmarks, image_landmarks, K, valid, ransac=ransac)
     if not base.ok:
         return [base]
     K = validate_intrinsics(K)
