@@ -285,6 +285,8 @@ def config_for_backend(name: str | None) -> LiftConfig:
     if name == "mediapipe":
         return LiftConfig(bones=MEDIAPIPE_BONES, landmark_size=landmark_size(np.asarray(MEDIAPIPE_BONES)),
                           fixed_size=True)
+    if name == "mano_regressor":  # full-depth MANO joints at the person's size (betas): nothing to restore
+        return LiftConfig(restore_depth=False)
     return LiftConfig()
 
 
