@@ -14,6 +14,8 @@ Three pipeline stages, each a plain function over an :class:`~vipa.data.episode.
     j_k^z / j~_k^z, with j_k^z the metric joint depth (from ``lift``) and j~_k^z the cloud
     depth (``depth_raw * depth_unit``, before calibration) at the joint's pixel. The episode
     scale is the median of the per-frame scales (robust to frames whose lift went wrong).
+    The cloud inherits the hands' size (``extra.hand_scale``): its uncertainty is recorded as
+    ``extra.calibration.scale_sigma_log`` (:func:`calibration_uncertainty`).
     ``Episode.depth_scale`` receives the episode scale everywhere (``mode="episode"``, right
     for sensors and any estimator whose scale is stable over the clip) or each frame's own
     scale, gaps filled with the episode scale (``mode="frame"``, for per-frame relative depth).
@@ -687,7 +689,25 @@ def calibrate(
         ep.depth_scale = np.where(ok, frame_scale, np.float32(scale)).astype(np.float32)
     cal = Calibration(scale, residual, frame_scale, frame_res, n_valid, mode)
     ep.extra[CALIB_KEY] = {k: v for k, v in cal.to_json().items() if k in ("scale", "residual", "mode")}
+    ep.extra[CALIB_KEY].update(calibration_uncertainty(ep, frame_scale))
     return cal
+
+
+def calibration_uncertainty(ep: Episode, frame_scale: np.ndarray) -> dict:
+    """The cloud scale's uncertainty: the hands fix it, so it inherits their size's (``extra.hand_scale``).
+
+    Returns {"hand_scale_sigma_log": sd of log hand size of the hands present (largest; None
+    when the lift recorded none), "scale_sigma_log": that combined with the spread of the
+    per-frame scales (1.4826 * MAD / sqrt(n) of their logs)}.
+    """
+    sig_h = [float(v["sigma_log"]) for sd, v in (ep.extra.get(HAND_SCALE_KEY) or {}).items()
+             if ep.hands[sd].present.any() and v.get("sigma_log") is not None]
+    fs = np.log(frame_scale[np.isfinite(frame_scale) & (frame_scale > 0)].astype(np.float64))
+    stat = 1.4826 * float(np.median(np.abs(fs - np.median(fs)))) / np.sqrt(fs.size) if fs.size else float("nan")
+    hand = max(sig_h) if sig_h else None
+    total = float(np.sqrt((hand or 0.0) ** 2 + stat ** 2)) if np.isfinite(stat) else None
+    return {"hand_scale_sigma_log": None if hand is None else round(hand, 5),
+            "scale_sigma_log": None if total is None else round(total, 5)}
 
 
 def joint_depth_pairs(

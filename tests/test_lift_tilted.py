@@ -172,3 +172,25 @@ def test_ambiguous_frames_in_per_frame_quality():
     ep.extra["lift"]["ambiguous"] = [{"frame": 99, "side": te.side, "depth_ratio": 0.5}]
     with pytest.raises(ValueError, match="frame 99"):
         quality.frame_quality(ep)
+
+
+def test_calibration_inherits_the_hand_scale():
+    """Sensor depth: the hand's size is measured and the cloud scale comes out ~1 with a small uncertainty;
+    the same depth marked relative: the cloud scale inherits the landmarks' size, recorded with the prior's sd."""
+    te = tilted_hand_episode(21, scale=0.8, tilt_deg=(0.0, 90.0), world_model="mediapipe", sensor_depth=True)
+    cfg = L.LiftConfig(landmark_size=1.0, fixed_size=True)
+    ep = copy.deepcopy(te.episode)
+    L.lift(ep, {te.side: te.world}, config=cfg)
+    cal = L.calibrate(ep, drop_out_of_view=False)
+    info = ep.extra["calibration"]
+    assert abs(cal.scale - 1.0) < 0.05
+    assert info["hand_scale_sigma_log"] < 0.03 and info["scale_sigma_log"] >= info["hand_scale_sigma_log"]
+    rel = copy.deepcopy(te.episode)
+    rel.extra["depth_backend"] = {"spec": "hf:model", "metric": False}
+    L.lift(rel, {te.side: te.world}, config=cfg)
+    cal = L.calibrate(rel, drop_out_of_view=False)
+    info = rel.extra["calibration"]
+    assert info["hand_scale_sigma_log"] == pytest.approx(L.HAND_SCALE_PRIOR_SIGMA)
+    assert abs(np.log(cal.scale / (1.0 / 0.8))) < 0.1  # the mean-size hand: 1/0.8 too far, as is the cloud
+    print(f"\ncloud scale from mean-size landmarks without metric depth: {cal.scale:.3f} "
+          f"(truth 1, landmarks 1/0.8 = 1.25 too large), recorded sd of log {info['scale_sigma_log']}")
