@@ -179,6 +179,12 @@ HAND_SCALE_PRIOR_SIGMA = 0.10
 # image), mean of two real videos (the bundled webcam video, 300 hands; real_clips hand_reach,
 # 202 hands), which agreed within 10 % per bone (median 6 %). Their proportions differ from
 # ``hand_model``'s (MediaPipe's tips sit further out), hence a table of their own.
+# Palm segments (``PALM_SEGMENTS``) of the same landmarks, measured the same way. MediaPipe's hand is
+# not quite one size: its palm's median is 0.9x (webcam) to 0.98x (hand_reach) of these, and the two
+# videos differ by up to 20 % per segment, so each frame rescales the bones by its palm (see
+# ``frame_bone_scale``).
+PALM_SEGMENTS = ((0, 5), (0, 9), (0, 13), (0, 17), (5, 9), (9, 13), (13, 17), (5, 17), (1, 5))
+MEDIAPIPE_PALM = (0.1041, 0.1013, 0.0988, 0.0886, 0.0253, 0.0222, 0.0247, 0.0654, 0.0755)
 MEDIAPIPE_BONES = (0.0, 0.0422, 0.035, 0.0385, 0.0346, 0.1041, 0.0297, 0.0249, 0.0308, 0.1013, 0.0377, 0.0279,
                    0.0291, 0.0988, 0.0318, 0.0251, 0.0254, 0.0886, 0.0241, 0.024, 0.0225)
 
@@ -230,6 +236,27 @@ def landmark_size(bones: np.ndarray) -> float:
     return float(np.median(r)) if r.size else 1.0
 
 
+def palm_lengths(world: np.ndarray) -> np.ndarray:
+    """(..., 9) lengths (m) of the ``PALM_SEGMENTS`` of hand-centred landmarks (..., 21, 3)."""
+    w = np.asarray(world, np.float32)
+    return np.stack([np.linalg.norm(w[..., a, :] - w[..., b, :], axis=-1) for a, b in PALM_SEGMENTS], -1)
+
+
+def frame_bone_scale(world: np.ndarray, palm: np.ndarray, limits: tuple[float, float] = (1.0, 1.25)) -> float:
+    """How much larger this frame's landmarks are than the reference ``palm`` segment lengths (9,).
+
+    A palm segment's (x, y) length never exceeds its true length, so the largest (x, y) length /
+    reference length over the segments above 1 says the landmarks are larger than the reference
+    in this frame; below 1 it cannot tell a smaller hand from a tilted palm (a 90 deg tilt about
+    a diagonal leaves every segment at ~0.7), so ``limits`` (default 1 to 1.25) clip it.
+    """
+    w = np.asarray(world, np.float32)
+    xy = np.stack([np.linalg.norm(w[a, :2] - w[b, :2]) for a, b in PALM_SEGMENTS])
+    r = xy / np.asarray(palm, np.float32)
+    r = r[np.isfinite(r)]
+    return float(np.clip(r.max(), *limits)) if r.size else 1.0
+
+
 def restore_depth(world: np.ndarray, bones: np.ndarray, *, force: np.ndarray | None = None,
                   sign_tolerance: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """Undo the depth flattening of hand-centred landmarks (21, 3) with known bone lengths (21,).
@@ -269,6 +296,7 @@ class LiftConfig:
     restore_depth: bool = True  # rebuild the landmarks' depth from the episode's bone lengths
     landmark_size: float | None = None  # the detector's fixed hand size / mean hand; None: estimate
     bones: tuple[float, ...] | None = None  # the detector's fixed bone lengths (21,), m; None: estimate
+    palm: tuple[float, ...] | None = None  # the detector's palm segment lengths (9,), m; None: estimate
     fixed_size: bool = False  # the landmarks have one hand size for everyone (MediaPipe), not the person's
     tolerance_rel: float = 1.5  # a pose "explains the 2D" if its median error <= best * rel ...
     tolerance_px: float = 2.0  # ... or <= best + px
@@ -285,8 +313,8 @@ class LiftConfig:
 def config_for_backend(name: str | None) -> LiftConfig:
     """The lift's settings for landmarks of the named hand backend (MediaPipe: its fixed hand)."""
     if name == "mediapipe":
-        return LiftConfig(bones=MEDIAPIPE_BONES, landmark_size=landmark_size(np.asarray(MEDIAPIPE_BONES)),
-                          fixed_size=True)
+        return LiftConfig(bones=MEDIAPIPE_BONES, palm=MEDIAPIPE_PALM,
+                          landmark_size=landmark_size(np.asarray(MEDIAPIPE_BONES)), fixed_size=True)
     if name == "mano_regressor":  # full-depth MANO joints at the person's size (betas): nothing to restore
         return LiftConfig(restore_depth=False)
     return LiftConfig()
@@ -327,10 +355,12 @@ class TrackLift:
 
 
 def frame_candidates(world: np.ndarray, image: np.ndarray, K: np.ndarray, valid: np.ndarray | None,
-                     bones: np.ndarray | None, cfg: LiftConfig) -> list["geometry.LiftResult"]:
+                     bones: np.ndarray | None, cfg: LiftConfig, palm: np.ndarray | None = None
+                     ) -> list["geometry.LiftResult"]:
     """Poses of one hand in one frame that explain the 2D, best first (see :class:`LiftConfig`).
 
-    With ``bones``, the landmarks' depth is restored (:func:`restore_depth`); where bone signs
+    With ``bones``, the landmarks' depth is restored (:func:`restore_depth`) with the bones
+    rescaled to this frame's palm (:func:`frame_bone_scale`, when ``palm`` is given); where bone signs
     are left open (the landmarks' depth too flat to tell toward or away from the camera), the
     landmarks with all those bones turned toward the camera, and all away, are tried too.
     """
@@ -339,14 +369,16 @@ def frame_candidates(world: np.ndarray, image: np.ndarray, K: np.ndarray, valid:
     cv2.setRNGSeed(0)
     worlds = [np.asarray(world, np.float32)]
     if bones is not None:
+        if palm is not None:
+            bones = bones * np.float32(frame_bone_scale(world, palm))
         w0, open_sign = restore_depth(world, bones)
         worlds = [w0]
         if open_sign.any():
             for sign in (-1, 1):
                 worlds.append(restore_depth(world, bones, force=open_sign.astype(np.int8) * sign)[0])
     cands: list = []
-    for i, w in enumerate(worlds):  # RANSAC's outlier rejection once is enough
-        cands += geometry.lift_hand_candidates(w, image, K, valid, ransac=i == 0)
+    for i, w in enumerate(worlds):  # the alternatives: no second RANSAC, no tilted starts (their signs tilt them)
+        cands += geometry.lift_hand_candidates(w, image, K, valid, ransac=i == 0, tilt_deg=45.0 if i == 0 else 0.0)
     ok = [c for c in cands if c.ok and np.isfinite(c.median_error)]
     if not ok:
         return cands[:1]
@@ -405,7 +437,15 @@ def lift_track(ep: Episode, side: str, world: np.ndarray, cfg: LiftConfig = Lift
     if cfg.restore_depth and len(frames):
         bones = (np.asarray(cfg.bones, np.float32) if cfg.bones is not None
                  else episode_bone_lengths(world[frames], cfg.landmark_size))
-    cands = [frame_candidates(world[t], tr.joints_2d[t], K, tr.valid[t], bones, cfg) for t in frames]
+    palm = None
+    if bones is not None:
+        if cfg.palm is not None:
+            palm = np.asarray(cfg.palm, np.float32)
+        else:
+            pl = palm_lengths(world[frames])
+            palm = np.array([np.percentile(c[np.isfinite(c)], 90) if np.isfinite(c).any() else np.nan for c in pl.T],
+                            np.float32)
+    cands = [frame_candidates(world[t], tr.joints_2d[t], K, tr.valid[t], bones, cfg, palm) for t in frames]
     world_size = cfg.landmark_size or (landmark_size(
         bones if bones is not None else episode_bone_lengths(world[frames])) if len(frames) else 1.0)
     if cfg.bones is not None and bones is not None:  # fixed-size landmarks: their xy keep that size

@@ -517,7 +517,7 @@ def lift_hand_candidates(
     r0, t0 = base.rvec.astype(np.float64), base.tvec.astype(np.float64)
     R0 = axis_angle_to_matrix(r0)
     starts: list[tuple[np.ndarray, np.ndarray]] = [(r0, t0 * f) for f in depth_factors]
-    for axis in (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])):
+    for axis in ((np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])) if tilt_deg else ()):
         for sign in (-1.0, 1.0):
             Q = axis_angle_to_matrix(axis * np.deg2rad(tilt_deg) * sign)
             starts.append((matrix_to_axis_angle(Q @ R0).astype(np.float64), t0))
