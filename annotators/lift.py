@@ -63,6 +63,7 @@ def lift(
     max_depth_disagreement: float = MAX_DEPTH_DISAGREEMENT,
     method: str = "episode",
     config: "LiftConfig | None" = None,
+    max_reproj_rel: float | None = None,
 ) -> Episode:
     """Fill ``joints_3d`` (camera frame, metres) and ``reproj_error`` (px) of every present hand.
 
@@ -79,6 +80,10 @@ def lift(
     stays open are listed in ``ep.extra["lift"]["ambiguous"]`` (per-frame quality
     ``lift_ambiguous`` / ``lift_depth_ratio``). ``method="pnp"``: one PnP per frame, the
     landmarks taken as they are (the lift before issue 14).
+
+    ``max_reproj_rel``: also reject a frame whose median reprojection error exceeds this fraction
+    of the hand's 2D size (the longer side of its landmarks' box): a fixed pixel gate is lax for
+    small hands and strict for large ones (:data:`REPROJ_GATE_REL` is the evidence-based value).
 
     With metric depth (``metric_depth``; None reads ``ep.extra["depth_backend"]["metric"]``,
     set by the pipeline for the ``sensor`` backend) each PnP hand is then moved along the
@@ -127,6 +132,10 @@ def lift(
         for t, (joints, err, ok) in frames.items():
             err = np.asarray(err, np.float32)
             bad = not ok or (max_reproj_px is not None and not (np.nanmedian(err) <= max_reproj_px))
+            if not bad and max_reproj_rel is not None:
+                uv = track.joints_2d[t][np.isfinite(track.joints_2d[t]).all(-1)]
+                extent = float(np.ptp(uv, axis=0).max()) if len(uv) >= 2 else float("nan")
+                bad = not (np.nanmedian(err) <= max_reproj_rel * extent)
             if bad:
                 track.joints_3d[t] = np.nan
                 track.reproj_error[t] = err if err.shape == (NUM_JOINTS,) else np.nan
@@ -294,6 +303,8 @@ class LiftConfig:
     """Settings of the episode lift (pixels, metres; costs in units of -log likelihood)."""
 
     restore_depth: bool = True  # rebuild the landmarks' depth from the episode's bone lengths
+    keep_raw: bool = True  # the landmarks as given compete with the restored ones (when restoring) ...
+    raw_cost: float = 1.5  # ... at this cost: the detector's depth is known to be flattened
     landmark_size: float | None = None  # the detector's fixed hand size / mean hand; None: estimate
     bones: tuple[float, ...] | None = None  # the detector's fixed bone lengths (21,), m; None: estimate
     palm: tuple[float, ...] | None = None  # the detector's palm segment lengths (9,), m; None: estimate
@@ -303,7 +314,8 @@ class LiftConfig:
     pixel_sigma: float = 2.0  # px, floor of the 2D noise used to weigh reprojection errors
     depth_sigma: float = 0.08  # log wrist depth change per frame at 15 fps (hand motion)
     rotation_sigma_deg: float = 25.0  # hand rotation per frame at 15 fps
-    sensor_sigma: float = 0.05  # log sensor/PnP depth disagreement of a right pose
+    sensor_sigma: float = 0.03  # log sensor/PnP depth disagreement of a right pose
+    sensor_shape_sigma: float = 0.01  # m, median |sensor - skin| of a right pose beyond the best one's
     max_gap: int = 5  # frames; a longer gap breaks the temporal chain
     ambiguous_margin: float = 2.0  # cost gap below which another depth is as good: frame flagged
     ambiguous_depth: float = 0.1  # relative wrist-depth difference that makes poses "different"
@@ -360,7 +372,9 @@ def frame_candidates(world: np.ndarray, image: np.ndarray, K: np.ndarray, valid:
     """Poses of one hand in one frame that explain the 2D, best first (see :class:`LiftConfig`).
 
     With ``bones``, the landmarks' depth is restored (:func:`restore_depth`) with the bones
-    rescaled to this frame's palm (:func:`frame_bone_scale`, when ``palm`` is given); where bone signs
+    rescaled to this frame's palm (:func:`frame_bone_scale`, when ``palm`` is given), and with
+    ``cfg.keep_raw`` the landmarks as given compete too (tagged ``raw_landmarks``; on real clips
+    they sometimes fit the 2D better than the restored ones); where bone signs
     are left open (the landmarks' depth too flat to tell toward or away from the camera), the
     landmarks with all those bones turned toward the camera, and all away, are tried too.
     """
@@ -372,28 +386,38 @@ def frame_candidates(world: np.ndarray, image: np.ndarray, K: np.ndarray, valid:
         if palm is not None:
             bones = bones * np.float32(frame_bone_scale(world, palm))
         w0, open_sign = restore_depth(world, bones)
-        worlds = [w0]
+        worlds = [w0, np.asarray(world, np.float32)] if cfg.keep_raw else [w0]
         if open_sign.any():
             for sign in (-1, 1):
                 worlds.append(restore_depth(world, bones, force=open_sign.astype(np.int8) * sign)[0])
     cands: list = []
-    for i, w in enumerate(worlds):  # the alternatives: no second RANSAC, no tilted starts (their signs tilt them)
-        cands += geometry.lift_hand_candidates(w, image, K, valid, ransac=i == 0, tilt_deg=45.0 if i == 0 else 0.0)
-    ok = [c for c in cands if c.ok and np.isfinite(c.median_error)]
+    for i, w in enumerate(worlds):  # the sign alternatives: no RANSAC, no tilted starts (their signs tilt them)
+        found = geometry.lift_hand_candidates(w, image, K, valid, ransac=i < 2, tilt_deg=45.0 if i < 2 else 0.0)
+        for c in found:
+            c.raw_landmarks = bones is not None and cfg.keep_raw and i == 1
+        cands += found
+    ok = [c for c in cands if c.ok and np.isfinite(pose_error(c))]
     if not ok:
         return cands[:1]
-    ok.sort(key=lambda c: c.median_error)
-    e0 = ok[0].median_error
+    ok.sort(key=pose_error)
+    e0 = pose_error(ok[0])
     limit = max(e0 * cfg.tolerance_rel, e0 + cfg.tolerance_px)
     keep: list = []
     for c in ok:
-        if c.median_error > limit:
+        if pose_error(c) > limit:
             continue
         z = _wrist_depth(c.joints_cam)
         if any(abs(z / _wrist_depth(k.joints_cam) - 1.0) < 0.03 for k in keep):
             continue
         keep.append(c)
     return keep
+
+
+def pose_error(c: "geometry.LiftResult") -> float:
+    """Median reprojection error (px) of a pose over every joint with a 2D landmark, outliers of its
+    RANSAC included: poses fitted on different inlier sets are compared on the same joints."""
+    e = np.asarray(c.reproj_error, np.float64)
+    return float(np.nanmedian(e)) if np.isfinite(e).any() else float("nan")
 
 
 def _wrist_depth(j: np.ndarray) -> float:
@@ -407,14 +431,15 @@ def _rot_angle(ra: np.ndarray, rb: np.ndarray) -> float:
     return float(np.arccos(np.clip(c, -1.0, 1.0)))
 
 
-def _sensor_log_ratio(ep: Episode, t: int, side: str, joints: np.ndarray) -> float:
-    """log(sensor depth / pose depth) of a pose at frame t (NaN without enough sensor joints)."""
+def _sensor_log_ratio(ep: Episode, t: int, side: str, joints: np.ndarray) -> tuple[float, float]:
+    """(log(sensor depth / pose depth), median |sensor - skin| (m) after the shift) of a pose at
+    frame t; NaNs without enough sensor joints. The residual judges the pose's shape in depth."""
     z_skin, cloud, v = joint_depth_pairs(ep, t, side, joints)
     fix = frame_depth_fix(z_skin, cloud, v)
     zc = float(np.nanmean(joints[:, 2]))
     if not np.isfinite(fix.shift) or zc <= 0 or zc + fix.shift <= 0:
-        return float("nan")
-    return float(np.log((zc + fix.shift) / zc))
+        return float("nan"), float("nan")
+    return float(np.log((zc + fix.shift) / zc)), float(fix.residual)
 
 
 def lift_track(ep: Episode, side: str, world: np.ndarray, cfg: LiftConfig = LiftConfig(), *,
@@ -422,9 +447,9 @@ def lift_track(ep: Episode, side: str, world: np.ndarray, cfg: LiftConfig = Lift
     """Lift one hand over the episode: candidate poses per frame, one chosen for the whole track.
 
     The choice minimises, over the track (Viterbi), the sum of each pose's reprojection cost
-    (n_joints/2 * (e^2 - e_best^2) / sigma^2 on median errors), the change of log wrist depth
+    (n_joints/2 * (e^2 - e_best^2) / sigma^2 on median errors over all joints, :func:`pose_error`), the change of log wrist depth
     and of rotation between consecutive frames, and with metric depth the pose's disagreement
-    with the sensor (after the hand scale). A frame is ambiguous when a pose whose wrist depth
+    with the sensor (its depth after the hand scale, and its shape: the joints' residual). A frame is ambiguous when a pose whose wrist depth
     differs by more than ``cfg.ambiguous_depth`` costs less than ``cfg.ambiguous_margin`` more
     than the chosen path (min-marginals). The hand scale (:func:`estimate_hand_scale`) then
     multiplies the chosen joints about the camera centre (the 2D fit is unchanged).
@@ -452,26 +477,37 @@ def lift_track(ep: Episode, side: str, world: np.ndarray, cfg: LiftConfig = Lift
         world_size = landmark_size(bones)
     # Sensor: per candidate log ratio; the episode's hand scale from the best candidates first.
     sensor: list[list[float]] = [[np.nan] * len(c) for c in cands]
+    shape_res: list[list[float]] = [[np.nan] * len(c) for c in cands]
     log_s0 = float("nan")
     if use_depth:
         for i, (t, cs) in enumerate(zip(frames, cands)):
-            sensor[i] = [_sensor_log_ratio(ep, int(t), side, c.joints_cam) if c.ok else np.nan for c in cs]
+            pairs = [_sensor_log_ratio(ep, int(t), side, c.joints_cam) if c.ok else (np.nan, np.nan) for c in cs]
+            sensor[i] = [p[0] for p in pairs]
+            shape_res[i] = [p[1] for p in pairs]
         best = np.array([s_[0] for s_ in sensor if len(s_)], np.float64)
         best = best[np.isfinite(best)]
-        if best.size:
+        # a sensor the hand-size check refuses (a wrong depth unit) takes no part in the choice either
+        if best.size and estimate_hand_scale(best, world_size, fixed_size=cfg.fixed_size).source == "sensor":
             log_s0 = float(np.median(best))
+        else:
+            shape_res = [[np.nan] * len(c) for c in cands]
     fps_factor = 15.0 / float(ep.fps)
     unary = []
     for i, cs in enumerate(cands):
         if not cs or not cs[0].ok:
             unary.append(np.zeros(len(cs)))
             continue
-        e0 = cs[0].median_error
+        e0 = pose_error(cs[0])
         sig = max(cfg.pixel_sigma, e0)
-        u = np.array([0.5 * c.inliers.sum() * (c.median_error ** 2 - e0 ** 2) / sig ** 2 for c in cs])
+        n_2d = int(np.isfinite(cs[0].reproj_error).sum())
+        u = np.array([0.5 * n_2d * (pose_error(c) ** 2 - e0 ** 2) / sig ** 2
+                      + (cfg.raw_cost if getattr(c, "raw_landmarks", False) else 0.0) for c in cs])
         if np.isfinite(log_s0):
             sr = np.array(sensor[i], np.float64)
             u = u + np.where(np.isfinite(sr), 0.5 * ((sr - log_s0) / cfg.sensor_sigma) ** 2, 0.0)
+            rr = np.array(shape_res[i], np.float64)
+            if np.isfinite(rr).any():
+                u = u + np.where(np.isfinite(rr), 0.5 * ((rr - np.nanmin(rr)) / cfg.sensor_shape_sigma) ** 2, 0.0)
         unary.append(u)
     choice, margins = _viterbi(frames, cands, unary, cfg, fps_factor)
     scale = estimate_hand_scale(

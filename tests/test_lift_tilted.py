@@ -76,7 +76,7 @@ def test_tilted_hands_do_not_collapse_silently(flatten, max_median_m):
     4 mm noise, the person's size), 2 px noise: today's per-frame PnP collapses; the episode lift does not,
     or flags the frame, and its median wrist error is <= 2 cm (flattened to half; 3 cm at a quarter)."""
     pnp, epi, truth, flags = [], [], [], []
-    for seed in range(5):
+    for seed in range(8):
         te = tilted_hand_episode(seed, tilt_deg=(45.0, 90.0), world_model="mediapipe", mean_size=False,
                                  flatten=flatten)
         pnp.append(_lift(te, "pnp")[1])
