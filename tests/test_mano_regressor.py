@@ -185,7 +185,8 @@ def test_end_to_end_through_the_pipeline(tmp_path):
     be = create_hand_backend("annotators.mano_regressor:ManoRegressorHands", model=M.build_regressor("tiny", seed=1),
                              mano_layer=M.build_mano_layer(synthetic_mano()), config="tiny",
                              boxes=lambda f: [("left", (100, 80, 160, 140), 0.9)])
-    cfg = AnnotateConfig(depth="none", objects=False, qa=False, motion=False, max_reproj_px=None)
+    cfg = AnnotateConfig(depth={"backend": "none"}, objects={"backends": ()}, qa={"enabled": False},
+                         motion={"enabled": False}, lift={"max_reproj_px": None})
     ann = run_pipeline(folder, cfg, hand_backend=be)
     tr = ann.episode.hands["left"]
     assert tr.present.all() and not ann.episode.hands["right"].present.any()
@@ -198,3 +199,18 @@ def test_end_to_end_through_the_pipeline(tmp_path):
     w = be.regress(cv2.imread(str(folder / "0000.png"))[..., ::-1].copy(), [("left", (100, 80, 160, 140), 0.9)])
     ref = bone_lengths(convert_joints(w[0]["joints_cam"], "mano", "mediapipe"))
     np.testing.assert_allclose(bone_lengths(tr.joints_3d[0]), ref, rtol=0.02, atol=1e-4)
+
+
+def test_registered_for_vipa_annotate(tmp_path):
+    """``--hands mano_regressor --hands-opt checkpoint=... --hands-opt mano=...`` builds the backend."""
+    from annotators import registry
+
+    be = registry.get_backend("hands", "mano_regressor")
+    assert {"checkpoint", "mano", "config"} <= set(be.defaults())
+    with pytest.raises(BackendError, match="needs checkpoint"):
+        be.build({})
+    model = M.build_regressor("tiny", seed=3)
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    np.savez(tmp_path / "MANO_RIGHT.npz", **synthetic_mano())
+    hands = be.build({"checkpoint": str(tmp_path / "tiny.pt"), "mano": str(tmp_path), "config": "tiny"})
+    assert isinstance(hands, M.ManoRegressorHands) and hands.describe()["config"] == "tiny"

@@ -6,3 +6,5 @@ registry is read, so a backend added here is reachable from ``vipa annotate`` an
 ``--help`` with no other edit. Packages outside this repository use the entry-point group
 ``vipa.annotators`` instead (see ``annotators.registry``).
 """
+
+from annotators.backends import mano_regressor  # noqa: E402,F401  (--hands mano_regressor)
