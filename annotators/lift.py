@@ -14,6 +14,8 @@ Three pipeline stages, each a plain function over an :class:`~vipa.data.episode.
     j_k^z / j~_k^z, with j_k^z the metric joint depth (from ``lift``) and j~_k^z the cloud
     depth (``depth_raw * depth_unit``, before calibration) at the joint's pixel. The episode
     scale is the median of the per-frame scales (robust to frames whose lift went wrong).
+    The cloud inherits the hands' size (``extra.hand_scale``): its uncertainty is recorded as
+    ``extra.calibration.scale_sigma_log`` (:func:`calibration_uncertainty`).
     ``Episode.depth_scale`` receives the episode scale everywhere (``mode="episode"``, right
     for sensors and any estimator whose scale is stable over the clip) or each frame's own
     scale, gaps filled with the episode scale (``mode="frame"``, for per-frame relative depth).
@@ -40,6 +42,7 @@ from vipa import geometry
 
 CALIB_KEY = "calibration"
 LIFT_KEY = "lift"
+HAND_SCALE_KEY = "hand_scale"
 # Largest relative disagreement |sensor / PnP - 1| of hand depth accepted from metric depth, per
 # episode (median over frames) and per frame. PnP alone is within ~5% per frame at 224 px with
 # 2 px noise and MediaPipe's hand size is within ~15% of most adults': beyond this the depth is
@@ -58,6 +61,9 @@ def lift(
     provenance: str = "lift",
     metric_depth: bool | None = None,
     max_depth_disagreement: float = MAX_DEPTH_DISAGREEMENT,
+    method: str = "episode",
+    config: "LiftConfig | None" = None,
+    max_reproj_rel: float | None = None,
 ) -> Episode:
     """Fill ``joints_3d`` (camera frame, metres) and ``reproj_error`` (px) of every present hand.
 
@@ -65,6 +71,19 @@ def lift(
     landmarks or ground truth minus its centroid), NaN where unknown. A frame whose PnP fails,
     or whose median reprojection error exceeds ``max_reproj_px``, keeps its 2D values but gets
     NaN 3D joints and ``valid`` False.
+
+    ``method="episode"`` (default, :func:`lift_track`): the landmarks' depth is restored from
+    the episode's bone lengths, every PnP pose that explains the 2D is kept per frame, and one
+    pose per frame is chosen over the whole track (reprojection, depth and orientation
+    continuity, sensor depth when metric); the hand's size is estimated per episode
+    (:func:`estimate_hand_scale`, ``ep.extra["hand_scale"]``) and applied; frames whose choice
+    stays open are listed in ``ep.extra["lift"]["ambiguous"]`` (per-frame quality
+    ``lift_ambiguous`` / ``lift_depth_ratio``). ``method="pnp"``: one PnP per frame, the
+    landmarks taken as they are (the lift before issue 14).
+
+    ``max_reproj_rel``: also reject a frame whose median reprojection error exceeds this fraction
+    of the hand's 2D size (the longer side of its landmarks' box): a fixed pixel gate is lax for
+    small hands and strict for large ones (:data:`REPROJ_GATE_REL` is the evidence-based value).
 
     With metric depth (``metric_depth``; None reads ``ep.extra["depth_backend"]["metric"]``,
     set by the pipeline for the ``sensor`` backend) each PnP hand is then moved along the
@@ -74,8 +93,16 @@ def lift(
     cloud to it instead). Corrected frames get provenance ``provenance + ":depth"``; the
     summary goes to ``ep.extra["lift"]`` (see :func:`depth_correct`).
     """
+    if method not in ("episode", "pnp"):
+        raise ValueError(f"lift: method must be 'episode' or 'pnp', got {method!r}")
+    cfg = config or config_for_backend(ep.extra.get("hands_backend", {}).get("name"))
     K = geometry.validate_intrinsics(ep.K)
     t_count = ep.num_frames
+    if metric_depth is None:
+        metric_depth = bool(ep.extra.get("depth_backend", {}).get("metric", False))
+    use_depth = bool(metric_depth and ep.depth_raw is not None)
+    ambiguous: list[dict] = []
+    scales: dict[str, dict] = {}
     for side in HANDS:
         track = ep.hands[side]
         world = world_landmarks.get(side)
@@ -90,27 +117,45 @@ def lift(
             track.reproj_error = np.full((t_count, NUM_JOINTS), np.nan, np.float32)
         if track.provenance is None:
             track.provenance = np.array([""] * t_count, dtype=object)
-        for t in np.flatnonzero(track.present):
-            res = lift_frame(world[t], track.joints_2d[t], K, track.valid[t])
-            err = np.asarray(res.reproj_error, np.float32)
-            bad = not res.ok or (
-                max_reproj_px is not None and not (np.nanmedian(err) <= max_reproj_px)
-            )
+        if method == "episode":
+            res = lift_track(ep, side, world, cfg, use_depth=use_depth)
+            scales[side] = res.scale.to_json()
+            ambiguous += [{"frame": int(t), "side": side, "depth_ratio": round(float(r), 4)}
+                          for t, r in zip(res.ambiguous_frames, res.ambiguous_ratio)]
+            frames = {int(t): (j, e, ok) for t, j, e, ok in zip(res.frames, res.joints, res.errors, res.ok)}
+        else:
+            frames = {}
+            for t in np.flatnonzero(track.present):
+                r = lift_frame(world[t], track.joints_2d[t], K, track.valid[t])
+                frames[int(t)] = (r.joints_cam, r.reproj_error, r.ok)
+        amb_t = {a["frame"] for a in ambiguous if a["side"] == side}
+        for t, (joints, err, ok) in frames.items():
+            err = np.asarray(err, np.float32)
+            bad = not ok or (max_reproj_px is not None and not (np.nanmedian(err) <= max_reproj_px))
+            if not bad and max_reproj_rel is not None:
+                uv = track.joints_2d[t][np.isfinite(track.joints_2d[t]).all(-1)]
+                extent = float(np.ptp(uv, axis=0).max()) if len(uv) >= 2 else float("nan")
+                bad = not (np.nanmedian(err) <= max_reproj_rel * extent)
             if bad:
                 track.joints_3d[t] = np.nan
                 track.reproj_error[t] = err if err.shape == (NUM_JOINTS,) else np.nan
                 track.valid[t] = False
                 continue
-            track.joints_3d[t] = np.asarray(res.joints_cam, np.float32)
+            track.joints_3d[t] = np.asarray(joints, np.float32)
             track.reproj_error[t] = err
-            track.provenance[t] = provenance
-    if metric_depth is None:
-        metric_depth = bool(ep.extra.get("depth_backend", {}).get("metric", False))
-    if metric_depth and ep.depth_raw is not None:
+            track.provenance[t] = provenance + (":ambiguous" if t in amb_t else "")
+            if t in amb_t:  # an open depth choice weighs less in the smoothing
+                track.confidence[t] = track.confidence[t] * np.float32(cfg.ambiguous_confidence)
+    if scales:
+        ep.extra[HAND_SCALE_KEY] = scales
+    if use_depth:
         depth_correct(ep, max_disagreement=max_depth_disagreement, provenance=provenance + ":depth")
     else:
         why = "no depth" if ep.depth_raw is None else "depth is relative (not metric): the calibration scales it"
         ep.extra[LIFT_KEY] = {"depth_used": False, "reason": why}
+    ep.extra[LIFT_KEY]["method"] = method
+    if method == "episode":
+        ep.extra[LIFT_KEY]["ambiguous"] = ambiguous
     return ep
 
 
@@ -126,6 +171,454 @@ def lift_frame(
 
     cv2.setRNGSeed(0)  # PnP RANSAC draws from OpenCV's RNG: same input, same annotation
     return geometry.lift_hand(world, image, K, valid=valid)
+
+
+# ----------------------------------------------------------------------- episode lift (issue 14)
+
+# Kinematic parent of each joint (MediaPipe order): wrist -> each finger's base -> ... -> tip.
+PARENT = np.array([-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19])
+# Plausible hand sizes relative to the mean hand: a sensor depth that makes the hand smaller or
+# larger is a wrong depth unit, not a hand (children's ~0.75, large adults and gloves ~1.25).
+HAND_SCALE_RANGE = (0.7, 1.35)
+# Population prior of the hand size (log scale): adult hand length sd is ~5 % within a sex,
+# ~8 % across sexes; 10 % leaves room for teenagers and gloves.
+HAND_SCALE_PRIOR_SIGMA = 0.10
+# Bone lengths (m, joint k to its parent) of MediaPipe 0.10.14's world landmarks, which have one
+# fixed hand for everyone: per bone the 95th percentile over frames (the bone seen across the
+# image), mean of two real videos (the bundled webcam video, 300 hands; real_clips hand_reach,
+# 202 hands), which agreed within 10 % per bone (median 6 %). Their proportions differ from
+# ``hand_model``'s (MediaPipe's tips sit further out), hence a table of their own.
+# Palm segments (``PALM_SEGMENTS``) of the same landmarks, measured the same way. MediaPipe's hand is
+# not quite one size: its palm's median is 0.9x (webcam) to 0.98x (hand_reach) of these, and the two
+# videos differ by up to 20 % per segment, so each frame rescales the bones by its palm (see
+# ``frame_bone_scale``).
+PALM_SEGMENTS = ((0, 5), (0, 9), (0, 13), (0, 17), (5, 9), (9, 13), (13, 17), (5, 17), (1, 5))
+MEDIAPIPE_PALM = (0.1041, 0.1013, 0.0988, 0.0886, 0.0253, 0.0222, 0.0247, 0.0654, 0.0755)
+MEDIAPIPE_BONES = (0.0, 0.0422, 0.035, 0.0385, 0.0346, 0.1041, 0.0297, 0.0249, 0.0308, 0.1013, 0.0377, 0.0279,
+                   0.0291, 0.0988, 0.0318, 0.0251, 0.0254, 0.0886, 0.0241, 0.024, 0.0225)
+
+
+def template_bones() -> np.ndarray:
+    """(21,) bone lengths (m) of the mean hand (``annotators.hand_model``), joint k to its parent; 0 at the wrist."""
+    from annotators.hand_model import local_joints
+
+    j = local_joints(0.0)
+    out = np.zeros(NUM_JOINTS, np.float32)
+    out[1:] = np.linalg.norm(j[1:] - j[PARENT[1:]], axis=-1)
+    return out
+
+
+def bone_lengths(world: np.ndarray) -> np.ndarray:
+    """(..., 21) length (m) of each joint's bone to its parent in hand-centred landmarks (NaN where unknown)."""
+    w = np.asarray(world, np.float32)
+    out = np.zeros(w.shape[:-1], np.float32)
+    out[..., 1:] = np.linalg.norm(w[..., 1:, :] - w[..., PARENT[1:], :], axis=-1)
+    return out
+
+
+def episode_bone_lengths(world: np.ndarray, size: float | None = None, percentile: float = 75.0) -> np.ndarray:
+    """(21,) bone lengths (m) of a (T, 21, 3) track of hand-centred landmarks, in their own size.
+
+    ``size``: the landmarks' size relative to the mean hand (``template_bones``) when the
+    detector has a fixed one (MediaPipe: ``MEDIAPIPE_LANDMARK_SIZE``); None estimates it as the
+    median over frames of each frame's ``percentile`` over bones of length / template length
+    (right for landmarks that are not depth-flattened). Each bone gets the larger of the
+    template at that size and its own median length over the frames.
+    """
+    w = np.asarray(world, np.float32).reshape(-1, NUM_JOINTS, 3)
+    L = bone_lengths(w)[:, 1:]
+    tmpl = template_bones()[1:]
+    if size is None:
+        ratio = L / tmpl
+        per_frame = np.array([np.percentile(r[np.isfinite(r)], percentile) for r in ratio
+                              if np.isfinite(r).sum() >= 5])
+        size = float(np.median(per_frame)) if per_frame.size else 1.0
+    own = np.array([np.median(L[np.isfinite(L[:, k]), k]) if np.isfinite(L[:, k]).any() else 0.0
+                    for k in range(NUM_JOINTS - 1)], np.float32)
+    return np.concatenate([[0.0], np.maximum(tmpl * size, own)]).astype(np.float32)
+
+
+def landmark_size(bones: np.ndarray) -> float:
+    """Size of landmarks with bone lengths ``bones`` (21,) relative to the mean hand (median ratio)."""
+    r = np.asarray(bones[1:], np.float64) / template_bones()[1:]
+    r = r[np.isfinite(r) & (r > 0)]
+    return float(np.median(r)) if r.size else 1.0
+
+
+def palm_lengths(world: np.ndarray) -> np.ndarray:
+    """(..., 9) lengths (m) of the ``PALM_SEGMENTS`` of hand-centred landmarks (..., 21, 3)."""
+    w = np.asarray(world, np.float32)
+    return np.stack([np.linalg.norm(w[..., a, :] - w[..., b, :], axis=-1) for a, b in PALM_SEGMENTS], -1)
+
+
+def frame_bone_scale(world: np.ndarray, palm: np.ndarray, limits: tuple[float, float] = (1.0, 1.25)) -> float:
+    """How much larger this frame's landmarks are than the reference ``palm`` segment lengths (9,).
+
+    A palm segment's (x, y) length never exceeds its true length, so the largest (x, y) length /
+    reference length over the segments above 1 says the landmarks are larger than the reference
+    in this frame; below 1 it cannot tell a smaller hand from a tilted palm (a 90 deg tilt about
+    a diagonal leaves every segment at ~0.7), so ``limits`` (default 1 to 1.25) clip it.
+    """
+    w = np.asarray(world, np.float32)
+    xy = np.stack([np.linalg.norm(w[a, :2] - w[b, :2]) for a, b in PALM_SEGMENTS])
+    r = xy / np.asarray(palm, np.float32)
+    r = r[np.isfinite(r)]
+    return float(np.clip(r.max(), *limits)) if r.size else 1.0
+
+
+def restore_depth(world: np.ndarray, bones: np.ndarray, *, force: np.ndarray | None = None,
+                  sign_tolerance: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Undo the depth flattening of hand-centred landmarks (21, 3) with known bone lengths (21,).
+
+    Walking from the wrist to the tips, each bone keeps its (x, y) (the landmarks' axes are
+    roughly the camera's) and gets |dz| = sqrt(L^2 - dx^2 - dy^2), signed as in the landmarks;
+    ``force`` (21,) of -1 / 0 / +1 sets chosen bones' sign (+1: away from the camera). Returns the restored landmarks (centred)
+    and (21,) bool: bones whose sign the landmarks leave open (|dz| given < ``sign_tolerance``
+    of the restored |dz|).
+    """
+    w = np.asarray(world, np.float64)
+    out = w.copy()
+    open_sign = np.zeros(NUM_JOINTS, bool)
+    for k in range(1, NUM_JOINTS):
+        p = PARENT[k]
+        d = w[k] - w[p]
+        if not (np.isfinite(d).all() and np.isfinite(out[p]).all()):
+            out[k] = np.nan
+            continue
+        dz = float(np.sqrt(max(float(bones[k]) ** 2 - d[0] ** 2 - d[1] ** 2, 0.0)))
+        dz = max(dz, abs(d[2])) if dz < abs(d[2]) else dz
+        open_sign[k] = abs(d[2]) < sign_tolerance * dz
+        sgn = 1.0 if d[2] >= 0 else -1.0
+        if force is not None and force[k] != 0:
+            sgn = float(np.sign(force[k]))
+        out[k] = out[p] + np.array([d[0], d[1], sgn * dz])
+    ok = np.isfinite(out).all(-1)
+    if ok.any():
+        out -= out[ok].mean(0)
+    return out.astype(np.float32), open_sign
+
+
+@dataclass(frozen=True)
+class LiftConfig:
+    """Settings of the episode lift (pixels, metres; costs in units of -log likelihood)."""
+
+    restore_depth: bool = True  # rebuild the landmarks' depth from the episode's bone lengths
+    keep_raw: bool = True  # the landmarks as given compete with the restored ones (when restoring) ...
+    raw_cost: float = 1.5  # ... at this cost: the detector's depth is known to be flattened
+    landmark_size: float | None = None  # the detector's fixed hand size / mean hand; None: estimate
+    bones: tuple[float, ...] | None = None  # the detector's fixed bone lengths (21,), m; None: estimate
+    palm: tuple[float, ...] | None = None  # the detector's palm segment lengths (9,), m; None: estimate
+    fixed_size: bool = False  # the landmarks have one hand size for everyone (MediaPipe), not the person's
+    tolerance_rel: float = 1.5  # a pose "explains the 2D" if its median error <= best * rel ...
+    tolerance_px: float = 2.0  # ... or <= best + px
+    pixel_sigma: float = 2.0  # px, floor of the 2D noise used to weigh reprojection errors
+    depth_sigma: float = 0.08  # log wrist depth change per frame at 15 fps (hand motion)
+    rotation_sigma_deg: float = 25.0  # hand rotation per frame at 15 fps
+    sensor_sigma: float = 0.03  # log sensor/PnP depth disagreement of a right pose
+    sensor_shape_sigma: float = 0.01  # m, median |sensor - skin| of a right pose beyond the best one's
+    max_gap: int = 5  # frames; a longer gap breaks the temporal chain
+    ambiguous_margin: float = 2.0  # cost gap below which another depth is as good: frame flagged
+    ambiguous_depth: float = 0.1  # relative wrist-depth difference that makes poses "different"
+    ambiguous_confidence: float = 0.5  # confidence factor of flagged frames' joints
+
+
+def config_for_backend(name: str | None) -> LiftConfig:
+    """The lift's settings for landmarks of the named hand backend (MediaPipe: its fixed hand)."""
+    if name == "mediapipe":
+        return LiftConfig(bones=MEDIAPIPE_BONES, palm=MEDIAPIPE_PALM,
+                          landmark_size=landmark_size(np.asarray(MEDIAPIPE_BONES)), fixed_size=True)
+    if name == "mano_regressor":  # full-depth MANO joints at the person's size (betas): nothing to restore
+        return LiftConfig(restore_depth=False)
+    return LiftConfig()
+
+
+@dataclass
+class HandScale:
+    """One hand's size over an episode: ``scale`` times the mean hand (``annotators.hand_model``).
+
+    ``sigma_log``: standard deviation of log(scale); ``source``: "sensor" (metric depth) or
+    "prior" (population prior only: the 2D fixes shape and direction, never the size);
+    ``n_frames``: frames that measured it; ``applied``: factor applied to the landmarks' size.
+    """
+
+    scale: float
+    sigma_log: float
+    source: str
+    n_frames: int
+    applied: float = 1.0
+
+    def to_json(self) -> dict:
+        return {"scale": round(float(self.scale), 5), "sigma_log": round(float(self.sigma_log), 5),
+                "source": self.source, "n_frames": int(self.n_frames), "applied": round(float(self.applied), 5)}
+
+
+@dataclass
+class TrackLift:
+    """Result of :func:`lift_track` for one hand (frames with a pose; camera frame, metres)."""
+
+    frames: np.ndarray  # (N,) frame indices
+    joints: np.ndarray  # (N, 21, 3) float32 chosen pose, hand scale applied
+    errors: np.ndarray  # (N, 21) float32 px
+    ok: np.ndarray  # (N,) bool
+    n_candidates: np.ndarray  # (N,) poses that explained the 2D
+    ambiguous_frames: np.ndarray  # frames whose depth choice stays open
+    ambiguous_ratio: np.ndarray  # their best other wrist depth / chosen wrist depth
+    scale: HandScale
+
+
+def frame_candidates(world: np.ndarray, image: np.ndarray, K: np.ndarray, valid: np.ndarray | None,
+                     bones: np.ndarray | None, cfg: LiftConfig, palm: np.ndarray | None = None
+                     ) -> list["geometry.LiftResult"]:
+    """Poses of one hand in one frame that explain the 2D, best first (see :class:`LiftConfig`).
+
+    With ``bones``, the landmarks' depth is restored (:func:`restore_depth`) with the bones
+    rescaled to this frame's palm (:func:`frame_bone_scale`, when ``palm`` is given), and with
+    ``cfg.keep_raw`` the landmarks as given compete too (tagged ``raw_landmarks``; on real clips
+    they sometimes fit the 2D better than the restored ones); where bone signs
+    are left open (the landmarks' depth too flat to tell toward or away from the camera), the
+    landmarks with all those bones turned toward the camera, and all away, are tried too.
+    """
+    import cv2
+
+    cv2.setRNGSeed(0)
+    worlds = [np.asarray(world, np.float32)]
+    if bones is not None:
+        if palm is not None:
+            bones = bones * np.float32(frame_bone_scale(world, palm))
+        w0, open_sign = restore_depth(world, bones)
+        worlds = [w0, np.asarray(world, np.float32)] if cfg.keep_raw else [w0]
+        if open_sign.any():
+            for sign in (-1, 1):
+                worlds.append(restore_depth(world, bones, force=open_sign.astype(np.int8) * sign)[0])
+    cands: list = []
+    for i, w in enumerate(worlds):  # the sign alternatives: no RANSAC, no tilted starts (their signs tilt them)
+        found = geometry.lift_hand_candidates(w, image, K, valid, ransac=i < 2, tilt_deg=45.0 if i < 2 else 0.0)
+        for c in found:
+            c.raw_landmarks = bones is not None and cfg.keep_raw and i == 1
+        cands += found
+    ok = [c for c in cands if c.ok and np.isfinite(pose_error(c))]
+    if not ok:
+        return cands[:1]
+    ok.sort(key=pose_error)
+    e0 = pose_error(ok[0])
+    limit = max(e0 * cfg.tolerance_rel, e0 + cfg.tolerance_px)
+    keep: list = []
+    for c in ok:
+        if pose_error(c) > limit:
+            continue
+        z = _wrist_depth(c.joints_cam)
+        if any(abs(z / _wrist_depth(k.joints_cam) - 1.0) < 0.03 for k in keep):
+            continue
+        keep.append(c)
+    return keep
+
+
+def pose_error(c: "geometry.LiftResult") -> float:
+    """Median reprojection error (px) of a pose over every joint with a 2D landmark, outliers of its
+    RANSAC included: poses fitted on different inlier sets are compared on the same joints."""
+    e = np.asarray(c.reproj_error, np.float64)
+    return float(np.nanmedian(e)) if np.isfinite(e).any() else float("nan")
+
+
+def _wrist_depth(j: np.ndarray) -> float:
+    z = float(j[0, 2])
+    return z if np.isfinite(z) else float(np.nanmedian(j[:, 2]))
+
+
+def _rot_angle(ra: np.ndarray, rb: np.ndarray) -> float:
+    Ra, Rb = geometry.axis_angle_to_matrix(ra.astype(np.float64)), geometry.axis_angle_to_matrix(rb.astype(np.float64))
+    c = (np.trace(Ra.T @ Rb) - 1.0) / 2.0
+    return float(np.arccos(np.clip(c, -1.0, 1.0)))
+
+
+def _sensor_log_ratio(ep: Episode, t: int, side: str, joints: np.ndarray) -> tuple[float, float]:
+    """(log(sensor depth / pose depth), median |sensor - skin| (m) after the shift) of a pose at
+    frame t; NaNs without enough sensor joints. The residual judges the pose's shape in depth."""
+    z_skin, cloud, v = joint_depth_pairs(ep, t, side, joints)
+    fix = frame_depth_fix(z_skin, cloud, v)
+    zc = float(np.nanmean(joints[:, 2]))
+    if not np.isfinite(fix.shift) or zc <= 0 or zc + fix.shift <= 0:
+        return float("nan"), float("nan")
+    return float(np.log((zc + fix.shift) / zc)), float(fix.residual)
+
+
+def lift_track(ep: Episode, side: str, world: np.ndarray, cfg: LiftConfig = LiftConfig(), *,
+               use_depth: bool = False) -> TrackLift:
+    """Lift one hand over the episode: candidate poses per frame, one chosen for the whole track.
+
+    The choice minimises, over the track (Viterbi), the sum of each pose's reprojection cost
+    (n_joints/2 * (e^2 - e_best^2) / sigma^2 on median errors over all joints, :func:`pose_error`), the change of log wrist depth
+    and of rotation between consecutive frames, and with metric depth the pose's disagreement
+    with the sensor (its depth after the hand scale, and its shape: the joints' residual). A frame is ambiguous when a pose whose wrist depth
+    differs by more than ``cfg.ambiguous_depth`` costs less than ``cfg.ambiguous_margin`` more
+    than the chosen path (min-marginals). The hand scale (:func:`estimate_hand_scale`) then
+    multiplies the chosen joints about the camera centre (the 2D fit is unchanged).
+    """
+    K = geometry.validate_intrinsics(ep.K)
+    tr = ep.hands[side]
+    frames = np.flatnonzero(tr.present)
+    world = np.asarray(world, np.float32)
+    bones = None
+    if cfg.restore_depth and len(frames):
+        bones = (np.asarray(cfg.bones, np.float32) if cfg.bones is not None
+                 else episode_bone_lengths(world[frames], cfg.landmark_size))
+    palm = None
+    if bones is not None:
+        if cfg.palm is not None:
+            palm = np.asarray(cfg.palm, np.float32)
+        else:
+            pl = palm_lengths(world[frames])
+            palm = np.array([np.percentile(c[np.isfinite(c)], 90) if np.isfinite(c).any() else np.nan for c in pl.T],
+                            np.float32)
+    cands = [frame_candidates(world[t], tr.joints_2d[t], K, tr.valid[t], bones, cfg, palm) for t in frames]
+    world_size = cfg.landmark_size or (landmark_size(
+        bones if bones is not None else episode_bone_lengths(world[frames])) if len(frames) else 1.0)
+    if cfg.bones is not None and bones is not None:  # fixed-size landmarks: their xy keep that size
+        world_size = landmark_size(bones)
+    # Sensor: per candidate log ratio; the episode's hand scale from the best candidates first.
+    sensor: list[list[float]] = [[np.nan] * len(c) for c in cands]
+    shape_res: list[list[float]] = [[np.nan] * len(c) for c in cands]
+    log_s0 = float("nan")
+    if use_depth:
+        for i, (t, cs) in enumerate(zip(frames, cands)):
+            pairs = [_sensor_log_ratio(ep, int(t), side, c.joints_cam) if c.ok else (np.nan, np.nan) for c in cs]
+            sensor[i] = [p[0] for p in pairs]
+            shape_res[i] = [p[1] for p in pairs]
+        best = np.array([s_[0] for s_ in sensor if len(s_)], np.float64)
+        best = best[np.isfinite(best)]
+        # a sensor the hand-size check refuses (a wrong depth unit) takes no part in the choice either
+        if best.size and estimate_hand_scale(best, world_size, fixed_size=cfg.fixed_size).source == "sensor":
+            log_s0 = float(np.median(best))
+        else:
+            shape_res = [[np.nan] * len(c) for c in cands]
+    fps_factor = 15.0 / float(ep.fps)
+    unary = []
+    for i, cs in enumerate(cands):
+        if not cs or not cs[0].ok:
+            unary.append(np.zeros(len(cs)))
+            continue
+        e0 = pose_error(cs[0])
+        sig = max(cfg.pixel_sigma, e0)
+        n_2d = int(np.isfinite(cs[0].reproj_error).sum())
+        u = np.array([0.5 * n_2d * (pose_error(c) ** 2 - e0 ** 2) / sig ** 2
+                      + (cfg.raw_cost if getattr(c, "raw_landmarks", False) else 0.0) for c in cs])
+        if np.isfinite(log_s0):
+            sr = np.array(sensor[i], np.float64)
+            u = u + np.where(np.isfinite(sr), 0.5 * ((sr - log_s0) / cfg.sensor_sigma) ** 2, 0.0)
+            rr = np.array(shape_res[i], np.float64)
+            if np.isfinite(rr).any():
+                u = u + np.where(np.isfinite(rr), 0.5 * ((rr - np.nanmin(rr)) / cfg.sensor_shape_sigma) ** 2, 0.0)
+        unary.append(u)
+    choice, margins = _viterbi(frames, cands, unary, cfg, fps_factor)
+    scale = estimate_hand_scale(
+        [sensor[i][choice[i]] for i in range(len(cands)) if cands[i] and cands[i][0].ok], world_size,
+        fixed_size=cfg.fixed_size)
+    n = len(frames)
+    joints = np.full((n, NUM_JOINTS, 3), np.nan, np.float32)
+    errors = np.full((n, NUM_JOINTS), np.nan, np.float32)
+    ok = np.zeros(n, bool)
+    amb_t, amb_r = [], []
+    for i, cs in enumerate(cands):
+        c = cs[choice[i]] if cs else None
+        if c is None or not c.ok:
+            if c is not None:
+                errors[i] = c.reproj_error
+            continue
+        joints[i] = c.joints_cam * np.float32(scale.applied)
+        errors[i] = c.reproj_error
+        ok[i] = True
+        z = _wrist_depth(c.joints_cam)
+        alt = [(margins[i][k], _wrist_depth(o.joints_cam) / z) for k, o in enumerate(cs)
+               if k != choice[i] and abs(_wrist_depth(o.joints_cam) / z - 1.0) > cfg.ambiguous_depth]
+        if alt:
+            m, r = min(alt)
+            if m < cfg.ambiguous_margin:
+                amb_t.append(int(frames[i]))
+                amb_r.append(float(r))
+    return TrackLift(frames, joints, errors, ok, np.array([len(c) for c in cands], np.int32),
+                     np.asarray(amb_t, np.int64), np.asarray(amb_r, np.float32), scale)
+
+
+def _viterbi(frames: np.ndarray, cands: list, unary: list, cfg: LiftConfig, fps_factor: float
+             ) -> tuple[list[int], list[np.ndarray]]:
+    """Min-sum over the track: chosen candidate per frame and each candidate's min-marginal gap."""
+    n = len(frames)
+    if n == 0:
+        return [], []
+    sd = cfg.depth_sigma / fps_factor
+    sr = np.deg2rad(cfg.rotation_sigma_deg) / fps_factor
+
+    def pair(i: int) -> np.ndarray | None:
+        """(len(cands[i-1]), len(cands[i])) transition cost, None when the chain breaks."""
+        gap = int(frames[i] - frames[i - 1])
+        a, b = cands[i - 1], cands[i]
+        if gap > cfg.max_gap + 1 or not a or not b or not a[0].ok or not b[0].ok:
+            return None
+        P = np.zeros((len(a), len(b)))
+        for x, ca in enumerate(a):
+            for y, cb in enumerate(b):
+                dz = np.log(_wrist_depth(cb.joints_cam) / _wrist_depth(ca.joints_cam))
+                dr = _rot_angle(ca.rvec, cb.rvec)
+                P[x, y] = 0.5 * (dz / (sd * gap)) ** 2 + 0.5 * (dr / (sr * gap)) ** 2
+        return P
+
+    pairs = [None] + [pair(i) for i in range(1, n)]
+    fwd = [np.asarray(unary[0], np.float64)]
+    back: list[np.ndarray | None] = [None]
+    for i in range(1, n):
+        u = np.asarray(unary[i], np.float64)
+        if pairs[i] is None:
+            fwd.append(u + (fwd[-1].min() if fwd[-1].size else 0.0))
+            back.append(None)
+        else:
+            tot = fwd[-1][:, None] + pairs[i]
+            back.append(tot.argmin(0))
+            fwd.append(u + tot.min(0))
+    bwd = [np.zeros(len(unary[i])) for i in range(n)]
+    for i in range(n - 2, -1, -1):
+        nxt = bwd[i + 1] + np.asarray(unary[i + 1], np.float64)
+        if pairs[i + 1] is None:
+            bwd[i] = np.full(len(unary[i]), nxt.min() if nxt.size else 0.0)
+        else:
+            bwd[i] = (pairs[i + 1] + nxt[None, :]).min(1)
+    marg = [fwd[i] + bwd[i] for i in range(n)]
+    choice = [int(np.argmin(m)) if m.size else 0 for m in marg]
+    gaps = [m - m.min() if m.size else m for m in marg]
+    return choice, gaps
+
+
+def estimate_hand_scale(sensor_log_ratio: list[float] | np.ndarray, world_size: float = 1.0, *,
+                        fixed_size: bool = False, prior_sigma: float = HAND_SCALE_PRIOR_SIGMA,
+                        plausible: tuple[float, float] = HAND_SCALE_RANGE,
+                        max_disagreement: float = MAX_DEPTH_DISAGREEMENT) -> HandScale:
+    """One hand's size over an episode, relative to the mean hand, with its uncertainty.
+
+    ``sensor_log_ratio``: per frame log(sensor depth / lifted depth) of the chosen pose (NaN
+    where the sensor did not see the hand); ``world_size``: size of the landmarks the lift used,
+    relative to the mean hand. ``fixed_size``: the landmarks have one size for everyone
+    (MediaPipe), so the sensor measures the person's size, accepted when it is a plausible hand
+    (``plausible``); otherwise the landmarks claim the person's size and the sensor may only
+    disagree by ``max_disagreement``. Beyond either the depth unit is wrong: the sensor is
+    ignored here. With >= 3 sensor frames: scale = world_size * median ratio, its log's sd
+    1.25 * 1.4826 * MAD / sqrt(n), combined with a log-normal prior (sd ``prior_sigma``) around
+    ``world_size``. Otherwise the 2D alone cannot fix a hand's size (a hand k times larger k
+    times farther projects identically): the prior, scale = world_size, source "prior",
+    nothing applied.
+    """
+    r = np.asarray(sensor_log_ratio, np.float64)
+    r = r[np.isfinite(r)]
+    if r.size >= 3:
+        med = float(np.median(r))
+        ok = (plausible[0] <= world_size * np.exp(med) <= plausible[1]) if fixed_size else (
+            abs(np.exp(med) - 1.0) <= max_disagreement)
+        if ok:
+            mad = float(np.median(np.abs(r - med))) * 1.4826
+            sig = max(1.25 * mad / np.sqrt(r.size), 0.005)
+            w = 1.0 / sig ** 2 + 1.0 / prior_sigma ** 2
+            log_s = (med / sig ** 2) / w
+            return HandScale(float(world_size * np.exp(log_s)), float(1.0 / np.sqrt(w)), "sensor", int(r.size),
+                             applied=float(np.exp(log_s)))
+    return HandScale(float(world_size), float(prior_sigma), "prior", int(r.size), applied=1.0)
 
 
 # ------------------------------------------------------------------------------ calibrate
@@ -272,7 +765,25 @@ def calibrate(
         ep.depth_scale = np.where(ok, frame_scale, np.float32(scale)).astype(np.float32)
     cal = Calibration(scale, residual, frame_scale, frame_res, n_valid, mode)
     ep.extra[CALIB_KEY] = {k: v for k, v in cal.to_json().items() if k in ("scale", "residual", "mode")}
+    ep.extra[CALIB_KEY].update(calibration_uncertainty(ep, frame_scale))
     return cal
+
+
+def calibration_uncertainty(ep: Episode, frame_scale: np.ndarray) -> dict:
+    """The cloud scale's uncertainty: the hands fix it, so it inherits their size's (``extra.hand_scale``).
+
+    Returns {"hand_scale_sigma_log": sd of log hand size of the hands present (largest; None
+    when the lift recorded none), "scale_sigma_log": that combined with the spread of the
+    per-frame scales (1.4826 * MAD / sqrt(n) of their logs)}.
+    """
+    sig_h = [float(v["sigma_log"]) for sd, v in (ep.extra.get(HAND_SCALE_KEY) or {}).items()
+             if ep.hands[sd].present.any() and v.get("sigma_log") is not None]
+    fs = np.log(frame_scale[np.isfinite(frame_scale) & (frame_scale > 0)].astype(np.float64))
+    stat = 1.4826 * float(np.median(np.abs(fs - np.median(fs)))) / np.sqrt(fs.size) if fs.size else float("nan")
+    hand = max(sig_h) if sig_h else None
+    total = float(np.sqrt((hand or 0.0) ** 2 + stat ** 2)) if np.isfinite(stat) else None
+    return {"hand_scale_sigma_log": None if hand is None else round(hand, 5),
+            "scale_sigma_log": None if total is None else round(total, 5)}
 
 
 def joint_depth_pairs(

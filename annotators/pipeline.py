@@ -127,9 +127,18 @@ class DepthConfig:
 
 @dataclass
 class LiftConfig:
-    """PnP lift: joints whose reprojection error exceeds ``max_reproj_px`` are dropped (None: keep)."""
+    """PnP lift: joints whose reprojection error exceeds ``max_reproj_px`` are dropped (None: keep),
+    or ``max_reproj_rel`` times the hand's 2D size; ``method``: ``episode`` (every pose that explains
+    the 2D, chosen over the track, ambiguous frames flagged) or ``pnp`` (one PnP per frame, the
+    lift before issue 14). See ``annotators.lift.lift``."""
 
     max_reproj_px: float | None = 25.0
+    max_reproj_rel: float | None = None
+    method: str = "episode"
+
+    def validate(self) -> None:
+        if self.method not in ("episode", "pnp"):
+            raise ValueError(f"lift.method: expected episode or pnp, got {self.method!r}")
 
 
 @dataclass
@@ -576,7 +585,8 @@ def _stage_episode(state: PipelineState, cfg: NoConfig) -> None:
 
 def _stage_lift(state: PipelineState, cfg: LiftConfig) -> None:
     """PnP-lift the hands into the camera frame (onto metric depth when there is some)."""
-    lift(state.episode, state.hands.world, max_reproj_px=cfg.max_reproj_px, metric_depth=state.metric)
+    lift(state.episode, state.hands.world, max_reproj_px=cfg.max_reproj_px, metric_depth=state.metric,
+         method=cfg.method, max_reproj_rel=cfg.max_reproj_rel)
 
 
 def _stage_calibrate(state: PipelineState, cfg: CalibrateConfig) -> None:

@@ -14,8 +14,13 @@ Episode keys:
                               central second difference over three consecutive valid frames
     ``dropped_frames`` / ``dropped_fraction``  frames flagged invalid (hand out of view, bad)
     ``num_frames``
+    ``lift_ambiguous_fraction``  lifted hand-frames whose depth choice the lift left open
+    ``hand_scale.<side>`` / ``hand_scale_sigma.<side>``  the hand's size / mean hand and the sd
+                              of its log (``annotators.lift.estimate_hand_scale``), NaN if not lifted
 Per-frame keys: ``detected`` (0/1), ``reproj_median_px``, ``calib_residual``, ``calib_scale``,
-``jitter_mps2`` (median over joints and hands).
+``jitter_mps2`` (median over joints and hands), ``lift_ambiguous`` (0/1: a hand's depth is
+open between poses that explain the 2D, from ``ep.extra["lift"]["ambiguous"]``) and
+``lift_depth_ratio`` (the best other pose's wrist depth / the chosen one; NaN when not ambiguous).
 """
 
 from __future__ import annotations
@@ -53,13 +58,33 @@ def frame_quality(ep: Episode, calib_frame_scale: np.ndarray | None = None,
         j = np.where((tr.present[:, None] & tr.valid)[..., None], tr.joints_3d, np.nan)
         accs.append(joint_acceleration(j, ep.fps))
     nan = np.full(t_count, np.nan, np.float32)
+    amb, ratio = ambiguous_frames(ep)
     return {
         "detected": detected.astype(np.float32),
+        "lift_ambiguous": amb,
+        "lift_depth_ratio": ratio,
         "reproj_median_px": _nanmedian_rows(np.concatenate(errs, 1)) if errs else nan,
         "jitter_mps2": _nanmedian_rows(np.concatenate(accs, 1)),
         "calib_scale": nan if calib_frame_scale is None else np.asarray(calib_frame_scale, np.float32),
         "calib_residual": nan if calib_frame_residual is None else np.asarray(calib_frame_residual, np.float32),
     }
+
+
+def ambiguous_frames(ep: Episode) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) float32 0/1 ambiguous and (T,) depth ratio (NaN elsewhere) from ``ep.extra["lift"]["ambiguous"]``.
+
+    With both hands ambiguous in a frame the ratio farthest from 1 is kept.
+    """
+    amb = np.zeros(ep.num_frames, np.float32)
+    ratio = np.full(ep.num_frames, np.nan, np.float32)
+    for a in ep.extra.get("lift", {}).get("ambiguous", []) or []:
+        t, r = int(a["frame"]), float(a.get("depth_ratio", np.nan))
+        if not 0 <= t < ep.num_frames:
+            raise ValueError(f"episode {ep.episode_id}: extra.lift.ambiguous names frame {t} of {ep.num_frames}")
+        amb[t] = 1.0
+        if np.isfinite(r) and not (abs(np.log(ratio[t])) >= abs(np.log(r)) if np.isfinite(ratio[t]) else False):
+            ratio[t] = r
+    return amb, ratio
 
 
 def episode_quality(ep: Episode, calib_scale: float = float("nan"),
@@ -92,6 +117,14 @@ def episode_quality(ep: Episode, calib_scale: float = float("nan"),
     q["calib_scale"] = float(calib_scale)
     q["calib_residual"] = float(calib_residual)
     dropped = ~np.asarray(ep.frame_valid, bool)
+    lifted = sum(int((ep.hands[sd].present & np.isfinite(ep.hands[sd].joints_3d).all(-1).any(-1)).sum()) for sd in HANDS)
+    n_amb = len(ep.extra.get("lift", {}).get("ambiguous", []) or [])
+    q["lift_ambiguous_fraction"] = float(n_amb) / lifted if lifted else float("nan")
+    scales = ep.extra.get("hand_scale", {}) or {}
+    for sd in HANDS:
+        hs = scales.get(sd) or {}
+        q[f"hand_scale.{sd}"] = float(hs["scale"]) if hs.get("scale") is not None else float("nan")
+        q[f"hand_scale_sigma.{sd}"] = float(hs["sigma_log"]) if hs.get("sigma_log") is not None else float("nan")
     q["dropped_frames"] = float(dropped.sum())
     q["dropped_fraction"] = float(dropped.sum()) / t_count
     return q

@@ -121,8 +121,10 @@ def test_relative_depth_never_moves_the_hand(episodes):
         ep, side, world, _ = _detections(ep0, 0, depth_backend=RELATIVE, depth_unit_x=unit_x)
         L.lift(ep, {side: world})
         assert np.array_equal(ep.hands[side].joints_3d, ref.hands[side].joints_3d, equal_nan=True)
-        assert ep.extra["lift"] == {"depth_used": False,
-                                    "reason": "depth is relative (not metric): the calibration scales it"}
+        info = ep.extra["lift"]
+        assert {k: info[k] for k in ("depth_used", "reason")} == {
+            "depth_used": False, "reason": "depth is relative (not metric): the calibration scales it"}
+        assert info["method"] == "episode" and isinstance(info["ambiguous"], list)
     # an explicit argument overrides the episode's marking
     ep, side, world, _ = _detections(ep0, 0, depth_backend=SENSOR)
     L.lift(ep, {side: world}, metric_depth=False)

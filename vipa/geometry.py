@@ -491,6 +491,99 @@ def lift_hand(
     )
 
 
+PALM_JOINTS = (0, 1, 5, 9, 13, 17)  # wrist, thumb CMC and the four MCPs: the near-planar palm
+
+
+def _pose_result(obj: np.ndarray, img: np.ndarray, K: np.ndarray, rvec: np.ndarray, tvec: np.ndarray,
+                 inliers: np.ndarray) -> LiftResult | None:
+    """LiftResult of one pose (None when non-finite or any inlier behind the camera)."""
+    rvec = np.asarray(rvec, np.float64).reshape(3)
+    tvec = np.asarray(tvec, np.float64).reshape(3)
+    if not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
+        return None
+    joints = (obj @ axis_angle_to_matrix(rvec).T + tvec).astype(np.float32)
+    if np.any(~(joints[inliers, 2] > 1e-3)):
+        return None
+    err = np.linalg.norm(project(joints, K) - img.astype(np.float32), axis=1).astype(np.float32)
+    return LiftResult(joints, err, True, rvec.astype(np.float32), tvec.astype(np.float32), inliers.copy())
+
+
+def lift_hand_candidates(
+    world_landmarks: np.ndarray,
+    image_landmarks: np.ndarray,
+    K: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    depth_factors: tuple[float, ...] = (0.6, 1.6),
+    tilt_deg: float = 45.0,
+    min_depth_step: float = 0.05,
+    ransac: bool = True,
+) -> list[LiftResult]:
+    """Every PnP pose that explains the 2D, best first (camera frame, metres; errors in px).
+
+    Starts from :func:`lift_hand`'s pose, the two IPPE poses of the near-planar palm
+    (``PALM_JOINTS``), the best pose moved to ``depth_factors`` times its distance and tilted
+    by +-``tilt_deg`` about the two image axes; each start is refined by Levenberg-Marquardt on
+    :func:`lift_hand`'s inliers. Local minima that differ in wrist depth by more than
+    ``min_depth_step`` (relative) are kept, sorted by median inlier reprojection error; the
+    caller decides which reprojection errors still "explain the 2D". A failed
+    :func:`lift_hand` gives ``[that failure]``. ``ransac`` is passed to :func:`lift_hand`.
+    """
+    import cv2
+
+    base = lift_hand(world_landmarks, image_landmarks, K, valid, ransac=ransac)
+    if not base.ok:
+        return [base]
+    K = validate_intrinsics(K)
+    obj = np.asarray(world_landmarks, np.float64)
+    img = np.asarray(image_landmarks, np.float64)
+    inl = base.inliers
+    o = np.ascontiguousarray(obj[inl])
+    p = np.ascontiguousarray(img[inl] - 0.5)
+    Kcv = intrinsics_to_opencv(K).astype(np.float64)
+    r0, t0 = base.rvec.astype(np.float64), base.tvec.astype(np.float64)
+    R0 = axis_angle_to_matrix(r0)
+    starts: list[tuple[np.ndarray, np.ndarray]] = [(r0, t0 * f) for f in depth_factors]
+    for axis in ((np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])) if tilt_deg else ()):
+        for sign in (-1.0, 1.0):
+            Q = axis_angle_to_matrix(axis * np.deg2rad(tilt_deg) * sign)
+            starts.append((matrix_to_axis_angle(Q @ R0).astype(np.float64), t0))
+    palm = [k for k in PALM_JOINTS if inl[k]]
+    if len(palm) >= 4:
+        c = obj[palm].mean(0)
+        _, _, vt = np.linalg.svd(obj[palm] - c)
+        B = vt  # rows: plane axes u, v and normal
+        planar = (obj[palm] - c) @ B.T
+        planar[:, 2] = 0.0
+        try:
+            n_sol, rs, ts, _ = cv2.solvePnPGeneric(np.ascontiguousarray(planar), np.ascontiguousarray(img[palm] - 0.5),
+                                                   Kcv, None, flags=cv2.SOLVEPNP_IPPE)
+        except cv2.error:
+            n_sol, rs, ts = 0, [], []
+        for r, t in zip(list(rs)[:n_sol], list(ts)[:n_sol]):
+            Rp = axis_angle_to_matrix(np.asarray(r, np.float64).reshape(3))
+            R = Rp @ B  # hand frame -> plane frame -> camera
+            t = np.asarray(t, np.float64).reshape(3) - R @ c
+            starts.append((matrix_to_axis_angle(R).astype(np.float64), t))
+    out = [base]
+    for r, t in starts:
+        if not (np.all(np.isfinite(r)) and np.all(np.isfinite(t))) or t[2] <= 0:
+            continue
+        try:
+            r, t = cv2.solvePnPRefineLM(o, p, Kcv, None, r.reshape(3, 1).copy(), t.reshape(3, 1).copy())
+        except cv2.error:
+            continue
+        res = _pose_result(obj, img, K, r, t, inl)
+        if res is None:
+            continue
+        z = float(res.joints_cam[0, 2]) if np.isfinite(res.joints_cam[0, 2]) else float(res.tvec[2])
+        if any(abs(z / (float(c_.joints_cam[0, 2]) if np.isfinite(c_.joints_cam[0, 2]) else float(c_.tvec[2])) - 1.0)
+               < min_depth_step for c_ in out):
+            continue
+        out.append(res)
+    return sorted(out, key=lambda r: r.median_error)
+
+
 # ----------------------------------------------------------------------------------------------
 # Scale calibration (paper: s = median_k j_k^z / j~_k^z)
 # ----------------------------------------------------------------------------------------------

@@ -8,3 +8,4 @@ registry is read, so a backend added here is reachable from ``vipa annotate`` an
 """
 
 import annotators.tabletop  # noqa: F401,E402 - object backend "tabletop"
+from annotators.backends import mano_regressor  # noqa: E402,F401  (--hands mano_regressor)
