@@ -68,7 +68,7 @@ def _reference(dataset: Path, out: Path) -> None:
 
 def _train(py_bin: Path, dataset: Path, out: Path, steps: int, timeout: float) -> dict:
     cmd = [py_bin / "lerobot-train", f"--dataset.repo_id=local/{dataset.name}", f"--dataset.root={dataset}",
-           "--dataset.video_backend=pyav", "--policy.type=diffusion", "--policy.device=cpu",
+           "--dataset.video_backend=torchcodec", "--policy.type=diffusion", "--policy.device=cpu",
            "--policy.push_to_hub=false", "--wandb.enable=false", f"--steps={steps}", "--batch_size=2",
            "--num_workers=0", "--log_freq=1", "--save_checkpoint=false", f"--output_dir={out}",
            "--eval_freq=0"]

@@ -4,11 +4,13 @@
 # share the project's .venv.
 # lerobot 0.4.4 is the newest release that installs on Python 3.11. Its torch cap (<2.11) would pull a
 # multi-GB CUDA build from PyPI, so torch is pinned to the project's CPU build (torch==2.13.0, as in
-# pyproject.toml) and lerobot is installed without its torch/torchvision/torchcodec pins; torchcodec needs
-# system FFmpeg libraries, so LeRobot decodes video with PyAV here.
+# pyproject.toml) and lerobot is installed without its torch/torchvision/torchcodec pins. LeRobot decodes
+# video with torchcodec (its "pyav" backend needs torchvision.io.VideoReader, gone from torchvision 0.28):
+# torchcodec 0.13.0 is the release built for torch 2.13 and loads Debian's FFmpeg 5 libraries.
 # Idempotent: a second run only checks. Usage: scripts/setup_lerobot.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 venv="${VIPA_LEROBOT_VENV:-.venv-lerobot}"
 
 py=$(command -v python3.11 || true)
@@ -22,6 +24,7 @@ if [ -f "$stamp" ] && [ ! "$0" -nt "$stamp" ]; then
   exit 0
 fi
 t0=$(date +%s)
+ensure_apt_packages libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
 if [ ! -x "$venv/bin/python" ]; then
   echo "setup_lerobot: creating $venv with $py"
   "$py" -m venv "$venv"
@@ -30,7 +33,7 @@ fi
 pip=("$venv/bin/python" -m pip install -q)
 # torch first, at the project's pin (a CPU build); torchvision of the same release line.
 "${pip[@]}" "torch==2.13.0" "torchvision==0.28.0"
-"${pip[@]}" --no-deps "lerobot==0.4.4"
+"${pip[@]}" --no-deps "lerobot==0.4.4" "torchcodec==0.13.0"
 # lerobot 0.4.4's requirements (its METADATA) without torch, torchvision and torchcodec, plus what
 # LeRobotDataset, lerobot-train (diffusion policy) and this check use.
 "${pip[@]}" "torch==2.13.0" "torchvision==0.28.0" \
@@ -47,6 +50,6 @@ if ! "$venv/bin/python" -c "import torchvision" 2>/dev/null; then
   cp scripts/lerobot/_vipa_torchvision_shim.py "$site/"
   echo "import _vipa_torchvision_shim" > "$site/_vipa_torchvision_shim.pth"
 fi
-"$venv/bin/python" -c "import lerobot, torch; from lerobot.datasets.lerobot_dataset import LeRobotDataset; print('lerobot', lerobot.__version__, 'torch', torch.__version__)"
+"$venv/bin/python" -c "import lerobot, torch, torchcodec.decoders; from lerobot.datasets.lerobot_dataset import LeRobotDataset; print('lerobot', lerobot.__version__, 'torch', torch.__version__, 'torchcodec', torchcodec.__version__)"
 touch "$stamp"
 echo "setup_lerobot: ready ($venv/bin/python) in $(( $(date +%s) - t0 )) s"

@@ -7,7 +7,8 @@ Layout (codebase_version "v3.0"):
     meta/episodes/chunk-000/file-000.parquet  one row per episode: index ranges, video spans
     meta/stats.json                         per feature: mean, std, min, max, q01..q99 in the feature's
                                             shape, count (1,); videos per channel (3, 1, 1) in [0, 1]
-                                            as LeRobot computes them; strict JSON (no NaN)
+                                            as LeRobot computes them; none for bool and uint16
+                                            features (LeRobot then passes them through); strict JSON
     data/chunk-000/file-000.parquet         one row per frame (non-video features)
     videos/<key>/chunk-000/file-000.mp4     all episodes of a camera, concatenated (H.264)
 
@@ -282,8 +283,11 @@ class LeRobotWriter:
         for name, ft in self.features.items():
             if ft["dtype"] == "video":
                 stats[name] = video_stats(np.concatenate(self._videos[name]))
-            else:
+            elif ft["dtype"] in ("float32", "int64"):
                 stats[name] = feature_stats(np.concatenate(self._frames[name]))
+            # bool masks and uint16 depth counts get no stats: LeRobot's normaliser casts a feature's
+            # stats to the feature's dtype (bool / uint16 arithmetic fails or wraps) and leaves a
+            # feature without stats as it is
         default_cols = {"timestamp": cols["timestamp"], "frame_index": frame_idx, "episode_index": ep_idx,
                         "index": np.arange(total), "task_index": cols["task_index"]}
         for name, col in default_cols.items():
