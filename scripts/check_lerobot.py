@@ -83,16 +83,32 @@ def _train(py_bin: Path, dataset: Path, out: Path, steps: int, timeout: float) -
             "tail": None if proc.returncode == 0 else text[-3000:]}
 
 
+# lerobot-doctor 0.2.0's "anomalies" check assumes 1-D features: on any (r, c) feature with a constant
+# column (camera intrinsics, for one) it dies with "only length-1 arrays can be converted"; it is run
+# on its own so its crash is reported without hiding the other checks' verdicts.
+DOCTOR_CHECKS = "metadata,temporal,actions,videos,statistics,episodes,consistency,training,portability,per_episode"
+
+
 def _doctor(py_bin: Path, dataset: Path, timeout: float) -> dict:
     exe = py_bin / "lerobot-doctor"
     if not exe.exists():
         return {"available": False}
-    proc = _run([exe, "check", dataset, "--json"], timeout, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = _run([exe, "check", dataset, "--json", "--checks", DOCTOR_CHECKS], timeout, env=env)
+    out: dict = {"available": True, "rc": proc.returncode}
     try:
         report = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        return {"available": True, "rc": proc.returncode, "tail": (proc.stdout + proc.stderr)[-2000:]}
-    return {"available": True, "rc": proc.returncode, "report": report}
+        out["overall"] = report.get("overall_severity")
+        out["verdicts"] = {c["name"]: c["severity"] for c in report["checks"]}
+        out["not_pass"] = sorted({f"{c['name']}: {m['message']}" for c in report["checks"]
+                                  for m in c.get("messages", []) if m.get("severity") != "PASS"})[:12]
+    except (ValueError, KeyError, TypeError):
+        out["tail"] = (proc.stdout + proc.stderr)[-2000:]
+    anomalies = _run([exe, "check", dataset, "--checks", "anomalies"], timeout, env=env)
+    out["anomalies_rc"] = anomalies.returncode
+    if anomalies.returncode not in (0, 1):
+        out["anomalies_error"] = (anomalies.stderr.strip().splitlines() or ["?"])[-1][-300:]
+    return out
 
 
 def main() -> int:
