@@ -106,7 +106,7 @@ def _doctor(py_bin: Path, dataset: Path, timeout: float) -> dict:
         out["tail"] = (proc.stdout + proc.stderr)[-2000:]
     anomalies = _run([exe, "check", dataset, "--checks", "anomalies"], timeout, env=env)
     out["anomalies_rc"] = anomalies.returncode
-    if anomalies.returncode not in (0, 1):
+    if "Traceback" in anomalies.stderr:
         out["anomalies_error"] = (anomalies.stderr.strip().splitlines() or ["?"])[-1][-300:]
     return out
 
