@@ -16,7 +16,7 @@ import pytest
 
 from vipa import cli
 from vipa.conventions import HANDS
-from vipa.data.dataset import Hand3DDataset
+from vipa.data.reader import Hand3DDataset
 from vipa.data.episode import Episode, HandTrack
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -52,8 +52,8 @@ def _err(msg: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vipa.data.dataset import Hand3DDataset
     from vipa.data.export_check import check_episode, staging
+    from vipa.data.reader import Hand3DDataset
 
     src, out = Path(args.dataset), Path(args.out)
     if not src.is_dir():

@@ -20,7 +20,7 @@ from vipa.data._lerobot_export import ExportError, episode_features
 from vipa.data.episode import SchemaError
 
 if TYPE_CHECKING:
-    from vipa.data.dataset import Hand3DDataset
+    from vipa.data.reader import Hand3DDataset
 
 PARTIAL_PREFIX = ".partial-"
 

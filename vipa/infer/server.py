@@ -397,8 +397,8 @@ class PolicyClient:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from vipa.infer.policy import PredictorPolicy
     from vipa.model.checkpoint import CheckpointError
-    from vipa.sim.policy import PredictorPolicy
 
     try:
         policy = PredictorPolicy.load(args.checkpoint, replan=args.replan)
