@@ -33,3 +33,11 @@ fi
 if [ "$dev" = 1 ] && [ "${VIPA_SKIP_LIBERO:-0}" != 1 ]; then
   scripts/setup_libero.sh || echo "setup: LIBERO set-up failed; tests/test_libero.py will skip (see above)" >&2
 fi
+# openpi's client pins numpy<2: its own small venv (~30 s) for tests/test_openpi.py's real-client test.
+if [ "$dev" = 1 ] && [ "${VIPA_SKIP_OPENPI:-0}" != 1 ]; then
+  scripts/setup_openpi.sh || echo "setup: openpi-client set-up failed; its test in tests/test_openpi.py will skip" >&2
+fi
+# lerobot 0.4.4 (av<16, rerun<0.27): its own venv for the slow real-client check (first time ~15 min).
+if [ "$dev" = 1 ] && [ "${VIPA_SKIP_LEROBOT:-0}" != 1 ]; then
+  scripts/setup_lerobot.sh || echo "setup: LeRobot set-up failed; tests/test_lerobot_real.py will skip" >&2
+fi

@@ -476,7 +476,11 @@ def test_export_lerobot_format(tmp_path: Path, capsys: pytest.CaptureFixture) ->
             np.testing.assert_array_equal(got[f"observation.hands.{side}.valid"], src.hands[side].valid)
         np.testing.assert_array_equal(got["observation.camera.intrinsics"][0], src.K)
         np.testing.assert_array_equal(got["observation.depth"].astype(np.float32), src.depth_raw)
-        np.testing.assert_allclose(got["observation.state"][:, 3:], src.hands["right"].joints_3d[:, 0])
+        right = src.hands["right"]
+        measured = right.present & right.valid[:, 0] & np.isfinite(right.joints_3d[:, 0]).all(-1)
+        np.testing.assert_array_equal(got["observation.state_valid"][:, 3], measured)
+        np.testing.assert_allclose(got["observation.state"][measured, 3:], right.joints_3d[measured, 0])
+        assert np.isfinite(got["observation.state"]).all()
         np.testing.assert_allclose(got["action"][:-1], got["observation.state"][1:])
         assert got["observation.images.rgb"].shape == src.rgb.shape
         assert np.abs(got["observation.images.rgb"].astype(int) - src.rgb).mean() < 40  # noise video, lossy

@@ -5,6 +5,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 pytest.importorskip("metaworld")
 
@@ -133,12 +134,17 @@ def test_policy_server_round_trip_and_errors():
             bad = dict(obs, image=obs["image"][..., 0])
             with pytest.raises(RuntimeError, match="observation.image"):
                 client.infer(bad)
-            with pytest.raises(RuntimeError, match="missing"):
+            with pytest.raises(RuntimeError, match="missing"):  # the client reconnects after an error
                 client.infer({"image": obs["image"]})
-            # raw garbage on the same connection: an error reply, and the server keeps serving
+            # raw garbage: openpi's error reply (a text frame, then close 1011); the server keeps serving
+            client.infer(obs)
             client._ws.send(b"\xc1\xff not msgpack")
-            reply = unpackb(client._ws.recv(timeout=10))
-            assert reply["type"] == "error" and "undecodable" in reply["error"]
+            reply = client._ws.recv(timeout=10)
+            assert isinstance(reply, str) and "undecodable" in reply
+            with pytest.raises(ConnectionClosed) as closed:
+                client._ws.recv(timeout=10)
+            assert closed.value.rcvd.code == 1011
+            client._ws = None
             np.testing.assert_allclose(client.infer(obs), actions)
     finally:
         server.stop()
@@ -151,6 +157,9 @@ def test_message_codec_refuses_unsafe_arrays():
     with pytest.raises(MessageError, match="not allowed"):
         packb({"a": np.array([object()], dtype=object)})
     import msgpack
-    evil = msgpack.packb({"__ndarray__": True, "dtype": "object", "shape": [1], "data": b"x"})
-    with pytest.raises(MessageError, match="malformed"):
+    evil = msgpack.packb({b"__ndarray__": True, b"dtype": "|O", b"shape": [1], b"data": b"x" * 8})
+    with pytest.raises(MessageError, match="not allowed"):
         unpackb(evil)
+    short = msgpack.packb({b"__ndarray__": True, b"dtype": "<f4", b"shape": [4], b"data": b"x" * 8})
+    with pytest.raises(MessageError, match="needs 16"):
+        unpackb(short)

@@ -4,19 +4,28 @@ LeRobot has fields for images, state and action only; everything else a Hand3D e
 is stored as declared features with their unit and frame in ``info``:
 
     observation.images.rgb              video (H, W, 3) uint8 (when every episode has RGB)
-    observation.depth                   uint16 (H, W) raw counts (when every episode has depth)
+    observation.depth                   uint16 (H, W) raw counts, 0 = no reading (when every episode
+                                        has depth); a numeric feature: LeRobot 0.4 has no depth camera
+                                        type, and a video would be lossy 8-bit
     observation.depth_unit              float32 m per count;  metric = raw * unit * depth_scale
-    observation.depth_scale             float32 calibration scale s (NaN = unknown)
-    observation.state                   float32 (6,) left then right wrist (x, y, z), m, camera
-                                        frame; 0 where the hand is absent
-    action                              float32 (6,) the same at the next frame (last repeats)
+    observation.depth_scale             float32 calibration scale s (1 where unknown)
+    observation.depth_scale_known       bool: False = s unknown
+    observation.state                   float32 (6,) left then right wrist (x, y, z), m, camera frame
+    observation.state_valid             bool (6,): False where the wrist was not measured (hand absent,
+                                        wrist invalid or missing); such values hold the last measured
+                                        value (the first one before any), 0 if never measured
+    action                              float32 (6,) the state at the next frame (last repeats); its
+                                        validity is observation.state_valid of the next frame
     observation.camera.intrinsics       float32 (3, 3) K, px
     observation.camera.pose             float32 (4, 4) world_from_camera, m
     observation.frame_valid             bool
     observation.hands.<side>.*          joints_2d (21, 2) px, joints_3d (21, 3) m camera,
-                                        confidence (21,), valid (21,), present
-Episode metadata (id, source, size, K estimate flag, quality, review status) goes in each
-episode's ``extra``; the instruction is the task.
+                                        confidence (21,), valid (21,), present, and
+                                        joints_2d_known / joints_3d_known (21,) bool: False where the
+                                        value was missing (NaN in Hand3D; held like the state here)
+No number in the export is NaN or infinite: what is missing is filled and marked False in its
+mask, and import turns it back into NaN. Episode metadata (id, source, size, K estimate flag,
+quality, review status) goes in each episode's ``extra``; the instruction is every frame's task.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -34,11 +43,34 @@ if TYPE_CHECKING:
     from vipa.data.reader import Hand3DDataset
 
 
+class ExportError(ValueError):
+    """An episode cannot be exported as it is; the message names the episode and the field."""
+
+
+def hold_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Fill unknown entries of (T, ...) ``values`` along time: the last known value, the first known
+    one before any, 0 where nothing is ever known. ``known`` is (T, ...) bool of ``values``' shape."""
+    v = np.array(values, np.float32, copy=True)
+    t = v.shape[0]
+    if t == 0:
+        return v
+    flat, k = v.reshape(t, -1), known.reshape(t, -1)
+    idx = np.where(k, np.arange(t)[:, None], -1)
+    last = np.maximum.accumulate(idx, axis=0)
+    first = np.argmax(k, axis=0)
+    src = np.where(last >= 0, last, first[None, :])
+    filled = np.take_along_axis(flat, src, axis=0)
+    filled[:, ~k.any(0)] = 0.0
+    return filled.reshape(v.shape)
+
+
 def _features(h: int, w: int, rgb: bool, depth: bool) -> dict[str, dict]:
     xyz = [f"{s}_wrist_{a}" for s in HANDS for a in "xyz"]
     f: dict[str, dict] = {
         "observation.state": {"dtype": "float32", "shape": [6], "names": xyz,
-                              "info": {"unit": "m", "frame": "camera", "absent": 0.0}},
+                              "info": {"unit": "m", "frame": "camera", "mask": "observation.state_valid"}},
+        "observation.state_valid": {"dtype": "bool", "shape": [6], "names": xyz,
+                                    "info": {"meaning": "True where observation.state holds a measurement"}},
         "action": {"dtype": "float32", "shape": [6], "names": xyz,
                    "info": {"unit": "m", "frame": "camera", "meaning": "wrist positions at the next frame"}},
         "observation.camera.intrinsics": {"dtype": "float32", "shape": [3, 3], "names": None,
@@ -46,7 +78,9 @@ def _features(h: int, w: int, rgb: bool, depth: bool) -> dict[str, dict]:
         "observation.camera.pose": {"dtype": "float32", "shape": [4, 4], "names": None,
                                     "info": {"unit": "m", "frame": "world_from_camera"}},
         "observation.depth_scale": {"dtype": "float32", "shape": [1], "names": None,
-                                    "info": {"unit": "1", "meaning": "calibration scale s; NaN = unknown"}},
+                                    "info": {"unit": "1", "meaning": "calibration scale s",
+                                             "mask": "observation.depth_scale_known"}},
+        "observation.depth_scale_known": {"dtype": "bool", "shape": [1], "names": None},
         "observation.frame_valid": {"dtype": "bool", "shape": [1], "names": None},
     }
     for side in HANDS:
@@ -57,22 +91,85 @@ def _features(h: int, w: int, rgb: bool, depth: bool) -> dict[str, dict]:
                               "info": {"unit": "m", "frame": "camera"}}
         f[p + "confidence"] = {"dtype": "float32", "shape": [NUM_JOINTS], "names": list(JOINT_NAMES)}
         f[p + "valid"] = {"dtype": "bool", "shape": [NUM_JOINTS], "names": list(JOINT_NAMES)}
+        f[p + "joints_2d_known"] = {"dtype": "bool", "shape": [NUM_JOINTS], "names": list(JOINT_NAMES)}
+        f[p + "joints_3d_known"] = {"dtype": "bool", "shape": [NUM_JOINTS], "names": list(JOINT_NAMES)}
         f[p + "present"] = {"dtype": "bool", "shape": [1], "names": None}
     if rgb:
         f["observation.images.rgb"] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"]}
     if depth:
         f["observation.depth"] = {"dtype": "uint16", "shape": [h, w], "names": ["height", "width"],
-                                  "info": {"unit": "observation.depth_unit", "invalid": 0}}
+                                  "info": {"unit": "observation.depth_unit", "invalid": 0,
+                                           "metric": "raw * observation.depth_unit * observation.depth_scale"}}
         f["observation.depth_unit"] = {"dtype": "float32", "shape": [1], "names": None, "info": {"unit": "m"}}
     return f
 
 
-def export_hand3d(ds: "Hand3DDataset", out: str | Path, corrected: bool = True) -> Path:
+def _finite(name: str, a: np.ndarray, where: np.ndarray | None = None) -> None:
+    a = np.asarray(a, np.float64)
+    bad = ~np.isfinite(a)
+    if where is not None:
+        bad &= where
+    if bad.any():
+        frame = int(np.argwhere(bad)[0][0])
+        raise ExportError(f"{name}: {int(bad.sum())} non-finite values marked valid (first in frame {frame})")
+    if np.abs(a[np.isfinite(a)]).max(initial=0.0) > np.finfo(np.float32).max:
+        raise ExportError(f"{name}: values beyond float32 range")
+
+
+def episode_features(e) -> dict[str, np.ndarray]:
+    """One Hand3D episode's non-media LeRobot features: finite numbers and their masks.
+
+    Raises ExportError naming the field when a value marked valid is not finite (an infinite
+    joint is never exported as a number) or K / the camera pose are not finite."""
+    t = e.num_frames
+    _finite("K", e.K)
+    _finite("camera_pose", e.camera_pose)
+    data: dict[str, np.ndarray] = {}
+    state = np.zeros((t, 6), np.float32)
+    state_known = np.zeros((t, 6), bool)
+    for k, side in enumerate(HANDS):
+        hand, p = e.hands[side], f"observation.hands.{side}."
+        v = hand.valid.astype(bool)
+        _finite(f"hands.{side}.joints_2d", hand.joints_2d, v[..., None])
+        _finite(f"hands.{side}.joints_3d", hand.joints_3d, v[..., None])
+        _finite(f"hands.{side}.confidence", hand.confidence, v)
+        for key, arr in (("joints_2d", hand.joints_2d), ("joints_3d", hand.joints_3d)):
+            if np.isinf(arr).any():
+                raise ExportError(f"hands.{side}.{key}: infinite values (missing values must be NaN)")
+            known = np.isfinite(arr).all(-1)
+            data[p + key] = hold_fill(arr, np.repeat(known[..., None], arr.shape[-1], -1))
+            data[p + key + "_known"] = known
+        conf = np.asarray(hand.confidence, np.float32)
+        data[p + "confidence"] = np.where(np.isfinite(conf), conf, 0.0).astype(np.float32)
+        data[p + "valid"] = v
+        data[p + "present"] = hand.present.astype(bool)
+        wrist_known = hand.present & v[:, WRIST] & np.isfinite(hand.joints_3d[:, WRIST]).all(-1)
+        state_known[:, 3 * k:3 * k + 3] = wrist_known[:, None]
+        state[:, 3 * k:3 * k + 3] = hold_fill(hand.joints_3d[:, WRIST], np.repeat(wrist_known[:, None], 3, 1))
+    scale = np.asarray(e.depth_scale, np.float32)
+    if np.isinf(scale).any() or (scale[np.isfinite(scale)] <= 0).any():
+        raise ExportError("depth_scale: infinite or non-positive values (unknown must be NaN)")
+    scale_known = np.isfinite(scale)
+    data.update({
+        "observation.state": state,
+        "observation.state_valid": state_known,
+        "action": np.concatenate([state[1:], state[-1:]]) if t else state,
+        "observation.camera.intrinsics": np.repeat(np.asarray(e.K, np.float32)[None], t, 0),
+        "observation.camera.pose": np.asarray(e.camera_pose, np.float32),
+        "observation.depth_scale": np.where(scale_known, scale, 1.0).astype(np.float32),
+        "observation.depth_scale_known": scale_known,
+        "observation.frame_valid": e.frame_valid.astype(bool),
+    })
+    return data
+
+
+def export_hand3d(ds: "Hand3DDataset", out: str | Path, corrected: bool = True,
+                  progress: "Callable[[int, int, str], None] | None" = None) -> Path:
     """Write the dataset's episodes (status "ok") as a LeRobot v3 folder at ``out``.
 
     LeRobot needs one fps and one image size per camera: mixed datasets are refused with a
     ValueError that says which episodes differ. RGB and depth are written when every episode
-    has them.
+    has them. ``progress(done, total, episode_id)`` is called after each episode is read.
     """
     from vipa.data.lerobot import LeRobotWriter
 
@@ -92,38 +189,32 @@ def export_hand3d(ds: "Hand3DDataset", out: str | Path, corrected: bool = True) 
     writer = LeRobotWriter(root=Path(out), fps=float(next(iter(fps))), features=_features(h, w, rgb, depth),
                            robot_type="human_hand")
     for eid, e in zip(ids, eps):
-        t = e.num_frames
-        state = np.zeros((t, 6), np.float32)
-        for k, side in enumerate(HANDS):
-            hand = e.hands[side]
-            wrist = np.where(hand.present[:, None], hand.joints_3d[:, WRIST], 0.0)
-            state[:, 3 * k:3 * k + 3] = np.nan_to_num(wrist, nan=0.0)
-        data: dict[str, np.ndarray] = {
-            "observation.state": state,
-            "action": np.concatenate([state[1:], state[-1:]]) if t else state,
-            "observation.camera.intrinsics": np.repeat(e.K[None], t, 0),
-            "observation.camera.pose": e.camera_pose,
-            "observation.depth_scale": e.depth_scale,
-            "observation.frame_valid": e.frame_valid,
-        }
-        for side in HANDS:
-            hand, p = e.hands[side], f"observation.hands.{side}."
-            data[p + "joints_2d"] = hand.joints_2d
-            data[p + "joints_3d"] = hand.joints_3d
-            data[p + "confidence"] = hand.confidence
-            data[p + "valid"] = hand.valid
-            data[p + "present"] = hand.present
+        try:
+            data = episode_features(e)
+        except ExportError as exc:
+            raise ExportError(f"episode {eid!r}: {exc}") from None
         if rgb:
             data["observation.images.rgb"] = ds.rgb_frames(eid)
         if depth:
             meta = ds._episode_meta(eid)
-            data["observation.depth"] = np.stack([ds._depth_counts(eid, i, meta) for i in range(t)])
-            data["observation.depth_unit"] = np.full(t, meta["depth_unit"], np.float32)
+            data["observation.depth"] = np.stack([ds._depth_counts(eid, i, meta) for i in range(e.num_frames)])
+            data["observation.depth_unit"] = np.full(e.num_frames, meta["depth_unit"], np.float32)
         extra = {"episode_id": eid, "source": e.source, "width": e.width, "height": e.height,
                  "K_is_estimate": e.K_is_estimate, "review_status": e.review_status,
                  "quality": {k: (v if math.isfinite(v) else None) for k, v in e.quality.items()}}
         writer.add_episode(data, task=e.instruction, extra=extra)
+        if progress:
+            progress(len(writer._episodes), len(ids), eid)
     return writer.finalize()
+
+
+def _scale(d: dict) -> np.ndarray | None:
+    if "observation.depth_scale" not in d:
+        return None
+    s = d["observation.depth_scale"].astype(np.float32)
+    if "observation.depth_scale_known" in d:
+        s[~d["observation.depth_scale_known"].astype(bool)] = np.nan
+    return s
 
 
 def import_hand3d(src: str | Path, out: str | Path) -> "Hand3DDataset":
@@ -150,8 +241,11 @@ def import_hand3d(src: str | Path, out: str | Path) -> "Hand3DDataset":
         hands = {}
         for side in HANDS:
             p = f"observation.hands.{side}."
-            hands[side] = HandTrack(side=side, joints_2d=d[p + "joints_2d"].astype(np.float32),
-                                    joints_3d=d[p + "joints_3d"].astype(np.float32),
+            j2, j3 = d[p + "joints_2d"].astype(np.float32), d[p + "joints_3d"].astype(np.float32)
+            if p + "joints_2d_known" in d:  # masked values were held for LeRobot: missing again
+                j2[~d[p + "joints_2d_known"].astype(bool)] = np.nan
+                j3[~d[p + "joints_3d_known"].astype(bool)] = np.nan
+            hands[side] = HandTrack(side=side, joints_2d=j2, joints_3d=j3,
                                     confidence=d[p + "confidence"].astype(np.float32),
                                     valid=d[p + "valid"].astype(bool), present=d[p + "present"].astype(bool),
                                     provenance=np.array(["lerobot-import"] * t, dtype=object))
@@ -165,8 +259,7 @@ def import_hand3d(src: str | Path, out: str | Path) -> "Hand3DDataset":
                      height=int(h), K=K, hands=hands, num_frames=t, K_is_estimate=bool(extra.get("K_is_estimate")),
                      instruction=d["task"], source=str(extra.get("source", f"lerobot:{src}")),
                      depth_unit=float(d["observation.depth_unit"][0]) if depth is not None else 0.001,
-                     depth_scale=d["observation.depth_scale"].astype(np.float32) if "observation.depth_scale" in d
-                     else None,
+                     depth_scale=_scale(d),
                      camera_pose=d["observation.camera.pose"].astype(np.float32) if "observation.camera.pose" in d
                      else None,
                      frame_valid=d["observation.frame_valid"].astype(bool) if "observation.frame_valid" in d else None,

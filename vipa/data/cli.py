@@ -29,56 +29,82 @@ def _is_lerobot(path: Path) -> bool:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
     p = subparsers.add_parser("export", help="write the corrected dataset as Hand3D or LeRobot v3",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__, formatter_class=Formatter)
     p.add_argument("dataset", metavar="DATASET", help="Hand3D dataset folder (or a LeRobot v3 export to import)")
-    p.add_argument("--out", required=True, metavar="DIR", help="new folder to write (must not hold data)")
-    p.add_argument("--format", choices=("hand3d", "lerobot"), default="hand3d")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="new folder to write (absent or empty); written under a hidden .partial-* name "
+                        "beside it and moved into place when complete")
+    p.add_argument("--format", choices=("hand3d", "lerobot"), default="hand3d", help="output layout")
     p.add_argument("--uncorrected", action="store_true", help="export the annotators' output without corrections")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
 
+def _err(msg: str) -> int:
+    print(f"vipa export: {msg}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vipa.data.export_check import check_episode, staging
     from vipa.data.reader import Hand3DDataset
 
     src, out = Path(args.dataset), Path(args.out)
+    if not src.is_dir():
+        return _err(f"{src}: no such dataset folder")
+    if out.exists() and not out.is_dir():
+        return _err(f"--out {out} is a file; give a new folder")
     if out.exists() and any(out.iterdir()):
-        print(f"vipa export: {out} exists and is not empty; choose a new folder", file=sys.stderr)
-        return 2
+        return _err(f"{out} exists and is not empty; choose a new folder")
     if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()):
-        print(f"vipa export: --out {out} must lie outside the dataset {src}", file=sys.stderr)
-        return 2
+        return _err(f"--out {out} must lie outside the dataset {src}")
     if _is_lerobot(src):
         if args.format != "hand3d":
-            print(f"vipa export: {src} is already LeRobot v3; use --format hand3d to import it", file=sys.stderr)
-            return 2
+            return _err(f"{src} is already LeRobot v3; use --format hand3d to import it")
         try:
-            out_ds = import_hand3d(src, out)
-        except (LeRobotFormatError, SchemaError) as exc:
-            print(f"vipa export: {exc}", file=sys.stderr)
-            return 2
-        print(f"imported {len(out_ds.episode_ids())} episodes from LeRobot v3 into Hand3D at {out}")
+            with staging(out) as tmp:
+                n = len(import_hand3d(src, tmp).episode_ids())
+        except (LeRobotFormatError, SchemaError, OSError) as exc:
+            return _err(str(exc))
+        print(f"imported {n} episodes from LeRobot v3 into Hand3D at {out}")
         return 0
     try:
         ds = Hand3DDataset.open(src)
     except SchemaError as exc:
-        print(f"vipa export: {src}: {exc}", file=sys.stderr)
-        return 2
+        return _err(f"{src}: {exc}")
     corrected = not args.uncorrected
-    if args.format == "hand3d":
-        try:
-            out_ds = ds.export(out, corrected=corrected)
-        except SchemaError as exc:
-            print(f"vipa export: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote {len(out_ds.episode_ids())} episodes ({'corrected' if corrected else 'uncorrected'}) "
-              f"as Hand3D to {out}")
-        return 0
+    ids = ds.episode_ids()
+    bar = tqdm(total=len(ids), desc="check episodes", unit="ep", disable=args.no_progress, file=sys.stderr)
+    problems = []
+    for eid in ids:
+        problem = check_episode(ds, eid, corrected)
+        if problem:
+            problems.append(problem)
+        bar.update(1)
+    bar.close()
+    if problems:
+        for line in problems:
+            print(f"vipa export: {line}", file=sys.stderr)
+        return _err(f"{len(problems)} of {len(ids)} episodes cannot be exported (listed above); nothing written")
     try:
-        path = export_hand3d(ds, out, corrected=corrected)
-    except (ValueError, LeRobotFormatError) as exc:
-        print(f"vipa export: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(ds.episode_ids())} episodes ({'corrected' if corrected else 'uncorrected'}) "
-          f"as LeRobot v3 to {path}")
+        with staging(out) as tmp:
+            if args.format == "hand3d":
+                out_ds = ds.export(tmp, corrected=corrected)
+                n = len(out_ds.episode_ids())
+            else:
+                bar = tqdm(total=len(ids), desc="export LeRobot v3", unit="ep", disable=args.no_progress,
+                           file=sys.stderr)
+                export_hand3d(ds, tmp, corrected=corrected, progress=lambda done, total, eid: bar.update(1))
+                bar.close()
+                n = len(ids)
+    except (ValueError, LeRobotFormatError, SchemaError, OSError) as exc:
+        return _err(str(exc))
+    print(f"wrote {n} episodes ({'corrected' if corrected else 'uncorrected'}) as "
+          f"{'Hand3D' if args.format == 'hand3d' else 'LeRobot v3'} to {out}")
     return 0

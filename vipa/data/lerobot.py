@@ -3,20 +3,30 @@
 Layout (codebase_version "v3.0"):
 
     meta/info.json                          fps, features (dtype, shape, names), path templates
-    meta/tasks.parquet                      task (str) -> task_index
+    meta/tasks.parquet                      indexed by the task string (pandas index "task"), column task_index
     meta/episodes/chunk-000/file-000.parquet  one row per episode: index ranges, video spans
-    meta/stats.json                         per-feature mean/std/min/max (normalisation)
+    meta/stats.json                         per feature: mean, std, min, max, q01..q99 in the feature's
+                                            shape, count (1,); videos per channel (3, 1, 1) in [0, 1]
+                                            as LeRobot computes them; none for bool and uint16
+                                            features (LeRobot then passes them through); strict JSON
     data/chunk-000/file-000.parquet         one row per frame (non-video features)
     videos/<key>/chunk-000/file-000.mp4     all episodes of a camera, concatenated (H.264)
 
 Features LeRobot has no field for (camera intrinsics, depth maps and their unit, hand joints)
 are stored as declared features with a ``info`` entry giving their frame and unit.
-Frames of a video feature are RGB uint8 (H, W, 3); numeric features are float32/int64 arrays.
+Frames of a video feature are RGB uint8 (H, W, 3); numeric features are float32/int64/uint16/bool
+arrays and must be finite: a missing value is filled and marked False in a validity feature (LeRobot
+tools and policies cannot take NaN). The folder is written under a temporary name beside ``root``
+and renamed into place when complete (an interrupted write leaves no normal-looking dataset);
+files are 0644, folders 0755.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +44,60 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DEFAULT_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot 0.4's DEFAULT_QUANTILES, keys q01 .. q99
+PARTIAL_PREFIX = ".partial-"
+
+
+def feature_stats(x: np.ndarray) -> dict[str, list]:
+    """LeRobot's stats of a (N, *shape) numeric feature: each in the feature's shape (a (3, 3)
+    feature gets (3, 3) means); a (N,) scalar feature gets shape (1,)."""
+    x = np.asarray(x, np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    out = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0)}
+    qs = np.quantile(x, QUANTILES, axis=0)
+    for q, v in zip(QUANTILES, qs):
+        out[f"q{int(round(q * 100)):02d}"] = v
+    res = {k: np.asarray(v).tolist() for k, v in out.items()}
+    res["count"] = [int(x.shape[0])]
+    return res
+
+
+def video_stats(frames: np.ndarray, max_frames: int = 100, side: int = 150) -> dict[str, list]:
+    """LeRobot's image/video stats: per channel, shape (3, 1, 1), pixel values scaled to [0, 1],
+    over up to ``max_frames`` evenly spaced frames downsampled to about ``side`` pixels (as LeRobot
+    samples them); count is the number of frames used."""
+    n = len(frames)
+    idx = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
+    step = max(1, int(round(max(frames.shape[1:3]) / side)))
+    x = frames[idx, ::step, ::step].astype(np.float64) / 255.0  # (N, h, w, 3)
+    flat = x.reshape(-1, 3)
+    out = {"min": flat.min(0), "max": flat.max(0), "mean": flat.mean(0), "std": flat.std(0)}
+    qs = np.quantile(flat, QUANTILES, axis=0)
+    for q, v in zip(QUANTILES, qs):
+        out[f"q{int(round(q * 100)):02d}"] = v
+    res = {k: np.asarray(v).reshape(3, 1, 1).tolist() for k, v in out.items()}
+    res["count"] = [int(len(idx))]
+    return res
+
+
+def _strict_json(obj: Any) -> bytes:
+    """Strict JSON (NaN or infinity anywhere is a LeRobotFormatError, never a literal)."""
+    try:
+        return json.dumps(obj, indent=2, allow_nan=False).encode()
+    except ValueError as exc:
+        raise LeRobotFormatError(f"refusing to write non-finite numbers to JSON ({exc})") from exc
+
+
+def _publish(tmp: Path, root: Path) -> None:
+    """0644 files, 0755 folders, then move the finished folder ``tmp`` onto ``root``."""
+    for folder, dirs, files in os.walk(tmp):
+        os.chmod(folder, 0o755)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o644)
+    if root.exists():
+        root.rmdir()  # empty (checked before writing); a non-empty folder raises OSError
+    os.replace(tmp, root)
 
 
 class LeRobotFormatError(ValueError):
@@ -132,6 +196,15 @@ class LeRobotWriter:
                 got = arr.shape[1:] if want != (1,) else (arr.shape[1:] or (1,))
                 if tuple(got) != want:
                     raise LeRobotFormatError(f"{name}: expected per-frame shape {want}, got {arr.shape[1:]}")
+                if arr.dtype.kind == "f" or ft["dtype"] == "float32":
+                    cast = arr.astype(np.float32) if ft["dtype"] == "float32" else arr
+                    bad = ~np.isfinite(cast) if cast.dtype.kind == "f" else np.zeros(1, bool)
+                    if bad.any():
+                        frame = int(np.argwhere(bad)[0][0])
+                        raise LeRobotFormatError(
+                            f"{name}: {int(bad.sum())} non-finite values (first in frame {frame}) in episode "
+                            f"{len(self._episodes)}; LeRobot data must be finite: fill missing values and mark "
+                            f"them in a validity feature")
                 self._frames.setdefault(name, []).append(arr.reshape((t, *want)) if want != (1,) else arr.reshape(t))
         ep = len(self._episodes)
         task_index = self._tasks.setdefault(task, len(self._tasks))
@@ -142,9 +215,23 @@ class LeRobotWriter:
         return ep
 
     def finalize(self) -> Path:
-        """Write everything (each file atomically; info.json last)."""
+        """Write everything into a temporary folder beside ``root``, then move it onto ``root``
+        (which must not exist or be empty). A failure or a kill leaves only a ``.partial-*`` folder."""
         if not self._episodes:
             raise LeRobotFormatError("no episodes to write")
+        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+            raise LeRobotFormatError(f"{self.root}: exists and is not an empty folder")
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{self.root.name}-", dir=self.root.parent))
+        try:
+            self._write(tmp)
+            _publish(tmp, self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.root
+
+    def _write(self, dest: Path) -> None:
         total = sum(e["length"] for e in self._episodes)
         cols: dict[str, pa.Array] = {}
         for name, ft in self.features.items():
@@ -159,7 +246,7 @@ class LeRobotWriter:
         cols["index"] = pa.array(np.arange(total, dtype=np.int64))
         cols["task_index"] = pa.array(np.concatenate(
             [np.full(e["length"], e["task_index"], np.int64) for e in self._episodes]))
-        atomic_write_parquet(self.root / DATA_PATH.format(chunk_index=0, file_index=0), pa.table(cols))
+        atomic_write_parquet(dest / DATA_PATH.format(chunk_index=0, file_index=0), pa.table(cols))
 
         ep_rows: dict[str, list] = {k: [] for k in ("episode_index", "tasks", "length", "dataset_from_index",
                                                      "dataset_to_index", "data/chunk_index", "data/file_index",
@@ -182,21 +269,31 @@ class LeRobotWriter:
                 ep_rows[f"videos/{key}/from_timestamp"].append(t0)
                 ep_rows[f"videos/{key}/to_timestamp"].append(t0 + dur)
             t0 += dur
-        atomic_write_parquet(self.root / EPISODES_PATH.format(chunk_index=0, file_index=0), pa.table(ep_rows))
+        atomic_write_parquet(dest / EPISODES_PATH.format(chunk_index=0, file_index=0), pa.table(ep_rows))
         tasks = sorted(self._tasks.items(), key=lambda kv: kv[1])
-        atomic_write_parquet(self.root / "meta/tasks.parquet",
-                              pa.table({"task": [t for t, _ in tasks], "task_index": [i for _, i in tasks]}))
+        import pandas as pd
+
+        tasks_df = pd.DataFrame({"task_index": np.array([i for _, i in tasks], np.int64)},
+                                index=pd.Index([t for t, _ in tasks], name="task"))
+        atomic_write_parquet(dest / "meta/tasks.parquet", pa.Table.from_pandas(tasks_df, preserve_index=True))
         for key in video_keys:
             encode_video(np.concatenate(self._videos[key]),
-                         self.root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), self.fps)
+                         dest / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), self.fps)
 
         stats = {}
         for name, ft in self.features.items():
-            if ft["dtype"] in ("float32", "int64"):
-                x = np.concatenate(self._frames[name]).astype(np.float64).reshape(total, -1)
-                stats[name] = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(),
-                               "min": x.min(0).tolist(), "max": x.max(0).tolist(), "count": [total]}
-        atomic_write_bytes(self.root / "meta/stats.json", json.dumps(stats, indent=2).encode())
+            if ft["dtype"] == "video":
+                stats[name] = video_stats(np.concatenate(self._videos[name]))
+            elif ft["dtype"] in ("float32", "int64"):
+                stats[name] = feature_stats(np.concatenate(self._frames[name]))
+            # bool masks and uint16 depth counts get no stats: LeRobot's normaliser casts a feature's
+            # stats to the feature's dtype (bool / uint16 arithmetic fails or wraps) and leaves a
+            # feature without stats as it is
+        default_cols = {"timestamp": cols["timestamp"], "frame_index": frame_idx, "episode_index": ep_idx,
+                        "index": np.arange(total), "task_index": cols["task_index"]}
+        for name, col in default_cols.items():
+            stats[name] = feature_stats(np.asarray(col))
+        atomic_write_bytes(dest / "meta/stats.json", _strict_json(stats))
 
         features = {}
         for name, ft in self.features.items():
@@ -217,8 +314,7 @@ class LeRobotWriter:
                 "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
                 "fps": self.fps, "splits": {"train": f"0:{len(self._episodes)}"},
                 "data_path": DATA_PATH, "video_path": VIDEO_PATH if video_keys else None, "features": features}
-        atomic_write_bytes(self.root / "meta/info.json", json.dumps(info, indent=2).encode())
-        return self.root
+        atomic_write_bytes(dest / "meta/info.json", _strict_json(info))
 
 
 class LeRobotDataset:

@@ -51,12 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--points", help="(H, W, 3) camera-frame point map .npy, metres (instead of depth)")
     p.add_argument("--K", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                    help="intrinsics (pixels); default: 60 degree horizontal field of view")
-    p.add_argument("--fov", type=float, default=60.0)
-    p.add_argument("--instruction", required=True)
-    p.add_argument("--mode", default="auto", choices=("auto", "answer", "trajectory", "action"))
-    p.add_argument("--state", type=float, nargs="+", help="robot state (action mode)")
-    p.add_argument("--flow-steps", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--fov", type=float, default=60.0, help="horizontal field of view in degrees, used when --K is not given")
+    p.add_argument("--instruction", required=True, help="the task in words")
+    p.add_argument("--mode", default="auto", choices=("auto", "answer", "trajectory", "action"),
+                   help="auto: action when the checkpoint is post-trained and --state is given, else by the instruction")
+    p.add_argument("--state", type=float, nargs="+", help="robot state in SI units (m, rad), action mode")
+    p.add_argument("--flow-steps", type=int, default=None, help="flow-matching integration steps (default: the checkpoint's)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=run)
 
 

@@ -41,7 +41,7 @@ class PredictorPolicy:
         depth = observation.get("depth")
         if depth is not None:
             depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-        pred = self.predictor.predict(observation["image"], depth=depth, K=observation["K"],
+        pred = self.predictor.predict(observation["image"], depth=depth, K=observation.get("K"),
                                       instruction=observation["instruction"], mode="action",
                                       state=observation["state"], flow_steps=self.flow_steps, seed=self._calls)
         self._calls += 1

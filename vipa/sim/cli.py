@@ -55,17 +55,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--env", default="metaworld", choices=["metaworld"])
-        q.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
-        q.add_argument("--episodes", type=int, default=50)
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--env", default="metaworld", choices=["metaworld"], help="simulator")
+        q.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help="Meta-World task names")
+        q.add_argument("--episodes", type=int, default=50, help="episodes per task")
+        q.add_argument("--seed", type=int, default=0, help="first episode seed (then seed+1, ...)")
         q.add_argument("--camera", default="workspace", help="workspace (framed on the table; default) or a Meta-World camera name")
         q.add_argument("--size", type=int, default=96, help="square image size in pixels")
-        q.add_argument("--max-steps", type=int, default=200)
+        q.add_argument("--max-steps", type=int, default=200, help="episode cap in control steps (80 per second)")
 
     c = ssub.add_parser("collect", help="record scripted-expert demonstrations as a LeRobot v3 dataset")
     common(c)
-    c.add_argument("--out", required=True)
+    c.add_argument("--out", required=True, help="new LeRobot v3 dataset folder")
     c.add_argument("--keep-failures", action="store_true", help="also keep demonstrations that failed")
     c.set_defaults(func=_collect)
 
