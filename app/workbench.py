@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from vipa.conventions import HAND_EDGES, HANDS, JOINT_INDEX, JOINT_NAMES
+from vipa.data.corrections import check_log, log_exists, snapshot
 from vipa.data.dataset import Hand3DDataset, resolve_inside
 from vipa.data.episode import REVIEW_STATUSES, Episode
 from vipa.viz import figures
@@ -46,6 +47,7 @@ class Workbench:
                  media_cache: int = 6) -> None:
         self.root = Path(root).resolve()
         self.ds = Hand3DDataset.open(self.root)
+        check_log(self.root / "corrections.sqlite")  # a vanished or replaced log stops the app here
         self.author = author
         self.view = view or ViewOptions()
         self._media: OrderedDict[str, ViewMedia] = OrderedDict()
@@ -232,7 +234,7 @@ class Workbench:
                 "quality": ep.quality, "edits": len(self.log.active_edits(episode_id)) if self._has_log() else 0}
 
     def _has_log(self) -> bool:
-        return (self.root / "corrections.sqlite").exists()
+        return log_exists(self.root / "corrections.sqlite")
 
     def history(self, episode_id: str) -> list[dict]:
         self.check_episode(episode_id)
@@ -241,17 +243,25 @@ class Workbench:
         return [r.to_dict() for r in self.log.history(episode_id)]
 
     def history_rows(self, episode_id: str, limit: int = 200) -> list[list[Any]]:
-        """Newest first: id, when, who, what, frame, old, new, undone."""
+        """Newest first: id, when, who, what, frame, old, new, undone. Undo/redo rows name the
+        action they undid or redid."""
         recs = self.history(episode_id)
         active = {r.id for r in self.log.active_edits(episode_id)} if recs else set()
+        batches: dict[str, list[dict]] = {}
+        for r in recs:
+            if r["target"] not in ("undo", "redo"):
+                batches.setdefault(r["batch_id"], []).append(r)
         rows = []
         for r in reversed(recs[-limit:]):
+            if r["target"] in ("undo", "redo"):
+                what = f"{r['target']}: {describe_batch(batches.get(r['ref_batch'], []))}"
+                rows.append([r["id"], r["timestamp"][:19].replace("T", " "), r["author"], what, None, "", "", ""])
+                continue
             what = r["target"] if r["hand"] is None else f"{r['target']} {r['hand']} {JOINT_NAMES[r['joint']] if r['joint'] is not None else ''}"
             if r["object_id"]:
                 what += f" {r['object_id']}"
-            undone = "" if r["target"] in ("undo", "redo") else ("" if r["id"] in active else "undone")
             rows.append([r["id"], r["timestamp"][:19].replace("T", " "), r["author"], what.strip(), r["frame"],
-                         _short(r["old"]), _short(r["new"]), undone])
+                         _short(r["old"]), _short(r["new"]), "" if r["id"] in active else "undone"])
         return rows
 
     # ------------------------------------------------------------------ corrections
@@ -328,7 +338,9 @@ class Workbench:
         if not (all(np.isfinite(b)) and b[0] < b[2] and b[1] < b[3]):
             raise ValueError(f"box {box}: expected x0 < x1 and y0 < y1 in pixels")
         self.log.set_object_box(episode_id, self._check_frame(ep, frame), object_id, b, self.author)
-        return self._edited(episode_id, f"box of {object_id} in frame {frame} set to {[round(x, 1) for x in b]}")
+        obj = next(o for o in ep.objects if o.object_id == object_id)
+        label = f"{obj.name} ({object_id})" if obj.name and obj.name != object_id else object_id
+        return self._edited(episode_id, f"box of {label} in frame {frame} set to {[round(x, 1) for x in b]}")
 
     def mark_bad(self, episode_id: str, frame: int, bad: bool = True) -> str:
         self.log.mark_frame_bad(self.check_episode(episode_id), int(frame), self.author, bad=bool(bad))
@@ -345,12 +357,15 @@ class Workbench:
         return self._edited(episode_id, f"interpolated {side} {name} between frames {start} and {end}")
 
     def undo(self, episode_id: str) -> str:
-        b = self.log.undo(self.check_episode(episode_id))
-        return self._edited(episode_id, "undone" if b else "nothing to undo")
+        b = self.log.undo(self.check_episode(episode_id), by=self.author)
+        return self._edited(episode_id, f"undone: {self._batch_text(episode_id, b)}" if b else "nothing to undo")
 
     def redo(self, episode_id: str) -> str:
-        b = self.log.redo(self.check_episode(episode_id))
-        return self._edited(episode_id, "redone" if b else "nothing to redo")
+        b = self.log.redo(self.check_episode(episode_id), by=self.author)
+        return self._edited(episode_id, f"redone: {self._batch_text(episode_id, b)}" if b else "nothing to redo")
+
+    def _batch_text(self, episode_id: str, batch_id: str) -> str:
+        return describe_batch([r.to_dict() for r in self.log.history(episode_id) if r.batch_id == batch_id])
 
     def set_review(self, episode_id: str, status: str) -> str:
         if status not in REVIEW_STATUSES:
@@ -416,6 +431,7 @@ class Workbench:
         out = resolve_inside(base, out_rel)
         if out == base.resolve():
             raise ValueError("export: give a folder name")
+        snapshot(self.root, tag=f"export-{out.name}")  # a read-only copy of the log at each export
         self.ds.export(out, corrected=True)
         return str(out)
 
@@ -440,6 +456,38 @@ def load_upload_image(path: str | Path, max_mb: int) -> np.ndarray:
         if im.width * im.height > 40_000_000:
             raise ValueError(f"upload {p.name}: {im.width}x{im.height} is too large")
         return np.asarray(im.convert("RGB"))
+
+
+def describe_batch(records: list[dict]) -> str:
+    """One action (the rows of a batch) in words, e.g. "moved right wrist in frame 4"."""
+    if not records:
+        return "an earlier action"
+    r = records[0]
+    t, n = r["target"], len(records)
+    joint = f"{r['hand']} {JOINT_NAMES[r['joint']]}" if r.get("joint") is not None else ""
+    frames = sorted({x["frame"] for x in records if x.get("frame") is not None})
+    where = (f"frame {frames[0]}" if len(frames) == 1 else f"frames {frames[0]}-{frames[-1]}") if frames else ""
+    if t == "joint_2d":
+        text = f"moved {joint} in {where}" if n == 1 else f"interpolated {r['hand']} joints in {where} ({n} points)"
+    elif t == "joint_visible":
+        text = f"{joint} in {where}: {'visible' if r['new'] else 'hidden'}"
+    elif t == "joint_depth":
+        text = f"{joint} depth in {where}"
+    elif t == "scale":
+        text = f"episode scale s = {float(r['new']):.4f}"
+    elif t == "object_box":
+        text = f"box of {r['object_id']} in {where}"
+    elif t == "frame_bad":
+        text = f"{where} marked {'bad' if r['new'] else 'good'}"
+    elif t == "frame_review":
+        text = f"{where} review status {r['new']}"
+    elif t == "review_status":
+        text = f"review status {r['new']}"
+    elif t == "instruction":
+        text = "instruction edited"
+    else:
+        text = t
+    return text + (f" (+{n - 1} more)" if n > 1 and t != "joint_2d" else "")
 
 
 def _short(x: Any, n: int = 60) -> str:

@@ -113,9 +113,9 @@ def test_load_select_correct_undo_redo_restart_export(app, dataset, tmp_path):
     assert moved["xyz"][2] == pytest.approx(before["xyz"][2], abs=1e-6)  # same depth, new ray
     assert moved["xyz"][0] != pytest.approx(before["xyz"][0], abs=1e-4)
 
-    assert c.predict("synthetic_00", api_name="/undo") == "undone"
+    assert c.predict("synthetic_00", api_name="/undo").startswith("undone: moved right index_tip in frame 4")
     assert joint(c, "synthetic_00", 4)["uv"] == pytest.approx(before["uv"], abs=1e-4)
-    assert c.predict("synthetic_00", api_name="/redo") == "redone"
+    assert c.predict("synthetic_00", api_name="/redo").startswith("redone: moved right index_tip in frame 4")
     assert joint(c, "synthetic_00", 4)["uv"] == pytest.approx([u, v], abs=1e-3)
     hist = c.predict("synthetic_00", api_name="/history")
     assert [h["target"] for h in hist] == ["joint_2d", "undo", "redo"] and hist[0]["author"] == "tester"

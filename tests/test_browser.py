@@ -1,6 +1,7 @@
 """The workbench page in headless Chromium (Debian's /usr/bin/chromium through playwright): the
-page loads, the embedded Rerun canvas renders something, and a click on the frame in Correct
-moves the selected joint (visible in the next screenshot). Screenshots go to artifacts/."""
+page loads, the embedded Rerun canvas renders something, a click on the frame in Correct
+moves the selected joint (visible in the next screenshot), and an edit always lands on the frame
+on screen, however the frame was changed and however fast. Screenshots go to artifacts/."""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def test_page_loads_and_rerun_canvas_is_not_blank(page):
             break
     (ARTIFACTS / "browser_inspect_rerun.png").write_bytes(page.locator("#vipa-rerun").screenshot())
     page.screenshot(path=str(ARTIFACTS / "browser_page.png"), full_page=True)
-    assert canvas is not None
+    box = canvas.bounding_box()
+    assert box is not None and box["width"] > 200 and box["height"] > 200, f"viewer canvas has no size: {box}"
     assert busy > 0.05, f"Rerun canvas looks blank ({busy:.3%} of pixels differ from the background)"
     # the app put the viewer's time cursor on frame 0 of the recording it sent
     shown = page.wait_for_function("() => window.__vipaShown", timeout=30_000).json_value()
@@ -153,3 +155,99 @@ def test_keyboard_undo_and_redo(page, app):
     while time.time() < deadline and len(c.predict("synthetic_00", api_name="/history")) == hist + 1:
         time.sleep(0.5)
     assert c.predict("synthetic_00", frame, "right", "wrist", api_name="/joint")["uv"] == pytest.approx(moved, abs=1e-3)
+
+
+SHOWN_AND_CLICK = """([x, y]) => {
+  // read the frame the picture shows and click it in the same tick (no frame change in between)
+  const info = document.querySelector('#vipa-joint-info').innerText;
+  const m = info.match(/frame (\\d+)/);
+  const img = document.querySelector('#vipa-frame-image img');
+  const r = img.getBoundingClientRect();
+  img.dispatchEvent(new MouseEvent('click', {bubbles: true, clientX: r.left + x * r.width,
+                                              clientY: r.top + y * r.height}));
+  return m ? Number(m[1]) : null;
+}"""
+
+
+def shown_frame(page) -> int:
+    import re
+
+    return int(re.search(r"frame (\d+)", page.locator("#vipa-joint-info").inner_text()).group(1))
+
+
+def slider_frame(page) -> int:
+    return int(page.locator("#vipa-frame input[type=number]").first.input_value())
+
+
+def wait_settled(page, timeout: float = 30.0) -> int:
+    """Wait until the picture shows the slider's frame (no event pending); returns that frame."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (page.locator(".progress-text, .eta-bar").count() == 0 and shown_frame(page) == slider_frame(page)
+                and page.locator("#vipa-frame-image img").count() > 0):
+            time.sleep(0.5)
+            if shown_frame(page) == slider_frame(page):
+                return shown_frame(page)
+        time.sleep(0.2)
+    raise AssertionError(f"view stuck at frame {shown_frame(page)} while the slider says {slider_frame(page)}")
+
+
+def joint_edits(c) -> list[dict]:
+    return [h for h in c.predict("synthetic_00", api_name="/history") if h["target"] == "joint_2d"]
+
+
+def type_frame(page, f: int) -> None:
+    box = page.locator("#vipa-frame input[type=number]").first
+    box.fill(str(f))
+    box.press("Enter")
+
+
+def test_typed_frame_refreshes_the_view_and_edits_land_on_the_frame_shown(page, app):
+    """The issue's case: frame 0 on screen, type 9 in the slider's box + Enter, click at once."""
+    c = app.client()
+    page.get_by_role("tab", name="Correct").click()
+    page.locator("#vipa-frame-image img").first.wait_for(state="visible")
+    type_frame(page, 0)
+    assert wait_settled(page) == 0
+    n0 = len(joint_edits(c))
+    type_frame(page, 9)
+    shown = page.evaluate(SHOWN_AND_CLICK, [0.4, 0.5])
+    assert wait_settled(page) == 9  # the typed frame reached the picture and the joint info
+    page.screenshot(path=str(ARTIFACTS / "browser_typed_frame.png"))
+    new = joint_edits(c)[n0:]
+    # the click either landed on the frame the picture showed, or was refused (view still moving)
+    assert all(e["frame"] == shown for e in new), (shown, [e["frame"] for e in new])
+    # once settled, a click edits the frame on screen
+    shown = page.evaluate(SHOWN_AND_CLICK, [0.45, 0.5])
+    assert shown == 9
+    deadline = time.time() + 30
+    while time.time() < deadline and len(joint_edits(c)) == n0 + len(new):
+        time.sleep(0.3)
+    assert [e["frame"] for e in joint_edits(c)[n0 + len(new):]] == [9]
+
+
+def test_fast_frame_changes_and_clicks_never_edit_another_frame(page, app):
+    c = app.client()
+    page.get_by_role("tab", name="Correct").click()
+    wait_settled(page)
+    n0 = len(joint_edits(c))
+    clicks = []
+    for k in range(8):
+        if k % 3 == 0:
+            type_frame(page, (k * 5) % 12)
+        else:
+            page.mouse.click(5, 5)  # focus the page, not an input, so ] / [ step the frame
+            page.keyboard.press("]" if k % 2 else "[")
+        clicks.append(page.evaluate(SHOWN_AND_CLICK, [0.3 + 0.05 * k, 0.55]))
+        time.sleep(0.05)
+    final = wait_settled(page, 60)
+    time.sleep(2.0)  # let the last edits finish
+    new = joint_edits(c)[n0:]
+    assert len(new) <= len(clicks)
+    assert {e["frame"] for e in new} <= set(clicks), (clicks, [e["frame"] for e in new])
+    # the picture, the joint info, the slider and the viewer cursor agree at the end
+    assert shown_frame(page) == slider_frame(page) == final
+    assert page.locator("#vipa-frame-image img").first.is_visible()  # a refused edit leaves the picture alone
+    shown = page.evaluate("() => window.__vipaShown")
+    assert shown is not None and shown[1] == final
+    page.screenshot(path=str(ARTIFACTS / "browser_fast_sequence.png"))

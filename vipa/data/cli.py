@@ -65,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"vipa export: {src}: {exc}", file=sys.stderr)
         return 2
     corrected = not args.uncorrected
+    if corrected:
+        from vipa.data.corrections import CorrectionError, snapshot
+
+        try:
+            snapshot(src, tag=f"export-{out.name}")  # a read-only copy of the log at each export
+        except CorrectionError as exc:
+            print(f"vipa export: {exc}", file=sys.stderr)
+            return 2
     if args.format == "hand3d":
         try:
             out_ds = ds.export(out, corrected=corrected)

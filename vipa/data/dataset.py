@@ -499,7 +499,7 @@ class Hand3DDataset:
         else:
             rows = cached[1]
         rows = [dict(r, quality=dict(r["quality"]), K=list(r["K"])) for r in rows]
-        if corrected and rows and (self.root / "corrections.sqlite").exists():
+        if corrected and rows and _log_exists(self.root / "corrections.sqlite"):
             overrides = self.corrections.episode_overrides()
             for r in rows:
                 r.update(overrides.get(r["episode_id"], {}))
@@ -689,7 +689,7 @@ class Hand3DDataset:
             ep.validate()
         except SchemaError as exc:
             raise SchemaError(f"{where}: {exc}") from None
-        if corrected and (self.root / "corrections.sqlite").exists():
+        if corrected and _log_exists(self.root / "corrections.sqlite"):
             ep = self.corrections.apply_to(ep)
         return ep
 
@@ -804,7 +804,7 @@ class Hand3DDataset:
         """(T,) float32 calibration scale per frame (NaN = unknown), corrections applied."""
         frames = self._frames(episode_id)
         s = _numpy_column(frames, "depth_scale", "float32", [], f"episodes/{episode_id}/frames.parquet").copy()
-        if corrected and (self.root / "corrections.sqlite").exists():
+        if corrected and _log_exists(self.root / "corrections.sqlite"):
             v = self.corrections.scale(episode_id)
             if v is not None:
                 s[:] = v
@@ -884,6 +884,13 @@ class Hand3DDataset:
             for f in sorted((src / "derived").glob("*.jsonl")) if (src / "derived").is_dir() else []:
                 atomic_write_bytes(out_ds.episode_dir(eid) / "derived" / f.name, f.read_bytes())
         return out_ds
+
+
+def _log_exists(path: Path) -> bool:
+    """A correction log to apply (LogIdentityError when the recorded one is missing or replaced)."""
+    from vipa.data.corrections import log_exists
+
+    return log_exists(path)
 
 
 # --------------------------------------------------------------------------- info.json
