@@ -20,7 +20,7 @@ import gradio as gr
 import numpy as np
 from gradio_rerun import Rerun
 
-from app.workbench import TABLE_HEADERS, Workbench
+from app.workbench import TABLE_HEADERS, Workbench, load_upload_image
 from vipa.conventions import HANDS, JOINT_NAMES
 from vipa.data.episode import REVIEW_STATUSES
 
@@ -135,6 +135,28 @@ def report_error(where: str, exc: BaseException) -> None:
         print(f"vipa workbench: {where}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
+def timed(name: str, fn: Callable) -> Callable:
+    """Append the handler's server-side seconds to $VIPA_TIMING_LOG (JSON lines), when set."""
+    import functools
+    import os
+    import time
+
+    path = os.environ.get("VIPA_TIMING_LOG")
+    if not path:
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with open(path, "a") as f:
+                f.write(json.dumps({"event": name, "s": round(time.perf_counter() - t0, 4), "t": time.time()}) + "\n")
+
+    return wrapper
+
+
 def _guard(fn: Callable) -> Callable:
     """Turn library errors into a visible gr.Error (no tracebacks in the page; one line in the
     terminal)."""
@@ -214,7 +236,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             with gr.Tab("Correct", id="correct"):
                 with gr.Row():
                     with gr.Column(scale=3):
-                        frame_img = gr.Image(type="numpy", format="png", interactive=False, label="click to move the selected joint",
+                        frame_img = gr.Image(type="numpy", format="jpeg", interactive=False, label="click to move the selected joint",
                                              elem_id="vipa-frame-image", buttons=[])
                         gr.Markdown(HELP_SHORTCUTS)
                     with gr.Column(scale=2):
@@ -270,8 +292,10 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 predict_md = gr.Markdown()
                 with gr.Row():
                     pred_instr = gr.Textbox(label="instruction", scale=3)
-                    pred_upload = gr.Image(type="filepath", label="or upload a frame (PNG/JPEG)", sources=["upload"],
-                                           scale=1)
+                    # a File, not an Image: Gradio would decode an Image itself and answer a garbled one
+                    # with its own error; the Workbench checks the content and says what is wrong
+                    pred_upload = gr.File(label="or upload a frame (PNG/JPEG)", file_types=[".png", ".jpg", ".jpeg"],
+                                          type="filepath", scale=1, elem_id="vipa-upload")
                 pred_btn = gr.Button("predict wrist trajectory", interactive=predictor is not None)
                 pred_out = gr.Markdown()
                 pred_viewer = Rerun(height=520, elem_id="vipa-pred-rerun", visible=False)  # shown with a prediction
@@ -380,7 +404,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         open_outputs = [frame_sl, viewer, rid_tb, wrist_plot, conf_plot, reproj_plot, resid_plot, worst_df, frame_img, joint_md,
                         scale_nb, obj_dd, review_rd, instr_tb, history_df, kf1, edit_md, frame_review_rd, view_key]
-        episode_dd.change(open_episode, [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode"
+        episode_dd.change(timed("open_episode", open_episode), [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode"
                           ).then(None, [rid_tb, frame_sl], None, js=SHOW_JS)
 
         # The frame on screen: the picture, the joint info, the frame's review status and the
@@ -397,10 +421,11 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             w = wb()
             ep = w.episode(episode_id)
             f = int(np.clip(int(frame), 0, ep.num_frames - 1))
+            prune_outputs()
             return (w.frame_image(episode_id, f, side, joint, ep=ep), _joint_info(w, ep, f, side, joint),
                     _frame_review(ep, f), view_key_of(episode_id, f))
 
-        frame_sl.change(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], view_outputs, api_name="frame_view",
+        frame_sl.change(timed("frame_view", frame_view), [episode_dd, frame_sl, hand_rd, joint_dd], view_outputs, api_name="frame_view",
                         show_progress="hidden", trigger_mode="always_last"
                         ).then(None, [rid_tb, frame_sl], None, js=SHOW_JS)
         for comp in (hand_rd, joint_dd):
@@ -434,10 +459,21 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         edit_outputs = [frame_img, joint_md, viewer, rid_tb, wrist_plot, conf_plot, history_df, edit_md, review_rd,
                         instr_tb, frame_review_rd, view_key]
 
-        def after_edit(episode_id, frame, side, joint, message):
+        def after_edit(episode_id, frame, side, joint, rid, message):
+            """The views after an edit: the viewer gets an update of only what the action changed
+            (into the recording it shows), not a new whole-episode recording."""
             w = wb()
-            ep, f, rrd, wrist, conf, img = _views(episode_id, frame, side, joint)
-            return (img, _joint_info(w, ep, f, side, joint), rrd[1], rrd[0], wrist, conf, w.history_rows(episode_id),
+            ep = w.episode(episode_id)
+            f = int(np.clip(frame or 0, 0, max(ep.num_frames - 1, 0)))
+            if rid and rid.startswith(f"{episode_id}-"):
+                rrd = w.recording_update(episode_id, rid, w.last_change(episode_id))
+            else:
+                rid = w.new_recording_id(episode_id)
+                rrd = w.recording(episode_id, ep=ep, recording_id=rid)
+            wrist, conf = w.inspect_figures(episode_id, f, ep=ep)
+            img = w.frame_image(episode_id, f, side, joint, ep=ep)
+            prune_outputs()
+            return (img, _joint_info(w, ep, f, side, joint), rrd, rid, wrist, conf, w.history_rows(episode_id),
                     message, ep.review_status, ep.instruction, _frame_review(ep, f), view_key_of(episode_id, f))
 
         class Refused(Exception):
@@ -475,29 +511,30 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         def edit_handler(action: Callable[..., str]):
             @refusable
-            def fn(episode_id, frame, key, side, joint, *args):
+            def fn(episode_id, frame, key, side, joint, rid, *args):
                 f = shown_frame(episode_id, frame, key)
                 msg = action(wb(), episode_id, f, side, joint, *args)
-                return after_edit(episode_id, f, side, joint, msg)
+                return after_edit(episode_id, f, side, joint, rid, msg)
             return fn
 
         @_guard
-        def resync(episode_id, frame, key, side, joint):
+        def resync(episode_id, frame, key, side, joint, rid=None):
             """After an edit: redraw when the slider moved on while the edit ran."""
             k_ep, k_f = parse_view_key(key)
             if not episode_id or (k_ep == episode_id and k_f == int(frame)):
                 return [gr.update()] * len(view_outputs)
             return frame_view(episode_id, frame, side, joint)
 
-        base_in = [episode_dd, frame_sl, view_key, hand_rd, joint_dd]
+        base_in = [episode_dd, frame_sl, view_key, hand_rd, joint_dd, rid_tb]
 
         def bind(event, fn, inputs, outputs=None, **kw):
-            kw.setdefault("api_visibility", "private")
+            kw.setdefault("api_visibility", "undocumented" if kw.get("api_name") else "private")
+            fn = timed(kw.get("api_name") or getattr(fn, "__name__", "edit"), fn)
             (event(fn, inputs, outputs or edit_outputs, **kw)
              .then(resync, base_in, view_outputs, api_visibility="private", show_progress="hidden")
              .then(None, [rid_tb, frame_sl], None, js=SHOW_JS))
 
-        def on_click(episode_id, frame, key, side, joint, mode, evt: gr.SelectData):
+        def on_click(episode_id, frame, key, side, joint, rid, mode, evt: gr.SelectData):
             f = shown_frame(episode_id, frame, key)
             w = wb()
             mag = w.display_factor(w.episode(episode_id))  # the picture is shown mag times larger
@@ -507,23 +544,25 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             if mode == CLICK_MODES[2]:
                 return [gr.update()] * len(edit_outputs) + [gr.update(), gr.update(), round(u, 1), round(v, 1)]
             msg = w.move_joint(episode_id, f, side, joint, u, v)
-            return list(after_edit(episode_id, f, side, joint, msg)) + [gr.update()] * 4
+            return list(after_edit(episode_id, f, side, joint, rid, msg)) + [gr.update()] * 4
 
         bind(frame_img.select, refusable(on_click, extra=4), base_in + [click_mode], edit_outputs + [bx0, by0, bx1, by1],
              api_name="click_joint", api_visibility="public")
-        bind(vis_btn.click, edit_handler(lambda w, e, f, s, j: w.toggle_visibility(e, f, s, j)), base_in)
-        bind(bad_btn.click, edit_handler(lambda w, e, f, s, j: w.toggle_bad(e, f)), base_in)
+        # the page's own events are named (ui_*) so scripts and tests can drive them as the page does
+        bind(vis_btn.click, edit_handler(lambda w, e, f, s, j: w.toggle_visibility(e, f, s, j)), base_in,
+             api_name="ui_toggle_visibility")
+        bind(bad_btn.click, edit_handler(lambda w, e, f, s, j: w.toggle_bad(e, f)), base_in, api_name="ui_toggle_bad")
         bind(dminus_btn.click, edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, -float(dz))),
-             base_in + [dz_nb])
+             base_in + [dz_nb], api_name="ui_depth_minus")
         bind(dplus_btn.click, edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, float(dz))),
-             base_in + [dz_nb])
+             base_in + [dz_nb], api_name="ui_depth_plus")
         bind(scale_btn.click, edit_handler(lambda w, e, f, s, j, sc: w.set_scale(e, float(sc))), base_in + [scale_nb])
         bind(box_btn.click, edit_handler(lambda w, e, f, s, j, o, a, b, c, d: w.set_box(e, f, o, [a, b, c, d])),
              base_in + [obj_dd, bx0, by0, bx1, by1])
         bind(interp_btn.click, edit_handler(lambda w, e, f, s, j, a, b: w.interpolate(e, s, j, int(a), int(b))),
              base_in + [kf0, kf1])
-        bind(undo_btn.click, edit_handler(lambda w, e, f, s, j: w.undo(e)), base_in)
-        bind(redo_btn.click, edit_handler(lambda w, e, f, s, j: w.redo(e)), base_in)
+        bind(undo_btn.click, edit_handler(lambda w, e, f, s, j: w.undo(e)), base_in, api_name="ui_undo")
+        bind(redo_btn.click, edit_handler(lambda w, e, f, s, j: w.redo(e)), base_in, api_name="ui_redo")
         bind(review_rd.input, edit_handler(lambda w, e, f, s, j, r: w.set_review(e, r)), base_in + [review_rd])
         bind(frame_review_rd.input, edit_handler(lambda w, e, f, s, j, r: w.set_frame_review(e, f, r)),
              base_in + [frame_review_rd])
@@ -542,6 +581,11 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 return _predict_status(None), gr.update(), ""
             progress(0.2, desc="predicting")
             w = wb()
+            if upload:
+                try:
+                    load_upload_image(upload, max_upload_mb)
+                except ValueError as exc:  # a plain sentence where the result goes
+                    return str(exc), gr.update(), ""
             res = w.predict(predictor, episode_id, int(frame), instruction, upload, max_upload_mb)
             rrd = res.get("rrd")
             return res["message"], gr.update(value=rrd, visible=rrd is not None), res.get("recording_id") or ""
@@ -565,6 +609,40 @@ def _joint_info(w: Workbench, ep, frame: int, side: str, joint: str) -> str:
     return (f"**{side} {joint}**, frame {frame}: {'visible' if info['valid'] else 'hidden'}, "
             f"pixel ({fmt(uv, 1)}), camera ({fmt(xyz, 3)}) m, confidence {info['confidence']:.2f}"
             f"{'' if info['frame_valid'] else ' — frame marked bad'}; frame review: {info['frame_review']}")
+
+
+OUTPUT_FILE_NAMES = ("rrd", "image.jpeg", "image.png", "image.webp")  # what Gradio names files it makes of outputs
+KEEP_OUTPUT_FILES = 32
+
+
+def prune_outputs(cache_dir: str | Path | None = None, keep: int = KEEP_OUTPUT_FILES) -> int:
+    """Delete all but the newest ``keep`` files that Gradio wrote for this app's outputs
+    (frames, viewer updates) in its cache folder; the page fetches each at once, so older ones
+    are never read again. Returns how many were deleted."""
+    import os
+
+    from gradio.utils import get_upload_folder
+
+    root = Path(cache_dir or get_upload_folder())
+    found = []
+    try:
+        for d in os.scandir(root):
+            if d.is_dir(follow_symlinks=False):
+                for f in os.scandir(d.path):
+                    if f.name in OUTPUT_FILE_NAMES:
+                        found.append((f.stat().st_mtime_ns, f.path))
+    except FileNotFoundError:
+        return 0
+    found.sort(reverse=True)
+    n = 0
+    for _, path in found[keep:]:
+        try:
+            os.remove(path)
+            os.rmdir(os.path.dirname(path))
+        except OSError:  # already gone, or the folder holds other files
+            pass
+        n += 1
+    return n
 
 
 def _object_choices(ep) -> list[tuple[str, str]]:

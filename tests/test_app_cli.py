@@ -103,3 +103,26 @@ def test_replaced_log_stops_the_app_with_one_line(dataset, tmp_path, capsys):
     assert launch_app.main(["--data", str(dataset)]) == 2
     err = capsys.readouterr().err.strip()
     assert "was replaced" in err and "\n" not in err
+
+
+def test_align_says_why_a_plot_is_empty_and_boxes_are_named(tmp_path):
+    from annotators.synthetic import generate_episode
+    from app.ui import _object_choices
+    from app.workbench import Workbench
+    from vipa.data.dataset import Hand3DDataset
+
+    ds = Hand3DDataset.create(tmp_path / "ds")
+    ep = generate_episode(0, num_frames=8)
+    ep.episode_id = "rgb_only"
+    ep.depth_raw = None
+    ds.write_episode(ep)
+    wb = Workbench(ds.root)
+    _, resid, _ = wb.align("rgb_only", 0)
+    assert "no calibration residual" in resid.layout.annotations[0].text
+    assert "no scale" in wb.scale_preview("rgb_only", 0, 1.1).layout.annotations[0].text
+    assert wb.table()[0][3 + 2] is None  # calib_residual: none without depth (the Align tab says why)
+    e = wb.episode("rgb_only")
+    choices = _object_choices(e)
+    assert choices and all(label.endswith(f"({oid})") or label == oid for label, oid in choices)
+    assert [oid for _, oid in choices] == [o.object_id for o in e.objects]
+    assert any(o.name and o.name in label for (label, _), o in zip(choices, e.objects))

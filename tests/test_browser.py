@@ -21,6 +21,13 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 
 
+def _outside(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    return u.scheme not in ("data", "blob", "about", "chrome-extension") and u.hostname not in ("127.0.0.1", "localhost")
+
+
 def png(data: bytes) -> np.ndarray:
     from PIL import Image
 
@@ -49,6 +56,8 @@ def page(app, tmp_path_factory):
         ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
         pg = ctx.new_page()
         pg.set_default_timeout(90_000)
+        pg.outside = []  # requests the page made to any other machine
+        pg.on("request", lambda r: pg.outside.append(r.url) if _outside(r.url) else None)
         pg.goto(app.url)
         yield pg
         ctx.close()
@@ -56,8 +65,15 @@ def page(app, tmp_path_factory):
 
 
 def test_page_loads_and_rerun_canvas_is_not_blank(page):
+    import json
+
     page.wait_for_selector("#vipa-episode")
+    page.wait_for_function("() => document.querySelector('#vipa-joint-info')?.innerText.includes('frame 0')")
+    t_usable = time.time()  # the first episode is open: frame, joint info and the viewer's recording sent
     page.get_by_role("tab", name="Inspect").click()
+    page.wait_for_function("() => window.__vipaShown", timeout=90_000)
+    first_viewer = time.time() - t_usable
+    (ARTIFACTS / "browser_timings.json").write_text(json.dumps({"first_viewer_after_usable_s": first_viewer}))
     canvas = page.wait_for_selector("#vipa-rerun canvas", state="attached")
     # the viewer needs a moment to load the wasm and the recording; wait for the picture to settle
     deadline = time.time() + 90
@@ -77,6 +93,7 @@ def test_page_loads_and_rerun_canvas_is_not_blank(page):
     # the app put the viewer's time cursor on frame 0 of the recording it sent
     shown = page.wait_for_function("() => window.__vipaShown", timeout=30_000).json_value()
     assert shown[0].startswith("synthetic_00-") and shown[1] == 0
+    assert first_viewer < 20, f"the viewer took {first_viewer:.1f} s to show the episode after the page was usable"
 
 
 def test_worst_frame_click_moves_the_viewer_cursor(page):
@@ -251,3 +268,44 @@ def test_fast_frame_changes_and_clicks_never_edit_another_frame(page, app):
     shown = page.evaluate("() => window.__vipaShown")
     assert shown is not None and shown[1] == final
     page.screenshot(path=str(ARTIFACTS / "browser_fast_sequence.png"))
+
+
+def test_the_page_calls_no_other_machine(page):
+    """After all of the above (viewer, edits, tabs): no web fonts, release checks or telemetry."""
+    page.get_by_role("tab", name="Inspect").click()
+    time.sleep(3)
+    assert page.outside == []
+
+
+def test_login_is_required_and_works(tmp_path_factory):
+    from app.sample import build_synthetic
+    from test_app import AppProcess
+
+    root = tmp_path_factory.mktemp("login") / "ds"
+    build_synthetic(root, seeds=(0,), num_frames=6)
+    a = AppProcess(root, author="login", extra_args=("--auth", "ana:s3cret")).start()
+    try:
+        with playwright_sync.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+            pg = browser.new_page()
+            pg.set_default_timeout(60_000)
+            pg.goto(a.url)
+            assert pg.locator("#vipa-episode").count() == 0  # the workbench is not shown before a login
+            user = pg.locator("input[type=text], input[name=username]").first
+            pwd = pg.locator("input[type=password]").first
+            user.fill("ana")
+            pwd.fill("wrong")
+            pwd.press("Enter")
+            pg.wait_for_selector("text=/incorrect|invalid/i")
+            assert pg.locator("#vipa-episode").count() == 0
+            pg.screenshot(path=str(ARTIFACTS / "browser_login_refused.png"))
+            user.fill("ana")
+            pwd.fill("s3cret")
+            pwd.press("Enter")
+            pg.wait_for_selector("#vipa-episode")
+            pg.screenshot(path=str(ARTIFACTS / "browser_login_ok.png"))
+            browser.close()
+        with pytest.raises(Exception):  # the API is closed too without the login
+            a.client().predict(api_name="/episodes")
+    finally:
+        a.stop()
