@@ -102,9 +102,10 @@ def test_worst_frame_click_moves_the_viewer_cursor(page):
     cell.wait_for(state="visible")
     frame = int(cell.inner_text().strip())
     cell.click()
-    page.wait_for_function("(f) => window.__vipaShown && window.__vipaShown[1] === f", arg=frame, timeout=30_000)
-    assert page.locator("#vipa-frame input[type=number]").first.input_value() == str(frame)
+    # the viewer lives in the Inspect tab: opened after the jump, it shows the jumped-to frame
+    page.wait_for_function("(f) => document.querySelector('#vipa-frame input[type=number]').value == f", arg=frame)
     page.get_by_role("tab", name="Inspect").click()
+    page.wait_for_function("(f) => window.__vipaShown && window.__vipaShown[1] === f", arg=frame, timeout=60_000)
     time.sleep(2)
     (ARTIFACTS / "browser_inspect_jump.png").write_bytes(page.locator("#vipa-rerun").screenshot())
 
@@ -277,7 +278,7 @@ def test_the_page_calls_no_other_machine(page):
     assert page.outside == []
 
 
-def test_login_is_required_and_works(tmp_path_factory):
+def test_login_is_required_and_works(page, tmp_path_factory):
     from app.sample import build_synthetic
     from test_app import AppProcess
 
@@ -285,9 +286,9 @@ def test_login_is_required_and_works(tmp_path_factory):
     build_synthetic(root, seeds=(0,), num_frames=6)
     a = AppProcess(root, author="login", extra_args=("--auth", "ana:s3cret")).start()
     try:
-        with playwright_sync.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-            pg = browser.new_page()
+        ctx = page.context.browser.new_context()  # a fresh session, no cookies
+        try:
+            pg = ctx.new_page()
             pg.set_default_timeout(60_000)
             pg.goto(a.url)
             assert pg.locator("#vipa-episode").count() == 0  # the workbench is not shown before a login
@@ -304,7 +305,8 @@ def test_login_is_required_and_works(tmp_path_factory):
             pwd.press("Enter")
             pg.wait_for_selector("#vipa-episode")
             pg.screenshot(path=str(ARTIFACTS / "browser_login_ok.png"))
-            browser.close()
+        finally:
+            ctx.close()
         with pytest.raises(Exception):  # the API is closed too without the login
             a.client().predict(api_name="/episodes")
     finally:
