@@ -98,9 +98,15 @@ def make_app(args: argparse.Namespace):
         builder = SampleBuilder(args.sample_root or DEFAULT_SAMPLE_ROOT)
         builder.start(on_ready)
         status = builder.status
-    predictor, note = load_predictor(args.checkpoint)
-    if note:
-        print(note, file=sys.stderr)
+    def load():
+        predictor, note = load_predictor(args.checkpoint)
+        if note:
+            print(note, file=sys.stderr)
+        return predictor, note
+
+    from app.ui import PredictorSlot
+
+    predictor = PredictorSlot(load)  # torch and the model load while the page is already served
     rollouts = None
     if args.rollouts is not None:
         from app.rollouts import RolloutFolder

@@ -175,6 +175,47 @@ def _guard(fn: Callable) -> Callable:
     return wrapper
 
 
+class PredictorSlot:
+    """A checkpoint loaded in the background (importing torch and the model takes seconds), so
+    the page is served at once; ``get()`` is the predictor or None, ``note`` says why not."""
+
+    def __init__(self, load: Callable[[], tuple[Any, str]]) -> None:
+        import threading
+
+        self.predictor: Any = None
+        self.note = "loading the checkpoint…"
+        self.loading = True
+        self._thread = threading.Thread(target=self._run, args=(load,), daemon=True, name="vipa-predictor")
+        self._start_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Begin loading (once); called when the first page is served, so that importing torch
+        does not compete with the server's start."""
+        with self._start_lock:
+            if not self._thread.is_alive() and self.loading and self._thread.ident is None:
+                self._thread.start()
+
+    def _run(self, load: Callable[[], tuple[Any, str]]) -> None:
+        try:
+            self.predictor, self.note = load()
+        except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the workbench
+            self.note = f"Predict tab disabled: {type(exc).__name__}: {exc}"
+        finally:
+            self.loading = False
+
+    def get(self) -> Any:
+        return self.predictor
+
+    def wait(self, timeout: float | None = None) -> Any:
+        self.start()
+        self._thread.join(timeout)
+        return self.predictor
+
+
+def _resolve(predictor: Any) -> Any:
+    return predictor.get() if isinstance(predictor, PredictorSlot) else predictor
+
+
 def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict], predictor: Any = None,
              max_upload_mb: int = 20, rollouts: Any = None) -> gr.Blocks:
     """``wb_ref()`` returns the Workbench once the dataset is ready (None while the bundled
@@ -296,7 +337,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     # with its own error; the Workbench checks the content and says what is wrong
                     pred_upload = gr.File(label="or upload a frame (PNG/JPEG)", file_types=[".png", ".jpg", ".jpeg"],
                                           type="filepath", scale=1, elem_id="vipa-upload")
-                pred_btn = gr.Button("predict wrist trajectory", interactive=predictor is not None)
+                pred_btn = gr.Button("predict wrist trajectory", interactive=_resolve(predictor) is not None
+                                     or isinstance(predictor, PredictorSlot))
                 pred_out = gr.Markdown()
                 pred_viewer = Rerun(height=520, elem_id="vipa-pred-rerun", visible=False)  # shown with a prediction
                 pred_rid = gr.Textbox(visible=False)
@@ -344,6 +386,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                    api_visibility="private", show_progress="hidden")
 
         def on_load():
+            if isinstance(predictor, PredictorSlot):
+                predictor.start()
             st = status()
             ready = st.get("ready", False)
             w = wb_ref()
@@ -577,8 +621,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         @_guard
         def do_predict(episode_id, frame, instruction, upload, progress=gr.Progress()):
-            if predictor is None:
-                return _predict_status(None), gr.update(), ""
+            if _resolve(predictor) is None:
+                return _predict_status(predictor), gr.update(), ""
             progress(0.2, desc="predicting")
             w = wb()
             if upload:
@@ -586,7 +630,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     load_upload_image(upload, max_upload_mb)
                 except ValueError as exc:  # a plain sentence where the result goes
                     return str(exc), gr.update(), ""
-            res = w.predict(predictor, episode_id, int(frame), instruction, upload, max_upload_mb)
+            res = w.predict(_resolve(predictor), episode_id, int(frame), instruction, upload, max_upload_mb)
             rrd = res.get("rrd")
             return res["message"], gr.update(value=rrd, visible=rrd is not None), res.get("recording_id") or ""
 
@@ -656,6 +700,12 @@ def _frame_review(ep, frame: int) -> str:
 
 
 def _predict_status(predictor: Any) -> str:
+    if isinstance(predictor, PredictorSlot):
+        if predictor.loading:
+            return "**Loading the checkpoint…** (the Predict tab works once it is loaded; reload the page to see it)"
+        if predictor.get() is None and predictor.note:
+            return f"**{predictor.note}**"
+        predictor = predictor.get()
     if predictor is None:
         return ("**No checkpoint is loaded.** Start the app with `--checkpoint PATH` (a checkpoint trained with "
                 "`vipa train`) to predict wrist trajectories here.")
@@ -750,9 +800,11 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
 
     @api("predict")
     def predict(episode_id: str, frame: int, instruction: str = "") -> dict:
-        if predictor is None:
+        if isinstance(predictor, PredictorSlot) and predictor.loading:
+            predictor.wait(120)
+        if _resolve(predictor) is None:
             raise gr.Error("no checkpoint is loaded (start the app with --checkpoint PATH)")
-        res = wb().predict(predictor, episode_id, int(frame), instruction, None, max_upload_mb)
+        res = wb().predict(_resolve(predictor), episode_id, int(frame), instruction, None, max_upload_mb)
         return {k: res[k] for k in ("message", "error_m", "recording_id", "frame") if k in res}
 
     @api("recording")
