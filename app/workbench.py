@@ -482,13 +482,12 @@ class Workbench:
         return self._edited(episode_id, "instruction saved")
 
     def rederive(self, episode_id: str) -> None:
-        """QA pairs and motion tokens from the corrected episode (derived products)."""
-        from annotators.motion import motion_samples
-        from annotators.qa import generate_qa
+        """The derived products of every registered derive stage (QA pairs, motion tokens, ...)
+        from the corrected episode."""
+        from annotators.pipeline import derive_products
 
-        ep = self.episode(episode_id)
-        self.ds.write_derived(episode_id, "qa", generate_qa(ep))
-        self.ds.write_derived(episode_id, "motion", motion_samples(ep))
+        for product, records in derive_products(self.episode(episode_id)).items():
+            self.ds.write_derived(episode_id, product, records)
 
     def predict(self, predictor: Any, episode_id: str, frame: int, instruction: str,
                 upload: str | None = None, max_upload_mb: int = 20) -> dict:
@@ -496,6 +495,7 @@ class Workbench:
         beside the demonstrated one; returns {"message", "rrd", "error_m"}."""
         from app.predict import trajectory_of
         from vipa.data.trajectory import compare_to_demonstration
+        from vipa.tasks import stride_frames
 
         ep = self.episode(episode_id)
         frame = self._check_frame(ep, frame)
@@ -508,8 +508,8 @@ class Workbench:
         traj = trajectory_of(result)
         if traj is None:
             return {"message": f"prediction: {result!r}"[:2000], "rrd": None, "error_m": None}
-        # waypoint k is the wrist ``stride * (k + 1)`` frames ahead (the training samples' spacing)
-        cmp = compare_to_demonstration(ep, frame, traj, stride=int(getattr(predictor, "motion_stride", 2)))
+        # waypoint k is the wrist ``stride * (k + 1)`` frames ahead (the training records' spacing)
+        cmp = compare_to_demonstration(ep, frame, traj, stride=stride_frames(ep.fps, predictor.motion_stride_s))
         world, side, err = cmp.predicted_world, cmp.side, cmp.error_m
         rid = self.new_recording_id(episode_id)
         rrd = self.recording(episode_id, predictions={"wrist": world}, ep=ep, recording_id=rid)

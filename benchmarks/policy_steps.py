@@ -22,7 +22,7 @@ def _checkpoint(root: Path) -> Path:
     from vipa.model.config import get_config
     from vipa.model.vla import VIPAModel
     from vipa.sim.metaworld_env import TASK_INSTRUCTIONS
-    from vipa.sim.posttrain import robot_tokenizer
+    from vipa.train.robot import robot_tokenizer
 
     torch.manual_seed(0)
     cfg = get_config("tiny")
@@ -38,7 +38,7 @@ def run(quick: bool = False) -> dict:
 
     from vipa.sim.evaluate import observation_dict
     from vipa.sim.metaworld_env import MetaWorldEnv
-    from vipa.sim.policy import PredictorPolicy
+    from vipa.infer.policy import PredictorPolicy
 
     torch.set_num_threads(1)
     n = 24 if quick else 96

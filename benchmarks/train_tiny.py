@@ -18,7 +18,7 @@ def _step_fn(use_3d: bool, batch_size: int):
     from vipa.model.config import get_config
     from vipa.model.tokenizer import VIPATokenizer
     from vipa.model.vla import VIPAModel
-    from vipa.train.loop import vla_losses
+    from vipa.model.batch import Batch
 
     cfg = get_config("tiny", use_3d=use_3d)
     tok = VIPATokenizer.train(["Where is the red cube relative to the right hand? left and down, 0.44m"], 400)
@@ -27,14 +27,14 @@ def _step_fn(use_3d: bool, batch_size: int):
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     s, b = cfg.model.image_size, batch_size
     prompt = torch.randint(5, 300, (b, cfg.model.max_prompt_len))
-    batch = {"image": torch.rand(b, 3, s, s), "xyz": torch.rand(b, 3, s, s), "valid": torch.ones(b, 1, s, s),
+    batch = Batch(**{"image": torch.rand(b, 3, s, s), "xyz": torch.rand(b, 3, s, s), "valid": torch.ones(b, 1, s, s),
              "prompt_ids": prompt, "prompt_mask": torch.ones_like(prompt),
              "target": torch.randint(5, 300, (b, 12)), "target_mask": torch.ones(b, 12, dtype=torch.long),
              "point_a": torch.rand(b, 3), "point_b": torch.rand(b, 3), "point_a_mask": torch.ones(b),
-             "point_b_mask": torch.ones(b), "traj": torch.rand(b, cfg.model.traj_horizon, 3), "traj_mask": torch.zeros(b)}
+             "point_b_mask": torch.ones(b), "traj": torch.rand(b, cfg.model.traj_horizon, 3), "traj_mask": torch.zeros(b)})
 
     def step() -> None:
-        loss = vla_losses(model, batch, cfg)["loss"]
+        loss, _ = model.compute_loss(batch, "stage1", cfg.train)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -60,7 +60,7 @@ DATA=$(ls "$OUT"/demos/*.npz)
 stamp "post-train a (from $INIT), b (scratch), c (scratch, no 3D): ${POST_BUDGET_S}s each, in parallel"
 post() {  # name, extra args
   local name=$1; shift
-  $PY -m vipa.sim.posttrain train $DATA --out "$OUT/post_$name" --budget-s "$POST_BUDGET_S" --batch-size "$POST_BATCH" \
+  $PY -m vipa.cli train post --data $DATA --out "$OUT/post_$name" --budget-s "$POST_BUDGET_S" --batch-size "$POST_BATCH" \
       --seed "$SEED" --threads "$POST_THREADS" --no-progress "$@" > "$OUT/post_$name.log" 2>&1 \
       || stamp "post-train $name FAILED (see post_$name.log)"
 }

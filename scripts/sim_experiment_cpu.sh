@@ -26,7 +26,7 @@ mkdir -p "$OUT"
     --size 64 --workers "$WORKERS" --out "$OUT/demos"
 post() {  # name, extra args
   local name=$1; shift
-  [ -f "$OUT/post_$name/final/model.safetensors" ] || $PY -m vipa.sim.posttrain train "$OUT"/demos/*.npz \
+  [ -f "$OUT/post_$name/final/model.safetensors" ] || $PY -m vipa.cli train post --data "$OUT"/demos/*.npz \
       --out "$OUT/post_$name" --steps "$STEPS" --threads "$THREADS" --seed 0 --no-progress "$@"
 }
 post a3 --init "$INIT"

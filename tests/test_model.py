@@ -10,7 +10,8 @@ import torch
 from vipa.model.action_head import FlowMatchingDiT
 from vipa.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vipa.model.config import REGISTRY, get_config
-from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion, point_map_from_depth, resize_point_map
+from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion
+from vipa.model.processor import point_map_from_depth, resize_point_map
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
 
@@ -62,7 +63,7 @@ def test_encoder_and_fusion_shapes(cfg):
     b, s, n, d = 2, mc.image_size, mc.num_visual_tokens, mc.d_vision
     fine, v_sem = SemanticEncoder(mc)(torch.rand(b, 3, s, s))
     assert v_sem.shape == (b, n, d) and fine.shape[-1] == mc.fine_grid
-    fine3, v_spa = PointMapEncoder(mc)(torch.rand(b, 3, s, s), torch.ones(b, 1, s, s))
+    fine3, v_spa = PointMapEncoder(mc)(None, torch.rand(b, 3, s, s), torch.ones(b, 1, s, s))
     assert v_spa.shape == (b, n, d) and fine3.shape == fine.shape
     fusion = SpatialFusion(d, mc.fusion_heads, 0.0)
     assert fusion(v_sem, v_spa).shape == (b, n, d)
@@ -171,18 +172,6 @@ def test_constrained_decoding_always_valid_waypoints(cfg, tok):
                 assert wp.shape[1] == 3
 
 
-def test_point_map_matches_geometry():
-    from vipa.geometry import unproject
-
-    K = np.array([[50, 0, 32], [0, 50, 24], [0, 0, 1]], np.float32)
-    depth = np.full((48, 64), 0.7, np.float32)
-    depth[3, 5] = np.nan
-    depth[4, 6] = 0.0
-    pm = point_map_from_depth(depth, K)
-    ref = unproject(depth, K)
-    assert np.allclose(np.nan_to_num(pm, nan=-9), np.nan_to_num(ref, nan=-9), atol=1e-6)
-
-
 def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path, cfg, tok):
     model = VIPAModel(cfg.model, tok.vocab_size).eval()
     b = make_batch(cfg, tok)
@@ -246,3 +235,76 @@ def test_cached_generation_matches_full_recompute(cfg, tok):
         p.data.normal_(0, 0.5)
     b = make_batch(cfg, tok, b=2)
     assert_cached_generation_matches(model, b, tok.bos_id)
+
+
+def test_processor_observation_and_collate(cfg, tok):
+    from vipa.geometry import unproject
+    from vipa.model.batch import Batch
+    from vipa.model.processor import Processor, collate
+
+    proc = Processor(cfg.model, tok)
+    s = cfg.model.image_size
+    rgb = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    K = np.array([[50, 0, 32], [0, 50, 24], [0, 0, 1]], np.float32)
+    depth = np.full((48, 64), 0.7, np.float32)
+    depth[:10] = np.nan
+    b = proc(rgb, "Where is the red cube relative to the right hand?", depth=depth, K=K)
+    assert isinstance(b, Batch) and len(b) == 1 and b.target is None
+    assert b.image.shape == (1, 3, s, s) and b.xyz.shape == (1, 3, s, s) and b.valid.shape == (1, 1, s, s)
+    # depth + K and the point map made by vipa.geometry give the same tensors
+    same = proc(rgb, "Where is the red cube relative to the right hand?", points=unproject(depth, K))
+    assert torch.equal(same.xyz, b.xyz) and torch.equal(same.valid, b.valid)
+    assert 0 < b.valid.mean() < 1 and b.prompt_mask.sum() == len(tok.encode("Where is the red cube relative to the right hand?"))
+    with pytest.raises(ValueError, match="without intrinsics K"):
+        proc.observation(rgb, depth=depth)
+    with pytest.raises(ValueError, match="instruction: empty"):
+        proc.prompt("  ")
+    with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
+        collate([{**proc.observation(rgb, depth=depth, K=K), "colour": torch.zeros(3)}])
+    moved = b.to("cpu")
+    assert moved is not b and torch.equal(moved.image, b.image)
+
+
+def test_compute_loss_per_stage(cfg, tok):
+    from vipa.model.processor import collate
+
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
+    obs = make_batch(cfg, tok, b=2)
+    h = cfg.model.traj_horizon
+    items = [{**{k: v[i] for k, v in obs.items()}, "target": torch.tensor([tok.bos_id, 7, 8, tok.eos_id][: 3 + i]),
+              "point_a": torch.zeros(3), "point_a_mask": torch.tensor(1.0), "point_b": torch.ones(3),
+              "point_b_mask": torch.tensor(float(i)), "traj": torch.zeros(h, 3), "traj_mask": torch.tensor(0.0)}
+             for i in range(2)]
+    batch = collate(items, tok.pad_id)
+    assert batch.target_mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    loss, parts = model.compute_loss(batch, "stage1", cfg.train)
+    assert set(parts) == {"lm", "point_a", "point_b", "vector", "traj"} and parts["traj"].item() == 0.0
+    t = cfg.train
+    expect = t.w_lm * parts["lm"] + t.w_point * (parts["point_a"] + parts["point_b"] + parts["vector"])
+    assert torch.allclose(loss, expect)
+    with pytest.raises(ValueError, match="stage: expected one of"):
+        model.compute_loss(batch, "stage3")
+    with pytest.raises(ValueError, match="no text target"):
+        model.compute_loss(collate([{k: v[0] for k, v in obs.items()}]), "stage2")
+
+
+def test_every_3d_encoder_has_one_signature(cfg, tok, tmp_path):
+    """The tiny point-map encoder and the pretrained wrapper both map (image, xyz, valid) to (fine map,
+    spatial tokens on the patch grid); the model calls them the same way."""
+    from vipa.model.pretrained import PointMapFolderEncoder, Spatial3DEncoder, save_pointmap_encoder
+
+    mc = cfg.model
+    s, b = mc.image_size, 2
+    x = make_batch(cfg, tok, b=b)
+    tiny = PointMapEncoder(mc)
+    save_pointmap_encoder(tmp_path, tiny, mc)
+    conf = {"image_size": s, "patch_size": mc.patch_size, "fine_stride": mc.fine_stride,
+            "stem_channels": list(mc.stem_channels), "d_vision": mc.d_vision}
+    wrapped = Spatial3DEncoder(PointMapFolderEncoder(tmp_path, conf), mc)
+    for enc in (tiny, wrapped):
+        fine, tokens = enc(x["image"], x["xyz"], x["valid"])
+        assert fine.shape == (b, enc.fine_ch, mc.fine_grid, mc.fine_grid)
+        assert tokens.shape == (b, mc.num_visual_tokens, enc.out_dim)
+    with torch.no_grad():  # same weights -> same tokens through either path
+        args = (x["image"], x["xyz"], x["valid"])
+        assert torch.allclose(tiny(*args)[1], wrapped(*args)[1], atol=1e-5)

@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from test_model import assert_cached_generation_matches
-from vipa.data.torch_dataset import encode_prompt
+from vipa.model.processor import encode_prompt
 from vipa.infer.predictor import Predictor
 from vipa.model.checkpoint import load_checkpoint
 from vipa.model.config import ModelConfig, get_config
@@ -293,7 +293,8 @@ def test_later_stages_train_only_their_groups(folders, tmp_path, stage):
 
 def test_export_pointmap_encoder_from_tiny_checkpoint(tmp_path):
     """The bundled tiny checkpoint's 3D encoder exported as a 3D-encoder folder reproduces its tokens."""
-    from vipa.model.pretrained import export_pointmap_encoder, load_encoder3d
+    from vipa.model.checkpoint import export_pointmap_encoder
+    from vipa.model.pretrained import load_encoder3d
     from vipa.resources import REPO_ROOT
 
     ck = REPO_ROOT / "checkpoints" / "tiny_sample"
@@ -303,7 +304,7 @@ def test_export_pointmap_encoder_from_tiny_checkpoint(tmp_path):
     s = model.cfg.image_size
     xyz, valid = torch.rand(1, 3, s, s) + torch.tensor([0, 0, 0.3]).view(1, 3, 1, 1), torch.ones(1, 1, s, s)
     with torch.no_grad():
-        fine, tokens = model.spatial(xyz, valid)
+        fine, tokens = model.spatial(None, xyz, valid)
         fine2, tmap = enc(torch.rand(1, 3, s, s), xyz, valid)
     torch.testing.assert_close(fine2, fine)
     torch.testing.assert_close(tmap.flatten(2).transpose(1, 2), tokens)

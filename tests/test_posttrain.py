@@ -13,7 +13,7 @@ from vipa.model.action_head import FlowMatchingDiT
 from vipa.model.checkpoint import load_checkpoint, save_checkpoint
 from vipa.model.config import ModelConfig, get_config, same_backbone
 from vipa.model.vla import VIPAModel
-from vipa.sim.posttrain import RobotFrames, normalizer_stats, robot_tokenizer, spatial_targets
+from vipa.train.robot import RobotFrames, normalizer_stats, robot_tokenizer, spatial_targets
 
 torch.set_num_threads(1)
 
@@ -82,14 +82,13 @@ def test_action_head_reads_the_readout_geometry():
     a = _arrays(4)
     tok = robot_tokenizer(a["instructions"], cfg)
     ds = RobotFrames(a, cfg, tok, normalizer_stats(a["state"], a["action"]))
-    from vipa.data.torch_dataset import collate
-    from vipa.train.loop import post_losses
+    from vipa.model.processor import collate
 
     batch = collate([ds[i] for i in range(4)], tok.pad_id)
     model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
-    losses = post_losses(model, batch, cfg)
+    loss, losses = model.compute_loss(batch, "post", cfg.train)
     assert {"flow", "point_a", "point_b", "traj"} <= set(losses)
-    losses["loss"].backward()
+    loss.backward()
     # the geometry token's embedding and the pointer offsets (which set pointer A/B) both get gradient
     assert model.action_head.geom_in[0].weight.grad.abs().sum() > 0
     assert model.offset[-1].weight.grad.abs().sum() > 0
@@ -117,7 +116,7 @@ def test_legacy_checkpoints_load_and_post_train_with_a_geometry_head(tmp_path: P
     assert not same_backbone(c0.model, get_config("tiny", use_3d=False).model)
     assert ModelConfig.from_dict(get_config("tiny").model.to_dict()).action_geometry is True
 
-    from vipa.sim.posttrain import post_train
+    from vipa.train.robot import post_train
 
     npz = tmp_path / "demo.npz"
     a = _arrays(12)
@@ -129,3 +128,29 @@ def test_legacy_checkpoints_load_and_post_train_with_a_geometry_head(tmp_path: P
     # the backbone came from the init checkpoint (the pointer offsets did not train far in 2 steps)
     w0, w1 = m0.semantic.state_dict(), m1.semantic.state_dict()
     assert all(torch.allclose(w0[k], w1[k], atol=0.05) for k in w0)
+
+
+def test_vipa_train_post_is_the_one_post_training_command(tmp_path: Path):
+    """`vipa train post` exports demonstrations to one .npz, trains from several inputs within a time
+    budget (calibrated), and rejects post-only options for the Hand3D stages."""
+    import json
+
+    from vipa.cli import main
+
+    a = _arrays(8)
+    parts = []
+    for i in range(2):
+        p = tmp_path / f"demo{i}.npz"
+        np.savez_compressed(p, **{k: v for k, v in a.items() if k != "instructions"},
+                            instructions=np.array([f"open drawer {i}"]))
+        parts.append(str(p))
+    merged = tmp_path / "merged.npz"
+    assert main(["train", "post", "--data", *parts, "--out", str(tmp_path / "x"), "--export-npz", str(merged)]) == 0
+    with np.load(merged) as z:
+        assert len(z["action"]) == 16 and sorted(z["instructions"].tolist()) == ["open drawer 0", "open drawer 1"]
+    run = tmp_path / "run"
+    assert main(["train", "post", "--data", str(merged), "--out", str(run), "--batch-size", "4", "--budget-s", "0.1",
+                 "--threads", "1", "--no-progress"]) == 0
+    info = json.loads((run / "final" / "config.json").read_text())
+    assert info["budget"]["steps"] == 10 and (run / "calibration" / "final").is_dir()
+    assert main(["train", "stage1", "--data", str(merged), "--out", str(run), "--budget-s", "1"]) == 2

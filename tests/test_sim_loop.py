@@ -90,8 +90,8 @@ def test_collect_posttrain_evaluate_through_the_server(tmp_path):
     from vipa.infer.predictor import Predictor
     from vipa.model.checkpoint import read_checkpoint_info
     from vipa.sim.collect import collect_demos
-    from vipa.sim.posttrain import post_train
-    from vipa.sim.policy import PredictorPolicy
+    from vipa.train.robot import post_train
+    from vipa.infer.policy import PredictorPolicy
 
     collect_demos(tmp_path / "demos", ["reach-v3"], episodes=2, seed=0, size=48, max_steps=120)
     res = post_train(tmp_path / "demos", tmp_path / "run", steps=40, batch_size=8, lr=2e-3, threads=1,
@@ -158,7 +158,7 @@ def _toy_npz(path: Path, instruction: str, episodes: list[int], t: int = 5, size
 
 def test_post_training_arrays_merge_tasks_and_chunks_stop_at_episode_ends(tmp_path):
     from vipa.model.config import get_config
-    from vipa.sim.posttrain import load_robot_data, read_arrays
+    from vipa.train.robot import load_robot_data, read_arrays
 
     p1 = _toy_npz(tmp_path / "b.npz", "open the drawer", [0, 1])
     p2 = _toy_npz(tmp_path / "a.npz", "reach the red goal point", [0, 1, 2])
@@ -177,7 +177,7 @@ def test_post_training_arrays_merge_tasks_and_chunks_stop_at_episode_ends(tmp_pa
     np.testing.assert_allclose(item["xyz"][2].mean().item(), 0.8, atol=1e-3)  # 800 mm -> 0.8 m along z
     assert tok.decode(item["prompt_ids"][item["prompt_mask"] == 1].tolist()) == "open the drawer"
     with pytest.raises(ValueError, match="different model config"):
-        from vipa.sim.posttrain import post_train
+        from vipa.train.robot import post_train
 
         post_train(p1, tmp_path / "run", init=_small_checkpoint(tmp_path), steps=1)
 
@@ -192,7 +192,7 @@ def _small_checkpoint(tmp_path: Path) -> Path:
     from vipa.model.checkpoint import save_checkpoint
     from vipa.model.config import get_config
     from vipa.model.vla import VIPAModel
-    from vipa.sim.posttrain import robot_tokenizer
+    from vipa.train.robot import robot_tokenizer
 
     cfg = get_config("tiny", use_3d=False)
     tok = robot_tokenizer(["open the drawer"], cfg)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from vipa.data.torch_dataset import Hand3DTorchDataset, cache_episode, split_ids
 from vipa.model.config import get_config
 from vipa.train.data import build_tokenizer
+from vipa.train.datasets import Hand3DTorchDataset, cache_episode, split_ids
 from vipa.train.loop import lr_factor, train
 
 torch.set_num_threads(1)
@@ -52,7 +52,9 @@ def small_cfg():
 
 @pytest.fixture(scope="module")
 def prepared(episodes, small_cfg):
-    caches = [cache_episode(e, small_cfg.model.image_size) for e in episodes]
+    from vipa.train.data import task_params
+
+    caches = [cache_episode(e, small_cfg.model.image_size, params=task_params(small_cfg.model)) for e in episodes]
     return caches, build_tokenizer(caches, small_cfg)
 
 
@@ -253,10 +255,10 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
 
 
 class _ToyRobot(torch.utils.data.Dataset):
-    """Post-training samples as vipa.sim.posttrain produces them: actions depend on the state."""
+    """Post-training samples as vipa.train.robot produces them: actions depend on the state."""
 
     def __init__(self, cfg, tok, n=16):
-        from vipa.data.torch_dataset import encode_prompt
+        from vipa.model.processor import encode_prompt
 
         g = torch.Generator().manual_seed(0)
         s, m = cfg.model.image_size, cfg.model

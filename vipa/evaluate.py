@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from vipa.data.qa import encode_direction_distance, score_predictions
-from vipa.data.torch_dataset import Hand3DTorchDataset, collate
+from vipa.train.datasets import Hand3DTorchDataset
 from vipa.infer.constrained import motion_allowed_fn, split_motion
 from vipa.model.checkpoint import load_checkpoint
+from vipa.model.processor import collate
 
 
 def _batches(ds: Hand3DTorchDataset, idx: list[int], bs: int, pad_id: int):
@@ -50,7 +51,7 @@ def evaluate_qa(model, tok, cfg, caches, max_samples: int = 400, batch_size: int
     head, lm = [], []
     gt_vecs = np.stack([ds.samples[i].point_b - ds.samples[i].point_a for i in idx])
     for b in _batches(ds, idx, batch_size, tok.pad_id):
-        args = (b["image"], b["prompt_ids"], b["prompt_mask"], b["xyz"], b["valid"])
+        args = b.observation()
         out = model(*args)
         head += [encode_direction_distance(v) for v in (out.point_b - out.point_a).numpy()]
         if lm_text:
@@ -80,7 +81,7 @@ def evaluate_motion(model, tok, cfg, caches, max_samples: int = 300, batch_size:
     head, wrist, tok_traj = [], [], []
     n = cfg.model.traj_horizon
     for b in _batches(ds, idx, batch_size, tok.pad_id):
-        args = (b["image"], b["prompt_ids"], b["prompt_mask"], b["xyz"], b["valid"])
+        args = b.observation()
         out = model(*args)
         head.append(out.traj.numpy())
         wrist.append(out.point_a.numpy())
@@ -168,27 +169,30 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                   threads: int | None = None, max_episodes: int | None = None, max_qa: int = 200,
                   max_motion: int = 150) -> dict[str, Any]:
     """The paper's ablation table at this scale: every variant trained with the same data, step
-    budget per stage and seeds through ``vipa train``, then evaluated on the held-out split.
+    budget per stage and seeds (``vipa.train.cli.run_stage``, what ``vipa train`` runs), then evaluated
+    on the held-out split.
     Variants without stage 1 train stage 2 only (their QA figures show what stage 2 alone gives).
     Writes OUT/ablations.json; finished runs are reused, so an interrupted table resumes."""
-    from vipa.cli import main
+    from vipa.model.config import get_config
+    from vipa.train.cli import run_stage
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    common = ["--config", "tiny", "--data", str(data), "--no-progress"] + \
-        (["--threads", str(threads)] if threads else []) + (["--max-episodes", str(max_episodes)] if max_episodes else [])
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:  # seeds outermost: an interrupted table still has every variant
         for name, (use_3d, stage1) in ABLATIONS.items():
             rd = out / f"{name}_seed{seed}"
-            flags = common + ["--seed", str(seed)] + ([] if use_3d else ["--no-3d"])
-            if stage1 and not (rd / "s1" / "final").is_dir():
-                if main(["train", "stage1", "--out", str(rd / "s1"), "--steps", str(steps1)] + flags):
-                    raise RuntimeError(f"ablation {name} seed {seed}: stage 1 failed")
-            if not (rd / "s2" / "final").is_dir():
-                init = ["--init", str(rd / "s1" / "final")] if stage1 else []
-                if main(["train", "stage2", "--out", str(rd / "s2"), "--steps", str(steps2)] + flags + init):
-                    raise RuntimeError(f"ablation {name} seed {seed}: stage 2 failed")
+            cfg = get_config("tiny", **({} if use_3d else {"use_3d": False}))
+            cfg.train.seed = seed
+            common = dict(max_episodes=max_episodes, threads=threads, progress=False)
+            try:
+                if stage1 and not (rd / "s1" / "final").is_dir():
+                    run_stage(cfg, "stage1", data, rd / "s1", steps=steps1, **common)
+                if not (rd / "s2" / "final").is_dir():
+                    run_stage(cfg, "stage2", data, rd / "s2", steps=steps2,
+                              init=rd / "s1" / "final" if stage1 else None, **common)
+            except (ValueError, FileNotFoundError) as exc:
+                raise RuntimeError(f"ablation {name} seed {seed}: training failed ({exc})") from exc
             rep_path = rd / "eval" / "report.json"
             if rep_path.is_file():
                 rep = json.loads(rep_path.read_text())

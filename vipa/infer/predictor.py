@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from vipa import tasks
 from vipa.data.qa import AnswerParseError, encode_direction_distance, parse_direction_distance
-from vipa.data.torch_dataset import encode_prompt, prepare_image, prepare_points
 from vipa.infer.constrained import motion_allowed_fn, split_motion
+from vipa.model.batch import Batch
 from vipa.model.checkpoint import load_checkpoint
-from vipa.model.encoders import point_map_from_depth
+from vipa.model.processor import Processor, encode_prompt
 
 MODES = ("auto", "answer", "trajectory", "action")
 
@@ -43,13 +44,8 @@ class Prediction:
 
 def trajectory_prompt(instruction: str, hand: str = "right") -> str:
     """The stage-2 instructional-motion prompt for a plain task instruction (kept as is when it
-    already is a motion prompt)."""
-    text = instruction.strip()
-    if text.startswith(("Predict the", "Past motion:")):
-        return text
-    if hand not in ("left", "right"):
-        raise ValueError(f"hand: expected 'left' or 'right', got {hand!r}")
-    return f"Predict the {hand} wrist motion to {text.rstrip('.')}."
+    already is a motion prompt); ``vipa.tasks.trajectory_prompt``."""
+    return tasks.trajectory_prompt(instruction, hand)
 
 
 class Predictor:
@@ -57,6 +53,12 @@ class Predictor:
         self.model, self.cfg, self.tok, self.info = model, cfg, tok, info
         self.mcfg = cfg.model
         self.action_stats = info.get("action_stats")
+        self.processor = Processor(self.mcfg, tok)
+
+    @property
+    def motion_stride_s(self) -> float:
+        """Seconds between the predicted trajectory's waypoints (what the checkpoint trained with)."""
+        return float(self.mcfg.motion_stride_s)
 
     @classmethod
     def load(cls, checkpoint: str | Path, expect_config: str | None = None, threads: int | None = None,
@@ -71,26 +73,8 @@ class Predictor:
     # ---- inputs ----
     def prepare(self, image: np.ndarray, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                 points: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-        s = self.mcfg.image_size
-        img = prepare_image(image, s).float()[None] / 255.0
-        out = {"image": img}
-        if self.mcfg.use_3d:
-            if points is None:
-                if depth is None:
-                    raise ValueError("this model has a 3D encoder: give a metric depth map (with K) or a point map")
-                if K is None:
-                    raise ValueError("depth given without intrinsics K")
-                if depth.shape != image.shape[:2]:
-                    raise ValueError(f"depth {depth.shape} does not match the image {image.shape[:2]}")
-                points = point_map_from_depth(depth, K)
-            points = np.asarray(points, np.float32)
-            if points.shape != image.shape[:2] + (3,):
-                raise ValueError(f"point map {points.shape} does not match the image {image.shape[:2] + (3,)}")
-            if np.isinf(points).any():
-                raise ValueError("point map: contains inf")
-            xyz, valid = prepare_points(points, s)
-            out["xyz"], out["valid"] = xyz[None], valid[None]
-        return out
+        """One frame -> the model's observation tensors with a batch axis of 1 (``Processor.observation``)."""
+        return {k: v[None] for k, v in self.processor.observation(image, depth, K, points).items()}
 
     def _prompt(self, instruction: str) -> dict[str, torch.Tensor]:
         if not isinstance(instruction, str) or not instruction.strip():
@@ -120,7 +104,7 @@ class Predictor:
             p = self._prompt(trajectory_prompt(instruction, hand))
         t1 = time.perf_counter()
         m = self.model
-        args = (x["image"], p["prompt_ids"], p["prompt_mask"], x.get("xyz"), x.get("valid"))
+        args = Batch(**x, **p).observation()
         pred = Prediction(mode)
         if mode == "action":
             pred_out = m(*args)

@@ -175,7 +175,7 @@ class PolicyClient:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vipa.sim.policy import PredictorPolicy
+    from vipa.infer.policy import PredictorPolicy
 
     policy = PredictorPolicy.load(args.checkpoint, replan=args.replan)
     PolicyServer(policy, host=args.host, port=args.port).serve_forever()

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from vipa.model.config import VIPAConfig
+from vipa.model.pretrained import save_pointmap_encoder
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
 
@@ -120,3 +121,12 @@ def load_weights(model: torch.nn.Module, file: str | Path, strict: bool = True) 
     if strict and (missing or unexpected):
         raise CheckpointError(f"{file}: weights do not match the model (missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]})")
+
+
+def export_pointmap_encoder(checkpoint: str | Path, folder: str | Path) -> Path:
+    """The 3D encoder of a trained ``tiny``/``small`` checkpoint as a 3D-encoder folder for ``paper``
+    (``vipa.model.pretrained``)."""
+    model, cfg, _, _ = load_checkpoint(checkpoint)
+    if model.spatial is None or cfg.model.vlm_path:
+        raise ValueError(f"checkpoint {checkpoint}: has no project point-map encoder (config {cfg.name!r})")
+    return save_pointmap_encoder(folder, model.spatial, cfg.model)

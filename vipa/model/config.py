@@ -2,8 +2,9 @@
 
 ``tiny`` trains from scratch on a CPU in minutes; ``small`` is the same code sized for one GPU;
 ``paper`` loads the semantic encoder + LLM from a local pretrained VLM folder and the 3D encoder
-from a local folder, frozen as in the paper. Nothing is ever downloaded. Supported VLM family:
-LLaVA (``LlavaForConditionalGeneration``); folder formats in ``vipa.model.pretrained``. For
+from a local folder, frozen as in the paper. Nothing is ever downloaded. Supported VLM families:
+LLaVA (``LlavaForConditionalGeneration``) and Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration``);
+folder formats in ``vipa.model.pretrained``. For
 ``paper`` the widths (``d_vision``, ``llm``) come from the VLM (the fusion runs in the LLM's
 hidden size); ``image_size``/``patch_size`` set the visual token grid the tower's patch tokens
 are pooled onto.
@@ -16,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vipa.tasks import LEGACY_MOTION_STRIDE_S, MOTION_STRIDE_S
 
 STAGES = ("stage1", "stage2", "post")
 
@@ -56,6 +59,7 @@ class ModelConfig:
     num_queries: int = 4  # learnable query tokens: pointer A, pointer B, trajectory, + action queries
     traj_horizon: int = 8  # future wrist waypoints predicted in stage 2
     past_horizon: int = 4  # past waypoints given in the contextual-motion task
+    motion_stride_s: float = MOTION_STRIDE_S  # seconds between motion waypoints (vipa.tasks)
     tokenizer_vocab: int = 640  # BPE merges budget of the project-trained tokenizer (tiny/small)
     # Action head (post-training): DiT trained by flow matching.
     action_dim: int = 4
@@ -95,6 +99,8 @@ class ModelConfig:
         return self.num_visual_tokens + self.max_prompt_len + self.num_queries + self.max_target_len + 1
 
     def validate(self) -> "ModelConfig":
+        if not self.motion_stride_s > 0:
+            raise ValueError(f"motion_stride_s: must be > 0 seconds, got {self.motion_stride_s}")
         if self.image_size % self.patch_size or self.image_size % self.fine_stride:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size and fine_stride")
         if self.patch_size % self.fine_stride or self.patch_size // self.fine_stride not in (1, 2, 4, 8):
@@ -108,7 +114,7 @@ class ModelConfig:
     def check_local_weights(self) -> None:
         """For configs that load pretrained parts (``paper``): both local folders must exist.
         Nothing is ever downloaded, so a missing folder is an error naming the field."""
-        for field_name, what in (("vlm_path", "pretrained LLaVA-family VLM (transformers save_pretrained + tokenizer.json)"),
+        for field_name, what in (("vlm_path", "pretrained LLaVA or Qwen2.5-VL VLM (transformers save_pretrained + tokenizer.json)"),
                                  ("encoder3d_path", "3D encoder (encoder3d.json: the project's point-map "
                                                     "encoder or a Cut3R / VGGT adapter)")):
             value = getattr(self, field_name)
@@ -130,6 +136,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"model config: unknown fields {sorted(unknown)}")
         d.setdefault("action_geometry", False)  # checkpoints from before the field existed
+        d.setdefault("motion_stride_s", LEGACY_MOTION_STRIDE_S)  # what checkpoints before the field trained with
         d["llm"] = LLMConfig(**d.get("llm", {}))
         if "stem_channels" in d:
             d["stem_channels"] = tuple(d["stem_channels"])
@@ -203,7 +210,7 @@ def _small() -> VIPAConfig:
 
 def _paper() -> VIPAConfig:
     # Paper: InternVL3.5-2B (semantic encoder + LLM) and a frozen Cut3R 3D encoder; here a local
-    # LLaVA-family VLM and an encoder3d.json folder (vipa.model.pretrained). AdamW lr 1e-5,
+    # LLaVA or Qwen2.5-VL VLM and an encoder3d.json folder (vipa.model.pretrained). AdamW lr 1e-5,
     # batch 32, cosine, 1 epoch per stage; post-training lr 5e-5, batch 128. Stage 1 trains the
     # fusion layer, stage 2 LLM + fusion, post-training LLM + action head (encoders frozen).
     m = ModelConfig(

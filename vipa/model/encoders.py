@@ -1,5 +1,5 @@
-"""Vision side: point maps from depth + K, the semantic encoder, the 3D (point-map) encoder and the
-paper's fusion layer.
+"""Vision side: the semantic encoder, the 3D-encoder interface (``Encoder3D``) with the project's
+point-map encoder, and the paper's fusion layer. Inputs are made by ``vipa.model.processor``.
 
 Tensors: images (B, 3, S, S) float in [0, 1]; point maps (B, 3, S, S) camera-frame metres with a
 validity mask (B, 1, S, S); visual tokens (B, N, D) on the patch grid in row-major order.
@@ -8,45 +8,13 @@ validity mask (B, 1, S, S); visual tokens (B, N, D) on the patch grid in row-maj
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vipa.model.config import ModelConfig
-
-
-def point_map_from_depth(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(H, W) metric depth (metres; <=0/NaN invalid) + (3, 3) K -> (H, W, 3) float32 camera-frame
-    XYZ, NaN where depth is invalid. Pixel (i, j) has centre (j + 0.5, i + 0.5)."""
-    depth = np.asarray(depth, np.float32)
-    K = np.asarray(K, np.float32)
-    if depth.ndim != 2:
-        raise ValueError(f"depth: expected (H, W), got {depth.shape}")
-    if K.shape != (3, 3) or not (K[0, 0] > 0 and K[1, 1] > 0):
-        raise ValueError(f"K: expected a (3, 3) intrinsics matrix with positive focal lengths, got {K.tolist()}")
-    h, w = depth.shape
-    u = np.arange(w, dtype=np.float32) + 0.5
-    v = np.arange(h, dtype=np.float32) + 0.5
-    z = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-    x = (u[None, :] - K[0, 2]) / K[0, 0] * z
-    y = (v[:, None] - K[1, 2]) / K[1, 1] * z
-    return np.stack([x, y, z], axis=-1).astype(np.float32)
-
-
-def resize_point_map(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) XYZ with NaN holes -> ((3, size, size) float32 area-averaged XYZ over valid pixels
-    (0 where none), (1, size, size) float32 fraction of valid pixels)."""
-    pts = torch.from_numpy(np.ascontiguousarray(points, np.float32)).permute(2, 0, 1)[None]
-    if torch.isinf(pts).any():
-        raise ValueError("point map: contains inf")
-    valid = torch.isfinite(pts).all(1, keepdim=True).float()
-    pts = torch.nan_to_num(pts, nan=0.0) * valid
-    s = F.adaptive_avg_pool2d(pts, size)
-    vf = F.adaptive_avg_pool2d(valid, size)
-    xyz = torch.where(vf > 0, s / vf.clamp_min(1e-6), torch.zeros_like(s))
-    return xyz[0].numpy(), vf[0].numpy()
 
 
 def pool_points(xyz: torch.Tensor, valid: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,14 +78,33 @@ class SemanticEncoder(ConvStem):
         return super().forward(image - 0.5)
 
 
+class Encoder3D(Protocol):
+    """What every 3D encoder of ``VIPAModel`` is (the tiny/small ``PointMapEncoder``, the ``paper``
+    config's ``vipa.model.pretrained.Spatial3DEncoder`` around a local folder's encoder):
+
+    ``encoder(image (B, 3, S, S) RGB in [0, 1], xyz (B, 3, S, S) camera-frame metres, valid
+    (B, 1, S, S))`` -> ``(fine (B, fine_ch, fine_grid, fine_grid), tokens (B, grid*grid, out_dim))``:
+    a dense feature map for the readout pointer and the spatial tokens V_spa on the model's patch
+    grid (row-major). An encoder may ignore the image (point-map only) or the point map (image-only
+    foundation models)."""
+
+    fine_ch: int
+    out_dim: int
+
+    def __call__(self, image: torch.Tensor, xyz: torch.Tensor, valid: torch.Tensor,
+                 ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class PointMapEncoder(ConvStem):
-    """Spatial tokens V_spa from the scale-calibrated camera-frame XYZ map (metres) and its validity,
-    on the same patch grid as the semantic tokens."""
+    """``Encoder3D`` of tiny/small: spatial tokens V_spa from the scale-calibrated camera-frame XYZ map
+    (metres) and its validity (the image is not used), on the same patch grid as the semantic tokens."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(4, cfg)
+        self.out_dim = cfg.d_vision
 
-    def forward(self, xyz: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor | None, xyz: torch.Tensor, valid: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         centred = xyz - torch.tensor([0.0, 0.0, 0.5], device=xyz.device).view(1, 3, 1, 1)
         return super().forward(torch.cat([centred * valid * 2.0, valid], 1))
 

@@ -23,7 +23,7 @@ encoder needs. Two kinds:
 - ``{"format": "vipa-pointmap-encoder", "version": 1, "config": {image_size, patch_size,
   fine_stride, stem_channels, d_vision}}`` + ``model.safetensors``: the project's point-map
   encoder (``PointMapEncoder``), e.g. exported from a ``tiny``/``small`` checkpoint with
-  ``export_pointmap_encoder``.
+  ``vipa.model.checkpoint.export_pointmap_encoder``.
 - ``{"format": "adapter", "class": "package.module:ClassName", "kwargs": {...}}``: an external
   3D foundation encoder (Cut3R / VGGT-like) wrapped by a user class subclassing
   ``Encoder3DAdapter`` (it loads its own weights from the folder).
@@ -278,7 +278,7 @@ class PointMapFolderEncoder(Encoder3DAdapter):
 
     def forward(self, image, xyz, valid):
         x, v = _resize_points(xyz, valid, self.ecfg.image_size)
-        fine, tokens = self.encoder(x, v)
+        fine, tokens = self.encoder(image, x, v)
         g = self.ecfg.grid
         return fine, tokens.transpose(1, 2).reshape(tokens.shape[0], -1, g, g)
 
@@ -295,16 +295,6 @@ def save_pointmap_encoder(folder: str | Path, encoder: nn.Module, cfg: ModelConf
                        "stem_channels": list(cfg.stem_channels), "d_vision": cfg.d_vision}}
     (folder / ENCODER3D_FILE).write_text(json.dumps(conf, indent=2))
     return folder
-
-
-def export_pointmap_encoder(checkpoint: str | Path, folder: str | Path) -> Path:
-    """The 3D encoder of a trained ``tiny``/``small`` checkpoint as a 3D-encoder folder."""
-    from vipa.model.checkpoint import load_checkpoint
-
-    model, cfg, _, _ = load_checkpoint(checkpoint)
-    if model.spatial is None or cfg.model.vlm_path:
-        raise ValueError(f"checkpoint {checkpoint}: has no project point-map encoder (config {cfg.name!r})")
-    return save_pointmap_encoder(folder, model.spatial, cfg.model)
 
 
 def load_encoder3d(path: str | Path) -> Encoder3DAdapter:
@@ -341,7 +331,9 @@ def load_encoder3d(path: str | Path) -> Encoder3DAdapter:
 
 
 class Spatial3DEncoder(nn.Module):
-    """Wraps a 3D encoder: (image, xyz, valid) -> (fine (B, fine_ch, fg, fg), tokens (B, grid*grid, out_dim))."""
+    """The ``paper`` config's ``vipa.model.encoders.Encoder3D``: wraps a folder's 3D encoder and
+    resamples its outputs onto the model's grids: (image, xyz, valid) -> (fine (B, fine_ch, fg, fg),
+    tokens (B, grid*grid, out_dim))."""
 
     def __init__(self, encoder: Encoder3DAdapter, cfg: ModelConfig):
         super().__init__()

@@ -8,6 +8,10 @@ pointer B: the object or goal) and read a 3D position there from the point map (
 offset); q2 predicts the future wrist trajectory relative to pointer A; all Q condition the DiT
 action head. Text targets (QA answers, motion tokens, motion descriptions) are trained with
 next-token cross-entropy. 3D outputs are camera-frame metres.
+
+The model is built from ``Parts`` (``tiny_parts``: conv encoders + a random-weight LLM;
+``pretrained_parts``: a local VLM + a local 3D encoder), takes a typed ``vipa.model.batch.Batch``
+(made by ``vipa.model.processor``) and owns its training loss (``compute_loss(batch, stage)``).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from vipa.model.action_head import FlowMatchingDiT
-from vipa.model.config import ModelConfig
+from vipa.model.batch import Batch
+from vipa.model.config import STAGES, ModelConfig, TrainConfig
 from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion, pool_points
+from vipa.model.losses import IGNORE, masked_l1
 
-IGNORE = -100
 
 
 def build_llm(cfg: ModelConfig, vocab_size: int) -> nn.Module:
@@ -41,6 +46,45 @@ def build_llm(cfg: ModelConfig, vocab_size: int) -> nn.Module:
     if c.arch == "llama":
         return LlamaForCausalLM(LlamaConfig(**kw))
     raise ValueError(f"llm.arch: unknown {c.arch!r} (qwen2 | llama)")
+
+
+@dataclass
+class Parts:
+    """The interchangeable parts of ``VIPAModel``: semantic encoder ``image -> (fine map, tokens
+    (B, N, d))``, 3D encoder (a ``vipa.model.encoders.Encoder3D``, None without 3D), the projection
+    of its tokens to width d, the fusion (width d), the projector d -> hidden, and the LLM."""
+
+    semantic: nn.Module
+    spatial: nn.Module | None
+    spatial_proj: nn.Module
+    fusion: nn.Module
+    projector: nn.Module
+    llm: nn.Module
+    hidden: int  # the LLM's hidden size
+
+
+def tiny_parts(cfg: ModelConfig, vocab_size: int) -> Parts:
+    """tiny / small: conv encoders and a random-weight LLM; fusion in ``d_vision``, then an MLP projector."""
+    d, h = cfg.d_vision, cfg.llm.hidden_size
+    return Parts(SemanticEncoder(cfg), PointMapEncoder(cfg) if cfg.use_3d else None, nn.Identity(),
+                 SpatialFusion(d, cfg.fusion_heads, cfg.fusion_dropout, cfg.alpha_init),
+                 nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, h)), build_llm(cfg, vocab_size), h)
+
+
+def pretrained_parts(cfg: ModelConfig, vocab_size: int, load_weights: bool = True) -> Parts:
+    """paper: semantic encoder + LLM from the local VLM folder, the 3D encoder from its folder
+    (``vipa.model.pretrained``); the fusion works in the LLM's hidden size (after the VLM's own
+    projector), so the 3D tokens get a linear projection to it."""
+    from vipa.model.pretrained import Spatial3DEncoder, load_encoder3d, load_vlm
+
+    cfg.check_local_weights()
+    semantic, llm, h = load_vlm(cfg, vocab_size, load_weights=load_weights)
+    if h % cfg.fusion_heads:
+        raise ValueError(f"fusion_heads {cfg.fusion_heads} must divide the VLM's hidden size {h}")
+    spatial = Spatial3DEncoder(load_encoder3d(cfg.encoder3d_path), cfg) if cfg.use_3d else None
+    proj = nn.Linear(spatial.out_dim, h) if spatial is not None else nn.Identity()
+    return Parts(semantic, spatial, proj, SpatialFusion(h, cfg.fusion_heads, cfg.fusion_dropout, cfg.alpha_init),
+                 nn.Identity(), llm, h)
 
 
 @dataclass
@@ -65,29 +109,11 @@ class VIPAModel(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.pad_id = pad_id
-        self.pretrained = bool(cfg.vlm_path or cfg.encoder3d_path or cfg.name == "paper")
-        if self.pretrained:
-            # Semantic encoder + LLM from the local VLM folder, 3D encoder from its folder; the
-            # fusion works in the LLM's hidden size (after the VLM's own projector).
-            from vipa.model.pretrained import Spatial3DEncoder, load_encoder3d, load_vlm
-
-            cfg.check_local_weights()
-            self.semantic, self.llm, h = load_vlm(cfg, vocab_size, load_weights=load_pretrained)
-            d = h
-            if h % cfg.fusion_heads:
-                raise ValueError(f"fusion_heads {cfg.fusion_heads} must divide the VLM's hidden size {h}")
-            self.spatial = Spatial3DEncoder(load_encoder3d(cfg.encoder3d_path), cfg) if cfg.use_3d else None
-            self.spatial_proj = nn.Linear(self.spatial.out_dim, d) if self.spatial is not None else nn.Identity()
-            self.projector = nn.Identity()
-            self.fusion = SpatialFusion(d, cfg.fusion_heads, cfg.fusion_dropout, cfg.alpha_init)
-        else:
-            d, h = cfg.d_vision, cfg.llm.hidden_size
-            self.semantic = SemanticEncoder(cfg)
-            self.spatial = PointMapEncoder(cfg) if cfg.use_3d else None
-            self.spatial_proj = nn.Identity()
-            self.fusion = SpatialFusion(d, cfg.fusion_heads, cfg.fusion_dropout, cfg.alpha_init)
-            self.projector = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, h))
-            self.llm = build_llm(cfg, vocab_size)
+        self.pretrained = bool(cfg.vlm_path or cfg.encoder3d_path or cfg.name == "paper")  # which parts
+        parts = pretrained_parts(cfg, vocab_size, load_pretrained) if self.pretrained else tiny_parts(cfg, vocab_size)
+        self.semantic, self.spatial, self.spatial_proj = parts.semantic, parts.spatial, parts.spatial_proj
+        self.fusion, self.projector, self.llm = parts.fusion, parts.projector, parts.llm
+        h = parts.hidden
         self.query_embed = nn.Parameter(torch.randn(cfg.num_queries, h) * 0.02)
         # Readout (pointer over the fine grid + offsets; trajectory deltas).
         fine_ch = self.semantic.fine_ch + (self.spatial.fine_ch if self.spatial is not None else 0)
@@ -132,10 +158,11 @@ class VIPAModel(nn.Module):
                 p.requires_grad_(name in groups)
 
     def train(self, mode: bool = True) -> "VIPAModel":
-        """As nn.Module.train, but frozen pretrained encoders (``paper``) stay in eval mode so
-        their dropout / normalisation statistics behave as when they were pretrained."""
+        """As nn.Module.train, but frozen encoders (``paper``'s pretrained ones) stay in eval mode so
+        their dropout / normalisation statistics behave as when they were pretrained (the tiny conv
+        encoders have neither, so the rule holds for every config)."""
         super().train(mode)
-        if mode and self.pretrained:
+        if mode:
             for enc in (self.semantic, self.spatial):
                 if enc is not None and not any(p.requires_grad for p in enc.parameters()):
                     enc.eval()
@@ -158,7 +185,7 @@ class VIPAModel(nn.Module):
     def encode_images(self, image, xyz, valid):
         sem_fine, v_sem = self.semantic(image)
         if self.spatial is not None:
-            spa_fine, v_spa = self.spatial(image, xyz, valid) if self.pretrained else self.spatial(xyz, valid)
+            spa_fine, v_spa = self.spatial(image, xyz, valid)
             v_spa = self.spatial_proj(v_spa)
             fine = torch.cat([sem_fine, spa_fine], 1)
         else:
@@ -227,6 +254,49 @@ class VIPAModel(nn.Module):
             return None
         b = out.point_a.shape[0]
         return torch.cat([out.point_a, out.point_b, out.point_b - out.point_a, out.traj.reshape(b, -1)], 1)
+
+    # ---- losses ----
+    def compute_loss(self, batch: Batch, stage: str, weights: TrainConfig | None = None,
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of ``stage`` on ``batch`` -> (total, named parts); ``weights``: the
+        loss weights of a TrainConfig (w_lm, w_point, w_traj, w_post_spatial; defaults otherwise).
+
+        stage1 / stage2: next-token cross-entropy on the target text ("lm") and L1 in metres on
+        pointer A, pointer B, their difference (the QA "vector") and the trajectory.
+        post: the action head's flow-matching loss ("flow"), conditioned on the query states and
+        the readout geometry; when the batch carries them, the same readout targets keep the
+        pointers aligned on robot data (pointer A = the end effector now, B = where it ends the
+        demonstration, trajectory = its future positions; point B is masked with point A's mask)."""
+        if stage not in STAGES:
+            raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
+        w = weights or TrainConfig()
+        if stage == "post":
+            out = self(*batch.observation())
+            fm = self.action_head.loss(batch.actions, batch.state, out.queries, batch.action_mask,
+                                       geom=self.action_geometry(out))
+            losses = {"flow": fm}
+            total = fm
+            if batch.point_a is not None:
+                ma, mt = batch.point_a_mask, batch.traj_mask
+                losses["point_a"] = masked_l1(out.point_a, batch.point_a, ma)
+                losses["point_b"] = masked_l1(out.point_b, batch.point_b, ma)
+                losses["traj"] = masked_l1(out.traj, batch.traj, mt)
+                total = total + w.w_post_spatial * (losses["point_a"] + losses["point_b"] + losses["traj"])
+            return total, losses
+        if batch.target is None:
+            raise ValueError(f"{stage}: the batch has no text target")
+        tgt, tmask = batch.target, batch.target_mask
+        out = self(*batch.observation(), target_in=tgt[:, :-1], target_mask=tmask[:, :-1])
+        labels = tgt[:, 1:].masked_fill(tmask[:, 1:] == 0, IGNORE)
+        lm = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1),
+                             ignore_index=IGNORE)
+        ma, mb, mt = batch.point_a_mask, batch.point_b_mask, batch.traj_mask
+        pa = masked_l1(out.point_a, batch.point_a, ma)
+        pb = masked_l1(out.point_b, batch.point_b, mb)
+        vec = masked_l1(out.point_b - out.point_a, batch.point_b - batch.point_a, ma * mb)
+        traj = masked_l1(out.traj, batch.traj, mt)
+        total = w.w_lm * lm + w.w_point * (pa + pb + vec) + w.w_traj * traj
+        return total, {"lm": lm, "point_a": pa, "point_b": pb, "vector": vec, "traj": traj}
 
     # ---- text generation ----
     @torch.no_grad()

@@ -26,7 +26,7 @@ def _eval(args: argparse.Namespace) -> int:
     server = None
     if args.checkpoint != "expert":
         from vipa.infer.server import PolicyClient, PolicyServer
-        from vipa.sim.policy import PredictorPolicy
+        from vipa.infer.policy import PredictorPolicy
 
         if args.server:
             host, _, port = args.server.rpartition(":")

@@ -5,7 +5,7 @@ evaluation of several post-trained checkpoints under a wall-clock deadline, and 
     python -m vipa.sim.experiment eval --run a=CKPT --run b=CKPT ... --episodes 50 --out EVAL --workers 15
     python -m vipa.sim.experiment report EVAL  (markdown table on stdout)
 
-``collect`` writes DEMOS/{task}.npz in the layout of vipa.sim.posttrain.read_arrays (the same
+``collect`` writes DEMOS/{task}.npz in the layout of vipa.train.robot.read_arrays (the same
 fields as the LeRobot features of vipa.sim.collect; used where no video codec is installed).
 ``eval`` runs jobs (run, task, episode i) ordered by i, so when the deadline cuts it short every
 run and task has been evaluated on the same seeds; the report uses only seeds every run
@@ -35,7 +35,7 @@ def _collect_job(job: tuple[str, list[int], int, int, str]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from vipa.sim.posttrain import DEPTH_UNIT_M
+    from vipa.sim.collect import DEPTH_UNIT_M
     from vipa.sim.metaworld_env import MetaWorldEnv
 
     task, seeds, size, max_steps, camera = job
@@ -95,7 +95,7 @@ def _eval_job(job: tuple[str, str, str, int, int, int, int, int, str | None, int
 
     torch.set_num_threads(1)
     from vipa.sim.metaworld_env import MetaWorldEnv
-    from vipa.sim.policy import PredictorPolicy
+    from vipa.infer.policy import PredictorPolicy
 
     name, ckpt, task, i, seed, size, max_steps, replan, out, save_first, camera = job
     if name not in _POLICIES:

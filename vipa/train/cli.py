@@ -1,13 +1,22 @@
-"""`vipa train stage1|stage2|post --config NAME --data DATASET --out RUN_DIR [--steps N] [--resume]`."""
+"""`vipa train stage1|stage2|post --config NAME --data DATASET --out RUN_DIR [--steps N] [--resume]`.
+
+Post-training reads one or more LeRobot v3 datasets (or folders of them, or their .npz array
+exports); ``--budget-s`` trains as many steps as fit in that many seconds; ``--export-npz FILE``
+only writes the demonstrations as one .npz (readable with numpy alone) and exits."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vipa.model.config import STAGES, get_config
+from vipa.model.config import STAGES, VIPAConfig, get_config
+
+if TYPE_CHECKING:
+    from vipa.train.loop import RunResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     p.add_argument("stage", choices=STAGES)
     p.add_argument("--config", default="tiny", help="registered config name (tiny | small | paper)")
-    p.add_argument("--data", required=True, help="Hand3D dataset folder (stage1/2) or LeRobot v3 folder (post)")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="Hand3D dataset folder (stage1/2); post: LeRobot v3 folder(s) or .npz array export(s)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the config's)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -31,15 +41,76 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU when available) | cpu | cuda | cuda:N")
     p.add_argument("--vlm-path", default=None, help="config paper: local pretrained VLM folder (LLaVA or Qwen2.5-VL)")
     p.add_argument("--encoder3d-path", default=None, help="config paper: local 3D-encoder folder (encoder3d.json)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="post: train as many steps as fit in this many seconds (timed by a 10-step calibration run)")
+    p.add_argument("--export-npz", default=None, metavar="FILE",
+                   help="post: write the demonstrations as one .npz and exit (no training)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Path], out: str | Path,
+              steps: int | None = None, init: str | Path | None = None, resume: bool = False,
+              budget_s: float | None = None, test_fraction: float = 0.2, frame_step: int = 1,
+              max_episodes: int | None = None, threads: int | None = None, progress: bool = True,
+              device: str = "auto") -> RunResult:
+    """What ``vipa train STAGE`` does once its config is built: the tokenizer from the run's latest
+    checkpoint (``resume``) or ``init`` (after checking ``init`` fits), the stage's data (Hand3D
+    train split for stage1/2, robot demonstrations for post), then training; raises ValueError,
+    FileNotFoundError or CheckpointError naming the problem."""
     from vipa.model.checkpoint import CheckpointError, read_checkpoint_info
+    from vipa.model.config import ModelConfig, init_fits
     from vipa.model.tokenizer import VIPATokenizer
     from vipa.train.loop import latest_checkpoint, train
 
+    out = Path(out)
+    tok = None
+    if resume and latest_checkpoint(out) is not None:
+        tok = VIPATokenizer.load(latest_checkpoint(out) / "tokenizer.json")
+    elif init:
+        info = read_checkpoint_info(init)
+        if not init_fits(ModelConfig.from_dict(info["config"]["model"]), cfg.model, stage):
+            raise CheckpointError(f"--init {init} was trained with config {info['config']['name']!r} "
+                                  f"(model differs from {cfg.name!r}{'' if cfg.model.use_3d else ' without 3D'})")
+        tok = VIPATokenizer.load(Path(init) / "tokenizer.json")
+    no3d = "" if cfg.model.use_3d else " (no 3D)"
+    if stage == "post":
+        from vipa.train.robot import train_post
+
+        print(f"vipa train post: config {cfg.name}{no3d}, out {out}", file=sys.stderr)
+        return train_post(cfg, data, out, tok, init, steps, budget_s, resume=resume, threads=threads,
+                          progress=progress, device=device)
+    from vipa.train.data import build_tokenizer, load_split, stage_dataset
+
+    data = data if isinstance(data, (str, Path)) else data[0]
+    caches, ids = load_split(data, cfg, "train", test_fraction, 0, frame_step, max_episodes)
+    tok = tok or build_tokenizer(caches, cfg)
+    train_set = stage_dataset(caches, tok, cfg, stage)
+    meta = {"data": str(Path(data).resolve()), "train_episodes": ids, "test_fraction": test_fraction,
+            "samples": len(train_set)}
+    print(f"vipa train {stage}: {len(train_set)} samples, config {cfg.name}{no3d}, out {out}", file=sys.stderr)
+    return train(cfg, stage, train_set, tok, out, steps=steps, resume=resume, init=init, meta=meta,
+                 progress=progress, num_threads=threads, device=device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vipa.model.checkpoint import CheckpointError
+
+    if args.stage != "post" and len(args.data) != 1:
+        print(f"vipa train {args.stage}: --data takes one Hand3D dataset folder, got {len(args.data)}", file=sys.stderr)
+        return 2
+    if (args.budget_s is not None or args.export_npz) and args.stage != "post":
+        print("vipa train: --budget-s and --export-npz are post-training options", file=sys.stderr)
+        return 2
+    if args.export_npz:
+        from vipa.train.robot import export_arrays
+
+        try:
+            print(export_arrays(args.data, args.export_npz))
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"vipa train post: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         overrides = {"use_3d": False} if args.no_3d else {}
         if args.vlm_path:
@@ -63,38 +134,11 @@ def run(args: argparse.Namespace) -> int:
         tc.lr[args.stage] = args.lr
     if args.seed is not None:
         tc.seed = args.seed
-    out = Path(args.out)
-    tok = None
     try:
-        if args.resume and latest_checkpoint(out) is not None:
-            tok = VIPATokenizer.load(latest_checkpoint(out) / "tokenizer.json")
-        elif args.init:
-            info = read_checkpoint_info(args.init)
-            from vipa.model.config import ModelConfig, init_fits
-
-            if not init_fits(ModelConfig.from_dict(info["config"]["model"]), cfg.model, args.stage):
-                raise CheckpointError(f"--init {args.init} was trained with config {info['config']['name']!r} "
-                                      f"(model differs from {cfg.name!r}{' without 3D' if args.no_3d else ''})")
-            tok = VIPATokenizer.load(Path(args.init) / "tokenizer.json")
-        if args.stage == "post":
-            from vipa.train.robot import load_robot_data
-
-            train_set, tok, stats, meta = load_robot_data(args.data, cfg, tok)
-        else:
-            from vipa.train.data import build_tokenizer, load_split, stage_dataset
-
-            caches, ids = load_split(args.data, cfg, "train", args.test_fraction, 0,
-                                     args.frame_step, args.max_episodes)
-            tok = tok or build_tokenizer(caches, cfg)
-            train_set = stage_dataset(caches, tok, cfg, args.stage)
-            stats = None
-            meta = {"data": str(Path(args.data).resolve()), "train_episodes": ids,
-                    "test_fraction": args.test_fraction, "samples": len(train_set)}
-        print(f"vipa train {args.stage}: {len(train_set)} samples, config {cfg.name}"
-              f"{' (no 3D)' if args.no_3d else ''}, out {out}", file=sys.stderr)
-        res = train(cfg, args.stage, train_set, tok, out, steps=args.steps, resume=args.resume, init=args.init,
-                    meta=meta, action_stats=stats, progress=not args.no_progress, num_threads=args.threads,
-                    device=args.device)
+        res = run_stage(cfg, args.stage, args.data, args.out, steps=args.steps, init=args.init, resume=args.resume,
+                        budget_s=args.budget_s, test_fraction=args.test_fraction, frame_step=args.frame_step,
+                        max_episodes=args.max_episodes, threads=args.threads, progress=not args.no_progress,
+                        device=args.device)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
         print(f"vipa train: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""The training loop for stage 1, stage 2 and post-training.
+"""The training loop for stage 1, stage 2 and post-training (the losses are the model's own:
+``VIPAModel.compute_loss``).
 
 AdamW, linear warm-up then cosine decay, gradient clipping, seeds, JSON-lines metrics (the
 fusion alpha included), safetensors checkpoints with config + tokenizer (+ action statistics),
@@ -21,16 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from vipa.data.torch_dataset import collate
+from vipa.model.batch import Batch
 from vipa.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
-from vipa.model.config import STAGES, VIPAConfig, init_fits
+from vipa.model.config import STAGES, TrainConfig, VIPAConfig, init_fits
+from vipa.model.processor import collate
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
-
-IGNORE = -100
 
 
 def seed_everything(seed: int) -> None:
@@ -47,53 +46,16 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def masked_l1(pred: torch.Tensor, true: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """L1 over the last axis (metres summed over x, y, z), averaged over any middle axes, then over the
-    samples where ``m`` (B,) is 1."""
-    err = (pred - true).abs().sum(-1)
-    while err.ndim > 1:
-        err = err.mean(-1)
-    return (err * m).sum() / m.sum().clamp_min(1.0)
+class LossModule(torch.nn.Module):
+    """``VIPAModel.compute_loss`` as a module's forward, so that DistributedDataParallel (which
+    synchronises gradients of what runs through its forward) can wrap it."""
 
+    def __init__(self, model: VIPAModel):
+        super().__init__()
+        self.model = model
 
-def vla_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIPAConfig) -> dict[str, torch.Tensor]:
-    """Stage 1/2 losses: next-token CE on the target text, L1 (metres) on pointer A/B, on their
-    difference (the QA vector) and on the trajectory."""
-    t = cfg.train
-    tgt, tmask = batch["target"], batch["target_mask"]
-    out = model(batch["image"], batch["prompt_ids"], batch["prompt_mask"], batch.get("xyz"), batch.get("valid"),
-                target_in=tgt[:, :-1], target_mask=tmask[:, :-1])
-    labels = tgt[:, 1:].masked_fill(tmask[:, 1:] == 0, IGNORE)
-    lm = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
-    ma, mb, mt = batch["point_a_mask"], batch["point_b_mask"], batch["traj_mask"]
-    pa = masked_l1(out.point_a, batch["point_a"], ma)
-    pb = masked_l1(out.point_b, batch["point_b"], mb)
-    vec = masked_l1(out.point_b - out.point_a, batch["point_b"] - batch["point_a"], ma * mb)
-    traj = masked_l1(out.traj, batch["traj"], mt)
-    total = t.w_lm * lm + t.w_point * (pa + pb + vec) + t.w_traj * traj
-    return {"loss": total, "lm": lm, "point_a": pa, "point_b": pb, "vector": vec, "traj": traj}
-
-
-def post_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: VIPAConfig) -> dict[str, torch.Tensor]:
-    """Post-training: flow-matching loss of the DiT conditioned on the action queries' states (and
-    the readout geometry). When the batch carries them, the same spatial targets as in the human-video
-    stages keep the readouts aligned on robot data: pointer A = the end effector now, pointer B = where
-    it ends the demonstration, trajectory = its future positions (camera-frame metres, all derived from
-    proprioception and the camera pose, never from object or goal coordinates)."""
-    m = unwrap(model)
-    out = model(batch["image"], batch["prompt_ids"], batch["prompt_mask"], batch.get("xyz"), batch.get("valid"))
-    fm = m.action_head.loss(batch["actions"], batch["state"], out.queries, batch.get("action_mask"),
-                            geom=m.action_geometry(out))
-    losses = {"flow": fm}
-    total = fm
-    if "point_a" in batch:
-        t = cfg.train
-        ma, mt = batch["point_a_mask"], batch["traj_mask"]
-        losses["point_a"] = masked_l1(out.point_a, batch["point_a"], ma)
-        losses["point_b"] = masked_l1(out.point_b, batch["point_b"], ma)
-        losses["traj"] = masked_l1(out.traj, batch["traj"], mt)
-        total = total + t.w_post_spatial * (losses["point_a"] + losses["point_b"] + losses["traj"])
-    return {"loss": total, **losses}
+    def forward(self, batch: Batch, stage: str, weights: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.model.compute_loss(batch, stage, weights)
 
 
 @dataclass
@@ -186,16 +148,15 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
-    ddp_model: torch.nn.Module = model
+    loss_module: torch.nn.Module = LossModule(model)
     if distributed:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
+        loss_module = torch.nn.parallel.DistributedDataParallel(
+            loss_module, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
     bs = tc.batch_size[stage]
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=tc.seed) if distributed else \
         RandomSampler(train_set, replacement=True, num_samples=10**9, generator=torch.Generator().manual_seed(tc.seed + start))
     loader = DataLoader(train_set, batch_size=bs, sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_id),
                         drop_last=True, num_workers=0)
-    loss_fn = post_losses if stage == "post" else vla_losses
     warmup = min(tc.warmup_steps, max(1, total // 10))  # short runs still decay
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -228,12 +189,13 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
             for g in opt.param_groups:
                 g["lr"] = tc.lr[stage] * lr_factor(step, total, warmup, tc.min_lr_ratio)
             if dev.type != "cpu":
-                batch = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            losses = loss_fn(ddp_model, batch, cfg)
-            if not torch.isfinite(losses["loss"]):
-                raise FloatingPointError(f"{stage} step {step}: loss is {losses['loss'].item()}")
+                batch = batch.to(dev, non_blocking=True)
+            loss, parts = loss_module(batch, stage, tc)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{stage} step {step}: loss is {loss.item()}")
+            losses = {"loss": loss, **parts}
             opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
             step += 1

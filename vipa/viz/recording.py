@@ -68,7 +68,7 @@ def media_from_files(video: Path | None, depth_pngs: Sequence[Path] | None) -> E
 
 def media_from_episode(ep: Episode) -> EpisodeMedia:
     """EpisodeMedia encoded from an in-memory episode (H.264 video, 16-bit PNG depth)."""
-    from vipa.data._io import encode_h264
+    from vipa.data.video import encode_h264
 
     video = None
     if ep.rgb is not None and ep.num_frames:

@@ -1,4 +1,4 @@
-"""Policies for the simulator and the policy server, built on vipa.infer.Predictor."""
+"""A checkpoint as a chunk policy for the policy server and the simulator, built on vipa.infer.Predictor."""
 
 from __future__ import annotations
 
