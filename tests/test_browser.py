@@ -68,8 +68,8 @@ def test_page_loads_and_rerun_canvas_is_not_blank(page):
     import json
 
     page.wait_for_selector("#vipa-episode")
-    page.wait_for_function("() => document.querySelector('#vipa-joint-info')?.innerText.includes('frame 0')")
-    t_usable = time.time()  # the first episode is open: frame, joint info and the viewer's recording sent
+    page.wait_for_function("() => document.querySelector('#vipa-episode input')?.value === 'synthetic_00'")
+    t_usable = time.time()  # the page is up with the first episode selected
     page.get_by_role("tab", name="Inspect").click()
     page.wait_for_function("() => window.__vipaShown", timeout=90_000)
     first_viewer = time.time() - t_usable
