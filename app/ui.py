@@ -20,7 +20,7 @@ import gradio as gr
 import numpy as np
 from gradio_rerun import Rerun
 
-from app.workbench import TABLE_HEADERS, Workbench
+from app.workbench import TABLE_HEADERS, Workbench, load_upload_image
 from vipa.conventions import HANDS, JOINT_NAMES
 from vipa.data.episode import REVIEW_STATUSES
 
@@ -37,10 +37,13 @@ SHORTCUTS_JS = """
     } catch (e) {}
     return orig.call(this, target, held, token);
   };
-  // Show recording `rid` at `frame` (paused); retries while the recording is still loading.
-  window.vipaShowFrame = function (rid, frame, tries) {
-    tries = tries === undefined ? 60 : tries;
-    if (!rid) return false;
+  // Show recording `rid` at `frame` (paused). The latest request wins and is retried until the
+  // viewer holds that recording (it loads lazily, e.g. only once the Inspect tab is opened).
+  window.__vipaWant = null;
+  const apply = function () {
+    const want = window.__vipaWant;
+    if (!want) return true;
+    const [rid, frame] = want;
     for (const ref of window.__vipaHandles) {
       const h = ref.deref();
       if (!h) continue;
@@ -49,13 +52,19 @@ SHORTCUTS_JS = """
         h.set_active_recording_id(rid);
         h.set_active_timeline(rid, 'frame');
         h.set_playing(rid, false);
-        h.set_time_for_timeline(rid, 'frame', Number(frame));
-        window.__vipaShown = [rid, Number(frame)];
+        h.set_time_for_timeline(rid, 'frame', frame);
+        window.__vipaShown = [rid, frame];
+        window.__vipaWant = null;
         return true;
       } catch (e) {}
     }
-    if (tries > 0) setTimeout(() => window.vipaShowFrame(rid, frame, tries - 1), 250);
     return false;
+  };
+  setInterval(apply, 300);
+  window.vipaShowFrame = function (rid, frame) {
+    if (!rid) return false;
+    window.__vipaWant = [rid, Number(frame)];
+    return apply();
   };
 })();
 
@@ -78,13 +87,79 @@ document.addEventListener('keydown', (e) => {
 </script>
 """
 
+SHOW_JS = "(rid, f) => { window.vipaShowFrame && window.vipaShowFrame(rid, f); }"
+
+
+def step_js(delta: int) -> str:
+    """Page-side frame step: the slider's value +/- delta, clamped to its range."""
+    return ("(f) => { const r = document.querySelector('#vipa-frame input[type=range]'); "
+            "const mx = r ? Number(r.max) : Infinity; "
+            f"return Math.min(mx, Math.max(0, Math.round(Number(f)) + ({int(delta)}))); }}")
+
+
+def view_key_of(episode_id: str, frame: int) -> str:
+    """The key of the view on screen: ``episode@frame``."""
+    return f"{episode_id}@{int(frame)}"
+
+
+def parse_view_key(key: str | None) -> tuple[str | None, int | None]:
+    ep, sep, f = (key or "").rpartition("@")
+    return (ep, int(f)) if sep and f.isdigit() else (None, None)
+
+
+# The page talks to its own server only: no web fonts, no release checks, no telemetry from the
+# embedded viewer (the browser refuses any other address, online or not).
+CSP_META = ('<meta http-equiv="Content-Security-Policy" content="connect-src \'self\' blob: data:; '
+            'font-src \'self\' blob: data:">')
+PAGE_HEAD = CSP_META + SHORTCUTS_JS
+
 CLICK_MODES = ("moves the joint", "sets the box's top-left corner", "sets the box's bottom-right corner")
 HELP_SHORTCUTS = ("Shortcuts (outside text fields): **Ctrl+Z** undo, **Ctrl+Y** redo, **V** toggle visibility, "
                   "**B** mark frame bad/good, **[** / **]** previous / next frame, **W** / **S** joint depth -/+ 1 cm.")
 
 
+EXPECTED_ERRORS = (ValueError, KeyError, IndexError, FileNotFoundError, PermissionError, TypeError)
+
+
+DEBUG = {"tracebacks": False}  # launch_app --debug turns tracebacks on in the terminal
+
+
+def report_error(where: str, exc: BaseException) -> None:
+    """One line in the terminal for an error shown in the page (the traceback with --debug)."""
+    import sys
+    import traceback
+
+    if DEBUG["tracebacks"]:
+        traceback.print_exception(exc)
+    else:
+        print(f"vipa workbench: {where}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
+def timed(name: str, fn: Callable) -> Callable:
+    """Append the handler's server-side seconds to $VIPA_TIMING_LOG (JSON lines), when set."""
+    import functools
+    import os
+    import time
+
+    path = os.environ.get("VIPA_TIMING_LOG")
+    if not path:
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with open(path, "a") as f:
+                f.write(json.dumps({"event": name, "s": round(time.perf_counter() - t0, 4), "t": time.time()}) + "\n")
+
+    return wrapper
+
+
 def _guard(fn: Callable) -> Callable:
-    """Turn library errors into a visible gr.Error (no tracebacks in the page)."""
+    """Turn library errors into a visible gr.Error (no tracebacks in the page; one line in the
+    terminal)."""
     import functools
 
     @functools.wraps(fn)
@@ -93,10 +168,52 @@ def _guard(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except (ValueError, KeyError, IndexError, FileNotFoundError, PermissionError, TypeError) as exc:
-            raise gr.Error(f"{type(exc).__name__}: {exc}") from None
+        except EXPECTED_ERRORS as exc:
+            report_error(getattr(fn, "__name__", "event"), exc)
+            raise gr.Error(f"{type(exc).__name__}: {exc}", print_exception=DEBUG["tracebacks"]) from None
 
     return wrapper
+
+
+class PredictorSlot:
+    """A checkpoint loaded in the background (importing torch and the model takes seconds), so
+    the page is served at once; ``get()`` is the predictor or None, ``note`` says why not."""
+
+    def __init__(self, load: Callable[[], tuple[Any, str]]) -> None:
+        import threading
+
+        self.predictor: Any = None
+        self.note = "loading the checkpoint…"
+        self.loading = True
+        self._thread = threading.Thread(target=self._run, args=(load,), daemon=True, name="vipa-predictor")
+        self._start_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Begin loading (once); called when the first page is served, so that importing torch
+        does not compete with the server's start."""
+        with self._start_lock:
+            if not self._thread.is_alive() and self.loading and self._thread.ident is None:
+                self._thread.start()
+
+    def _run(self, load: Callable[[], tuple[Any, str]]) -> None:
+        try:
+            self.predictor, self.note = load()
+        except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the workbench
+            self.note = f"Predict tab disabled: {type(exc).__name__}: {exc}"
+        finally:
+            self.loading = False
+
+    def get(self) -> Any:
+        return self.predictor
+
+    def wait(self, timeout: float | None = None) -> Any:
+        self.start()
+        self._thread.join(timeout)
+        return self.predictor
+
+
+def _resolve(predictor: Any) -> Any:
+    return predictor.get() if isinstance(predictor, PredictorSlot) else predictor
 
 
 def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict], predictor: Any = None,
@@ -107,7 +224,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
     def wb() -> Workbench:
         w = wb_ref()
         if w is None:
-            raise gr.Error("the dataset is still being prepared; see the progress bar at the top")
+            raise gr.Error("the dataset is still being prepared; see the progress bar at the top", print_exception=False)
         return w
 
     with gr.Blocks(title="VIPA workbench", fill_width=True) as demo:
@@ -116,6 +233,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         progress_sl = gr.Slider(0, 1, value=0, label="preparing dataset", interactive=False, visible=False,
                                 elem_id="vipa-progress")
         timer = gr.Timer(1.0)
+        view_key = gr.Textbox(visible=False, elem_id="vipa-view-key")  # "episode@frame" of the picture shown
         with gr.Row():
             episode_dd = gr.Dropdown(choices=[], label="episode", elem_id="vipa-episode", scale=3,
                                      allow_custom_value=True)
@@ -135,7 +253,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 with gr.Accordion("failed episodes", open=False):
                     failed_df = gr.Dataframe(headers=["episode", "error"], interactive=False)
 
-            with gr.Tab("Inspect", id="inspect"):
+            with gr.Tab("Inspect", id="inspect") as inspect_tab:
                 rid_tb = gr.Textbox(visible=False, elem_id="vipa-rid")
                 viewer = Rerun(height=620, elem_id="vipa-rerun", panel_states={"blueprint": "collapsed",
                                                                             "selection": "collapsed"})
@@ -159,7 +277,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             with gr.Tab("Correct", id="correct"):
                 with gr.Row():
                     with gr.Column(scale=3):
-                        frame_img = gr.Image(type="numpy", format="png", interactive=False, label="click to move the selected joint",
+                        frame_img = gr.Image(type="numpy", format="jpeg", interactive=False, label="click to move the selected joint",
                                              elem_id="vipa-frame-image", buttons=[])
                         gr.Markdown(HELP_SHORTCUTS)
                     with gr.Column(scale=2):
@@ -215,9 +333,12 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 predict_md = gr.Markdown()
                 with gr.Row():
                     pred_instr = gr.Textbox(label="instruction", scale=3)
-                    pred_upload = gr.Image(type="filepath", label="or upload a frame (PNG/JPEG)", sources=["upload"],
-                                           scale=1)
-                pred_btn = gr.Button("predict wrist trajectory", interactive=predictor is not None)
+                    # a File, not an Image: Gradio would decode an Image itself and answer a garbled one
+                    # with its own error; the Workbench checks the content and says what is wrong
+                    pred_upload = gr.File(label="or upload a frame (PNG/JPEG)", file_types=[".png", ".jpg", ".jpeg"],
+                                          type="filepath", scale=1, elem_id="vipa-upload")
+                pred_btn = gr.Button("predict wrist trajectory", interactive=_resolve(predictor) is not None
+                                     or isinstance(predictor, PredictorSlot))
                 pred_out = gr.Markdown()
                 pred_viewer = Rerun(height=520, elem_id="vipa-pred-rerun", visible=False)  # shown with a prediction
                 pred_rid = gr.Textbox(visible=False)
@@ -228,17 +349,23 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                                 "`vipa sim eval CHECKPOINT --out DIR`, then start the workbench with "
                                 "`python launch_app.py --rollouts DIR`.")
                 else:
-                    gr.Markdown(rollouts.summary_markdown())
+                    gr.Markdown(rollouts.summary_markdown(), elem_id="vipa-rollout-summary")
                     names = rollouts.names()
-                    roll_dd = gr.Dropdown(names, value=names[0] if names else None, label="rollout",
-                                          elem_id="vipa-rollout")
-                    roll_viewer = Rerun(value=rollouts.recording(names[0]) if names else None, height=560,
-                                        elem_id="vipa-rollout-rerun")
+                    if names:
+                        roll_dd = gr.Dropdown(names, value=names[0], label="rollout", elem_id="vipa-rollout")
+                        roll_viewer = Rerun(value=rollouts.recording(names[0]), height=560,
+                                            elem_id="vipa-rollout-rerun")
 
-                    def on_rollout(name):
-                        return rollouts.recording(name) if name else None
+                        def on_rollout(name):
+                            return rollouts.recording(name) if name else None
 
-                    roll_dd.change(_guard(on_rollout), [roll_dd], [roll_viewer], api_name="rollout")
+                        roll_dd.change(_guard(on_rollout), [roll_dd], [roll_viewer], api_name="rollout")
+                    videos = rollouts.video_names()
+                    if videos:
+                        video_dd = gr.Dropdown(videos, value=videos[0], label="rollout video", elem_id="vipa-rollout-video")
+                        video_out = gr.Video(value=rollouts.video(videos[0]), interactive=False)
+                        video_dd.change(_guard(lambda n: rollouts.video(n) if n else None), [video_dd], [video_out],
+                                        api_name="rollout_video")
 
         # ------------------------------------------------------------ callbacks
 
@@ -259,6 +386,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                    api_visibility="private", show_progress="hidden")
 
         def on_load():
+            if isinstance(predictor, PredictorSlot):
+                predictor.start()
             st = status()
             ready = st.get("ready", False)
             w = wb_ref()
@@ -302,74 +431,67 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         @_guard
         def open_episode(episode_id, side, joint, progress=gr.Progress()):
             if not episode_id:
-                return [gr.update()] * 17
+                return [gr.update()] * len(open_outputs)
             w = wb()
             progress(0.1, desc="loading episode and media")
             ep, frame, rrd, wrist, conf, img = _views(episode_id, 0, side, joint)
             progress(0.7, desc="alignment figures")
             rp, rs, worst = w.align(episode_id, 0)
-            objs = [o.object_id for o in ep.objects]
             s = ep.depth_scale[np.isfinite(ep.depth_scale)]
             return (gr.update(maximum=max(ep.num_frames - 1, 1), value=0), rrd[1], rrd[0], wrist, conf, rp, rs, worst, img,
                     _joint_info(w, ep, 0, side, joint), float(np.median(s)) if s.size else 1.0,
-                    gr.update(choices=objs, value=objs[0] if objs else None), ep.review_status, ep.instruction,
-                    w.history_rows(episode_id), gr.update(value=max(ep.num_frames - 1, 1)),
-                    f"opened **{episode_id}**: {ep.num_frames} frames, {ep.width}x{ep.height}")
+                    gr.update(choices=_object_choices(ep), value=ep.objects[0].object_id if ep.objects else None),
+                    ep.review_status, ep.instruction, w.history_rows(episode_id),
+                    gr.update(value=max(ep.num_frames - 1, 1)),
+                    f"opened **{episode_id}**: {ep.num_frames} frames, {ep.width}x{ep.height}",
+                    _frame_review(ep, 0), view_key_of(episode_id, 0))
 
         open_outputs = [frame_sl, viewer, rid_tb, wrist_plot, conf_plot, reproj_plot, resid_plot, worst_df, frame_img, joint_md,
-                        scale_nb, obj_dd, review_rd, instr_tb, history_df, kf1, edit_md]
-        show_js = "(rid, f) => { window.vipaShowFrame && window.vipaShowFrame(rid, f); }"
-        episode_dd.change(open_episode, [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode"
-                          ).then(None, [rid_tb, frame_sl], None, js=show_js)
+                        scale_nb, obj_dd, review_rd, instr_tb, history_df, kf1, edit_md, frame_review_rd, view_key]
+        episode_dd.change(timed("open_episode", open_episode), [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode"
+                          ).then(None, [rid_tb, frame_sl], None, js=SHOW_JS)
+
+        # The frame on screen: the picture, the joint info, the frame's review status and the
+        # view key ("episode@frame") are always returned together, so the key names the frame
+        # the picture shows. Every way of changing the frame (slider drag, its number box +
+        # Enter, the [ ] keys and buttons, a table row) changes the slider, and the slider's
+        # change event redraws all of them; edits are refused while the key lags the slider.
+        view_outputs = [frame_img, joint_md, frame_review_rd, view_key]
 
         @_guard
         def frame_view(episode_id, frame, side, joint):
             if not episode_id:
-                return gr.update(), gr.update(), gr.update()
+                return [gr.update()] * len(view_outputs)
             w = wb()
             ep = w.episode(episode_id)
-            return (w.frame_image(episode_id, int(frame), side, joint, ep=ep), _joint_info(w, ep, int(frame), side, joint),
-                    _frame_review(ep, int(frame)))
+            f = int(np.clip(int(frame), 0, ep.num_frames - 1))
+            prune_outputs()
+            return (w.frame_image(episode_id, f, side, joint, ep=ep), _joint_info(w, ep, f, side, joint),
+                    _frame_review(ep, f), view_key_of(episode_id, f))
 
-        frame_sl.release(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md, frame_review_rd],
-                         api_name="frame_view", show_progress="hidden"
-                         ).then(None, [rid_tb, frame_sl], None, js=show_js)
+        frame_sl.change(timed("frame_view", frame_view), [episode_dd, frame_sl, hand_rd, joint_dd], view_outputs, api_name="frame_view",
+                        show_progress="hidden", trigger_mode="always_last"
+                        ).then(None, [rid_tb, frame_sl], None, js=SHOW_JS)
         for comp in (hand_rd, joint_dd):
-            comp.change(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], [frame_img, joint_md, frame_review_rd],
-                        api_visibility="private", show_progress="hidden")
+            comp.change(frame_view, [episode_dd, frame_sl, hand_rd, joint_dd], view_outputs,
+                        api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
-        def step(delta):
-            @_guard
-            def fn(episode_id, frame, side, joint):
-                if not episode_id:
-                    return gr.update(), gr.update(), gr.update(), gr.update()
-                w = wb()
-                ep = w.episode(episode_id)
-                f = int(np.clip(int(frame) + delta, 0, ep.num_frames - 1))
-                return (f, w.frame_image(episode_id, f, side, joint, ep=ep), _joint_info(w, ep, f, side, joint),
-                        _frame_review(ep, f))
-            return fn
-
-        prev_btn.click(step(-1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md, frame_review_rd],
-                       api_visibility="private", show_progress="hidden").then(None, [rid_tb, frame_sl], None, js=show_js)
-        next_btn.click(step(+1), [episode_dd, frame_sl, hand_rd, joint_dd], [frame_sl, frame_img, joint_md, frame_review_rd],
-                       api_visibility="private", show_progress="hidden").then(None, [rid_tb, frame_sl], None, js=show_js)
+        # [ ] and the buttons step the slider in the page (no round trip, so fast repeats all count)
+        prev_btn.click(None, [frame_sl], [frame_sl], js=step_js(-1), api_visibility="private")
+        next_btn.click(None, [frame_sl], [frame_sl], js=step_js(+1), api_visibility="private")
+        inspect_tab.select(None, [rid_tb, frame_sl], None, js=SHOW_JS)
 
         @_guard
-        def jump(evt: gr.SelectData, rows, episode_id, side, joint):
+        def jump(evt: gr.SelectData, rows, episode_id):
             try:
                 r = evt.index[0]
                 f = int(rows.iloc[r, 0] if hasattr(rows, "iloc") else rows[r][0])
             except (IndexError, KeyError, TypeError, ValueError):
-                return [gr.update()] * 5
-            w = wb()
-            ep = w.episode(episode_id)
-            rp, rs, _ = w.align(episode_id, f, ep=ep)
-            return f, w.frame_image(episode_id, f, side, joint, ep=ep), _joint_info(w, ep, f, side, joint), rp, rs
+                return [gr.update()] * 3
+            rp, rs, _ = wb().align(episode_id, f)
+            return f, rp, rs  # the slider's change event redraws the frame
 
-        worst_df.select(jump, [worst_df, episode_dd, hand_rd, joint_dd], [frame_sl, frame_img, joint_md, reproj_plot,
-                                                                          resid_plot],
-                        api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
+        worst_df.select(jump, [worst_df, episode_dd], [frame_sl, reproj_plot, resid_plot], api_visibility="private")
 
         @_guard
         def preview_scale(episode_id, frame, s):
@@ -377,85 +499,143 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         preview_btn.click(preview_scale, [episode_dd, frame_sl, new_scale_nb], scale_plot, api_name="scale_preview")
 
-        # edits: each returns the refreshed views
+        # edits: each returns the refreshed views of the frame it was made on
         edit_outputs = [frame_img, joint_md, viewer, rid_tb, wrist_plot, conf_plot, history_df, edit_md, review_rd,
-                        instr_tb]
+                        instr_tb, frame_review_rd, view_key]
 
-        def after_edit(episode_id, frame, side, joint, message):
+        def after_edit(episode_id, frame, side, joint, rid, message):
+            """The views after an edit: the viewer gets an update of only what the action changed
+            (into the recording it shows), not a new whole-episode recording."""
             w = wb()
-            ep, f, rrd, wrist, conf, img = _views(episode_id, frame, side, joint)
-            return (img, _joint_info(w, ep, f, side, joint), rrd[1], rrd[0], wrist, conf, w.history_rows(episode_id),
-                    message, ep.review_status, ep.instruction)
+            ep = w.episode(episode_id)
+            f = int(np.clip(frame or 0, 0, max(ep.num_frames - 1, 0)))
+            if rid and rid.startswith(f"{episode_id}-"):
+                rrd = w.recording_update(episode_id, rid, w.last_change(episode_id))
+            else:
+                rid = w.new_recording_id(episode_id)
+                rrd = w.recording(episode_id, ep=ep, recording_id=rid)
+            wrist, conf = w.inspect_figures(episode_id, f, ep=ep)
+            img = w.frame_image(episode_id, f, side, joint, ep=ep)
+            prune_outputs()
+            return (img, _joint_info(w, ep, f, side, joint), rrd, rid, wrist, conf, w.history_rows(episode_id),
+                    message, ep.review_status, ep.instruction, _frame_review(ep, f), view_key_of(episode_id, f))
+
+        class Refused(Exception):
+            """An edit that is not applied; the page keeps its views and says why."""
+
+        def shown_frame(episode_id, frame, key) -> int:
+            """The frame the picture shows; Refused when the view is not (yet) the slider's frame."""
+            if not episode_id:
+                raise Refused("select an episode first")
+            k_ep, k_f = parse_view_key(key)
+            if k_ep != episode_id or k_f is None or k_f != int(frame):
+                raise Refused(f"the view is still moving to frame {int(frame)}; edit again once it shows that frame")
+            return k_f
+
+        def refusable(fn: Callable, extra: int = 0) -> Callable:
+            """Errors of an edit become a warning and a line beside the buttons; the views stay as they are."""
+            import functools
+
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                try:
+                    return fn(*args, **kwargs)
+                except gr.Error:
+                    raise
+                except Refused as exc:
+                    msg = str(exc)
+                except EXPECTED_ERRORS as exc:
+                    report_error(getattr(fn, "__name__", "edit"), exc)
+                    msg = f"{type(exc).__name__}: {exc}"
+                gr.Warning(f"not applied: {msg}", duration=4)
+                out = [gr.update()] * (len(edit_outputs) + extra)
+                out[edit_outputs.index(edit_md)] = f"**not applied**: {msg}"
+                return out
+            return wrapper
 
         def edit_handler(action: Callable[..., str]):
-            @_guard
-            def fn(episode_id, frame, side, joint, *args):
-                if not episode_id:
-                    raise gr.Error("select an episode first")
-                msg = action(wb(), episode_id, int(frame), side, joint, *args)
-                return after_edit(episode_id, int(frame), side, joint, msg)
+            @refusable
+            def fn(episode_id, frame, key, side, joint, rid, *args):
+                f = shown_frame(episode_id, frame, key)
+                msg = action(wb(), episode_id, f, side, joint, *args)
+                return after_edit(episode_id, f, side, joint, rid, msg)
             return fn
 
-        base_in = [episode_dd, frame_sl, hand_rd, joint_dd]
-
         @_guard
-        def on_click(episode_id, frame, side, joint, mode, evt: gr.SelectData):
-            if not episode_id:
-                raise gr.Error("select an episode first")
-            f = wb().display_factor(wb().episode(episode_id))  # the picture is shown f times larger
-            u, v = (float(evt.index[0]) + 0.5) / f, (float(evt.index[1]) + 0.5) / f  # clicked pixel's centre
+        def resync(episode_id, frame, key, side, joint, rid=None):
+            """After an edit: redraw when the slider moved on while the edit ran."""
+            k_ep, k_f = parse_view_key(key)
+            if not episode_id or (k_ep == episode_id and k_f == int(frame)):
+                return [gr.update()] * len(view_outputs)
+            return frame_view(episode_id, frame, side, joint)
+
+        base_in = [episode_dd, frame_sl, view_key, hand_rd, joint_dd, rid_tb]
+
+        def bind(event, fn, inputs, outputs=None, **kw):
+            kw.setdefault("api_visibility", "undocumented" if kw.get("api_name") else "private")
+            fn = timed(kw.get("api_name") or getattr(fn, "__name__", "edit"), fn)
+            (event(fn, inputs, outputs or edit_outputs, **kw)
+             .then(resync, base_in, view_outputs, api_visibility="private", show_progress="hidden")
+             .then(None, [rid_tb, frame_sl], None, js=SHOW_JS))
+
+        def on_click(episode_id, frame, key, side, joint, rid, mode, evt: gr.SelectData):
+            f = shown_frame(episode_id, frame, key)
+            w = wb()
+            mag = w.display_factor(w.episode(episode_id))  # the picture is shown mag times larger
+            u, v = (float(evt.index[0]) + 0.5) / mag, (float(evt.index[1]) + 0.5) / mag  # clicked pixel's centre
             if mode == CLICK_MODES[1]:
                 return [gr.update()] * len(edit_outputs) + [round(u, 1), round(v, 1), gr.update(), gr.update()]
             if mode == CLICK_MODES[2]:
                 return [gr.update()] * len(edit_outputs) + [gr.update(), gr.update(), round(u, 1), round(v, 1)]
-            msg = wb().move_joint(episode_id, int(frame), side, joint, u, v)
-            return list(after_edit(episode_id, int(frame), side, joint, msg)) + [gr.update()] * 4
+            msg = w.move_joint(episode_id, f, side, joint, u, v)
+            return list(after_edit(episode_id, f, side, joint, rid, msg)) + [gr.update()] * 4
 
-        frame_img.select(on_click, base_in + [click_mode], edit_outputs + [bx0, by0, bx1, by1],
-                         api_name="click_joint").then(None, [rid_tb, frame_sl], None, js=show_js)
-
-        vis_btn.click(edit_handler(lambda w, e, f, s, j: w.toggle_visibility(e, f, s, j)), base_in, edit_outputs,
-                      api_visibility="private")
-        bad_btn.click(edit_handler(lambda w, e, f, s, j: w.toggle_bad(e, f)), base_in, edit_outputs,
-                      api_visibility="private")
-        dminus_btn.click(edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, -float(dz))),
-                         base_in + [dz_nb], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
-        dplus_btn.click(edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, float(dz))),
-                        base_in + [dz_nb], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
-        scale_btn.click(edit_handler(lambda w, e, f, s, j, sc: w.set_scale(e, float(sc))),
-                        base_in + [scale_nb], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
-        box_btn.click(edit_handler(lambda w, e, f, s, j, o, a, b, c, d: w.set_box(e, f, o, [a, b, c, d])),
-                      base_in + [obj_dd, bx0, by0, bx1, by1], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
-        interp_btn.click(edit_handler(lambda w, e, f, s, j, a, b: w.interpolate(e, s, j, int(a), int(b))),
-                         base_in + [kf0, kf1], edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
-        undo_btn.click(edit_handler(lambda w, e, f, s, j: w.undo(e)), base_in, edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
-        redo_btn.click(edit_handler(lambda w, e, f, s, j: w.redo(e)), base_in, edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
-        review_rd.input(edit_handler(lambda w, e, f, s, j, r: w.set_review(e, r)), base_in + [review_rd], edit_outputs,
-                        api_visibility="private")
-        frame_review_rd.input(edit_handler(lambda w, e, f, s, j, r: w.set_frame_review(e, f, r)),
-                              base_in + [frame_review_rd], edit_outputs,
-                              api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
-        instr_btn.click(edit_handler(lambda w, e, f, s, j, t: w.set_instruction(e, t)), base_in + [instr_tb],
-                        edit_outputs, api_visibility="private").then(None, [rid_tb, frame_sl], None, js=show_js)
+        bind(frame_img.select, refusable(on_click, extra=4), base_in + [click_mode], edit_outputs + [bx0, by0, bx1, by1],
+             api_name="click_joint", api_visibility="public")
+        # the page's own events are named (ui_*) so scripts and tests can drive them as the page does
+        bind(vis_btn.click, edit_handler(lambda w, e, f, s, j: w.toggle_visibility(e, f, s, j)), base_in,
+             api_name="ui_toggle_visibility")
+        bind(bad_btn.click, edit_handler(lambda w, e, f, s, j: w.toggle_bad(e, f)), base_in, api_name="ui_toggle_bad")
+        bind(dminus_btn.click, edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, -float(dz))),
+             base_in + [dz_nb], api_name="ui_depth_minus")
+        bind(dplus_btn.click, edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, float(dz))),
+             base_in + [dz_nb], api_name="ui_depth_plus")
+        bind(scale_btn.click, edit_handler(lambda w, e, f, s, j, sc: w.set_scale(e, float(sc))), base_in + [scale_nb])
+        bind(box_btn.click, edit_handler(lambda w, e, f, s, j, o, a, b, c, d: w.set_box(e, f, o, [a, b, c, d])),
+             base_in + [obj_dd, bx0, by0, bx1, by1])
+        bind(interp_btn.click, edit_handler(lambda w, e, f, s, j, a, b: w.interpolate(e, s, j, int(a), int(b))),
+             base_in + [kf0, kf1])
+        bind(undo_btn.click, edit_handler(lambda w, e, f, s, j: w.undo(e)), base_in, api_name="ui_undo")
+        bind(redo_btn.click, edit_handler(lambda w, e, f, s, j: w.redo(e)), base_in, api_name="ui_redo")
+        bind(review_rd.input, edit_handler(lambda w, e, f, s, j, r: w.set_review(e, r)), base_in + [review_rd])
+        bind(frame_review_rd.input, edit_handler(lambda w, e, f, s, j, r: w.set_frame_review(e, f, r)),
+             base_in + [frame_review_rd])
+        bind(instr_btn.click, edit_handler(lambda w, e, f, s, j, t: w.set_instruction(e, t)), base_in + [instr_tb])
 
         @_guard
         def do_export(name):
             return f"exported to `{wb().export(name)}`"
 
-        export_btn.click(do_export, [export_tb], edit_md, api_visibility="private")
+        export_btn.click(lambda: "", None, edit_md, api_visibility="private", show_progress="hidden").then(
+            do_export, [export_tb], edit_md, api_visibility="private")
 
         @_guard
         def do_predict(episode_id, frame, instruction, upload, progress=gr.Progress()):
-            if predictor is None:
-                return _predict_status(None), gr.update(), ""
+            if _resolve(predictor) is None:
+                return _predict_status(predictor), gr.update(), ""
             progress(0.2, desc="predicting")
             w = wb()
-            res = w.predict(predictor, episode_id, int(frame), instruction, upload, max_upload_mb)
+            if upload:
+                try:
+                    load_upload_image(upload, max_upload_mb)
+                except ValueError as exc:  # a plain sentence where the result goes
+                    return str(exc), gr.update(), ""
+            res = w.predict(_resolve(predictor), episode_id, int(frame), instruction, upload, max_upload_mb)
             rrd = res.get("rrd")
             return res["message"], gr.update(value=rrd, visible=rrd is not None), res.get("recording_id") or ""
 
         pred_btn.click(do_predict, [episode_dd, frame_sl, pred_instr, pred_upload], [pred_out, pred_viewer, pred_rid],
-                       api_visibility="private").then(None, [pred_rid, frame_sl], None, js=show_js)
+                       api_visibility="private").then(None, [pred_rid, frame_sl], None, js=SHOW_JS)
 
         # ------------------------------------------------------------ JSON API (gradio_client)
         _register_api(wb, predictor, max_upload_mb)
@@ -475,11 +655,57 @@ def _joint_info(w: Workbench, ep, frame: int, side: str, joint: str) -> str:
             f"{'' if info['frame_valid'] else ' — frame marked bad'}; frame review: {info['frame_review']}")
 
 
+OUTPUT_FILE_NAMES = ("rrd", "image.jpeg", "image.png", "image.webp")  # what Gradio names files it makes of outputs
+KEEP_OUTPUT_FILES = 32
+
+
+def prune_outputs(cache_dir: str | Path | None = None, keep: int = KEEP_OUTPUT_FILES) -> int:
+    """Delete all but the newest ``keep`` files that Gradio wrote for this app's outputs
+    (frames, viewer updates) in its cache folder; the page fetches each at once, so older ones
+    are never read again. Returns how many were deleted."""
+    import os
+
+    from gradio.utils import get_upload_folder
+
+    root = Path(cache_dir or get_upload_folder())
+    found = []
+    try:
+        for d in os.scandir(root):
+            if d.is_dir(follow_symlinks=False):
+                for f in os.scandir(d.path):
+                    if f.name in OUTPUT_FILE_NAMES:
+                        found.append((f.stat().st_mtime_ns, f.path))
+    except FileNotFoundError:
+        return 0
+    found.sort(reverse=True)
+    n = 0
+    for _, path in found[keep:]:
+        try:
+            os.remove(path)
+            os.rmdir(os.path.dirname(path))
+        except OSError:  # already gone, or the folder holds other files
+            pass
+        n += 1
+    return n
+
+
+def _object_choices(ep) -> list[tuple[str, str]]:
+    """Dropdown choices for object boxes: "label (id)" shown, the id as the value."""
+    return [(f"{o.name} ({o.object_id})" if o.name and o.name != o.object_id else o.object_id, o.object_id)
+            for o in ep.objects]
+
+
 def _frame_review(ep, frame: int) -> str:
     return (ep.extra or {}).get("frame_review", {}).get(str(frame), "todo")
 
 
 def _predict_status(predictor: Any) -> str:
+    if isinstance(predictor, PredictorSlot):
+        if predictor.loading:
+            return "**Loading the checkpoint…** (the Predict tab works once it is loaded; reload the page to see it)"
+        if predictor.get() is None and predictor.note:
+            return f"**{predictor.note}**"
+        predictor = predictor.get()
     if predictor is None:
         return ("**No checkpoint is loaded.** Start the app with `--checkpoint PATH` (a checkpoint trained with "
                 "`vipa train`) to predict wrist trajectories here.")
@@ -574,9 +800,11 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
 
     @api("predict")
     def predict(episode_id: str, frame: int, instruction: str = "") -> dict:
-        if predictor is None:
+        if isinstance(predictor, PredictorSlot) and predictor.loading:
+            predictor.wait(120)
+        if _resolve(predictor) is None:
             raise gr.Error("no checkpoint is loaded (start the app with --checkpoint PATH)")
-        res = wb().predict(predictor, episode_id, int(frame), instruction, None, max_upload_mb)
+        res = wb().predict(_resolve(predictor), episode_id, int(frame), instruction, None, max_upload_mb)
         return {k: res[k] for k in ("message", "error_m", "recording_id", "frame") if k in res}
 
     @api("recording")

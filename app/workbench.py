@@ -19,10 +19,12 @@ import cv2
 import numpy as np
 
 from vipa.conventions import HAND_EDGES, HANDS, JOINT_INDEX, JOINT_NAMES
+from vipa.data.corrections import check_log, log_exists, snapshot
 from vipa.data.dataset import Hand3DDataset, resolve_inside
 from vipa.data.episode import REVIEW_STATUSES, Episode
 from vipa.viz import figures
-from vipa.viz.recording import HAND_COLORS, OBJECT_COLOR, ViewOptions, cloud_columns, encode_images, episode_rrd_bytes
+from vipa.viz.recording import (HAND_COLORS, OBJECT_COLOR, EpisodeMedia, ViewOptions, episode_rrd_bytes,
+                                frames_rrd_bytes, media_from_files)
 
 QUALITY_COLUMNS = ("detection_rate", "reproj_median_px", "calib_residual", "jitter_median_mps2")
 TABLE_HEADERS = ["episode", "frames", "review", *QUALITY_COLUMNS, "instruction", "source"]
@@ -30,12 +32,20 @@ TABLE_HEADERS = ["episode", "frames", "review", *QUALITY_COLUMNS, "instruction",
 
 @dataclass
 class ViewMedia:
-    """What a recording needs from an episode's media, computed once (media never changes
-    with corrections): JPEG frames and the unscaled downsampled point cloud."""
+    """What a recording embeds from an episode's media, read once (media never change with
+    corrections): the stored mp4 and depth PNGs, as bytes."""
 
-    blobs: list[bytes] | None
-    cloud: tuple[np.ndarray, np.ndarray, np.ndarray] | None
-    seconds: float  # time it took to build
+    media: EpisodeMedia
+    seconds: float  # time it took to read
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an action changed in the viewer: annotations of ``frames`` (None: every frame) and
+    whether the calibration scale changed (depth re-scaled)."""
+
+    frames: tuple[int, ...] | None
+    depth_scale: bool = False
 
 
 class Workbench:
@@ -46,11 +56,16 @@ class Workbench:
                  media_cache: int = 6) -> None:
         self.root = Path(root).resolve()
         self.ds = Hand3DDataset.open(self.root)
+        check_log(self.root / "corrections.sqlite")  # a vanished or replaced log stops the app here
         self.author = author
         self.view = view or ViewOptions()
         self._media: OrderedDict[str, ViewMedia] = OrderedDict()
         self._media_cap = media_cache
         self._lock = threading.Lock()
+        self._base: OrderedDict[str, Episode] = OrderedDict()  # uncorrected episodes (no media)
+        self._corrected: dict[str, tuple[tuple, Episode]] = {}  # episode -> (log state, corrected)
+        self._calib: dict[str, tuple[tuple, float | None]] = {}  # episode -> (log state, median residual)
+        self.ds.corrections.base_loader = self.base_episode  # the log reads the base from this cache
 
     # ------------------------------------------------------------------ paths and ids
 
@@ -82,7 +97,9 @@ class Workbench:
             text = f"{r['episode_id']} {r['instruction']} {r['source']}".lower()
             if q and q not in text:
                 continue
-            qual = r.get("quality") or {}
+            qual = dict(r.get("quality") or {})
+            if _round(qual.get("calib_residual")) is None:
+                qual["calib_residual"] = self.calib_residual(r["episode_id"])
             rows.append([r["episode_id"], int(r["num_frames"]), r["review_status"],
                          *[_round(qual.get(k)) for k in QUALITY_COLUMNS], r["instruction"], Path(r["source"]).name])
         if sort_by in TABLE_HEADERS:
@@ -90,14 +107,62 @@ class Workbench:
             rows.sort(key=lambda row: (row[k] is None, row[k] if row[k] is not None else 0), reverse=descending)
         return rows
 
+    def calib_residual(self, episode_id: str) -> float | None:
+        """Median calibration residual of the corrected episode (as the Align tab plots it), for
+        episodes whose quality figures lack it; None without depth. Cached until the log changes."""
+        try:
+            if not self.ds.has_depth(episode_id):
+                return None
+            recs = self.log.history(episode_id) if self._has_log() else []
+        except (KeyError, ValueError):
+            return None
+        state = (len(recs), recs[-1].id if recs else None)
+        hit = self._calib.get(episode_id)
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        ep = self.ds.load_episode(episode_id, media=True, corrected=True)
+        res = figures.calibration_residual(ep)
+        value = float(np.nanmedian(res)) if np.isfinite(res).any() else None
+        self._calib[episode_id] = (state, value)
+        return value
+
     def failed(self) -> list[list[str]]:
         return [[r["episode_id"], r["error"]] for r in self.ds.episodes_table() if r["status"] != "ok"]
 
     # ------------------------------------------------------------------ episodes and views
 
+    def base_episode(self, episode_id: str) -> Episode:
+        """The uncorrected episode without media (cached; the annotators' output does not change
+        while the app runs). Callers must not modify it."""
+        with self._lock:
+            hit = self._base.get(episode_id)
+            if hit is not None:
+                self._base.move_to_end(episode_id)
+                return hit
+        ep = self.ds.load_episode(episode_id, media=False, corrected=False)
+        with self._lock:
+            self._base[episode_id] = ep
+            while len(self._base) > 16:
+                self._base.popitem(last=False)
+        return ep
+
     def episode(self, episode_id: str) -> Episode:
-        """The corrected episode without media."""
-        return self.ds.load_episode(self.check_episode(episode_id), media=False, corrected=True)
+        """The corrected episode without media (cached until the log changes). Callers must not
+        modify it."""
+        self.check_episode(episode_id)
+        log = self.log
+        if not self._has_log():
+            return self.base_episode(episode_id)
+        recs = log.history(episode_id)
+        state = (len(recs), recs[-1].id if recs else None)
+        with self._lock:
+            hit = self._corrected.get(episode_id)
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        ep = log.apply_to(self.base_episode(episode_id))
+        with self._lock:
+            self._corrected[episode_id] = (state, ep)
+        return ep
 
     def media(self, episode_id: str) -> ViewMedia:
         with self._lock:
@@ -106,10 +171,10 @@ class Workbench:
                 self._media.move_to_end(episode_id)
                 return hit
         t0 = time.perf_counter()
-        ep = self.ds.load_episode(episode_id, media=True, corrected=False)
-        blobs = encode_images(ep, self.view)
-        cloud = cloud_columns(ep, self.view.cloud_stride, self.view.max_cloud_points, apply_scale=False)
-        vm = ViewMedia(blobs, cloud, time.perf_counter() - t0)
+        folder = self.ds.episode_dir(episode_id)
+        video = folder / "rgb.mp4" if self.ds.has_rgb(episode_id) else None
+        depth = sorted((folder / "depth").glob("*.png")) if self.ds.has_depth(episode_id) else None
+        vm = ViewMedia(media_from_files(video, depth), time.perf_counter() - t0)
         with self._lock:
             self._media[episode_id] = vm
             while len(self._media) > self._media_cap:
@@ -136,8 +201,30 @@ class Workbench:
         """The corrected episode as .rrd bytes for the embedded viewer."""
         ep = ep or self.episode(episode_id)
         vm = self.media(episode_id)
-        return episode_rrd_bytes(ep, self.view, image_blobs=vm.blobs, cloud=vm.cloud, predictions=predictions,
+        return episode_rrd_bytes(ep, self.view, media=vm.media, predictions=predictions,
                                  recording_id=recording_id or self.new_recording_id(episode_id))
+
+    def recording_update(self, episode_id: str, recording_id: str, change: "Change") -> bytes:
+        """An .rrd chunk for recording ``recording_id`` (already in the viewer) with what
+        ``change`` touched, from the corrected episode."""
+        return frames_rrd_bytes(self.episode(episode_id), recording_id, change.frames, depth_scale=change.depth_scale)
+
+    def last_change(self, episode_id: str) -> Change:
+        """What this author's latest action on the episode changed (an undo/redo: what its
+        batch changed)."""
+        recs = self.log.history(episode_id) if self._has_log() else []
+        mine = [r for r in recs if r.author == self.author] or recs
+        if not mine:
+            return Change(())
+        last = mine[-1]
+        batch = last.ref_batch if last.target in ("undo", "redo") else last.batch_id
+        rows = [r for r in recs if r.batch_id == batch and r.target not in ("undo", "redo")]
+        if any(r.target == "scale" for r in rows):
+            return Change(None, depth_scale=True)
+        if any(r.target == "frame_bad" for r in rows):
+            return Change(tuple(sorted({int(r.frame) for r in rows if r.frame is not None})))
+        return Change(tuple(sorted({int(r.frame) for r in rows if r.frame is not None
+                                    and r.target not in ("frame_review", "review_status", "instruction")})))
 
     @staticmethod
     def display_factor(ep: Episode, target: int = 560) -> int:
@@ -195,11 +282,20 @@ class Workbench:
             ep = self.ds.load_episode(episode_id, media=True, corrected=True)
         res = figures.calibration_residual(ep)
         worst = figures.worst_frames(ep, k, residual=res)
-        return (figures.reproj_error_figure(ep, frame), figures.calibration_residual_figure(ep, res, frame),
+        if ep.depth_raw is None:
+            resid_fig = figures.note_figure("calibration residual", figures.NO_DEPTH_RESIDUAL)
+        elif not np.isfinite(res).any():
+            resid_fig = figures.note_figure("calibration residual", "no frame has a valid joint over valid depth, "
+                                                                    "so no calibration residual")
+        else:
+            resid_fig = figures.calibration_residual_figure(ep, res, frame)
+        return (figures.reproj_error_figure(ep, frame), resid_fig,
                 [[w["frame"], w["reproj_px"], w["calib_residual"], w["by"]] for w in worst])
 
     def scale_preview(self, episode_id: str, frame: int, new_scale: float):
-        ep = self.ds.load_episode(self.check_episode(episode_id), media=self.ds.has_depth(episode_id), corrected=True)
+        if not self.ds.has_depth(self.check_episode(episode_id)):
+            return figures.note_figure("before / after scale change", figures.NO_DEPTH_SCALE)
+        ep = self.ds.load_episode(episode_id, media=True, corrected=True)
         return figures.scale_change_figure(ep, int(frame), float(new_scale))
 
     # ------------------------------------------------------------------ state for the UI / API
@@ -232,7 +328,7 @@ class Workbench:
                 "quality": ep.quality, "edits": len(self.log.active_edits(episode_id)) if self._has_log() else 0}
 
     def _has_log(self) -> bool:
-        return (self.root / "corrections.sqlite").exists()
+        return log_exists(self.root / "corrections.sqlite")
 
     def history(self, episode_id: str) -> list[dict]:
         self.check_episode(episode_id)
@@ -241,17 +337,25 @@ class Workbench:
         return [r.to_dict() for r in self.log.history(episode_id)]
 
     def history_rows(self, episode_id: str, limit: int = 200) -> list[list[Any]]:
-        """Newest first: id, when, who, what, frame, old, new, undone."""
+        """Newest first: id, when, who, what, frame, old, new, undone. Undo/redo rows name the
+        action they undid or redid."""
         recs = self.history(episode_id)
         active = {r.id for r in self.log.active_edits(episode_id)} if recs else set()
+        batches: dict[str, list[dict]] = {}
+        for r in recs:
+            if r["target"] not in ("undo", "redo"):
+                batches.setdefault(r["batch_id"], []).append(r)
         rows = []
         for r in reversed(recs[-limit:]):
+            if r["target"] in ("undo", "redo"):
+                what = f"{r['target']}: {describe_batch(batches.get(r['ref_batch'], []))}"
+                rows.append([r["id"], r["timestamp"][:19].replace("T", " "), r["author"], what, None, "", "", ""])
+                continue
             what = r["target"] if r["hand"] is None else f"{r['target']} {r['hand']} {JOINT_NAMES[r['joint']] if r['joint'] is not None else ''}"
             if r["object_id"]:
                 what += f" {r['object_id']}"
-            undone = "" if r["target"] in ("undo", "redo") else ("" if r["id"] in active else "undone")
             rows.append([r["id"], r["timestamp"][:19].replace("T", " "), r["author"], what.strip(), r["frame"],
-                         _short(r["old"]), _short(r["new"]), undone])
+                         _short(r["old"]), _short(r["new"]), "" if r["id"] in active else "undone"])
         return rows
 
     # ------------------------------------------------------------------ corrections
@@ -328,7 +432,9 @@ class Workbench:
         if not (all(np.isfinite(b)) and b[0] < b[2] and b[1] < b[3]):
             raise ValueError(f"box {box}: expected x0 < x1 and y0 < y1 in pixels")
         self.log.set_object_box(episode_id, self._check_frame(ep, frame), object_id, b, self.author)
-        return self._edited(episode_id, f"box of {object_id} in frame {frame} set to {[round(x, 1) for x in b]}")
+        obj = next(o for o in ep.objects if o.object_id == object_id)
+        label = f"{obj.name} ({object_id})" if obj.name and obj.name != object_id else object_id
+        return self._edited(episode_id, f"box of {label} in frame {frame} set to {[round(x, 1) for x in b]}")
 
     def mark_bad(self, episode_id: str, frame: int, bad: bool = True) -> str:
         self.log.mark_frame_bad(self.check_episode(episode_id), int(frame), self.author, bad=bool(bad))
@@ -345,12 +451,15 @@ class Workbench:
         return self._edited(episode_id, f"interpolated {side} {name} between frames {start} and {end}")
 
     def undo(self, episode_id: str) -> str:
-        b = self.log.undo(self.check_episode(episode_id))
-        return self._edited(episode_id, "undone" if b else "nothing to undo")
+        b = self.log.undo(self.check_episode(episode_id), by=self.author)
+        return self._edited(episode_id, f"undone: {self._batch_text(episode_id, b)}" if b else "nothing to undo")
 
     def redo(self, episode_id: str) -> str:
-        b = self.log.redo(self.check_episode(episode_id))
-        return self._edited(episode_id, "redone" if b else "nothing to redo")
+        b = self.log.redo(self.check_episode(episode_id), by=self.author)
+        return self._edited(episode_id, f"redone: {self._batch_text(episode_id, b)}" if b else "nothing to redo")
+
+    def _batch_text(self, episode_id: str, batch_id: str) -> str:
+        return describe_batch([r.to_dict() for r in self.log.history(episode_id) if r.batch_id == batch_id])
 
     def set_review(self, episode_id: str, status: str) -> str:
         if status not in REVIEW_STATUSES:
@@ -416,6 +525,7 @@ class Workbench:
         out = resolve_inside(base, out_rel)
         if out == base.resolve():
             raise ValueError("export: give a folder name")
+        snapshot(self.root, tag=f"export-{out.name}")  # a read-only copy of the log at each export
         self.ds.export(out, corrected=True)
         return str(out)
 
@@ -430,16 +540,53 @@ def load_upload_image(path: str | Path, max_mb: int) -> np.ndarray:
 
     p = Path(path)
     if p.suffix.lower() not in UPLOAD_TYPES:
-        raise ValueError(f"upload {p.name}: only PNG or JPEG images are accepted")
+        raise ValueError(f"The file {p.name} is not a PNG or JPEG image; please upload one of those.")
     size = p.stat().st_size
     if size > max_mb * 1024 * 1024:
-        raise ValueError(f"upload {p.name}: {size / 1e6:.1f} MB is over the {max_mb} MB limit")
-    with Image.open(p) as im:
-        if im.format not in ("PNG", "JPEG"):
-            raise ValueError(f"upload {p.name}: content is {im.format}, not PNG or JPEG")
-        if im.width * im.height > 40_000_000:
-            raise ValueError(f"upload {p.name}: {im.width}x{im.height} is too large")
-        return np.asarray(im.convert("RGB"))
+        raise ValueError(f"The file {p.name} is {size / 1e6:.1f} MB, over the {max_mb} MB limit; please upload a smaller one.")
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            if im.format not in ("PNG", "JPEG"):
+                raise ValueError(f"The file {p.name} is a {im.format} image; please upload a PNG or JPEG.")
+            if im.width * im.height > 40_000_000:
+                raise ValueError(f"The image {p.name} is {im.width}x{im.height}, too large; please upload a smaller one.")
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError):  # garbled or truncated content
+        raise ValueError(f"The file {p.name} is not a readable PNG or JPEG image; please upload another.") from None
+
+
+def describe_batch(records: list[dict]) -> str:
+    """One action (the rows of a batch) in words, e.g. "moved right wrist in frame 4"."""
+    if not records:
+        return "an earlier action"
+    r = records[0]
+    t, n = r["target"], len(records)
+    joint = f"{r['hand']} {JOINT_NAMES[r['joint']]}" if r.get("joint") is not None else ""
+    frames = sorted({x["frame"] for x in records if x.get("frame") is not None})
+    where = (f"frame {frames[0]}" if len(frames) == 1 else f"frames {frames[0]}-{frames[-1]}") if frames else ""
+    if t == "joint_2d":
+        text = f"moved {joint} in {where}" if n == 1 else f"interpolated {r['hand']} joints in {where} ({n} points)"
+    elif t == "joint_visible":
+        text = f"{joint} in {where}: {'visible' if r['new'] else 'hidden'}"
+    elif t == "joint_depth":
+        text = f"{joint} depth in {where}"
+    elif t == "scale":
+        text = f"episode scale s = {float(r['new']):.4f}"
+    elif t == "object_box":
+        text = f"box of {r['object_id']} in {where}"
+    elif t == "frame_bad":
+        text = f"{where} marked {'bad' if r['new'] else 'good'}"
+    elif t == "frame_review":
+        text = f"{where} review status {r['new']}"
+    elif t == "review_status":
+        text = f"review status {r['new']}"
+    elif t == "instruction":
+        text = "instruction edited"
+    else:
+        text = t
+    return text + (f" (+{n - 1} more)" if n > 1 and t != "joint_2d" else "")
 
 
 def _short(x: Any, n: int = 60) -> str:

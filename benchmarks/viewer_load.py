@@ -1,12 +1,12 @@
 """Selecting a 300-frame episode in the workbench until its Rerun recording is ready: columnar (send_columns) vs one rr.log per frame.
 
 What is timed is ``app.workbench.Workbench.recording(episode_id)``: read the corrected episode
-from the dataset, then build the whole .rrd (blueprint, camera, JPEG frames, downsampled
-coloured cloud, both hands in 3D and 2D, wrist trajectory, object boxes, time series) that the
-embedded viewer receives. ``value`` is a first selection (cold: the H.264 video is decoded, the
-frames JPEG-encoded and the cloud computed, then cached; media never change with corrections)
-with columnar logging; ``baseline`` is the same first selection with one ``rr.log`` per entity
-per frame. The warm figures (re-selecting, or refreshing after a correction) are reported
+from the dataset, then build the whole .rrd (blueprint, camera, the stored H.264 video embedded
+with a frame reference per frame, the 16-bit depth PNGs as depth images, both hands as
+keypoints in 3D and 2D, wrist trajectory, object boxes, time series) that the embedded viewer
+receives. ``value`` is a first selection (cold: the media files are read, then cached; media
+never change with corrections) with columnar logging; ``baseline`` is the same first selection
+with one ``rr.log`` per entity per frame. The warm figures (re-selecting, or refreshing after a correction) are reported
 beside them, interleaved runs (vipa.bench.time_pair). The episode is a synthetic 224x224 RGB-D
 one from annotators.synthetic (300 frames; 60 with --quick). Goal: value < 1.5 s and columnar
 faster than per-frame (ratio = baseline / value > 1).
@@ -42,8 +42,7 @@ def run(quick: bool) -> dict[str, Any]:
             if columnar:
                 data = wb.recording("bench")
             else:
-                e = wb.ds.load_episode("bench", media=True, corrected=True)
-                data = episode_rrd_bytes(e, wb.view, columnar=False)
+                data = episode_rrd_bytes(wb.episode("bench"), wb.view, columnar=False, media=wb.media("bench").media)
             return time.perf_counter() - t0, len(data)
 
         cold = {True: [], False: []}
@@ -58,8 +57,7 @@ def run(quick: bool) -> dict[str, Any]:
         vm = wb.media("bench")
         warm_ours, warm_base = time_pair(
             lambda: wb.recording("bench"),
-            lambda: episode_rrd_bytes(wb.episode("bench"), wb.view, columnar=False, image_blobs=vm.blobs,
-                                      cloud=vm.cloud),
+            lambda: episode_rrd_bytes(wb.episode("bench"), wb.view, columnar=False, media=vm.media),
             repeats=3 if quick else 7, warmup=1)
 
     value, baseline = min(cold[True]), min(cold[False])

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,13 +36,15 @@ def free_port() -> int:
 class AppProcess:
     """launch_app.py in a subprocess; ``client()`` gives a fresh gradio_client session."""
 
-    def __init__(self, data: Path, author: str = "tester", extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, data: Path, author: str = "tester", extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.data, self.author, self.extra_args = data, author, tuple(extra_args)
+        self.env = dict(env or {})
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 240.0) -> "AppProcess":
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **self.env}
         self.log = open(self.data.parent / f"app-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "launch_app.py"), "--data", str(self.data), "--port", str(self.port),
@@ -53,8 +56,12 @@ class AppProcess:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/config", timeout=2)
                 return self
+            except urllib.error.HTTPError:  # up, and asking for a login
+                return self
             except OSError:
                 time.sleep(0.5)
+        self.proc.kill()
+        self.proc.wait()
         raise TimeoutError(f"app did not come up in {timeout} s")
 
     @property
@@ -100,6 +107,8 @@ def test_load_select_correct_undo_redo_restart_export(app, dataset, tmp_path):
     rows = c.predict(api_name="/episodes")
     assert [r["episode"] for r in rows] == ["synthetic_00", "synthetic_01"]
     assert all(r["frames"] == 12 for r in rows)
+    # every quality column the Browse tab lists has a value (calib_residual from the depth, as the Align tab)
+    assert all(r[k] is not None for r in rows for k in ("detection_rate", "reproj_median_px", "calib_residual"))
     # select an episode the way the page does (all views refresh)
     out = c.predict("synthetic_00", "right", "index_tip", api_name="/open_episode")
     assert out[0]["maximum"] == 11 and Path(out[1][0] if isinstance(out[1], list) else out[1]).exists()
@@ -113,9 +122,9 @@ def test_load_select_correct_undo_redo_restart_export(app, dataset, tmp_path):
     assert moved["xyz"][2] == pytest.approx(before["xyz"][2], abs=1e-6)  # same depth, new ray
     assert moved["xyz"][0] != pytest.approx(before["xyz"][0], abs=1e-4)
 
-    assert c.predict("synthetic_00", api_name="/undo") == "undone"
+    assert c.predict("synthetic_00", api_name="/undo").startswith("undone: moved right index_tip in frame 4")
     assert joint(c, "synthetic_00", 4)["uv"] == pytest.approx(before["uv"], abs=1e-4)
-    assert c.predict("synthetic_00", api_name="/redo") == "redone"
+    assert c.predict("synthetic_00", api_name="/redo").startswith("redone: moved right index_tip in frame 4")
     assert joint(c, "synthetic_00", 4)["uv"] == pytest.approx([u, v], abs=1e-3)
     hist = c.predict("synthetic_00", api_name="/history")
     assert [h["target"] for h in hist] == ["joint_2d", "undo", "redo"] and hist[0]["author"] == "tester"
@@ -221,6 +230,41 @@ def test_predict_tab_with_and_without_a_checkpoint(app, tmp_path):
     assert res["error_m"] is None or 0 <= res["error_m"] < 1.0
 
 
+def test_edits_send_small_viewer_updates_and_leave_bounded_temp_files(dataset, tmp_path):
+    """100 edits through the page's own event: each returns an update of the edited frame (not a
+    whole recording) and Gradio's temp folder stays bounded."""
+    from app.ui import KEEP_OUTPUT_FILES
+
+    gtmp = tmp_path / "gradio_tmp"
+    gtmp.mkdir()
+    timing = tmp_path / "timing.jsonl"
+    a = AppProcess(dataset, author="temp", env={"GRADIO_TEMP_DIR": str(gtmp), "VIPA_TIMING_LOG": str(timing)}).start()
+    try:
+        c = a.client()
+        out = c.predict("synthetic_01", "right", "wrist", api_name="/open_episode")
+        full_rrd, rid = out[1], out[2]
+        full = Path(full_rrd[0] if isinstance(full_rrd, list) else full_rrd).stat().st_size
+        sizes = []
+        for i in range(100):
+            res = c.predict("synthetic_01", 3, "synthetic_01@3", "right", "wrist", rid,
+                            api_name="/ui_toggle_visibility")
+            assert res[3] == rid  # the same recording, updated
+            upd = res[2][0] if isinstance(res[2], list) else res[2]
+            sizes.append(Path(upd).stat().st_size if Path(upd).exists() else None)
+        # the view moved on meanwhile (slider 4, picture 3): refused, nothing changes
+        n = len(c.predict("synthetic_01", api_name="/history"))
+        res = c.predict("synthetic_01", 4, "synthetic_01@3", "right", "wrist", rid, api_name="/ui_toggle_visibility")
+        assert "not applied" in res[7] and len(c.predict("synthetic_01", api_name="/history")) == n
+    finally:
+        a.stop()
+    assert max(s for s in sizes[-5:] if s is not None) < full / 5
+    files = [p for p in gtmp.rglob("*") if p.is_file()]
+    assert len(files) <= KEEP_OUTPUT_FILES + 8, len(files)
+    assert n >= 100
+    rows = [json.loads(line) for line in timing.read_text().splitlines()]
+    assert sum(r["event"] == "ui_toggle_visibility" for r in rows) == 101
+
+
 def test_uploads_are_type_and_size_checked(tmp_path):
     from PIL import Image
 
@@ -231,9 +275,13 @@ def test_uploads_are_type_and_size_checked(tmp_path):
     assert load_upload_image(good, 1).shape == (8, 8, 3)
     fake = tmp_path / "b.png"
     fake.write_bytes(b"GIF89a" + b"\0" * 64)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match=r"^The file b.png is not a readable PNG or JPEG image; please upload another.$"):
         load_upload_image(fake, 1)
-    with pytest.raises(ValueError, match="only PNG or JPEG"):
+    garbled = tmp_path / "g.png"
+    garbled.write_bytes(good.read_bytes()[:40])  # a truncated PNG, as in the issue
+    with pytest.raises(ValueError, match="not a readable PNG or JPEG"):
+        load_upload_image(garbled, 1)
+    with pytest.raises(ValueError, match="is not a PNG or JPEG image"):
         load_upload_image(tmp_path / "c.pkl", 1)
     big = tmp_path / "d.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800, 3), np.uint8)).save(big)

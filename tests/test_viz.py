@@ -1,5 +1,6 @@
 """vipa.viz: recordings are built from an Episode in columns (send_columns), entity paths come
-from the one module, the cloud and the alignment figures are right."""
+from the one module; they are lean (the stored video referenced, depth as depth images, skeletons
+from an annotation context); the alignment figures are right."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import numpy as np
 import pytest
 import rerun as rr
 
-from vipa.conventions import HANDS, NUM_JOINTS
+from vipa.conventions import HAND_EDGES, HANDS, NUM_JOINTS
 from vipa.data.episode import Episode, HandTrack, ObjectTrack
 from vipa.viz import figures, paths, recording
-from vipa.viz.recording import cloud_columns, episode_rrd_bytes, scale_cloud
+from vipa.viz.recording import episode_rrd_bytes, media_from_episode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,9 +79,9 @@ class Spy:
 
 
 def _known_paths(ep: Episode) -> set[str]:
-    out = {paths.WORLD, paths.CAMERA, paths.IMAGE, paths.CLOUD, paths.DEPTH_SCALE_PLOT}
+    out = {paths.WORLD, paths.CAMERA, paths.IMAGE, paths.DEPTH, paths.DEPTH_SCALE_PLOT}
     for s in HANDS:
-        out |= {paths.hand_joints_3d(s), paths.hand_bones_3d(s), paths.hand_joints_2d(s), paths.hand_bones_2d(s),
+        out |= {paths.hand_joints_3d(s), paths.hand_joints_2d(s),
                 paths.trajectory(s), paths.wrist_plot(s), paths.confidence_plot(s), paths.reproj_plot(s)}
     out |= {paths.object_box(o.object_id) for o in ep.objects}
     return out
@@ -94,8 +95,8 @@ def test_episode_is_logged_in_columns_with_paths_from_the_one_module(monkeypatch
     temporal = [p for p, static in spy.logs if not static]
     assert temporal == [], f"per-frame rr.log calls in the columnar path: {temporal[:5]}"
     known = _known_paths(ep)
-    for p in ("world/camera", "world/camera/image", "world/camera/points", paths.hand_joints_3d("right"),
-              paths.hand_bones_2d("right"), paths.object_box("cup"), paths.DEPTH_SCALE_PLOT):
+    for p in ("world/camera", "world/camera/image", "world/camera/image/depth", paths.hand_joints_3d("right"),
+              paths.hand_joints_2d("right"), paths.object_box("cup"), paths.DEPTH_SCALE_PLOT):
         assert spy.columns.get(p) == ep.num_frames, (p, spy.columns.get(p))
     assert set(spy.columns) <= known and {p for p, _ in spy.logs} <= known
 
@@ -106,7 +107,7 @@ def test_per_frame_baseline_logs_the_same_entities(monkeypatch):
     episode_rrd_bytes(ep, columnar=False)
     logged = {p for p, _ in spy.logs}
     assert not spy.columns
-    assert sum(1 for p, s in spy.logs if p == paths.CLOUD and not s) == ep.num_frames
+    assert sum(1 for p, s in spy.logs if p == paths.DEPTH and not s) == ep.num_frames
     spy2 = Spy(monkeypatch)
     episode_rrd_bytes(ep, columnar=True)
     assert logged == {p for p, _ in spy2.logs} | set(spy2.columns)
@@ -124,25 +125,97 @@ def test_rrd_file_holds_one_chunk_per_entity_with_all_frames(tmp_path):
     rows = {}
     for m in re.finditer(r"with (\d+) rows .* - (/\S+) - data columns", res.stdout):
         rows.setdefault(m.group(2), []).append(int(m.group(1)))
-    assert rows["/world/camera/points"] == [30]
+    assert sorted(rows["/world/camera/image/depth"]) == [1, 30]  # static media type + all frames
+    assert sorted(rows["/world/camera/image"]) == [1, 1, 30]  # Pinhole, AssetVideo (static), frame references
     assert sorted(rows["/" + paths.hand_joints_2d("right")]) == [1, 30]  # static style + all frames
     assert "TimePanelBlueprint:timeline" in res.stdout and "ViewBlueprint:space_origin" in res.stdout
 
 
-def test_cloud_is_metric_scaled_and_projects_back_to_its_pixels():
+def test_depth_is_a_png_depth_image_with_the_metric_scale():
+    import cv2
+
     ep = make_episode(num_frames=3, depth_scale=2.0)  # raw 250 mm * s=2 -> 0.5 m
-    pts, cols, counts = cloud_columns(ep, stride=4, max_points=0)
-    assert counts.tolist() == [30 * 40] * 3
-    np.testing.assert_allclose(pts[:, 2], 0.5, rtol=1e-6)
-    uv = pts[:, :2] / pts[:, 2:] * ep.K[0, 0] + ep.K[:2, 2]
-    assert np.allclose((uv - 0.5) % 4, 0, atol=1e-3)  # centres of every 4th pixel
-    raw = cloud_columns(ep, 4, 0, apply_scale=False)
-    ep.frame_valid[1] = False
-    p2, _, c2 = scale_cloud(raw, ep)
-    assert c2.tolist() == [1200, 0, 1200]
-    np.testing.assert_allclose(p2[:, 2], 0.5, rtol=1e-6)
-    capped = cloud_columns(ep, 1, 500)[2]
-    assert capped.max() <= 500 and capped.min() > 0
+    media = media_from_episode(ep)
+    raw = cv2.imdecode(np.frombuffer(media.depth_png[1], np.uint8), cv2.IMREAD_UNCHANGED)
+    assert raw.dtype == np.uint16 and raw.shape == (ep.height, ep.width) and (raw == 250).all()
+    meter = recording.depth_meter(ep)  # counts per metre: 250 counts / meter = 0.5 m
+    np.testing.assert_allclose(250 / meter, 0.5, rtol=1e-6)
+    ep.depth_scale[1] = np.nan  # unknown scale -> s = 1
+    assert recording.depth_meter(ep)[1] == pytest.approx(1000.0)
+
+
+def test_skeletons_come_from_the_annotation_context(monkeypatch):
+    ctx = recording.hand_annotation_context()
+    arrow = [d["class_description"] for d in ctx.as_component_batches()[0].as_arrow_array().to_pylist()[0]]
+    assert {c["info"]["id"] for c in arrow} == set(recording.HAND_CLASS_IDS.values())
+    for c in arrow:
+        assert [k["id"] for k in c["keypoint_annotations"]] == list(range(NUM_JOINTS))
+        assert sorted(tuple(e.values()) if isinstance(e, dict) else tuple(e) for e in c["keypoint_connections"]) \
+            == sorted(tuple(map(int, e)) for e in HAND_EDGES)
+    ep = make_episode(num_frames=4)
+    ep.hands["right"].valid[2, 5] = False
+    sent = {}
+    real = rr.send_columns
+
+    def spy(path, indexes, columns, **kw):
+        sent[path] = list(columns)
+        return real(path, indexes=indexes, columns=columns, **kw)
+
+    monkeypatch.setattr(recording.rr, "send_columns", spy)
+    episode_rrd_bytes(ep)
+    cols = {c.component_descriptor().component: c for c in sent[paths.hand_joints_3d("right")]}
+    kids = [k for k in cols["Points3D:keypoint_ids"].as_arrow_array().to_pylist()]
+    assert kids[2] == [j for j in range(NUM_JOINTS) if j != 5] and kids[0] == list(range(NUM_JOINTS))
+
+
+def test_recording_references_the_stored_video_and_stays_lean(tmp_path, monkeypatch):
+    """The stored mp4 travels once, as is, and everything else costs at most 2 KB a frame (the
+    bundled real clip, 1.66 KB of video a frame, makes a recording of 1.47x its video's bytes;
+    the JPEG frames of before made 9.3x)."""
+    from annotators.synthetic import generate_episode
+    from app.workbench import Workbench
+    from vipa.data.dataset import Hand3DDataset
+
+    ds = Hand3DDataset.create(tmp_path / "ds")
+    ep = generate_episode(3, num_frames=90)
+    ep.episode_id = "rgb_only"
+    ep.depth_raw = None
+    ds.write_episode(ep)
+    wb = Workbench(ds.root)
+    assets = []
+    real = rr.log
+
+    def spy(path, *a, **kw):
+        assets.extend(x for x in a if isinstance(x, rr.AssetVideo))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(recording.rr, "log", spy)
+    data = wb.recording("rgb_only")
+    video = (ds.episode_dir("rgb_only") / "rgb.mp4").read_bytes()
+    (asset,) = assets  # the mp4 travels once, as stored (not re-encoded)
+    assert bytes(asset.blob.as_arrow_array().to_pylist()[0]) == video
+    overhead = (len(data) - len(video)) / 90
+    assert overhead < 2048, overhead
+
+
+def test_frame_update_holds_only_the_frames_asked_for(monkeypatch):
+    ep = make_episode(num_frames=10)
+    rows = {}
+    real = rr.send_columns
+
+    def spy(path, indexes, columns, **kw):
+        rows[path] = len(list(indexes)[0].as_arrow_array())
+        return real(path, indexes=indexes, columns=columns, **kw)
+
+    monkeypatch.setattr(recording.rr, "send_columns", spy)
+    full = episode_rrd_bytes(ep, recording_id="r1")
+    rows.clear()
+    chunk = recording.frames_rrd_bytes(ep, "r1", [4])
+    assert rows == {paths.hand_joints_3d("right"): 1, paths.hand_joints_2d("right"): 1, paths.object_box("cup"): 1}
+    assert len(chunk) < len(full) / 5
+    rows.clear()
+    recording.frames_rrd_bytes(ep, "r1", [], depth_scale=True)
+    assert rows == {paths.DEPTH: 10}
 
 
 def test_calibration_residual_and_worst_frames():
@@ -197,3 +270,8 @@ def test_vipa_view_writes_an_rrd(tmp_path):
     assert (tmp_path / "a.rrd").stat().st_size > 10_000
     args = parser.parse_args(["view", str(tmp_path / "ds"), "--episode", "nope"])
     assert args.func(args) == 2
+    # Rerun's standard options: --save writes through rr.script_setup
+    args = parser.parse_args(["view", str(tmp_path / "ds"), "--save", str(tmp_path / "b.rrd")])
+    assert args.save and hasattr(args, "connect") and hasattr(args, "serve") and hasattr(args, "spawn")
+    assert args.func(args) == 0
+    assert (tmp_path / "b.rrd").read_bytes()[:4] == b"RRF2" and (tmp_path / "b.rrd").stat().st_size > 10_000

@@ -23,6 +23,14 @@ The effective annotation = base episode + the active edits applied in log order
     review_status  (episode)            "todo" | "needs-fix" | "approved"
     frame_review   frame                same statuses -> episode.extra["frame_review"][str(frame)]
 
+Identity (a log cannot vanish unnoticed): the log holds its own id (table ``log_meta``), and the
+dataset records it with the last edit (id and a hash of that row) in ``meta/corrections.json``,
+rewritten after every committed action. Opening a log that is missing, empty (0 bytes), of
+another id, or without that last edit, where the dataset recorded edits, raises
+``LogIdentityError`` naming the file; it is never taken for a fresh, empty log.
+``snapshot`` writes a read-only copy to ``meta/corrections_backups/`` (done at each export);
+``restore`` (``python -m vipa.data.corrections restore DATASET``) puts the newest one back.
+
 Concurrency: any number of CorrectionLog instances, threads or processes may write the same
 log; SQLite serialises the transactions (BEGIN IMMEDIATE, busy timeout) and no edit is lost.
 A process killed inside a transaction leaves the log as it was before that transaction.
@@ -50,7 +58,8 @@ from vipa.data.episode import REVIEW_STATUSES, Episode, ObjectTrack
 from vipa.data.schema import validate_episode_id
 from vipa.geometry import unproject_pixels
 
-__all__ = ["TARGETS", "Edit", "EditRecord", "CorrectionLog", "CorrectionError"]
+__all__ = ["TARGETS", "Edit", "EditRecord", "CorrectionLog", "CorrectionError", "LogIdentityError",
+           "check_log", "log_exists", "snapshot", "restore"]
 
 SCHEMA_VERSION = 1
 TARGETS = ("joint_2d", "joint_visible", "joint_depth", "scale", "object_box", "frame_bad",
@@ -81,11 +90,18 @@ _SCHEMA = (
     BEGIN SELECT RAISE(ABORT, 'corrections are append-only: UPDATE refused'); END""",
     """CREATE TRIGGER IF NOT EXISTS edits_no_delete BEFORE DELETE ON edits
     BEGIN SELECT RAISE(ABORT, 'corrections are append-only: DELETE refused'); END""",
+    "CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "INSERT OR IGNORE INTO log_meta (key, value) VALUES ('log_id', lower(hex(randomblob(16))))",
 )
 
 
 class CorrectionError(ValueError):
     """An edit is malformed or cannot be applied; the message names the field."""
+
+
+class LogIdentityError(CorrectionError):
+    """The correction log on disk is not the one the dataset recorded (missing, empty, replaced
+    or rolled back); the message says which and how to recover."""
 
 
 @dataclass(frozen=True)
@@ -223,8 +239,12 @@ class CorrectionLog:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
-            return conn
+            if _inode(self.path) == getattr(self._local, "ino", None):
+                return conn
+            conn.close()  # the file was replaced or removed under us: check the new one
+            self._local.conn = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_log(self.path)  # before connecting: SQLite would take a missing or empty file for a new log
         try:
             conn = self._open()
         except sqlite3.OperationalError:
@@ -233,6 +253,9 @@ class CorrectionLog:
             raise CorrectionError(f"{self.path.name}: not a readable correction log ({exc})") from None
         self._local.conn = conn
         self._local.pid = os.getpid()
+        self._local.ino = _inode(self.path)
+        if _identity_path(self.path).parent.is_dir() and read_identity(self.path) is None:
+            _record_identity(self.path, conn)  # adopt a log written before logs had an identity
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -279,6 +302,7 @@ class CorrectionLog:
 
     def _read(self, sql: str, args: Sequence = ()) -> list[tuple]:
         if not self.path.exists():
+            check_log(self.path)
             return []
         return self._conn().execute(sql, args).fetchall()
 
@@ -295,6 +319,7 @@ class CorrectionLog:
         """All records of the episode in log order (parsed once; re-read when the log grows)."""
         if conn is None:
             if not self.path.exists():
+                check_log(self.path)
                 return []
             conn = self._conn()
         count, max_id = conn.execute("SELECT COUNT(*), MAX(id) FROM edits WHERE episode_id = ?",
@@ -321,11 +346,12 @@ class CorrectionLog:
         try:
             out = fn(conn)
             conn.execute("COMMIT")
-            return out
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        _record_identity(self.path, conn)
+        return out
 
     # ------------------------------------------------------------------ state
 
@@ -449,7 +475,7 @@ class CorrectionLog:
                 _normalise(e, None)
         return self._transaction(work)
 
-    def _undo_redo(self, episode_id: str, author: str | None, kind: str) -> str | None:
+    def _undo_redo(self, episode_id: str, author: str | None, kind: str, by: str | None = None) -> str | None:
         validate_episode_id(episode_id)
 
         def work(conn: sqlite3.Connection) -> str | None:
@@ -459,21 +485,23 @@ class CorrectionLog:
                 return None
             x = stack[-1]
             self._insert(conn, [(uuid.uuid4().hex, episode_id, None, kind, None, None, None, None,
-                                 json.dumps(x), x, author or "anonymous", _now())])
+                                 json.dumps(x), x, by or author or "anonymous", _now())])
             return x
 
         if not self.path.exists():
+            check_log(self.path)
             return None
         return self._transaction(work)
 
-    def undo(self, episode_id: str, author: str | None = None) -> str | None:
-        """Undo the latest active batch (``author``'s own when given); return its id or None."""
-        return self._undo_redo(episode_id, author, "undo")
+    def undo(self, episode_id: str, author: str | None = None, by: str | None = None) -> str | None:
+        """Undo the latest active batch (``author``'s own when given); return its id or None.
+        ``by``: who undoes it, recorded on the row (default ``author``)."""
+        return self._undo_redo(episode_id, author, "undo", by)
 
-    def redo(self, episode_id: str, author: str | None = None) -> str | None:
+    def redo(self, episode_id: str, author: str | None = None, by: str | None = None) -> str | None:
         """Redo the latest undone batch (``author``'s own when given); None when nothing to redo.
         A new edit in the same scope empties the redo stack, as in any editor."""
-        return self._undo_redo(episode_id, author, "redo")
+        return self._undo_redo(episode_id, author, "redo", by)
 
     # convenience ----------------------------------------------------------
 
@@ -701,3 +729,234 @@ def _current_value(ep: Episode, e: Edit) -> Any:
         return None
     return {"box_2d": _json_floats(obj.box_2d[e.frame]), "center": _json_floats(obj.center[e.frame]),
             "size": _json_floats(obj.size), "name": obj.name}
+
+
+# --------------------------------------------------------------------------- log identity
+
+IDENTITY_FILE = Path("meta") / "corrections.json"
+BACKUP_DIR = Path("meta") / "corrections_backups"
+RECOVERY_HINT = "see docs/FORMAT.md, 'Recovering the correction log'"
+
+
+def _identity_path(log_path: Path) -> Path:
+    return Path(log_path).parent / IDENTITY_FILE
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _row_hash(row: tuple) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(list(row), separators=(",", ":")).encode()).hexdigest()
+
+
+def read_identity(log_path: str | os.PathLike) -> dict | None:
+    """What the dataset recorded about its log (``meta/corrections.json``), or None."""
+    p = _identity_path(Path(log_path))
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LogIdentityError(f"{IDENTITY_FILE}: unreadable ({exc}); {RECOVERY_HINT}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("log_id"), str):
+        raise LogIdentityError(f"{IDENTITY_FILE}: log_id: missing; {RECOVERY_HINT}")
+    return data
+
+
+def _log_state(conn: sqlite3.Connection) -> dict:
+    """{"log_id", "last_edit_id", "last_edit_hash", "edits"} of an open log."""
+    row = conn.execute("SELECT value FROM log_meta WHERE key = 'log_id'").fetchone()
+    last = conn.execute(f"SELECT {CorrectionLog._COLS} FROM edits ORDER BY id DESC LIMIT 1").fetchone()
+    (count,) = conn.execute("SELECT COUNT(*) FROM edits").fetchone()
+    return {"log_id": row[0] if row else None, "last_edit_id": None if last is None else int(last[0]),
+            "last_edit_hash": None if last is None else _row_hash(last), "edits": int(count)}
+
+
+def _record_identity(log_path: Path, conn: sqlite3.Connection) -> None:
+    """Write the log's id and last edit to ``meta/corrections.json`` (after a commit). Every
+    writer writes the state it reads under the lock, so the file ends at the newest state."""
+    from vipa.data._io import atomic_write_json
+
+    meta = _identity_path(log_path)
+    if not meta.parent.is_dir():  # a log outside a dataset (tests, scratch): nothing to record
+        return
+    with file_lock(meta.with_name(meta.name + ".lock")):
+        state = _log_state(conn)
+        state.update(file=Path(log_path).name, updated=_now())
+        atomic_write_json(meta, state)  # no fsync: a record that lags the log still matches a row in it
+
+
+def check_log(log_path: str | os.PathLike) -> None:
+    """Raise LogIdentityError when the dataset recorded edits and the log at ``log_path`` is
+    missing, empty, another log, or lacks the recorded last edit. A dataset without a record
+    adopts the log it finds (datasets written before logs had an identity)."""
+    path = Path(log_path)
+    key = (str(path), _stat_key(path), _stat_key(_identity_path(path)))
+    if key in _checked:
+        return
+    _check_log(path)
+    if len(_checked) > 256:
+        _checked.clear()
+    _checked.add(key)
+
+
+_checked: set = set()  # (path, log stat, record stat) already found consistent
+
+
+def _stat_key(p: Path) -> tuple | None:
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _check_log(path: Path) -> None:
+    ident = read_identity(path)
+    if ident is None:
+        return
+    n = int(ident.get("edits") or 0)
+    where = f"{path.name} (dataset {path.parent.name})"
+    if not path.exists():
+        if n:
+            raise LogIdentityError(f"{where} is missing, but {IDENTITY_FILE} records {n} edits "
+                                   f"(last id {ident.get('last_edit_id')}); not starting a new log: {RECOVERY_HINT}")
+        return
+    if path.stat().st_size == 0:
+        if n:
+            raise LogIdentityError(f"{where} is empty (0 bytes), but {IDENTITY_FILE} records {n} edits "
+                                   f"(last id {ident.get('last_edit_id')}); not starting a new log: {RECOVERY_HINT}")
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+    except sqlite3.Error as exc:
+        raise LogIdentityError(f"{where}: cannot be opened ({exc}); {RECOVERY_HINT}") from None
+    try:
+        has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'log_meta'").fetchone()
+        if has_meta is None:
+            if n:
+                raise LogIdentityError(f"{where} has no log id, but {IDENTITY_FILE} records log "
+                                       f"{ident['log_id']} with {n} edits: the file was replaced; {RECOVERY_HINT}")
+            return
+        row = conn.execute("SELECT value FROM log_meta WHERE key = 'log_id'").fetchone()
+        if row is None or row[0] != ident["log_id"]:
+            raise LogIdentityError(f"{where} is log {row[0] if row else None}, but {IDENTITY_FILE} records log "
+                                   f"{ident['log_id']}: the file was replaced (another dataset's log?); {RECOVERY_HINT}")
+        last_id = ident.get("last_edit_id")
+        if last_id is not None:
+            last = conn.execute(f"SELECT {CorrectionLog._COLS} FROM edits WHERE id = ?", (int(last_id),)).fetchone()
+            if last is None or _row_hash(last) != ident.get("last_edit_hash"):
+                raise LogIdentityError(f"{where} lacks the last recorded edit (id {last_id}): it is an older or "
+                                       f"altered copy; {RECOVERY_HINT}")
+    except sqlite3.DatabaseError as exc:
+        raise LogIdentityError(f"{where}: not a readable correction log ({exc}); {RECOVERY_HINT}") from None
+    finally:
+        conn.close()
+
+
+def log_exists(log_path: str | os.PathLike) -> bool:
+    """Whether there is a log to apply; LogIdentityError when one is missing or not the recorded one."""
+    check_log(log_path)
+    return Path(log_path).exists()
+
+
+def snapshot(root: str | os.PathLike, tag: str = "export") -> Path | None:
+    """A consistent, read-only (0444) copy of ``<root>/corrections.sqlite`` in
+    ``<root>/meta/corrections_backups/`` named by time, tag and last edit id; None without a log."""
+    root = Path(root)
+    src = root / "corrections.sqlite"
+    check_log(src)
+    if not src.exists():
+        return None
+    out_dir = root / BACKUP_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=60) as conn:
+        last = _log_state(conn)["last_edit_id"] if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'log_meta'").fetchone() else None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        dst = out_dir / f"corrections-{stamp}-{_safe_tag(tag)}-last{last if last is not None else 0}.sqlite"
+        tmp = dst.with_name(dst.name + ".tmp")
+        with sqlite3.connect(tmp) as out:
+            conn.backup(out)
+        out.close()
+    conn.close()
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, dst)
+    return dst
+
+
+def _safe_tag(tag: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in tag)[:40] or "copy"
+
+
+def restore(root: str | os.PathLike, backup: str | os.PathLike | None = None) -> Path:
+    """Put a backup (the newest in ``meta/corrections_backups/`` by default) in place as
+    ``<root>/corrections.sqlite`` (writable) and record it as the dataset's log. The log found
+    there, if any, is kept beside it as ``corrections.sqlite.replaced-<time>``. Edits made after
+    the backup are not in it."""
+    import shutil
+
+    root = Path(root)
+    if backup is None:
+        found = sorted((root / BACKUP_DIR).glob("corrections-*.sqlite"))
+        if not found:
+            raise LogIdentityError(f"{root / BACKUP_DIR}: no backup to restore")
+        backup = found[-1]
+    backup = Path(backup)
+    dst = root / "corrections.sqlite"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for suffix in ("", "-wal", "-shm"):
+        p = dst.with_name(dst.name + suffix)
+        if p.exists():
+            p.replace(p.with_name(f"{p.name}.replaced-{stamp}"))
+    tmp = dst.with_name(dst.name + ".restoring")
+    shutil.copyfile(backup, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dst)
+    with sqlite3.connect(dst) as conn:
+        for stmt in _SCHEMA:
+            conn.execute(stmt)
+        conn.commit()
+        _record_identity(dst, conn)
+    conn.close()
+    return dst
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m vipa.data.corrections",
+                                description="Check or restore a dataset's correction log")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="say whether the log is the one the dataset recorded")
+    c.add_argument("dataset", type=Path)
+    r = sub.add_parser("restore", help="put a backup from meta/corrections_backups/ in place")
+    r.add_argument("dataset", type=Path)
+    r.add_argument("--from", dest="backup", type=Path, default=None,
+                   help="the backup file (default: the newest one)")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "check":
+            check_log(args.dataset / "corrections.sqlite")
+            ident = read_identity(args.dataset / "corrections.sqlite")
+            print(f"{args.dataset}: correction log ok" + (f" ({ident['edits']} edits, last id "
+                                                          f"{ident['last_edit_id']})" if ident else " (no record yet)"))
+        else:
+            dst = restore(args.dataset, args.backup)
+            print(f"restored {dst}; {read_identity(dst)['edits']} edits")
+    except CorrectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -21,6 +21,7 @@ from vipa.conventions import HANDS
 from vipa.data import writer
 from vipa.data._io import atomic_write_bytes, atomic_write_json, file_lock, resolve_inside, stat_key
 from vipa.data.corrections import CorrectionLog
+from vipa.data.corrections import log_exists as _log_exists  # a vanished or replaced log is an error, not "no edits"
 from vipa.data.depth import counts_to_metres, read_depth_png
 from vipa.data.episode import Episode, HandTrack, ObjectTrack, SchemaError
 from vipa.data.schema import (
@@ -139,7 +140,7 @@ class Hand3DDataset:
         else:
             rows = cached[1]
         rows = [dict(r, quality=dict(r["quality"]), K=list(r["K"])) for r in rows]
-        if corrected and rows and (self.root / "corrections.sqlite").exists():
+        if corrected and rows and _log_exists(self.root / "corrections.sqlite"):
             overrides = self.corrections.episode_overrides()
             for r in rows:
                 r.update(overrides.get(r["episode_id"], {}))
@@ -254,7 +255,7 @@ class Hand3DDataset:
             ep.validate()
         except SchemaError as exc:
             raise SchemaError(f"{where}: {exc}") from None
-        if corrected and (self.root / "corrections.sqlite").exists():
+        if corrected and _log_exists(self.root / "corrections.sqlite"):
             ep = self.corrections.apply_to(ep)
         return ep
 
@@ -320,7 +321,7 @@ class Hand3DDataset:
         """(T,) float32 calibration scale per frame (NaN = unknown), corrections applied."""
         frames = self._frames(episode_id)
         s = numpy_column(frames, "depth_scale", "float32", [], f"episodes/{episode_id}/frames.parquet").copy()
-        if corrected and (self.root / "corrections.sqlite").exists():
+        if corrected and _log_exists(self.root / "corrections.sqlite"):
             v = self.corrections.scale(episode_id)
             if v is not None:
                 s[:] = v

@@ -1,4 +1,6 @@
-"""`vipa view DATASET [--episode ID] [--out FILE.rrd | --spawn]`: an episode as a Rerun recording."""
+"""`vipa view DATASET [--episode ID] [--out FILE.rrd] [--per-frame]` plus Rerun's standard
+`--save FILE | --connect [ADDR] | --spawn | --serve` options: an episode as a Rerun recording
+(the stored video and depth embedded as they are, see vipa.viz.recording)."""
 
 from __future__ import annotations
 
@@ -8,21 +10,29 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("view", help="write an episode's Rerun recording (.rrd) or open a viewer")
+    import rerun as rr
+
+    p = subparsers.add_parser("view", help="write an episode's Rerun recording (.rrd) or send it to a viewer")
     p.add_argument("dataset", type=Path, help="Hand3D dataset folder")
     p.add_argument("--episode", help="episode id (default: the first)")
-    p.add_argument("--out", type=Path, help="write the .rrd here (default: EPISODE.rrd in the current folder)")
-    p.add_argument("--spawn", action="store_true", help="open a native Rerun viewer instead of writing a file")
+    p.add_argument("--out", type=Path, help="write the .rrd here (default: EPISODE.rrd in the current folder, "
+                                            "unless --save/--connect/--spawn/--serve says otherwise)")
     p.add_argument("--per-frame", action="store_true", help="log one rr.log per frame (slower baseline)")
-    p.add_argument("--cloud-stride", type=int, default=4, help="keep every n-th depth pixel (default 4)")
+    rr.script_add_args(p)  # Rerun's own: --headless --connect --serve --url --save FILE --stdout
+    p.add_argument("--spawn", action="store_true", help="send to a newly spawned native Rerun viewer")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vipa.data.dataset import Hand3DDataset
-    from vipa.viz.recording import ViewOptions, episode_rrd_bytes, save_episode_rrd
+    from vipa.viz.recording import APP_ID, ViewOptions, default_blueprint, episode_rrd_bytes, log_episode, \
+        log_episode_per_frame, media_from_files
 
-    ds = Hand3DDataset.open(args.dataset)
+    try:
+        ds = Hand3DDataset.open(args.dataset)
+    except (OSError, ValueError) as exc:
+        print(f"vipa view: {args.dataset}: {exc}", file=sys.stderr)
+        return 2
     ids = ds.episode_ids()
     if not ids:
         print(f"{args.dataset}: no episodes", file=sys.stderr)
@@ -31,18 +41,28 @@ def run(args: argparse.Namespace) -> int:
     if eid not in ids:
         print(f"episode {eid!r} not in {args.dataset} (has {', '.join(ids[:10])}...)", file=sys.stderr)
         return 2
-    ep = ds.load_episode(eid, media=True)
-    opts = ViewOptions(cloud_stride=args.cloud_stride)
-    if args.spawn:
+    try:
+        ep = ds.load_episode(eid, media=False)
+        folder = ds.episode_dir(eid)
+        media = media_from_files(folder / "rgb.mp4" if ds.has_rgb(eid) else None,
+                                 sorted((folder / "depth").glob("*.png")) if ds.has_depth(eid) else None)
+    except (OSError, ValueError) as exc:
+        print(f"vipa view: episode {eid}: {exc}", file=sys.stderr)
+        return 2
+    opts = ViewOptions()
+    standard = any(getattr(args, k, None) for k in ("save", "connect", "spawn", "serve", "stdout"))
+    if standard:
         import rerun as rr
 
-        data = episode_rrd_bytes(ep, opts, columnar=not args.per_frame)
-        tmp = Path(args.out or f"{eid}.rrd")
-        tmp.write_bytes(data)
-        rr.init("vipa", spawn=True)
-        rr.log_file_from_path(tmp)
-        print(f"opened {eid} in a Rerun viewer ({tmp})")
+        rec = rr.script_setup(args, APP_ID, recording_id=eid, default_blueprint=default_blueprint(eid))
+        (log_episode_per_frame if args.per_frame else log_episode)(rec, ep, opts, media=media)
+        rr.script_teardown(args)
+        print(f"sent {eid} ({ep.num_frames} frames) to Rerun", file=sys.stderr)
         return 0
-    out = save_episode_rrd(ep, args.out or Path(f"{eid}.rrd"), opts, columnar=not args.per_frame)
+    out = Path(args.out or f"{eid}.rrd")
+    data = episode_rrd_bytes(ep, opts, columnar=not args.per_frame, media=media)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); open with: rerun {out}")
     return 0

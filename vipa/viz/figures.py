@@ -29,6 +29,20 @@ def _layout(fig: go.Figure, title: str, xlabel: str, ylabel: str, frame: int | N
     return fig
 
 
+def note_figure(title: str, note: str) -> go.Figure:
+    """An empty panel that says why there is nothing to draw."""
+    fig = go.Figure()
+    fig.add_annotation(text=note, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=14))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, height=300, margin=dict(l=50, r=10, t=40, b=40))
+    return fig
+
+
+NO_DEPTH_RESIDUAL = "no point cloud for this episode (no depth), so no calibration residual"
+NO_DEPTH_SCALE = "no point cloud for this episode (no depth), so no scale to compare"
+
+
 def wrist_xyz_figure(ep: Episode, frame: int | None = None) -> go.Figure:
     """Wrist x, y, z (camera frame, metres) over frames, both hands."""
     fig = go.Figure()

@@ -3,14 +3,16 @@
 Layout of a recording (3D values in metres; ``world`` uses the OpenCV camera convention,
 x right, y down, z forward, so an identity camera pose puts the camera at the origin):
 
-    /world                              view coordinates (RDF)
+    /world                              view coordinates (RDF); AnnotationContext: one class per hand
+                                        whose 21 keypoints are connected by HAND_EDGES
     /world/camera                       Transform3D world_from_camera per frame
-    /world/camera/image                 Pinhole (K) + the RGB frame (frustum in 3D, 2D view)
-    /world/camera/image/hands/{side}/joints    Points2D, projected joints (pixels)
-    /world/camera/image/hands/{side}/bones     LineStrips2D, skeleton in the image
-    /world/camera/points                Points3D, downsampled coloured cloud (camera frame)
-    /world/camera/hands/{side}/joints   Points3D, 21 joints (camera frame)
-    /world/camera/hands/{side}/bones    LineStrips3D per HAND_EDGES (camera frame)
+    /world/camera/image                 Pinhole (K) + AssetVideo (the episode's mp4, static) and a
+                                        VideoFrameReference per frame (frustum in 3D, 2D view)
+    /world/camera/image/depth           EncodedDepthImage per frame (16-bit PNG, meter = counts per
+                                        metre with the scale s); the viewer unprojects it in 3D
+    /world/camera/image/hands/{side}/joints    Points2D, projected joints (pixels), keypoint ids
+    /world/camera/hands/{side}/joints   Points3D, 21 joints (camera frame), keypoint ids (the
+                                        viewer draws the bones from the annotation context)
     /world/camera/objects/{id}          Boxes3D (camera frame)
     /world/trajectory/{side}            LineStrips3D, the wrist over the episode (world frame)
     /world/prediction/{side}            LineStrips3D, a predicted wrist trajectory (world frame)
@@ -43,7 +45,7 @@ TIME_TIMELINE: Final = "time"  # duration timeline: seconds from the episode sta
 WORLD: Final = "world"
 CAMERA: Final = "world/camera"
 IMAGE: Final = "world/camera/image"
-CLOUD: Final = "world/camera/points"
+DEPTH: Final = "world/camera/image/depth"
 TRAJECTORY_ROOT: Final = "world/trajectory"
 PREDICTION_ROOT: Final = "world/prediction"
 PLOTS: Final = "plots"
@@ -68,19 +70,9 @@ def hand_joints_3d(side: str) -> str:
     return f"{CAMERA}/hands/{side}/joints"
 
 
-def hand_bones_3d(side: str) -> str:
-    """LineStrips3D of one hand's skeleton, camera frame."""
-    return f"{CAMERA}/hands/{side}/bones"
-
-
 def hand_joints_2d(side: str) -> str:
     """Points2D of one hand's joints in the image, pixels."""
     return f"{IMAGE}/hands/{side}/joints"
-
-
-def hand_bones_2d(side: str) -> str:
-    """LineStrips2D of one hand's skeleton in the image, pixels."""
-    return f"{IMAGE}/hands/{side}/bones"
 
 
 def object_box(object_id: str) -> str:
