@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from annotators.io import IMAGE_EXTS
@@ -17,17 +18,69 @@ from annotators.io import IMAGE_EXTS
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
+def _backend_help(kind: str, title: str, flag: str, opt_flag: str, extra: list[tuple[str, str]] = ()) -> str:
+    """The ``--help`` block listing the registered ``kind`` backends with their options' defaults."""
+    from annotators import registry
+
+    lines = [f"{title} backends ({flag}; options {opt_flag}):"]
+    for name, text in extra:
+        lines.append(f"  {name:<16} {text}")
+    for name, be in sorted(registry.backends(kind).items()):
+        shown = f"{name}:{be.arg.upper()}" if be.arg else name
+        lines.append(f"  {shown:<16} {be.description}")
+        opts = registry.describe_defaults(be.config_cls, exclude=(be.arg,) if be.arg else ())
+        if opts:
+            lines += textwrap.wrap(f"options: {opts}", width=100, initial_indent=" " * 21,
+                                   subsequent_indent=" " * 23, break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def _epilog() -> str:
+    from annotators import registry
+
+    stage_lines = ["stages, in order (--set STAGE.FIELD=VALUE):"]
+    for st in registry.stages():
+        stage_lines.append(f"  {st.name:<10} {st.description}")
+        opts = registry.describe_defaults(st.config_cls)
+        if opts:
+            stage_lines += textwrap.wrap(opts, width=100, initial_indent=" " * 15, subsequent_indent=" " * 15,
+                                         break_on_hyphens=False)
+    return "\n\n".join([
+        _backend_help("hands", "hand", "--hands NAME, default mediapipe, or package.module:Class", "--hands-opt KEY=VALUE"),
+        _backend_help("depth", "depth", "--depth NAME[:ARG], default auto", "--depth-opt KEY=VALUE",
+                      [("auto", "sensor depth when the input has it, else none")]),
+        _backend_help("objects", "object", "--objects NAME[:ARG],..., default grasp", "--objects-opt NAME.KEY=VALUE"),
+        "\n".join(stage_lines),
+    ])
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    import annotators.pipeline  # noqa: F401 - registers the stages listed in --help
+    from annotators import registry
+
+    kinds = {k: ", ".join(sorted(registry.backends(k))) for k in registry.KINDS}
     p = subparsers.add_parser(
         "annotate", help="annotate human videos / RGB-D sequences into a Hand3D dataset",
         description="Annotate inputs (video files, image folders, RGB-D sequences; a folder of videos "
                     "is expanded) into the Hand3D dataset at --out. Resumable: episodes already in the "
                     "dataset are skipped; a failing input is recorded with its error and the rest go on.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, image folder, RGB-D folder, or a folder of videos")
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder (created if missing)")
-    p.add_argument("--depth", default="auto", metavar="sensor|hf:PATH|none",
-                   help="depth backend (default auto: sensor depth when the input has it, else none)")
+    p.add_argument("--hands", default="mediapipe", metavar="NAME",
+                   help=f"hand backend: {kinds['hands']} or package.module:Class (default mediapipe)")
+    p.add_argument("--hands-opt", action="append", default=[], metavar="KEY=VALUE", help="hand backend option (repeatable)")
+    p.add_argument("--depth", default="auto", metavar="NAME[:ARG]",
+                   help=f"depth backend: auto, {kinds['depth'].replace('hf', 'hf:PATH')} "
+                        "(default auto: sensor depth when the input has it, else none)")
+    p.add_argument("--depth-opt", action="append", default=[], metavar="KEY=VALUE", help="depth backend option (repeatable)")
+    p.add_argument("--objects", default=None, metavar="NAME[:ARG],...",
+                   help=f"object backends, comma-separated: {kinds['objects']} (default grasp)")
+    p.add_argument("--objects-opt", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="object backend option (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE", dest="stage_set",
+                   help="set a stage's config field (repeatable; see the stages below)")
     p.add_argument("--fps", type=float, default=None, help="sample the input at about this frame rate")
     p.add_argument("--max-width", type=int, default=640, help="downscale wider frames to this width (0 = keep)")
     p.add_argument("--max-frames", type=int, default=None, help="annotate at most this many frames per input")
@@ -37,8 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--instruction", default=None, help="task instruction for every input (default: sidecar files, else a template)")
     p.add_argument("--gamma", type=float, default=None, help="QA direction threshold (default: vipa.data.qa's)")
     p.add_argument("--no-smooth", action="store_true", help="keep the raw lifted 3D joints (no temporal filter)")
-    p.add_argument("--no-objects", action="store_true", help="skip the geometric object proposals")
-    p.add_argument("--detector", default=None, metavar="PATH", help="local zero-shot detector (OWLv2 / Grounding DINO)")
+    p.add_argument("--no-objects", action="store_true", help="no object backends (same as --objects '')")
+    p.add_argument("--detector", default=None, metavar="PATH",
+                   help="local zero-shot detector (OWLv2 / Grounding DINO): adds detector:PATH to --objects")
     p.add_argument("--labels", default="", help="comma-separated object names for --detector")
     p.add_argument("--workers", type=int, default=1, help="worker processes (or Ray CPUs with --ray local)")
     p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run episodes as Ray tasks")
@@ -64,20 +118,59 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return out
 
 
+def _backend_options(kind: str, spec: str, pairs: list[str], flag: str) -> dict:
+    """Typed options of the backend named by ``spec`` from ``KEY=VALUE`` strings."""
+    from annotators import registry
+
+    if not pairs:
+        return {}
+    name, _ = registry.split_spec(spec)
+    if ":" in spec and name not in registry.backends(kind):  # an import path: options as JSON or strings
+        return {k.strip(): registry.parse_value(v, None) for k, _, v in (p.partition("=") for p in pairs)}
+    return registry.parse_options(pairs, registry.get_backend(kind, name).config_cls, f"{flag} ({name})")
+
+
 def build_config(args: argparse.Namespace):
+    """The AnnotateConfig named by the command line (ValueError / BackendError on bad values)."""
+    from annotators import registry
     from annotators.io import read_intrinsics
     from annotators.pipeline import AnnotateConfig
 
-    cfg = AnnotateConfig(
-        depth=args.depth, fps=args.fps, max_width=args.max_width or None, max_frames=args.max_frames,
-        depth_factor=args.depth_factor, instruction=args.instruction, gamma=args.gamma,
-        smooth=not args.no_smooth, objects=not args.no_objects, detector=args.detector,
-        detector_labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
-    )
+    objects = [x.strip() for x in (args.objects if args.objects is not None else "grasp").split(",") if x.strip()]
+    if args.no_objects:
+        objects = []
+    labels = tuple(x.strip() for x in args.labels.split(",") if x.strip())
+    obj_opts: dict[str, dict] = {}
+    if args.detector:
+        objects.append(f"detector:{args.detector}")
+    if labels:
+        obj_opts.setdefault("detector", {})["labels"] = labels
+    for pair in args.objects_opt:
+        name, dot, rest = pair.partition(".")
+        if not dot:
+            raise ValueError(f"--objects-opt: expected NAME.KEY=VALUE, got {pair!r}")
+        cls = registry.get_backend("objects", name).config_cls
+        obj_opts.setdefault(name, {}).update(registry.parse_options([rest], cls, f"--objects-opt ({name})"))
+    decode = {"fps": args.fps, "max_width": args.max_width or None, "max_frames": args.max_frames,
+              "depth_factor": args.depth_factor}
     if args.fov is not None:
-        cfg.fov_deg = args.fov
+        decode["fov_deg"] = args.fov
     if args.intrinsics:
-        cfg.K = read_intrinsics(args.intrinsics).tolist()
+        decode["K"] = read_intrinsics(args.intrinsics).tolist()
+    cfg = AnnotateConfig(
+        decode=decode,
+        hands={"backend": args.hands, "options": _backend_options("hands", args.hands, args.hands_opt, "--hands-opt")},
+        depth={"backend": args.depth, "options": _backend_options("depth", args.depth, args.depth_opt, "--depth-opt")},
+        smooth={"enabled": not args.no_smooth},
+        objects={"backends": tuple(objects), "options": obj_opts},
+        language={"instruction": args.instruction},
+        qa={"gamma": args.gamma}, motion={"gamma": args.gamma},
+    )
+    for pair in args.stage_set:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set: expected STAGE.FIELD=VALUE, got {pair!r}")
+        cfg.set(key.strip(), value)
     return cfg.validate()
 
 

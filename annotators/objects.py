@@ -369,3 +369,58 @@ def detect_objects(
         object_from_boxes(ep, boxes, name=label, object_id=f"det{k}", provenance="detector")
         for k, (label, boxes) in enumerate(sorted(per_label.items()))
     ]
+
+
+# ------------------------------------------------------------- backends (annotators.registry)
+
+
+class GraspProposals:
+    """Object backend ``grasp``: ``propose_grasped_objects`` with ``ProposalConfig`` options (needs depth)."""
+
+    def __init__(self, **options) -> None:
+        self.cfg = ProposalConfig(**options)
+
+    def __call__(self, ep: Episode) -> list[ObjectTrack]:
+        return propose_grasped_objects(ep, self.cfg) if ep.depth_raw is not None else []
+
+
+class DetectorObjects:
+    """Object backend ``detector:PATH``: a ``ZeroShotDetector`` run every ``stride`` frames for ``labels``."""
+
+    def __init__(self, path: str, *, labels: tuple[str, ...] = (), threshold: float = 0.2, device: str = "cpu",
+                 stride: int = 5) -> None:
+        if not path:
+            raise BackendError("detector", "needs a local model folder: detector:PATH")
+        self.detector = ZeroShotDetector(Path(path).expanduser(), threshold=threshold, device=device)
+        self.labels = [str(x) for x in labels] or ["object"]
+        self.stride = int(stride)
+
+    def __call__(self, ep: Episode) -> list[ObjectTrack]:
+        return detect_objects(ep, self.detector, self.labels, stride=self.stride)
+
+
+class BoxFileObjects:
+    """Object backend ``boxes:FILE``: manual 2D boxes from a JSON file ``{"name": {"frame": [x0, y0, x1, y1]}}``."""
+
+    def __init__(self, path: str) -> None:
+        import json
+
+        p = Path(path).expanduser()
+        try:
+            raw = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"boxes:{p}", f"cannot read the boxes file: {exc}") from None
+        if not isinstance(raw, dict):
+            raise BackendError(f"boxes:{p}", 'expected {"name": {"frame": [x0, y0, x1, y1]}}')
+        self.boxes: dict[str, dict[int, list[float]]] = {}
+        for name, per_frame in raw.items():
+            if not isinstance(per_frame, dict):
+                raise BackendError(f"boxes:{p}", f"{name}: expected {{frame: [x0, y0, x1, y1]}}")
+            for frame, box in per_frame.items():
+                if not (isinstance(box, list) and len(box) == 4 and str(frame).isdigit()):
+                    raise BackendError(f"boxes:{p}", f"{name}: frame {frame!r}: expected [x0, y0, x1, y1]")
+            self.boxes[str(name)] = {int(f): [float(v) for v in b] for f, b in per_frame.items()}
+
+    def __call__(self, ep: Episode) -> list[ObjectTrack]:
+        return [object_from_boxes(ep, boxes, name=name, object_id=f"box{k}")
+                for k, (name, boxes) in enumerate(sorted(self.boxes.items()))]

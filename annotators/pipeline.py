@@ -1,14 +1,18 @@
 """The annotation pipeline: one input (video, image folder, RGB-D sequence) -> a Hand3D Episode.
 
-Stages, each a plain function with typed inputs and outputs (testable alone):
+Stages, registered by name in ``annotators.registry`` (each with its own small config
+dataclass; ``AnnotateConfig`` holds one per stage), each a plain function with typed inputs and
+outputs (testable alone):
 
-    decode -> detect_hands -> estimate_depth -> build_episode -> lift -> calibrate -> smooth
-    -> find_objects -> resolve_language -> make_qa -> make_motion -> assess (quality)
+    decode -> hands -> depth -> episode -> lift -> calibrate -> smooth -> objects -> language
+    -> qa -> motion -> quality
 
+The hands, depth and objects stages use backends registered by name (``annotators.registry``).
 ``annotate_source(source, config) -> Episode`` runs them all; ``run_pipeline`` does the same
 and also returns the products kept beside the episode (QA, motion samples, raw joints before
 smoothing, per-frame quality, stage timings). ``write_annotation(ds, result)`` writes the
-episode and its derived products into a ``vipa.data.dataset.Hand3DDataset``:
+episode and its derived products into a ``vipa.data.dataset.Hand3DDataset``
+(``annotators.batch.annotate_to_dataset`` does it for many inputs):
 
     derived/qa.jsonl              Hand3D-visual QA records (annotators.qa)
     derived/motion.jsonl          Hand3D-action samples (annotators.motion)
@@ -25,15 +29,17 @@ millimetres) with the calibration scale beside it (``depth_scale``), never baked
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from annotators import registry
 from annotators.errors import AnnotatorError, InputError
 from annotators.lift import Calibration, SmoothConfig, calibrate, lift, smooth
 from vipa.conventions import DEFAULT_FOV_DEG, HANDS, NUM_JOINTS
@@ -53,75 +59,225 @@ class NoHandsError(AnnotatorError):
         return (type(self), (self.path, self.num_frames))
 
 
-@dataclass
-class AnnotateConfig:
-    """Settings of one annotation run (JSON round trip: ``to_dict`` / ``from_dict``).
+# ------------------------------------------------------------------------ stage configs
 
-    depth: ``"auto"`` (sensor depth when the input has it, else none), ``"sensor"``,
-    ``"hf:PATH"`` (local transformers depth model; relative depth, calibrated per frame) or
-    ``"none"``. fps / max_width / max_frames: sampling and resizing (``annotators.io``).
+
+@dataclass
+class DecodeConfig:
+    """Reading the input (``annotators.io``): sampling, resizing, intrinsics, memory limit.
+
     K: 3x3 intrinsics of the *input* size overriding files and the fov default; fov_deg: the
     horizontal field of view assumed when no K is known (recorded as an estimate).
     depth_factor: uint16 depth counts per metre of RGB-D inputs (TUM 5000).
-    calibration_mode: ``"auto"`` (episode scale for metric depth, per-frame for relative),
-    ``"episode"`` or ``"frame"``. smooth: temporal filtering of the 3D joints.
-    gamma: QA direction threshold (None = ``vipa.data.qa``'s default).
     """
 
-    depth: str = "auto"
     fps: float | None = None
     max_width: int | None = 640
     max_frames: int | None = None
     K: list | None = None
     fov_deg: float = DEFAULT_FOV_DEG
     depth_factor: float | None = None
-    hands: str = "mediapipe"
-    hands_options: dict = field(default_factory=dict)
+    max_memory_gb: float = 6.0  # decoded frames are held in memory: refuse inputs needing more
+
+    def validate(self) -> None:
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"decode.fps: must be > 0, got {self.fps}")
+        if self.max_width is not None and not self.max_width >= 16:
+            raise ValueError(f"decode.max_width: must be >= 16 px, got {self.max_width}")
+        if not 1.0 < self.fov_deg < 179.0:
+            raise ValueError(f"decode.fov_deg: must be in (1, 179), got {self.fov_deg}")
+
+
+@dataclass
+class HandsConfig:
+    """Hand backend: a registered name (``annotators.registry``) or ``package.module:ClassName``."""
+
+    backend: str = "mediapipe"
+    options: dict = field(default_factory=dict)  # the backend's own options
+    require_hands: bool = True  # an input without any hand is an error (NoHandsError)
+
+    def validate(self) -> None:
+        if ":" in self.backend:  # a HandBackend class by import path: its options are its kwargs
+            return
+        registry.get_backend("hands", self.backend).config(self.options)
+
+
+@dataclass
+class DepthConfig:
+    """Depth backend ``NAME[:ARG]`` (``sensor``, ``hf:PATH``, ``none``, any registered one) or ``auto``
+    (sensor depth when the input has it, else none)."""
+
+    backend: str = "auto"
+    options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.backend == "auto":
+            if self.options:
+                raise ValueError("depth.options: give a backend (not auto) to set its options")
+            return
+        name, arg = registry.split_spec(self.backend)
+        try:
+            registry.get_backend("depth", name).config(self.options, arg)
+        except (AnnotatorError, TypeError) as exc:
+            raise ValueError(f"depth: {exc}") from None
+
+
+@dataclass
+class LiftConfig:
+    """PnP lift: joints whose reprojection error exceeds ``max_reproj_px`` are dropped (None: keep)."""
+
     max_reproj_px: float | None = 25.0
-    calibration_mode: str = "auto"
-    smooth: bool = True
-    smoothing: dict = field(default_factory=dict)  # SmoothConfig fields
-    objects: bool = True
-    detector: str | None = None  # local folder of a zero-shot detector
-    detector_labels: tuple[str, ...] = ()
+
+
+@dataclass
+class CalibrateConfig:
+    """``mode``: ``auto`` (episode scale for metric depth, per-frame for relative), ``episode`` or ``frame``."""
+
+    mode: str = "auto"
+
+    def validate(self) -> None:
+        if self.mode not in ("auto", "episode", "frame"):
+            raise ValueError(f"calibrate.mode: expected auto, episode or frame, got {self.mode!r}")
+
+
+@dataclass
+class SmoothingConfig:
+    """Temporal filtering of the 3D joints; ``params`` are ``annotators.lift.SmoothConfig`` fields."""
+
+    enabled: bool = True
+    params: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        try:
+            SmoothConfig(**self.params)
+        except TypeError as exc:
+            raise ValueError(f"smooth.params: {exc}") from None
+
+
+@dataclass
+class ObjectsConfig:
+    """Object backends run in order (``NAME[:ARG]``, e.g. ``grasp``, ``detector:PATH``); ``options``
+    per backend name."""
+
+    backends: tuple[str, ...] = ("grasp",)
+    options: dict = field(default_factory=dict)  # {backend name: {option: value}}
+
+    def __post_init__(self) -> None:
+        self.backends = tuple(self.backends)
+
+    def validate(self) -> None:
+        names = [registry.split_spec(s)[0] for s in self.backends]
+        for spec in self.backends:
+            name, arg = registry.split_spec(spec)
+            try:
+                registry.get_backend("objects", name).config(self.options.get(name), arg)
+            except (AnnotatorError, TypeError) as exc:
+                raise ValueError(f"objects: {exc}") from None
+        stray = sorted(set(self.options) - set(names))
+        if stray:
+            raise ValueError(f"objects.options: for backends not selected: {stray}")
+
+
+@dataclass
+class LanguageConfig:
+    """Instruction: ``instruction`` for every input, else sidecar / ``instructions_file``, else a template."""
+
     instruction: str | None = None
     instructions_file: str | None = None
-    qa: bool = True
-    motion: bool = True
+
+
+@dataclass
+class QAStageConfig:
+    """Hand3D-visual QA (``annotators.qa``); gamma: direction threshold (None = its default)."""
+
+    enabled: bool = True
     gamma: float | None = None
-    seed: int = 0
-    require_hands: bool = True  # an input without any hand is an error (NoHandsError)
-    max_memory_gb: float = 6.0  # decoded frames are held in memory: refuse inputs needing more
-    keep_media: bool = True  # write RGB (and depth) into the dataset
+
+
+@dataclass
+class MotionStageConfig:
+    """Hand3D-action motion samples (``annotators.motion``); gamma as for QA."""
+
+    enabled: bool = True
+    gamma: float | None = None
+
+
+@dataclass
+class NoConfig:
+    """A stage without settings."""
+
+
+class AnnotateConfig:
+    """Settings of one annotation run: ``seed``, ``keep_media`` and one config per registered stage.
+
+    ``config.decode.fps``, ``config.hands.backend``, ... read a stage's config (a small dataclass,
+    see ``annotators.registry.stages()``). Build with ``AnnotateConfig(decode={"max_frames": 4},
+    depth=DepthConfig("sensor"))`` (a stage's config or a dict of its fields); JSON round trip
+    with ``to_dict`` / ``from_dict``; ``set("qa.gamma", "0.2")`` sets one field from a string.
+    """
+
+    def __init__(self, *, seed: int = 0, keep_media: bool = True, **stage_configs: Any) -> None:
+        self.seed = int(seed)
+        self.keep_media = bool(keep_media)  # write RGB (and depth) into the dataset
+        self.stages: dict[str, Any] = {s.name: s.config_cls() for s in registry.stages()}
+        for name, value in stage_configs.items():
+            self.set_stage(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        stages = self.__dict__.get("stages")
+        if stages is not None and name in stages:
+            return stages[name]
+        raise AttributeError(f"AnnotateConfig has no stage or field {name!r}")
+
+    def set_stage(self, name: str, value: Any) -> None:
+        """Replace a stage's config (an instance of its config class or a dict of its fields)."""
+        if name not in self.stages:
+            raise ValueError(f"AnnotateConfig: unknown stage {name!r}; stages: {', '.join(self.stages)}")
+        cls = registry.get_stage(name).config_cls
+        if isinstance(value, dict):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(f"AnnotateConfig: stage {name}: unknown field(s) {unknown}; known: {sorted(known)}")
+            value = cls(**value)
+        elif not isinstance(value, cls):
+            raise TypeError(f"AnnotateConfig: stage {name} takes a {cls.__name__} or a dict, got {type(value).__name__}")
+        self.stages[name] = value
+
+    def set(self, key: str, text: str) -> None:
+        """``"STAGE.FIELD"`` (or ``seed`` / ``keep_media``) from a command-line string."""
+        if key in ("seed", "keep_media"):
+            setattr(self, key, registry.parse_value(text, getattr(self, key)))
+            return
+        stage, _, name = key.partition(".")
+        if stage not in self.stages or not name:
+            raise ValueError(f"--set {key}: expected STAGE.FIELD with STAGE one of {', '.join(self.stages)}")
+        cfg = self.stages[stage]
+        value = registry.parse_options([f"{name}={text}"], type(cfg), f"--set {stage}")
+        self.stages[stage] = replace(cfg, **value)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["detector_labels"] = list(self.detector_labels)
-        return d
+        return {"seed": self.seed, "keep_media": self.keep_media,
+                "stages": {k: json.loads(json.dumps(asdict(v))) for k, v in self.stages.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AnnotateConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+        unknown = set(d) - {"seed", "keep_media", "stages"}
         if unknown:
             raise ValueError(f"AnnotateConfig: unknown field(s) {sorted(unknown)}")
-        d = dict(d)
-        if "detector_labels" in d:
-            d["detector_labels"] = tuple(d["detector_labels"])
-        return cls(**d)
+        return cls(seed=d.get("seed", 0), keep_media=d.get("keep_media", True), **dict(d.get("stages", {})))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AnnotateConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"AnnotateConfig({self.to_dict()!r})"
 
     def validate(self) -> "AnnotateConfig":
-        if not (self.depth in ("auto", "sensor", "none") or self.depth.startswith("hf:")):
-            raise ValueError(f"depth: expected auto, sensor, none or hf:PATH, got {self.depth!r}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"fps: must be > 0, got {self.fps}")
-        if self.max_width is not None and not self.max_width >= 16:
-            raise ValueError(f"max_width: must be >= 16 px, got {self.max_width}")
-        if self.calibration_mode not in ("auto", "episode", "frame"):
-            raise ValueError(f"calibration_mode: expected auto, episode or frame, got {self.calibration_mode!r}")
-        if not 1.0 < self.fov_deg < 179.0:
-            raise ValueError(f"fov_deg: must be in (1, 179), got {self.fov_deg}")
-        SmoothConfig(**self.smoothing)
+        for cfg in self.stages.values():
+            check = getattr(cfg, "validate", None)
+            if check is not None:
+                check()
         return self
 
 
@@ -138,7 +294,7 @@ class Decoded:
     timestamps: np.ndarray  # (T,) float64 s
 
 
-def decode(source: str | Path, config: AnnotateConfig) -> Decoded:
+def decode(source: str | Path, config: DecodeConfig) -> Decoded:
     """Read all output frames of ``source`` (InputError if unreadable or empty)."""
     from annotators.io import open_source
 
@@ -203,11 +359,11 @@ def detect_hands(rgb: np.ndarray, backend) -> HandObservations:
     return HandObservations(j2, w3, conf, present, backend.describe())
 
 
-def resolve_depth_spec(config: AnnotateConfig, has_sensor_depth: bool) -> str:
+def resolve_depth_spec(spec: str, has_sensor_depth: bool) -> str:
     """The depth backend spec actually used for an input (``auto`` resolved)."""
-    if config.depth == "auto":
+    if spec == "auto":
         return "sensor" if has_sensor_depth else "none"
-    return config.depth
+    return spec
 
 
 def estimate_depth(decoded: Decoded, backend) -> tuple[np.ndarray | None, bool]:
@@ -259,50 +415,46 @@ def build_episode(episode_id: str, decoded: Decoded, hands: HandObservations, de
     )
 
 
-def find_objects(ep: Episode, config: AnnotateConfig) -> Episode:
-    """Geometric grasp proposals (with depth) and detector boxes (with ``config.detector``)."""
-    from annotators import objects as obj
-
-    if config.objects and ep.depth_raw is not None:
-        ep.objects += obj.propose_grasped_objects(ep)
-    if config.detector:
-        det = obj.ZeroShotDetector(config.detector)
-        labels = list(config.detector_labels) or ["object"]
-        ep.objects += obj.detect_objects(ep, det, labels)
+def find_objects(ep: Episode, config: ObjectsConfig) -> Episode:
+    """Run the object backends of ``config`` in order; their tracks are added to ``ep.objects``."""
+    for spec in config.backends:
+        name, arg = registry.split_spec(spec)
+        backend = registry.get_backend("objects", name).build(config.options.get(name), arg)
+        ep.objects += backend(ep)
     return ep
 
 
-def resolve_language(ep: Episode, config: AnnotateConfig, source: str | Path | None) -> Episode:
+def resolve_language(ep: Episode, config: LanguageConfig, source: str | Path | None, seed: int = 0) -> Episode:
     """Set ``ep.instruction`` (user > sidecar file > instructions json > template) and its origin."""
     from annotators.language import resolve_instruction
 
     src_path = Path(source) if source is not None and Path(str(source)).exists() else None
     ins = resolve_instruction(src_path, user=config.instruction, mapping=config.instructions_file,
                               object_names=[o.name for o in ep.objects if o.name != "object"],
-                              seed=config.seed + zlib.crc32(ep.episode_id.encode()))
+                              seed=seed + zlib.crc32(ep.episode_id.encode()))
     ep.instruction = ins.text
     ep.extra["instruction_source"] = ins.source
     return ep
 
 
-def make_qa(ep: Episode, config: AnnotateConfig) -> list[dict]:
+def make_qa(ep: Episode, config: QAStageConfig, seed: int = 0) -> list[dict]:
     """Hand3D-visual QA records (annotators.qa)."""
-    if not config.qa:
+    if not config.enabled:
         return []
     from annotators.qa import generate_qa
 
     kw = {} if config.gamma is None else {"gamma": float(config.gamma)}
-    return generate_qa(ep, seed=config.seed, **kw)
+    return generate_qa(ep, seed=seed, **kw)
 
 
-def make_motion(ep: Episode, config: AnnotateConfig) -> list[dict]:
+def make_motion(ep: Episode, config: MotionStageConfig, seed: int = 0) -> list[dict]:
     """Hand3D-action motion-token samples (annotators.motion)."""
-    if not config.motion:
+    if not config.enabled:
         return []
     from annotators.motion import motion_samples
 
     kw = {} if config.gamma is None else {"gamma": float(config.gamma)}
-    return motion_samples(ep, seed=config.seed, **kw)
+    return motion_samples(ep, seed=seed, **kw)
 
 
 # --------------------------------------------------------------------------- the whole
@@ -310,27 +462,62 @@ def make_motion(ep: Episode, config: AnnotateConfig) -> list[dict]:
 
 @dataclass
 class Annotation:
-    """An annotated episode and the products written beside it."""
+    """An annotated episode and the products written beside it.
+
+    ``products``: derived records by name, each written as ``derived/<name>.jsonl`` (qa, motion,
+    joints_raw, quality_frames, and those of plug-in stages).
+    """
 
     episode: Episode
-    qa: list[dict] = field(default_factory=list)
-    motion: list[dict] = field(default_factory=list)
+    products: dict[str, list[dict]] = field(default_factory=dict)
     raw_joints: dict[str, np.ndarray] = field(default_factory=dict)  # before smoothing
     frame_quality: dict[str, np.ndarray] = field(default_factory=dict)
     calibration: Calibration | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def qa(self) -> list[dict]:
+        return self.products.get("qa", [])
+
+    @property
+    def motion(self) -> list[dict]:
+        return self.products.get("motion", [])
+
+
+@dataclass
+class PipelineState:
+    """What the stages of one run share: each stage reads what earlier ones set and adds its own."""
+
+    source: str
+    episode_id: str
+    config: AnnotateConfig
+    hand_backend: Any = None  # a HandBackend given by the caller (else built from config.hands)
+    depth_backend: Any = None  # a DepthBackend given by the caller (else built from config.depth)
+    decoded: Decoded | None = None
+    hands: HandObservations | None = None
+    depth: np.ndarray | None = None  # (T, H, W) float32, metres if ``metric``
+    metric: bool = False
+    depth_spec: str = ""
+    episode: Episode | None = None
+    calibration: Calibration | None = None
+    raw_joints: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_quality: dict[str, np.ndarray] = field(default_factory=dict)
+    products: dict[str, list[dict]] = field(default_factory=dict)
+
 
 _HAND_BACKENDS: dict[str, Any] = {}  # one hand backend per process (MediaPipe graph reuse)
 
 
-def _hand_backend(config: AnnotateConfig):
-    from annotators.hands import create_hand_backend
-
-    key = repr((config.hands, sorted(config.hands_options.items())))
+def _hand_backend(config: HandsConfig):
+    key = repr((config.backend, sorted(config.options.items())))
     be = _HAND_BACKENDS.get(key)
     if be is None:
-        be = create_hand_backend(config.hands, **config.hands_options)
+        if ":" in config.backend:
+            from annotators.hands import create_hand_backend
+
+            be = create_hand_backend(config.backend, **config.options)
+        else:
+            be = registry.get_backend("hands", config.backend).build(config.options)
         _HAND_BACKENDS[key] = be
     return be
 
@@ -350,68 +537,130 @@ def episode_id_for(source: str | Path) -> str:
     return eid[:100]
 
 
-def run_pipeline(source: str | Path, config: AnnotateConfig | None = None, *, episode_id: str | None = None,
-                 hand_backend=None, depth_backend=None) -> Annotation:
-    """All stages on one input; backends default to those named by ``config`` (cached per process)."""
-    from annotators import depth as depth_mod
-    from annotators import quality
+# ------------------------------------------------------------------ the built-in stages
 
-    config = (config or AnnotateConfig()).validate()
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
 
-    def tick(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 4)
-        clock = now
+def _stage_decode(state: PipelineState, cfg: DecodeConfig) -> None:
+    """Decode the input's frames (and sensor depth) into memory."""
+    state.decoded = decode(state.source, cfg)
 
-    decoded = decode(source, config)
-    tick("decode")
-    hb = hand_backend or _hand_backend(config)
-    obs = detect_hands(decoded.rgb, hb)
-    tick("hands")
-    if config.require_hands and not any(obs.present[s].any() for s in HANDS):
-        raise NoHandsError(str(source), len(decoded.rgb))
-    spec = resolve_depth_spec(config, decoded.depth is not None)
-    db = depth_backend or depth_mod.parse(spec)
+
+def _stage_hands(state: PipelineState, cfg: HandsConfig) -> None:
+    """Detect hands with the configured backend (2D joints, hand-centred 3D, confidence)."""
+    hb = state.hand_backend or _hand_backend(cfg)
+    state.hands = detect_hands(state.decoded.rgb, hb)
+    if cfg.require_hands and not any(state.hands.present[s].any() for s in HANDS):
+        raise NoHandsError(state.source, len(state.decoded.rgb))
+
+
+def _stage_depth(state: PipelineState, cfg: DepthConfig) -> None:
+    """Per-frame depth from the configured backend (``auto``: sensor depth if the input has it)."""
+    spec = resolve_depth_spec(cfg.backend, state.decoded.depth is not None)
+    db = state.depth_backend or registry.build_backend("depth", spec, cfg.options)
     try:
-        depth, metric = estimate_depth(decoded, db)
+        state.depth, state.metric = estimate_depth(state.decoded, db)
     finally:
-        if depth_backend is None:
+        if state.depth_backend is None:
             db.close()
-    tick("depth")
-    ep = build_episode(episode_id or episode_id_for(source), decoded, obs, depth, source=str(source))
-    ep.extra["depth_backend"] = {"spec": spec, "metric": metric}
-    lift(ep, obs.world, max_reproj_px=config.max_reproj_px, metric_depth=metric)
-    tick("lift")
-    mode = config.calibration_mode
-    if mode == "auto":
-        mode = "episode" if metric else "frame"
-    cal = calibrate(ep, mode=mode)
-    tick("calibrate")
-    raw = smooth(ep, SmoothConfig(**config.smoothing), enabled=config.smooth)
-    tick("smooth")
-    find_objects(ep, config)
-    tick("objects")
-    resolve_language(ep, config, source)
-    qa = make_qa(ep, config)
-    tick("qa")
-    motion = make_motion(ep, config)
-    tick("motion")
-    frames = quality.assess(ep, cal if ep.depth_raw is not None else None)
+    state.depth_spec = spec
+
+
+def _stage_episode(state: PipelineState, cfg: NoConfig) -> None:
+    """Build the Episode from the decoded media, detections and depth."""
+    state.episode = build_episode(state.episode_id, state.decoded, state.hands, state.depth, source=state.source)
+    state.episode.extra["depth_backend"] = {"spec": state.depth_spec, "metric": state.metric}
+
+
+def _stage_lift(state: PipelineState, cfg: LiftConfig) -> None:
+    """PnP-lift the hands into the camera frame (onto metric depth when there is some)."""
+    lift(state.episode, state.hands.world, max_reproj_px=cfg.max_reproj_px, metric_depth=state.metric)
+
+
+def _stage_calibrate(state: PipelineState, cfg: CalibrateConfig) -> None:
+    """Scale the cloud to the metric hands (the paper's median ratio)."""
+    mode = cfg.mode if cfg.mode != "auto" else ("episode" if state.metric else "frame")
+    state.calibration = calibrate(state.episode, mode=mode)
+
+
+def _stage_smooth(state: PipelineState, cfg: SmoothingConfig) -> None:
+    """Temporal filtering of the 3D joints (raw joints kept as ``joints_raw``)."""
+    state.raw_joints = smooth(state.episode, SmoothConfig(**cfg.params), enabled=cfg.enabled)
+    state.products["joints_raw"] = raw_joint_records(state.raw_joints)
+
+
+def _stage_objects(state: PipelineState, cfg: ObjectsConfig) -> None:
+    """Object tracks from the configured object backends."""
+    find_objects(state.episode, cfg)
+
+
+def _stage_language(state: PipelineState, cfg: LanguageConfig) -> None:
+    """The episode's instruction."""
+    resolve_language(state.episode, cfg, state.source, seed=state.config.seed)
+
+
+def _stage_quality(state: PipelineState, cfg: NoConfig) -> None:
+    """Quality figures per frame and per episode."""
+    from annotators import quality
+    from annotators.quality import frame_records
+
+    ep = state.episode
+    frames = quality.assess(ep, state.calibration if ep.depth_raw is not None else None)
     lifted = ep.extra.get("lift", {})
     ep.quality["lift_depth_used"] = float(bool(lifted.get("depth_used")))  # 1: hands placed on metric depth
     if lifted.get("residual_m") is not None:
         ep.quality["lift_depth_residual_m"] = float(lifted["residual_m"])
-    tick("quality")
+    state.frame_quality = frames
+    if frames:
+        state.products["quality_frames"] = frame_records(frames)
+
+
+registry.register_stage("decode", _stage_decode, DecodeConfig)
+registry.register_stage("hands", _stage_hands, HandsConfig)
+registry.register_stage("depth", _stage_depth, DepthConfig)
+registry.register_stage("episode", _stage_episode, NoConfig)
+registry.register_stage("lift", _stage_lift, LiftConfig)
+registry.register_stage("calibrate", _stage_calibrate, CalibrateConfig)
+registry.register_stage("smooth", _stage_smooth, SmoothingConfig)
+registry.register_stage("objects", _stage_objects, ObjectsConfig)
+registry.register_stage("language", _stage_language, LanguageConfig)
+registry.register_stage("qa", None, QAStageConfig, derive=make_qa, product="qa",
+                        description="Hand3D-visual QA records (derived/qa.jsonl)")
+registry.register_stage("motion", None, MotionStageConfig, derive=make_motion, product="motion",
+                        description="Hand3D-action motion samples (derived/motion.jsonl)")
+registry.register_stage("quality", _stage_quality, NoConfig)
+
+
+def derive_products(ep: Episode, config: AnnotateConfig | None = None) -> dict[str, list[dict]]:
+    """{product: records} of every registered derive stage (QA, motion, ...) for an annotated episode."""
+    config = config or AnnotateConfig()
+    return {st.product: st.derive(ep, config.stages[st.name], config.seed)
+            for st in registry.stages() if st.derive is not None}
+
+
+def run_pipeline(source: str | Path, config: AnnotateConfig | None = None, *, episode_id: str | None = None,
+                 hand_backend=None, depth_backend=None) -> Annotation:
+    """All registered stages on one input; backends default to those named by ``config`` (hand
+    backends cached per process)."""
+    config = (config or AnnotateConfig()).validate()
+    state = PipelineState(str(source), episode_id or episode_id_for(source), config,
+                          hand_backend=hand_backend, depth_backend=depth_backend)
+    timings: dict[str, float] = {}
+    for st in registry.stages():
+        t0 = time.perf_counter()
+        cfg = config.stages[st.name]
+        if st.derive is not None:
+            state.products[st.product] = st.derive(state.episode, cfg, config.seed)
+        else:
+            st.run(state, cfg)
+        timings[st.name] = round(time.perf_counter() - t0, 4)
+    ep = state.episode
     ep.extra["timings_s"] = timings
     ep.extra["annotate_config"] = config.to_dict()
     if not config.keep_media:
         ep.rgb = None
         ep.depth_raw = None
     ep.validate()
-    return Annotation(ep, qa, motion, raw, frames, cal, timings)
+    return Annotation(ep, state.products, state.raw_joints, state.frame_quality, state.calibration, timings)
 
 
 def annotate_source(source: str | Path, config: AnnotateConfig | None = None, **kwargs: Any) -> Episode:
@@ -449,15 +698,9 @@ def read_raw_joints(ds, episode_id: str) -> dict[str, np.ndarray]:
 
 def write_annotation(ds, ann: Annotation) -> None:
     """Write the episode (atomically) and then its derived products into ``ds``."""
-    from annotators.quality import frame_records
-
-    ep = ann.episode
-    ds.write_episode(ep)
-    ds.write_derived(ep.episode_id, "qa", ann.qa)
-    ds.write_derived(ep.episode_id, "motion", ann.motion)
-    ds.write_derived(ep.episode_id, "joints_raw", raw_joint_records(ann.raw_joints))
-    if ann.frame_quality:
-        ds.write_derived(ep.episode_id, "quality_frames", frame_records(ann.frame_quality))
+    ds.write_episode(ann.episode)
+    for name, records in ann.products.items():
+        ds.write_derived(ann.episode.episode_id, name, records)
 
 
 def annotate_into_dataset(ds, source: str | Path, config: AnnotateConfig | None = None,
@@ -466,11 +709,3 @@ def annotate_into_dataset(ds, source: str | Path, config: AnnotateConfig | None 
     ann = run_pipeline(source, config, episode_id=episode_id)
     write_annotation(ds, ann)
     return ann
-
-
-def annotate_to_dataset(inputs: Sequence[str | Path], out_root: str | Path, config: AnnotateConfig | None = None,
-                        workers: int = 1, progress: Callable | None = None, **kwargs: Any):
-    """Annotate many inputs into the dataset at ``out_root``; see ``annotators.batch.annotate_to_dataset``."""
-    from annotators.batch import annotate_to_dataset as run
-
-    return run(inputs, out_root, config, workers=workers, progress=progress, **kwargs)

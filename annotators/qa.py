@@ -121,12 +121,6 @@ def palm_centre(ep: Episode, side: str, t: int, require_visible: bool = False) -
     return h.joints_3d[t, WRIST].astype(np.float64), "wrist"
 
 
-def point_box_distance(points: np.ndarray, center: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """(N,) distance (metres) from points (N, 3) to an axis-aligned box; 0 inside."""
-    d = np.abs(np.asarray(points, np.float64) - center) - np.asarray(size, np.float64) / 2
-    return np.linalg.norm(np.maximum(d, 0.0), axis=-1)
-
-
 def fingertip_box_distances(ep: Episode, side: str, obj_index: int, require_visible: bool = False) -> np.ndarray:
     """(T,) smallest distance (metres) of a usable fingertip to object ``obj_index``'s 3D box in
     each frame; inf where no fingertip or no object position is known."""

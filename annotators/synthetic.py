@@ -54,6 +54,7 @@ from annotators.hand_model import (
     local_joints,
     place,
 )
+from vipa import geometry
 from vipa.conventions import NUM_JOINTS
 from vipa.data.episode import Episode, HandTrack, ObjectTrack
 
@@ -175,6 +176,8 @@ class RayCaster:
     def __init__(self, width: int, height: int, K: np.ndarray, cull: bool = True) -> None:
         self.w, self.h, self.cull = int(width), int(height), cull
         K = np.asarray(K, np.float64)
+        if K[0, 1] != 0.0:  # rays are separable per row and column only without skew
+            raise ValueError(f"RayCaster: K has skew {K[0, 1]}; the ray caster needs K[0, 1] = 0")
         self.fx, self.fy, self.cx, self.cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
         self.rx = ((np.arange(self.w) + 0.5 - self.cx) / self.fx).astype(np.float32)  # (W,)
         self.ry = ((np.arange(self.h) + 0.5 - self.cy) / self.fy).astype(np.float32)  # (H,)
@@ -746,14 +749,6 @@ def _shadow(caster: RayCaster, scene: _Scene, k: int, joints_w: np.ndarray, T_wc
     return f
 
 
-def _project(p: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Camera-frame points (..., 3) -> pixels (..., 2) (pixel centres at j + 0.5)."""
-    z = p[..., 2:3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = p[..., :2] / z * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-    return uv.astype(np.float32)
-
-
 def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames: int = 48, fps: float = 15.0,
                      params: SceneParams | None = None, scene_seed: int | None = None, cull: bool = True,
                      return_labels: bool = False):
@@ -779,11 +774,11 @@ def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames:
     T = num_frames
     K = scene.K
 
-    uv = _project(joints, K)
+    uv = geometry.project(joints, K)  # full K (skew included); NaN behind the camera
     inside = (joints[..., 2] > 1e-3) & (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) & (uv[..., 1] < height)
     tol = joint_radius(scene.shape) + 0.003
-    ii = np.clip(np.floor(uv[..., 1]).astype(np.int64), 0, height - 1)
-    jj = np.clip(np.floor(uv[..., 0]).astype(np.int64), 0, width - 1)
+    ii = np.clip(np.floor(np.nan_to_num(uv[..., 1], nan=-1.0)).astype(np.int64), 0, height - 1)
+    jj = np.clip(np.floor(np.nan_to_num(uv[..., 0], nan=-1.0)).astype(np.int64), 0, width - 1)
     d_at = depth[np.arange(T)[:, None], ii, jj]
     on_hand = labels[np.arange(T)[:, None], ii, jj] == LABEL_HAND
     visible = inside & on_hand & (np.abs(d_at - joints[..., 2]) <= tol[None, :])
@@ -803,7 +798,7 @@ def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames:
         samples_w = (o.surface_samples().astype(np.float64) @ o.rotation.T.astype(np.float64))  # (S, 3)
         pts = (samples_w[None] + scene.positions[:, i, None].astype(np.float64))  # (T, S, 3) world
         pts_c = np.einsum("tij,tsj->tsi", T_cw[:, :3, :3], pts) + T_cw[:, None, :3, 3]
-        uvs = _project(pts_c, K)
+        uvs = geometry.project(pts_c, K)
         box = np.concatenate([uvs.min(1), uvs.max(1)], axis=1)
         box[:, [0, 2]] = np.clip(box[:, [0, 2]], 0, width)
         box[:, [1, 3]] = np.clip(box[:, [1, 3]], 0, height)

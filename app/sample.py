@@ -49,7 +49,7 @@ def build_synthetic(root: Path, seeds=SYNTHETIC_SEEDS, num_frames: int = 48,
 def annotate_video(root: Path, progress: Callable[[float, str], None] | None = None) -> None:
     """The bundled real hand video through the annotation pipeline into ``root``. The pipeline
     reports per episode, so while the one video runs the page shows the elapsed time."""
-    from annotators.pipeline import annotate_to_dataset
+    from annotators.batch import annotate_to_dataset
 
     done = threading.Event()
     t0 = time.time()

@@ -373,13 +373,12 @@ class Workbench:
         return self._edited(episode_id, "instruction saved")
 
     def rederive(self, episode_id: str) -> None:
-        """QA pairs and motion tokens from the corrected episode (derived products)."""
-        from annotators.motion import motion_samples
-        from annotators.qa import generate_qa
+        """The derived products of every registered derive stage (QA pairs, motion tokens, ...)
+        from the corrected episode."""
+        from annotators.pipeline import derive_products
 
-        ep = self.episode(episode_id)
-        self.ds.write_derived(episode_id, "qa", generate_qa(ep))
-        self.ds.write_derived(episode_id, "motion", motion_samples(ep))
+        for product, records in derive_products(self.episode(episode_id)).items():
+            self.ds.write_derived(episode_id, product, records)
 
     def predict(self, predictor: Any, episode_id: str, frame: int, instruction: str,
                 upload: str | None = None, max_upload_mb: int = 20) -> dict:

@@ -96,7 +96,7 @@ def run(quick: bool) -> dict[str, Any]:
 
     n = 60 if quick else 300
     repeats = 1 if quick else 2
-    config = AnnotateConfig(max_width=640, max_frames=n)
+    config = AnnotateConfig(decode={"max_width": 640, "max_frames": n})
     with open_source(SAMPLE_VIDEO, max_width=640, max_frames=n) as src:
         width, height = src.info.width, src.info.height
         frames = [f.rgb for f in src]
@@ -161,7 +161,7 @@ def run(quick: bool) -> dict[str, Any]:
         return result
     # Whole-video inputs: a spawned worker costs ~3.3 s of CPU to start (imports, graph), which
     # short inputs cannot amortise (modelled: 4 x 200 frames -> 1.6x, 4 x 621 frames -> 1.85x).
-    result.update(_workers(SAMPLE_VIDEO, AnnotateConfig(max_width=640, max_frames=30 if quick else None),
+    result.update(_workers(SAMPLE_VIDEO, AnnotateConfig(decode={"max_width": 640, "max_frames": 30 if quick else None}),
                            2 if quick else 4))
     result["load_average_after"] = list(os.getloadavg())
     result["passed"] = bool(ratio >= 0.85 and result["workers_speedup"] >= 1.7)

@@ -20,7 +20,7 @@ from annotators.pipeline import AnnotateConfig
 from vipa.data.dataset import Hand3DDataset
 from vipa.resources import SAMPLE_VIDEO
 
-FAST = dict(max_frames=4, max_width=320)
+FAST = {"decode": {"max_frames": 4, "max_width": 320}}
 
 
 def _encode(path: Path, frames: np.ndarray, fps: int = 10) -> Path:

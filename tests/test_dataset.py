@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vipa.conventions import HANDS
-from vipa.data import dataset as dsmod
+from vipa.data import schema, writer
+from vipa.data._io import stat_key
 from vipa.data.dataset import (
     FORMAT_VERSION,
     MIGRATIONS,
@@ -193,7 +194,7 @@ def test_quantize_depth_keeps_small_positive_values_valid() -> None:
 def test_rgb_random_access_matches_sequential_and_is_cached(ds: Hand3DDataset) -> None:
     ep = make_episode("v", t=70, h=32, w=48, rgb=True)
     ds.write_episode(ep)
-    key = dsmod._stat_key(ds.root / "episodes" / "v" / "rgb.mp4")
+    key = stat_key(ds.root / "episodes" / "v" / "rgb.mp4")
     first = ds.rgb_frame("v", 45)
     index = ds._video("v")[2]
     cached = sorted(k[1] for k in FRAME_CACHE._d if k[0] == key)
@@ -406,7 +407,7 @@ def test_migration_from_a_fake_older_version(ds: Hand3DDataset, monkeypatch: pyt
     def migrate(root: Path, info: dict) -> dict:
         calls.append(root)
         info["fps"] = info.pop("rate")
-        info["features"]["depth"] = dsmod.FEATURES["depth"]
+        info["features"]["depth"] = schema.FEATURES["depth"]
         info["format_version"] = old + 1
         return info
 
@@ -420,13 +421,13 @@ def test_migration_from_a_fake_older_version(ds: Hand3DDataset, monkeypatch: pyt
 
 
 def test_register_migration_decorator(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dsmod, "MIGRATIONS", {})
+    monkeypatch.setattr(schema, "MIGRATIONS", {})
 
-    @dsmod.register_migration(7)
+    @schema.register_migration(7)
     def m7(root: Path, info: dict) -> dict:
         return info
 
-    assert dsmod.MIGRATIONS == {7: m7}
+    assert schema.MIGRATIONS == {7: m7}
 
 
 # ----------------------------------------------------------------------------- atomicity
@@ -439,7 +440,7 @@ def test_crash_mid_episode_write_keeps_old_version(ds: Hand3DDataset, monkeypatc
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(dsmod, "encode_rgb", boom)
+    monkeypatch.setattr(writer, "encode_h264", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         ds.write_episode(make_episode("a", seed=2, rgb=True))
     with pytest.raises(RuntimeError):
@@ -456,7 +457,7 @@ def test_crash_before_table_update_leaves_dataset_readable(ds: Hand3DDataset, mo
     def boom(rows):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(dsmod, "_rows_to_table", boom)
+    monkeypatch.setattr(writer, "rows_to_table", boom)
     new_a = make_episode("a", t=4, seed=9)
     with pytest.raises(RuntimeError):
         ds.write_episode(new_a)
@@ -530,13 +531,35 @@ def test_concurrent_writers_lose_no_row(ds: Hand3DDataset) -> None:
 def test_format_doc_describes_every_feature() -> None:
     doc = (REPO / "docs" / "FORMAT.md").read_text()
     assert f"format_version {FORMAT_VERSION}" in doc
-    for name in dsmod.FEATURES:
+    for name in schema.FEATURES:
         key = name.replace("left.", "<side>.").replace("right.", "<side>.").removeprefix("object.")
         if name in ("rgb", "depth"):
             continue
         assert f"`{key}`" in doc, name
-    for col in dsmod.EPISODE_SCHEMA.names:
+    for col in schema.EPISODE_SCHEMA.names:
         assert f"`{col}`" in doc, col
+
+
+def test_dataset_module_is_the_role_modules_public_names() -> None:
+    import ast
+
+    from vipa.data import dataset, depth, reader, video
+
+    assert dataset.Hand3DDataset is reader.Hand3DDataset and dataset.FRAME_CACHE is video.FRAME_CACHE
+    assert dataset.MIGRATIONS is schema.MIGRATIONS and dataset.quantize_depth is depth.quantize_depth
+    assert isinstance(video.FRAME_CACHE, video.VideoFrameCache)
+    assert all(hasattr(dataset, name) for name in dataset.__all__)
+    # one way: schema <- depth, video <- writer <- reader (<- dataset); corrections <- reader; never back
+    allowed = {"schema": set(), "depth": set(), "video": set(), "writer": {"schema", "depth", "video"},
+               "corrections": {"schema"}}
+    for mod, ok in allowed.items():
+        used = set()
+        for node in ast.walk(ast.parse((REPO / "vipa" / "data" / f"{mod}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "vipa.data":
+                used |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vipa.data."):
+                used.add(node.module.removeprefix("vipa.data."))
+        assert used - {"_io", "episode"} <= ok, (mod, used)
 
 
 def test_damaged_media_are_clear_errors(ds: Hand3DDataset) -> None:

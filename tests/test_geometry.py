@@ -165,6 +165,36 @@ def test_unproject_masks_bad_depth():
     np.testing.assert_allclose(batch[1][~nan], 2 * pts[~nan])
 
 
+@pytest.mark.parametrize("skew", [0.0, 2.5])
+def test_unproject_pixels_inverts_project_and_matches_unproject(skew):
+    K = np.array([[420.0, skew, 31.0], [0, 415.0, 22.5], [0, 0, 1]], np.float32)
+    rng = np.random.default_rng(3)
+    pts = rng.normal(0.0, 0.2, size=(7, 21, 3)) + [0.0, 0.0, 1.5]
+    back = G.unproject_pixels(G.project(pts, K), pts[..., 2], K)
+    assert back.shape == (7, 21, 3) and back.dtype == np.float32
+    np.testing.assert_allclose(back, pts, rtol=1e-5, atol=1e-6)
+    # the same rays as a depth map's unprojection, at pixel centres
+    depth = rng.uniform(0.5, 4.0, size=(6, 9)).astype(np.float32)
+    u, v = G.pixel_centers(6, 9)
+    np.testing.assert_allclose(G.unproject_pixels(np.stack([u, v], -1), depth, K), G.unproject(depth, K),
+                               rtol=1e-6, atol=1e-7)
+    one = G.unproject_pixels([31.0, 22.5], 2.0, K)  # the principal point lies on the optical axis
+    np.testing.assert_allclose(one, [0.0, 0.0, 2.0], atol=1e-7)
+
+
+def test_unproject_pixels_unknown_inputs_are_nan():
+    uv = np.array([[10.0, 10.0], [np.nan, 3.0], [10.0, 10.0], [10.0, 10.0], [5.0, 5.0]])
+    z = np.array([1.0, 1.0, np.nan, 0.0, -2.0])
+    out = G.unproject_pixels(uv, z, K_DEFAULT)
+    assert np.isfinite(out[0]).all() and np.isnan(out[1:]).all()
+    with pytest.raises(ValueError, match=r"uv: expected shape \(\.\.\., 2\)"):
+        G.unproject_pixels(np.zeros((4, 3)), 1.0, K_DEFAULT)
+    with pytest.raises(ValueError, match="z: shape"):
+        G.unproject_pixels(np.zeros((4, 2)), np.ones(3), K_DEFAULT)
+    with pytest.raises(ValueError, match="one \\(3, 3\\) K"):
+        G.unproject_pixels(np.zeros((2, 2)), 1.0, np.stack([K_DEFAULT, K_DEFAULT]))
+
+
 def test_depth_to_points_options():
     rng = np.random.default_rng(1)
     depth = rng.uniform(0.5, 3.0, size=(30, 40)).astype(np.float32)

@@ -171,7 +171,8 @@ def test_pipeline_with_metric_sensor_depth(tmp_path, episodes):
 
     gt_ep = episodes[2]
     src = write_rgbd_folder(gt_ep, tmp_path / "clip_metric")
-    ann = run_pipeline(src, AnnotateConfig(depth="sensor", depth_factor=1000.0, objects=False, qa=False, motion=False),
+    ann = run_pipeline(src, AnnotateConfig(depth={"backend": "sensor"}, decode={"depth_factor": 1000.0},
+                                           objects={"backends": ()}, qa={"enabled": False}, motion={"enabled": False}),
                        hand_backend=GroundTruthHands(gt_ep))
     ep = ann.episode
     side = _side(gt_ep)

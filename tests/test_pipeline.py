@@ -247,7 +247,8 @@ def write_rgbd_folder(ep, folder: Path, depth_scale_error: float = 1.0) -> Path:
 def test_end_to_end_rgbd_with_wrong_depth_scale(tmp_path, synthetic):
     gt_ep = synthetic[2]
     src = write_rgbd_folder(gt_ep, tmp_path / "clip_a", depth_scale_error=WRONG_SCALE)
-    cfg = AnnotateConfig(depth="sensor", depth_factor=1000.0, instruction="pick it up")
+    cfg = AnnotateConfig(depth={"backend": "sensor"}, decode={"depth_factor": 1000.0},
+                         language={"instruction": "pick it up"})
     ann = run_pipeline(src, cfg, hand_backend=GroundTruthHands(gt_ep))
     ep = ann.episode
     side = _hand_side(gt_ep)
@@ -286,7 +287,7 @@ def test_end_to_end_rgbd_with_wrong_depth_scale(tmp_path, synthetic):
 def test_sample_video_hands_lifted(tmp_path):
     from vipa.resources import SAMPLE_VIDEO
 
-    ann = run_pipeline(SAMPLE_VIDEO, AnnotateConfig(max_frames=20, max_width=640))
+    ann = run_pipeline(SAMPLE_VIDEO, AnnotateConfig(decode={"max_frames": 20, "max_width": 640}))
     ep = ann.episode
     tr = ep.hands["right"]
     assert ep.K_is_estimate and ep.width == 640
@@ -326,18 +327,35 @@ def test_no_hands_is_an_error(tmp_path, synthetic):
 
     src = write_rgbd_folder(synthetic[0], tmp_path / "empty_scene")
     with pytest.raises(NoHandsError, match="no hands found"):
-        run_pipeline(src, AnnotateConfig(depth_factor=1000.0), hand_backend=Nobody())
+        run_pipeline(src, AnnotateConfig(decode={"depth_factor": 1000.0}), hand_backend=Nobody())
 
 
 def test_config_round_trip_and_validation():
-    cfg = AnnotateConfig(depth="hf:/models/x", fps=10, detector_labels=("cup",), smoothing={"beta": 2.0})
+    cfg = AnnotateConfig(depth={"backend": "hf:/models/x", "options": {"output": "depth"}}, decode={"fps": 10},
+                         objects={"backends": ("grasp", "detector:/models/owl"),
+                                  "options": {"detector": {"labels": ("cup",)}}},
+                         smooth={"params": {"beta": 2.0}})
     assert AnnotateConfig.from_dict(cfg.to_dict()) == cfg
+    cfg.validate()
     with pytest.raises(ValueError, match="depth"):
-        AnnotateConfig(depth="lidar").validate()
+        AnnotateConfig(depth={"backend": "lidar"}).validate()
+    with pytest.raises(ValueError, match="unknown option"):
+        AnnotateConfig(depth={"backend": "hf:/m", "options": {"colour": 1}}).validate()
+    with pytest.raises(ValueError, match="takes no ':ARG'"):
+        AnnotateConfig(depth={"backend": "sensor:x"}).validate()
+    with pytest.raises(ValueError, match="unknown hands backend"):
+        AnnotateConfig(hands={"backend": "hamer"}).validate()
     with pytest.raises(ValueError, match="unknown field"):
         AnnotateConfig.from_dict({"colour": 1})
-    with pytest.raises(TypeError):
-        AnnotateConfig(smoothing={"nope": 1}).validate()
+    with pytest.raises(ValueError, match="unknown field"):
+        AnnotateConfig(decode={"colour": 1})
+    with pytest.raises(ValueError, match="unknown stage"):
+        AnnotateConfig(colour={})
+    with pytest.raises(ValueError, match="smooth.params"):
+        AnnotateConfig(smooth={"params": {"nope": 1}}).validate()
+    cfg.set("qa.gamma", "0.25")
+    cfg.set("smooth.enabled", "false")
+    assert cfg.qa.gamma == 0.25 and cfg.smooth.enabled is False
     assert episode_id_for("/a/b/my clip.v2.mp4") == "my_clip_v2"
 
 
@@ -355,7 +373,7 @@ def test_end_to_end_with_hf_relative_depth(tmp_path, synthetic):
     DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False).save_pretrained(tmp_path / "dpt")
     gt_ep = synthetic[3]
     src = write_rgbd_folder(gt_ep, tmp_path / "clip_hf")
-    ann = run_pipeline(src, AnnotateConfig(depth=f"hf:{tmp_path / 'dpt'}", depth_factor=1000.0),
+    ann = run_pipeline(src, AnnotateConfig(depth={"backend": f"hf:{tmp_path / 'dpt'}"}, decode={"depth_factor": 1000.0}),
                        hand_backend=GroundTruthHands(gt_ep))
     ep = ann.episode
     assert ep.extra["depth_backend"] == {"spec": f"hf:{tmp_path / 'dpt'}", "metric": False}
@@ -374,4 +392,4 @@ def test_input_too_large_for_memory_is_refused_before_decoding():
     from vipa.resources import SAMPLE_VIDEO
 
     with pytest.raises(InputError, match="in memory"):
-        run_pipeline(SAMPLE_VIDEO, AnnotateConfig(max_memory_gb=0.01))
+        run_pipeline(SAMPLE_VIDEO, AnnotateConfig(decode={"max_memory_gb": 0.01}))

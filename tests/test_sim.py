@@ -154,22 +154,3 @@ def test_message_codec_refuses_unsafe_arrays():
     evil = msgpack.packb({"__ndarray__": True, "dtype": "object", "shape": [1], "data": b"x"})
     with pytest.raises(MessageError, match="malformed"):
         unpackb(evil)
-
-
-def test_robot_chunk_dataset(tmp_path):
-    from vipa.data.robot_dataset import Normalizer, RobotChunkDataset
-
-    collect_demos(tmp_path / "demos", ["button-press-topdown-v3"], episodes=1, seed=0, size=32, max_steps=120)
-    ds = RobotChunkDataset(tmp_path / "demos", chunk=16)
-    raw = LeRobotDataset(tmp_path / "demos").episode(0)
-    n = len(raw["action"])
-    assert len(ds) == n
-    last = ds[n - 3]
-    assert last["image"].shape == (3, 32, 32) and last["depth"].shape == (32, 32)
-    assert last["action_mask"].tolist() == [True] * 3 + [False] * 13
-    norm = ds.normalizer
-    back = norm.denorm_action(last["actions"].numpy())
-    np.testing.assert_allclose(back[:3], raw["action"][n - 3:], atol=1e-5)
-    np.testing.assert_allclose(back[3:], np.repeat(raw["action"][-1:], 13, 0), atol=1e-5)
-    assert float(last["depth"].max()) < 5.0 and float(last["depth"].max()) > 0.3  # metres
-    assert Normalizer.from_dict(norm.to_dict()).action_std.tolist() == pytest.approx(norm.action_std.tolist())

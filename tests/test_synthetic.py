@@ -352,3 +352,21 @@ def test_dataset_with_worker_processes_matches_serial(tmp_path):
         side = ea.extra["synthetic"]["hand_side"]
         np.testing.assert_array_equal(ea.hands[side].joints_3d, eb.hands[side].joints_3d)
         assert ea.instruction == eb.instruction
+
+
+def test_projection_is_vipa_geometry_with_the_full_K():
+    """The generator projects with vipa.geometry.project (skew included); its ray caster, which
+    needs separable rays, refuses a skewed K rather than rendering it wrongly."""
+    from annotators.synthetic import RayCaster
+    from vipa import geometry
+
+    ep = generate_episode(0, num_frames=4)
+    hand = _hand(ep)
+    np.testing.assert_array_equal(hand.joints_2d, geometry.project(hand.joints_3d, ep.K))
+    K = ep.K.astype(np.float64).copy()
+    K[0, 1] = 3.0
+    p = np.array([[0.05, -0.04, 0.5]])
+    skewed = geometry.project(p, K)[0]
+    assert skewed[0] == pytest.approx(K[0, 0] * 0.1 + 3.0 * -0.08 + K[0, 2], abs=1e-4)
+    with pytest.raises(ValueError, match="skew"):
+        RayCaster(ep.width, ep.height, K)

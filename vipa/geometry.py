@@ -47,6 +47,7 @@ __all__ = [
     "scale_intrinsics",
     "transform_points",
     "unproject",
+    "unproject_pixels",
     "validate_intrinsics",
 ]
 
@@ -229,6 +230,32 @@ def unproject(depth: np.ndarray, K: np.ndarray, depth_unit: float | None = None)
     z[~_valid_depth(d)] = np.nan
     np.multiply(rx, z, out=out[..., 0])
     np.multiply(ry, z, out=out[..., 1])
+    return out
+
+
+def unproject_pixels(uv: np.ndarray, z: np.ndarray | float, K: np.ndarray) -> np.ndarray:
+    """Pixels (..., 2) (corner convention) at z-depths (...) metres -> camera-frame points (..., 3).
+
+    The inverse of ``project`` for one (3, 3) K, skew included: ``project(unproject_pixels(uv, z,
+    K), K) == uv``. A non-finite pixel or depth, or z <= 0, gives NaN in all three coordinates.
+    """
+    K = validate_intrinsics(K)
+    if K.ndim != 2:
+        raise ValueError(f"K: unproject_pixels takes one (3, 3) K, got shape {K.shape}")
+    p = np.asarray(uv, dtype=np.float64)
+    if p.shape[-1:] != (2,):
+        raise ValueError(f"uv: expected shape (..., 2), got {p.shape}")
+    try:
+        zz = np.broadcast_to(np.asarray(z, dtype=np.float64), p.shape[:-1])
+    except ValueError:
+        raise ValueError(f"z: shape {np.shape(z)} does not match pixels {p.shape}") from None
+    k = K.astype(np.float64)
+    yn = (p[..., 1] - k[1, 2]) / k[1, 1]
+    xn = (p[..., 0] - k[0, 2] - k[0, 1] * yn) / k[0, 0]
+    out = np.stack([xn * zz, yn * zz, zz], axis=-1).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(p).all(axis=-1) & np.isfinite(zz) & (zz > 0)
+    out[~ok] = np.nan
     return out
 
 

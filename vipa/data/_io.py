@@ -42,6 +42,16 @@ def resolve_inside(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
     return target
 
 
+def stat_key(path: Path) -> tuple | None:
+    """(inode, mtime ns, size) of ``path``, or None when it cannot be stat'ed: changes whenever the
+    file is replaced or rewritten, so it keys caches of what was read from it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def _tmp_name(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=".part")
     os.close(fd)
@@ -120,34 +130,6 @@ def atomic_write_json(path: Path, obj: Any, fsync: bool = False) -> None:
 def atomic_write_parquet(path: Path, table: pa.Table, fsync: bool = False) -> None:
     with atomic_target(path, fsync) as tmp:
         pq.write_table(table, tmp)
-
-
-def encode_h264(frames: np.ndarray, path: Path, fps: float, crf: int = 18, gop: int = 30) -> None:
-    """(T, H, W, 3) uint8 RGB -> H.264 yuv420p mp4 at ``path`` (odd sizes edge-padded; decoders
-    crop back to H x W)."""
-    import av
-    from fractions import Fraction
-
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"video frames: expected (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    t, h, w, _ = frames.shape
-    rate = Fraction(float(fps)).limit_denominator(1001)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = w + w % 2, h + h % 2
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "g": str(gop)}
-        for i in range(t):
-            img = frames[i]
-            if img.shape[0] != stream.height or img.shape[1] != stream.width:
-                img = np.pad(img, ((0, stream.height - h), (0, stream.width - w), (0, 0)), mode="edge")
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            vf.pts = i
-            vf.time_base = 1 / rate
-            for packet in stream.encode(vf):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 _thread_locks: dict[str, threading.RLock] = {}

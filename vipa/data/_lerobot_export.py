@@ -31,7 +31,7 @@ import numpy as np
 from vipa.conventions import HANDS, JOINT_NAMES, NUM_JOINTS, WRIST
 
 if TYPE_CHECKING:
-    from vipa.data.dataset import Hand3DDataset
+    from vipa.data.reader import Hand3DDataset
 
 
 def _features(h: int, w: int, rgb: bool, depth: bool) -> dict[str, dict]:
@@ -130,7 +130,7 @@ def import_hand3d(src: str | Path, out: str | Path) -> "Hand3DDataset":
     """LeRobot v3 -> Hand3D: the inverse of ``export_hand3d`` (episodes, hands, K, poses, depth
     counts with their unit and scale, RGB, instruction, quality and review status). A LeRobot
     dataset that lacks the hand features is refused with a message naming the missing ones."""
-    from vipa.data.dataset import Hand3DDataset
+    from vipa.data.reader import Hand3DDataset
     from vipa.data.episode import Episode, HandTrack
     from vipa.data.lerobot import LeRobotDataset, LeRobotFormatError
 

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vipa.data.dataset import Hand3DDataset
+    from vipa.data.reader import Hand3DDataset
 
     src, out = Path(args.dataset), Path(args.out)
     if out.exists() and any(out.iterdir()):

@@ -47,6 +47,8 @@ import numpy as np
 from vipa.conventions import HANDS, NUM_JOINTS
 from vipa.data._io import file_lock
 from vipa.data.episode import REVIEW_STATUSES, Episode, ObjectTrack
+from vipa.data.schema import validate_episode_id
+from vipa.geometry import unproject_pixels
 
 __all__ = ["TARGETS", "Edit", "EditRecord", "CorrectionLog", "CorrectionError"]
 
@@ -196,14 +198,6 @@ def _normalise(edit: Edit, num_frames: int | None) -> Edit:
         if v not in REVIEW_STATUSES:
             raise CorrectionError(f"{t}.new: expected one of {REVIEW_STATUSES}, got {v!r}")
     return Edit(t, v, frame, hand, joint, obj, edit.old)
-
-
-def _unproject_px(uv: np.ndarray, z: float, K: np.ndarray) -> np.ndarray:
-    """Pixel (u, v) at depth z (m) -> camera-frame point: the inverse of ``vipa.geometry.project``
-    (pinhole K, skew allowed, pixel corner convention)."""
-    yn = (float(uv[1]) - float(K[1, 2])) / float(K[1, 1])
-    xn = (float(uv[0]) - float(K[0, 2]) - float(K[0, 1]) * yn) / float(K[0, 0])
-    return np.array([xn * z, yn * z, z], np.float32)
 
 
 class CorrectionLog:
@@ -380,9 +374,6 @@ class CorrectionLog:
         active = self._resolve(records)[0]
         return [r for r in records if r.target in TARGETS and r.batch_id in active]
 
-    def edited_episodes(self) -> list[str]:
-        return [r[0] for r in self._read("SELECT DISTINCT episode_id FROM edits ORDER BY episode_id")]
-
     def can_undo(self, episode_id: str, author: str | None = None) -> bool:
         return bool(self._resolve(self._records(episode_id), author)[1])
 
@@ -429,8 +420,6 @@ class CorrectionLog:
         ``make`` runs while the log's write lock is held, so edits computed from the current
         values (a depth nudge, keyframe in-betweens) see every edit committed before them.
         """
-        from vipa.data.dataset import validate_episode_id
-
         validate_episode_id(episode_id)
         if not isinstance(author, str) or not author.strip() or len(author) > 200:
             raise CorrectionError(f"author: expected a non-empty name (<= 200 characters), got {author!r}")
@@ -461,8 +450,6 @@ class CorrectionLog:
         return self._transaction(work)
 
     def _undo_redo(self, episode_id: str, author: str | None, kind: str) -> str | None:
-        from vipa.data.dataset import validate_episode_id
-
         validate_episode_id(episode_id)
 
         def work(conn: sqlite3.Connection) -> str | None:
@@ -497,10 +484,6 @@ class CorrectionLog:
     def set_joint_visible(self, episode_id: str, frame: int, hand: str, joint: int, visible: bool,
                           author: str) -> str:
         return self.record(episode_id, Edit("joint_visible", bool(visible), frame, hand, joint), author)
-
-    def set_joint_depth(self, episode_id: str, frame: int, hand: str, joint: int, z: float,
-                        author: str) -> str:
-        return self.record(episode_id, Edit("joint_depth", float(z), frame, hand, joint), author)
 
     def nudge_joint_depth(self, episode_id: str, frame: int, hand: str, joint: int, dz: float,
                           author: str) -> str:
@@ -643,7 +626,7 @@ class CorrectionLog:
                 z = float(np.median(others)) if others.size else math.nan
             if key in moved or not (math.isfinite(float(p0[2])) and p0[2] > 0):
                 uv = h.joints_2d[f, j]
-                p = _unproject_px(uv, z, K) if math.isfinite(z) and np.all(np.isfinite(uv)) else np.full(3, np.nan, np.float32)
+                p = unproject_pixels(uv, z, K)  # NaN when z or the pixel is unknown
             else:
                 p = (p0 * np.float32(z / float(p0[2]))).astype(np.float32)
             h.joints_3d[f, j] = p
@@ -681,7 +664,7 @@ def _apply_box(ep: Episode, r: EditRecord) -> None:
     if "center" in r.new:
         obj.center[f] = r.new["center"]
     elif math.isfinite(old_z) and old_z > 0:
-        obj.center[f] = _unproject_px(np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]), old_z, ep.K)
+        obj.center[f] = unproject_pixels(np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]), old_z, ep.K)
     if "size" in r.new:
         obj.size[:] = r.new["size"]
     if "name" in r.new:

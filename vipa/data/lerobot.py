@@ -19,14 +19,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vipa.data._io import atomic_target, atomic_write_bytes, atomic_write_parquet, encode_h264
+from vipa.data._io import atomic_target, atomic_write_bytes, atomic_write_parquet
+from vipa.data.video import encode_h264
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -341,8 +342,3 @@ def check_lerobot_dataset(root: str | Path) -> list[str]:
         if len(frames) != last["length"]:
             problems.append(f"video {key}: last episode has {len(frames)} frames, expected {last['length']}")
     return problems
-
-
-def iter_episodes(ds: LeRobotDataset, videos: bool = True) -> Iterable[dict[str, Any]]:
-    for i in range(len(ds)):
-        yield ds.episode(i, videos=videos)
