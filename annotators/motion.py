@@ -28,6 +28,9 @@ Records: ``{"id", "type", "episode_id", "hand", "frames", "question", "answer", 
 "waypoints", "waypoint_frames", "frame_of_reference", "clipped", ...}`` (contextual records
 add ``past_tokens``, ``past_waypoints``, ``past_frames``); ``question``/``answer`` are the
 training text, ``tokens``/``waypoints`` the machine-readable target.
+
+After these paper records come the records of the kinds the model trains on, built by
+``vipa.tasks`` (``training=False`` leaves them out); training reads those.
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ from vipa.data.episode import Episode
 from vipa.data.motion import LowMotionFilter, MotionTokenizer
 from vipa.data.qa import DEFAULT_GAMMA, encode_direction_distance
 from vipa.geometry import invert_transform, transform_points
+from vipa.tasks import PAPER_MOTION_STRIDE_S, PAPER_MOTION_TASKS, build_records, stride_frames
 
-MOTION_TASKS = ("instruction_to_motion", "motion_to_text", "contextual_prediction")
+MOTION_TASKS = PAPER_MOTION_TASKS
 _PLACEHOLDERS = {"hand", "instruction", "tokens", "past_tokens", "n_waypoints", "stride_s", "motion"}
 
 
@@ -61,7 +65,7 @@ class MotionConfig:
     """Knobs of motion-sample generation; defaults as in the module docstring."""
 
     tasks: tuple[str, ...] = MOTION_TASKS
-    stride_s: float = 0.2  # seconds between waypoints
+    stride_s: float = PAPER_MOTION_STRIDE_S  # seconds between waypoints
     max_waypoints: int = 16  # instruction_to_motion / motion_to_text trajectory length
     n_past: int = 4  # contextual: past waypoints before r (r itself is added)
     n_future: int = 8  # contextual: future waypoints after r
@@ -71,6 +75,7 @@ class MotionConfig:
     low_motion: LowMotionFilter = field(default_factory=LowMotionFilter)
     drop_clipped: bool = False
     require_visible: bool = False  # also require the wrist's valid (visibility) flag
+    training: bool = True  # also the records of the motion kinds the model trains on (vipa.tasks)
 
     def __post_init__(self) -> None:
         bad = set(self.tasks) - set(MOTION_TASKS)
@@ -91,11 +96,6 @@ def _allowed() -> dict[str, set[str]]:
 def motion_templates(path: str | None = None) -> dict[str, list[str]]:
     """The prompt templates (``templates/motion.json`` or ``path``), checked."""
     return load_templates(path or "motion", _allowed())
-
-
-def stride_frames(fps: float, stride_s: float) -> int:
-    """Frames between waypoints: round(fps * stride_s), at least 1."""
-    return max(1, int(round(fps * stride_s)))
 
 
 def coarse_waypoints(frames: np.ndarray, step: int, max_waypoints: int) -> tuple[np.ndarray, int]:
@@ -125,7 +125,9 @@ def _tokens(tok: MotionTokenizer, xyz: np.ndarray) -> tuple[str, int]:
 def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | None = None,
                    tokenizer: MotionTokenizer | None = None, templates: Mapping[str, list[str]] | None = None,
                    instruction: str | None = None, **overrides: Any) -> list[dict]:
-    """Hand3D-action records of one episode (module docstring); ``overrides`` set MotionConfig fields."""
+    """Hand3D-action records of one episode (module docstring); ``overrides`` set MotionConfig fields.
+    With ``training`` (default) the records of the motion kinds the model trains on follow
+    (``vipa.tasks.build_records``: types "gen", "translate", "context", stride ``vipa.tasks.MOTION_STRIDE_S``)."""
     cfg = replace(config or MotionConfig(), **overrides)
     tok = tokenizer or MotionTokenizer()
     tpls = check_templates(templates, _allowed(), "templates") if templates is not None else motion_templates()
@@ -204,4 +206,6 @@ def motion_samples(episode: Episode, *, seed: int = 0, config: MotionConfig | No
     out.sort(key=lambda r: (MOTION_TASKS.index(r["type"]), HANDS.index(r["hand"]), r["frames"][0]))
     for k, r in enumerate(out):
         r["id"] = f"{ep.episode_id}:motion:{k:04d}"
+    if cfg.training:
+        out += build_records(ep, "stage2")
     return out

@@ -27,6 +27,9 @@ rule during a grasp; ``require_visible=True`` also requires the ``valid`` flags.
 ``{"id", "type", "episode_id", "hand", "frames", "question", "answer", "target"}`` with
 ``target = {"vector": [x, y, z], "distance": m, "signs": [..], "frame_of_reference": i, ...}``.
 Sampling is deterministic for a given seed and episode id.
+
+After these paper records come the records of the kinds the model trains on, built by
+``vipa.tasks`` (``training=False`` leaves them out); training reads those.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ from vipa.data.qa import (
     encode_relation,
 )
 from vipa.geometry import invert_transform, relative_motion, transform_points
+from vipa.tasks import PAPER_QA_TYPES, build_records
 
-QA_TYPES = ("spatial_relationship", "task_completion", "hand_movement", "camera_movement")
+QA_TYPES = PAPER_QA_TYPES
 PALM_JOINTS = (WRIST, INDEX_MCP, MIDDLE_MCP, PINKY_MCP)
 _PLACEHOLDERS = {"hand", "object", "instruction", "n_frames"}
 
@@ -72,6 +76,7 @@ class QAConfig:
     static_translation: float = 0.005  # metres
     max_tries: int = 50  # sampling attempts per requested record
     require_visible: bool = False  # also require joints' valid (visibility) flags
+    training: bool = True  # also the records of the QA kinds the model trains on (vipa.tasks)
 
     def __post_init__(self) -> None:
         bad = set(self.types) - set(QA_TYPES)
@@ -316,7 +321,8 @@ def generate_qa(episode: Episode, *, seed: int = 0, config: QAConfig | None = No
                 **overrides: Any) -> list[dict]:
     """Hand3D-visual QA records of one episode (see module docstring); ``overrides`` set
     ``QAConfig`` fields. Hands with no valid frame give no records; the order is by type,
-    hand, then frame."""
+    hand, then frame. With ``training`` (default) the records of the QA kinds the model trains
+    on follow (``vipa.tasks.build_records``, types "spatial" and "task")."""
     cfg = replace(config or QAConfig(), **overrides)
     tpls = (check_templates(templates, {t: _PLACEHOLDERS for t in cfg.types}, "templates")
             if templates is not None else qa_templates())
@@ -342,4 +348,6 @@ def generate_qa(episode: Episode, *, seed: int = 0, config: QAConfig | None = No
             records += recs
     for k, r in enumerate(records):
         r["id"] = f"{ep.episode_id}:qa:{k:04d}"
+    if cfg.training:
+        records += build_records(ep, "stage1")
     return records

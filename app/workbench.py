@@ -386,6 +386,7 @@ class Workbench:
         beside the demonstrated one; returns {"message", "rrd", "error_m"}."""
         from app.predict import trajectory_of
         from vipa.data.trajectory import compare_to_demonstration
+        from vipa.tasks import stride_frames
 
         ep = self.episode(episode_id)
         frame = self._check_frame(ep, frame)
@@ -398,8 +399,8 @@ class Workbench:
         traj = trajectory_of(result)
         if traj is None:
             return {"message": f"prediction: {result!r}"[:2000], "rrd": None, "error_m": None}
-        # waypoint k is the wrist ``stride * (k + 1)`` frames ahead (the training samples' spacing)
-        cmp = compare_to_demonstration(ep, frame, traj, stride=int(getattr(predictor, "motion_stride", 2)))
+        # waypoint k is the wrist ``stride * (k + 1)`` frames ahead (the training records' spacing)
+        cmp = compare_to_demonstration(ep, frame, traj, stride=stride_frames(ep.fps, predictor.motion_stride_s))
         world, side, err = cmp.predicted_world, cmp.side, cmp.error_m
         rid = self.new_recording_id(episode_id)
         rrd = self.recording(episode_id, predictions={"wrist": world}, ep=ep, recording_id=rid)

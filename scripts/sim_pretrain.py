@@ -24,7 +24,7 @@ def _cache(args: tuple[int, int, int]):
 
     torch.set_num_threads(1)
     from annotators.synthetic import generate_episode
-    from vipa.data.torch_dataset import cache_episode
+    from vipa.train.datasets import cache_episode
 
     seed, res, size = args
     return cache_episode(generate_episode(seed, width=res, height=res, num_frames=32), size)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from vipa.data.torch_dataset import Hand3DTorchDataset, cache_episode, split_ids
 from vipa.model.config import get_config
 from vipa.train.data import build_tokenizer
+from vipa.train.datasets import Hand3DTorchDataset, cache_episode, split_ids
 from vipa.train.loop import lr_factor, train
 
 torch.set_num_threads(1)
@@ -52,7 +52,9 @@ def small_cfg():
 
 @pytest.fixture(scope="module")
 def prepared(episodes, small_cfg):
-    caches = [cache_episode(e, small_cfg.model.image_size) for e in episodes]
+    from vipa.train.data import task_params
+
+    caches = [cache_episode(e, small_cfg.model.image_size, params=task_params(small_cfg.model)) for e in episodes]
     return caches, build_tokenizer(caches, small_cfg)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vipa.data.qa import encode_direction_distance, score_predictions
-from vipa.data.torch_dataset import Hand3DTorchDataset
+from vipa.train.datasets import Hand3DTorchDataset
 from vipa.infer.constrained import motion_allowed_fn, split_motion
 from vipa.model.checkpoint import load_checkpoint
 from vipa.model.processor import collate

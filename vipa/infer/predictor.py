@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vipa import tasks
 from vipa.data.qa import AnswerParseError, encode_direction_distance, parse_direction_distance
 from vipa.infer.constrained import motion_allowed_fn, split_motion
 from vipa.model.batch import Batch
@@ -43,13 +44,8 @@ class Prediction:
 
 def trajectory_prompt(instruction: str, hand: str = "right") -> str:
     """The stage-2 instructional-motion prompt for a plain task instruction (kept as is when it
-    already is a motion prompt)."""
-    text = instruction.strip()
-    if text.startswith(("Predict the", "Past motion:")):
-        return text
-    if hand not in ("left", "right"):
-        raise ValueError(f"hand: expected 'left' or 'right', got {hand!r}")
-    return f"Predict the {hand} wrist motion to {text.rstrip('.')}."
+    already is a motion prompt); ``vipa.tasks.trajectory_prompt``."""
+    return tasks.trajectory_prompt(instruction, hand)
 
 
 class Predictor:
@@ -58,6 +54,11 @@ class Predictor:
         self.mcfg = cfg.model
         self.action_stats = info.get("action_stats")
         self.processor = Processor(self.mcfg, tok)
+
+    @property
+    def motion_stride_s(self) -> float:
+        """Seconds between the predicted trajectory's waypoints (what the checkpoint trained with)."""
+        return float(self.mcfg.motion_stride_s)
 
     @classmethod
     def load(cls, checkpoint: str | Path, expect_config: str | None = None, threads: int | None = None,

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vipa.tasks import LEGACY_MOTION_STRIDE_S, MOTION_STRIDE_S
+
 STAGES = ("stage1", "stage2", "post")
 
 # Trainable parameter groups of the model (see VIPAModel.param_groups()).
@@ -57,6 +59,7 @@ class ModelConfig:
     num_queries: int = 4  # learnable query tokens: pointer A, pointer B, trajectory, + action queries
     traj_horizon: int = 8  # future wrist waypoints predicted in stage 2
     past_horizon: int = 4  # past waypoints given in the contextual-motion task
+    motion_stride_s: float = MOTION_STRIDE_S  # seconds between motion waypoints (vipa.tasks)
     tokenizer_vocab: int = 640  # BPE merges budget of the project-trained tokenizer (tiny/small)
     # Action head (post-training): DiT trained by flow matching.
     action_dim: int = 4
@@ -96,6 +99,8 @@ class ModelConfig:
         return self.num_visual_tokens + self.max_prompt_len + self.num_queries + self.max_target_len + 1
 
     def validate(self) -> "ModelConfig":
+        if not self.motion_stride_s > 0:
+            raise ValueError(f"motion_stride_s: must be > 0 seconds, got {self.motion_stride_s}")
         if self.image_size % self.patch_size or self.image_size % self.fine_stride:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size and fine_stride")
         if self.patch_size % self.fine_stride or self.patch_size // self.fine_stride not in (1, 2, 4, 8):
@@ -131,6 +136,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"model config: unknown fields {sorted(unknown)}")
         d.setdefault("action_geometry", False)  # checkpoints from before the field existed
+        d.setdefault("motion_stride_s", LEGACY_MOTION_STRIDE_S)  # what checkpoints before the field trained with
         d["llm"] = LLMConfig(**d.get("llm", {}))
         if "stem_channels" in d:
             d["stem_channels"] = tuple(d["stem_channels"])

@@ -3,23 +3,17 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from vipa import tasks
 from vipa.data.qa import encode_direction_distance
-from vipa.data.torch_dataset import FrameCache, Hand3DTorchDataset, cache_from_dataset, split_ids
-from vipa.model.config import VIPAConfig
+from vipa.model.config import ModelConfig, VIPAConfig
 from vipa.model.tokenizer import VIPATokenizer
-
-TEMPLATES = (
-    "Where is the {o} relative to the right hand?", "Where is the {o} relative to the left hand?",
-    "How should the right hand move to {i}?", "How should the left hand move to {i}?",
-    "Predict the right wrist motion to {i}.", "Predict the left wrist motion to {i}.",
-    "Describe this motion:", "Past motion: . Predict the next motion.",
-)
+from vipa.train.datasets import FrameCache, Hand3DTorchDataset, cache_from_dataset, split_ids
 
 
 def open_hand3d(root: str | Path):
@@ -39,19 +33,22 @@ def load_split(root: str | Path, cfg: VIPAConfig, split: str, test_fraction: flo
     chosen = {"train": train, "test": test, "all": sorted(ids)}[split]
     if max_episodes:
         chosen = chosen[:max_episodes]
-    return cache_from_dataset(ds, chosen, cfg.model.image_size, frame_step), chosen
+    return cache_from_dataset(ds, chosen, cfg.model.image_size, frame_step, params=task_params(cfg.model)), chosen
+
+
+def task_params(m: ModelConfig) -> tasks.TaskParams:
+    """The task records' parameters this model trains with (stride in seconds, horizons)."""
+    return tasks.TaskParams(stride_s=m.motion_stride_s, n_future=m.traj_horizon, n_past=m.past_horizon)
 
 
 def corpus(caches: list[FrameCache], seed: int = 0) -> list[str]:
-    """The tokenizer's training text: instructions, object names, the prompt templates and
-    answers in the paper's direction + distance form."""
+    """The tokenizer's training text: instructions, object names, the trained prompts
+    (``vipa.tasks.corpus_texts``) and answers in the paper's direction + distance form."""
     rng = np.random.default_rng(seed)
     texts: list[str] = []
     for c in caches:
         texts.append(c.instruction)
-        for name, _ in c.objects:
-            texts += [t.format(o=name, i=c.instruction) for t in TEMPLATES[:2]]
-        texts += [t.format(o="", i=c.instruction) for t in TEMPLATES[2:]]
+        texts += tasks.corpus_texts(c.instruction, [name for name, _ in c.objects])
     texts += [encode_direction_distance(v) for v in rng.normal(0, 0.2, (2000, 3))]
     return texts
 
@@ -61,17 +58,20 @@ def build_tokenizer(caches: list[FrameCache], cfg: VIPAConfig) -> VIPATokenizer:
     return VIPATokenizer.for_config(cfg, corpus(caches))
 
 
-def stage_dataset(caches: list[FrameCache], tok: VIPATokenizer, cfg: VIPAConfig, stage: str,
-                  **kw: Any) -> Dataset:
+def stage_dataset(caches: list[FrameCache], tok: VIPATokenizer, cfg: VIPAConfig, stage: str) -> Dataset:
     """The training samples of ``stage``. Stage 2 mixes in ``cfg.train.stage2_replay`` times as many
     stage-1 QA samples (drawn once, seeded) as it has motion samples, so stage 2 does not erase the
     spatial QA skill of stage 1; 0 trains on motion only."""
-    ds = Hand3DTorchDataset(caches, tok, cfg.model, stage, **kw)
+    ds = Hand3DTorchDataset(caches, tok, cfg.model, stage)
+    if ds.dropped_long:
+        warnings.warn(f"{stage}: {ds.dropped_long} of {ds.dropped_long + len(ds)} samples dropped: prompt or answer "
+                      f"longer than the model's max_prompt_len / max_target_len ({ds.summary['by_kind']} kept)",
+                      stacklevel=2)
     replay = float(getattr(cfg.train, "stage2_replay", 0.0))
     if stage != "stage2" or replay <= 0:
         return ds
     try:
-        qa = Hand3DTorchDataset(caches, tok, cfg.model, "stage1", **kw)
+        qa = Hand3DTorchDataset(caches, tok, cfg.model, "stage1")
     except ValueError:  # no objects in these episodes: nothing to replay
         return ds
     n = min(len(qa), max(1, int(round(replay * len(ds)))))

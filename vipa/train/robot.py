@@ -141,12 +141,12 @@ def normalizer_stats(state: np.ndarray, action: np.ndarray) -> dict[str, list[fl
 def robot_tokenizer(instructions: Sequence[str], cfg: VIPAConfig) -> VIPATokenizer:
     """A project tokenizer for a from-scratch post-training run: the robot instructions plus the
     Hand3D prompt templates and answers, so it has the same form as a pretrained run's."""
-    from vipa.train.data import TEMPLATES
+    from vipa.tasks import corpus_texts
 
     rng = np.random.default_rng(0)
     texts = list(instructions) * 4
     for i in instructions:
-        texts += [t.format(o="object", i=i) for t in TEMPLATES]
+        texts += corpus_texts(i, ["object"])
     texts += [encode_direction_distance(v) for v in rng.normal(0, 0.2, (2000, 3))]
     return VIPATokenizer.for_config(cfg, texts)
 

@@ -1,18 +1,16 @@
-"""PyTorch datasets for the three training stages, built from Hand3D episodes.
+"""PyTorch datasets for the training stages, read from the task records of Hand3D episodes.
 
 Every sample holds one RGB frame resized to the model's ``image_size``, its scale-calibrated
 camera-frame point map (from metric depth and K, NaN-aware area-resized, metres) with a
-validity map, a text prompt and target, and numeric targets (camera frame, metres):
+validity map, a text prompt and target, and numeric targets (camera frame, metres).
 
-* stage 1 (Hand3D-visual QA, single frame): "spatial" (object centre minus wrist) and "task"
-  (wrist at the episode's last valid frame minus the wrist now); answers use the paper's
-  direction + distance codec (``vipa.data.qa``).
-* stage 2 (Hand3D-action): instructional motion generation, motion translation and contextual
-  motion prediction over wrist waypoints every ``motion_stride`` frames, as motion tokens;
-  low-motion samples are filtered out (``vipa.data.motion.LowMotionFilter``).
-
-Targets are derived from the episode's annotations (corrections applied when read through a
-Hand3D dataset), so they are regenerated whenever annotations change.
+The samples are the records of the kinds ``vipa.tasks`` declares trained for the stage
+("stage1" QA, "stage2" motion): the ones the annotators and the workbench write to
+``derived/qa.jsonl`` and ``derived/motion.jsonl`` (read through a Hand3D dataset, so they
+are those of the corrected annotations), or, for an episode without them (older datasets) or
+whose records were made with another motion stride, the same records derived in memory by
+``vipa.tasks.build_records``. A record is used when its frame is usable here (frame valid,
+wrist known, depth valid, on the ``frame_step`` grid).
 """
 
 from __future__ import annotations
@@ -21,8 +19,9 @@ import hashlib
 import json
 import os
 import random
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +29,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vipa.conventions import WRIST
+from vipa import tasks
 from vipa.data.episode import Episode
-from vipa.data.motion import LowMotionFilter
-from vipa.data.qa import encode_direction_distance
 from vipa.model.config import ModelConfig
 from vipa.model.processor import collate, encode_prompt, point_map_from_depth, prepare_image, prepare_points
 from vipa.model.tokenizer import VIPATokenizer
 
-IGNORE = -100
 CACHE_VERSION = 1
-QA_KINDS = ("spatial", "task")
-MOTION_KINDS = ("gen", "translate", "context")
 
 
 def split_ids(ids: Sequence[str], test_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -57,7 +51,7 @@ def split_ids(ids: Sequence[str], test_fraction: float = 0.2, seed: int = 0) -> 
 
 @dataclass
 class FrameCache:
-    """Model-ready frames of one episode plus the annotations the targets need."""
+    """Model-ready frames of one episode plus its task records (``vipa.tasks``)."""
 
     episode_id: str
     instruction: str
@@ -68,25 +62,22 @@ class FrameCache:
     wrist: np.ndarray  # (T, 3) float32 metres (NaN where unknown)
     usable: np.ndarray  # (T,) bool: frame valid, hand present, wrist valid, depth valid
     objects: list[tuple[str, np.ndarray]]  # (name, (T, 3) centre)
-
-
-def _main_hand(ep: Episode) -> str:
-    counts = {s: int((h.present & np.isfinite(h.joints_3d[:, WRIST]).all(1)).sum()) for s, h in ep.hands.items()}
-    return max(counts, key=counts.get)
+    records: list[dict] = field(default_factory=list)  # task records of both stages, sample order
 
 
 def cache_episode(ep: Episode, size: int, rgb_frames: np.ndarray | None = None,
-                  depth_frames: Iterable[np.ndarray | None] | None = None, frame_step: int = 1) -> FrameCache:
+                  depth_frames: Iterable[np.ndarray | None] | None = None, frame_step: int = 1,
+                  records: list[dict] | None = None, params: tasks.TaskParams | None = None) -> FrameCache:
     """Resize an episode's frames for the model. Media come from ``ep.rgb``/``ep.metric_depth``
-    unless given (``rgb_frames`` (T, H, W, 3) uint8, ``depth_frames`` metric metres per frame)."""
+    unless given (``rgb_frames`` (T, H, W, 3) uint8, ``depth_frames`` metric metres per frame);
+    ``records`` default to ``vipa.tasks.build_records(ep, params=params)``."""
     t = ep.num_frames
     rgb = rgb_frames if rgb_frames is not None else ep.rgb
     if rgb is None:
         raise ValueError(f"episode {ep.episode_id}: no RGB frames")
     depths = list(depth_frames) if depth_frames is not None else [ep.metric_depth(i) for i in range(t)]
-    side = _main_hand(ep)
-    hand = ep.hands[side]
-    wrist = np.where(hand.present[:, None], hand.joints_3d[:, WRIST], np.nan).astype(np.float32)
+    view = tasks.episode_view(ep)
+    wrist = view.wrist
     keep = np.zeros(t, bool)
     keep[::frame_step] = True
     usable = ep.frame_valid & np.isfinite(wrist).all(1) & keep
@@ -101,8 +92,8 @@ def cache_episode(ep: Episode, size: int, rgb_frames: np.ndarray | None = None,
         imgs[i] = prepare_image(rgb[i], size)
         p, v = prepare_points(point_map_from_depth(d, ep.K), size)
         xyz[i], val[i] = p.half(), v.half()
-    objects = [(o.name or o.object_id, o.center.astype(np.float32)) for o in ep.objects]
-    return FrameCache(ep.episode_id, ep.instruction or "do the task", side, imgs, xyz, val, wrist, usable, objects)
+    recs = records if records is not None else tasks.build_records(ep, params=params)
+    return FrameCache(ep.episode_id, view.instruction, view.hand, imgs, xyz, val, wrist, usable, view.objects, recs)
 
 
 def default_cache_dir() -> Path:
@@ -126,9 +117,42 @@ def _load_cache(path: Path) -> FrameCache:
                           [(str(n), c) for n, c in zip(z["obj_names"], z["obj_centres"])])
 
 
+def episode_records(ds: Any, episode_id: str, params: tasks.TaskParams | None = None,
+                    episode: Episode | None = None) -> tuple[list[dict], list[str]]:
+    """(task records of both stages in sample order, the stages derived in memory) of one episode
+    of a Hand3D dataset: those of ``derived/qa.jsonl`` (stage 1) and ``derived/motion.jsonl``
+    (stage 2); a stage whose file holds no task record, or motion records made with another
+    stride, is derived from the (corrected) episode by ``vipa.tasks.build_records``."""
+    p = params or tasks.TaskParams()
+    out: list[dict] = []
+    derived: list[str] = []
+    for stage, name in (("stage1", "qa"), ("stage2", "motion")):
+        recs = [r for r in (ds.read_derived(episode_id, name) or []) if tasks.is_task_record(r)]
+        where = f"episodes/{episode_id}/derived/{name}.jsonl"
+        for r in recs:
+            tasks.check_record(r, where)
+        stale = stage == "stage2" and any(_other_params(r, p) for r in recs)
+        if not recs or stale:
+            ep = episode if episode is not None else ds.load_episode(episode_id, media=False)
+            recs = tasks.build_records(ep, stage, p)
+            derived.append(stage)
+        out += tasks.sort_records(recs)
+    return out, derived
+
+
+def _other_params(r: dict, p: tasks.TaskParams) -> bool:
+    """True when a motion record was made with another stride or horizon than ``p``."""
+    if abs(float(r.get("stride_s", -1.0)) - p.stride_s) > 1e-6:
+        return True
+    return (r.get("waypoints") is not None and len(r["waypoints"]) != p.n_future) or \
+        ("past_waypoints" in r and len(r["past_waypoints"]) != p.n_past)
+
+
 def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_step: int = 1,
-                       cache_dir: str | Path | None = None) -> list[FrameCache]:
-    """FrameCaches read through a ``vipa.data.dataset.Hand3DDataset`` (corrections applied).
+                       cache_dir: str | Path | None = None,
+                       params: tasks.TaskParams | None = None) -> list[FrameCache]:
+    """FrameCaches read through a ``vipa.data.dataset.Hand3DDataset`` (corrections applied), with
+    their task records (``episode_records``).
 
     Resized frames are cached as .npz under ``cache_dir`` (default ``$VIPA_CACHE_DIR`` or
     ~/.cache/vipa/frames), keyed by dataset path, episode, size, frame step and the episode
@@ -149,7 +173,9 @@ def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_ste
         path = cdir / f"{key}.npz"
         if path.is_file():
             try:
-                out.append(_load_cache(path))
+                c = _load_cache(path)
+                c.records = episode_records(ds, eid, params)[0]
+                out.append(c)
                 continue
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)
@@ -159,7 +185,7 @@ def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_ste
         rgb = ds.rgb_frames(eid)
         depth = [ds.depth_frame(eid, i) if ep.frame_valid[i] and i % frame_step == 0 else None
                  for i in range(ep.num_frames)]
-        c = cache_episode(ep, size, rgb, depth, frame_step)
+        c = cache_episode(ep, size, rgb, depth, frame_step, episode_records(ds, eid, params, ep)[0])
         _save_cache(path, c)
         out.append(c)
     return out
@@ -177,60 +203,33 @@ class Sample:
     traj: np.ndarray | None
 
 
-def _waypoints(c: FrameCache, t: int, stride: int, n: int, direction: int) -> np.ndarray | None:
-    idx = [t + direction * stride * k for k in range(1, n + 1)]
-    last = int(np.flatnonzero(np.isfinite(c.wrist).all(1))[-1]) if np.isfinite(c.wrist).any() else -1
-    idx = [min(i, last) for i in idx] if direction > 0 else idx
-    if any(i < 0 or i >= len(c.wrist) for i in idx):
-        return None
-    w = c.wrist[idx]
-    if not np.isfinite(w).all():
-        return None
-    return w if direction > 0 else w[::-1].copy()
+def _point(v: Any) -> np.ndarray | None:
+    return None if v is None else np.asarray(v, np.float32)
 
 
 class Hand3DTorchDataset(Dataset):
-    """Samples for ``stage`` ("stage1" QA or "stage2" motion) over cached episodes."""
+    """Samples for ``stage`` ("stage1" QA or "stage2" motion) over cached episodes: their records
+    of the kinds ``vipa.tasks.trained_kinds(stage)``, at usable frames. ``summary`` counts the
+    samples per kind and those dropped for a prompt or answer longer than the model allows."""
 
-    def __init__(self, caches: list[FrameCache], tokenizer: VIPATokenizer, cfg: ModelConfig, stage: str,
-                 motion_stride: int = 2, low_motion: LowMotionFilter | None = None):
-        if stage not in ("stage1", "stage2"):
-            raise ValueError(f"stage: expected stage1 or stage2, got {stage!r}")
+    def __init__(self, caches: list[FrameCache], tokenizer: VIPATokenizer, cfg: ModelConfig, stage: str):
+        kinds = tasks.trained_kinds(stage)
         self.caches, self.tok, self.cfg, self.stage = caches, tokenizer, cfg, stage
         self.samples: list[Sample] = []
         self.dropped_long = 0
-        low = low_motion or LowMotionFilter()
         for ci, c in enumerate(caches):
-            frames = np.flatnonzero(c.usable)
-            if len(frames) == 0:
-                continue
-            end = c.wrist[int(np.flatnonzero(np.isfinite(c.wrist).all(1))[-1])]
-            for t in frames:
-                w = c.wrist[t]
-                if stage == "stage1":
-                    for name, centre in c.objects:
-                        if np.isfinite(centre[t]).all():
-                            v = centre[t] - w
-                            self._add(Sample(ci, t, "spatial", f"Where is the {name} relative to the {c.side} hand?",
-                                             encode_direction_distance(v), w, centre[t], None))
-                    v = end - w
-                    if np.linalg.norm(v) >= 0.01:
-                        self._add(Sample(ci, t, "task", f"How should the {c.side} hand move to {c.instruction}?",
-                                         encode_direction_distance(v), w, end, None))
-                else:
-                    fut = _waypoints(c, t, motion_stride, cfg.traj_horizon, +1)
-                    if fut is None or low.is_low_motion(np.concatenate([w[None], fut])):
-                        continue
-                    fut_text = tokenizer.motion_text(fut)
-                    self._add(Sample(ci, t, "gen", f"Predict the {c.side} wrist motion to {c.instruction}.",
-                                     fut_text, w, None, fut))
-                    self._add(Sample(ci, t, "translate", f"Describe this motion: {fut_text}", c.instruction,
-                                     w, None, None))
-                    past = _waypoints(c, t, motion_stride, cfg.past_horizon, -1)
-                    if past is not None:
-                        self._add(Sample(ci, t, "context",
-                                         f"Past motion: {tokenizer.motion_text(past)}. Predict the next motion.",
-                                         fut_text, w, None, fut))
+            for r in c.records:
+                t = int(r["frames"][0])
+                if r["type"] not in kinds or not (0 <= t < len(c.usable) and c.usable[t]):
+                    continue
+                tgt = r.get("target") or {}
+                traj = _point(r.get("waypoints"))
+                if traj is not None and traj.shape != (cfg.traj_horizon, 3):
+                    raise ValueError(f"episode {c.episode_id}: record {r.get('id')}: {traj.shape[0]} waypoints, "
+                                     f"the model predicts {cfg.traj_horizon}; build the records with "
+                                     f"vipa.train.data.task_params(cfg)")
+                self._add(Sample(ci, t, r["type"], r["question"], r["answer"], _point(tgt.get("point_a")),
+                                 _point(tgt.get("point_b")), traj))
         if not self.samples:
             raise ValueError(f"{stage}: no usable samples (need frames with a valid wrist and depth"
                              + (", objects" if stage == "stage1" else ", wrist motion above the low-motion threshold") + ")")
@@ -242,11 +241,14 @@ class Hand3DTorchDataset(Dataset):
             return
         self.samples.append(s)
 
+    @property
+    def summary(self) -> dict[str, Any]:
+        """{"stage", "samples", "by_kind": {kind: n}, "dropped_long"}."""
+        return {"stage": self.stage, "samples": len(self.samples),
+                "by_kind": dict(Counter(s.kind for s in self.samples)), "dropped_long": self.dropped_long}
+
     def __len__(self) -> int:
         return len(self.samples)
-
-    def texts(self) -> list[str]:
-        return [s.prompt for s in self.samples] + [s.target for s in self.samples]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
