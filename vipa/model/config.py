@@ -53,6 +53,10 @@ class ModelConfig:
     fusion_dropout: float = 0.1
     alpha_init: float = 0.5
     use_3d: bool = True  # False = "without the 3D encoder" ablation
+    # With the 3D encoder: a per-cell point-map estimate from the semantic encoder's fine map, so the
+    # readout still has camera-frame points when a frame comes without depth or point map (RGB only).
+    # False in checkpoints made before this field (they run RGB-only with an uninformed pointer).
+    mono_points: bool = True
     llm: LLMConfig = field(default_factory=LLMConfig)
     max_prompt_len: int = 32
     max_target_len: int = 40
@@ -136,6 +140,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"model config: unknown fields {sorted(unknown)}")
         d.setdefault("action_geometry", False)  # checkpoints from before the field existed
+        d.setdefault("mono_points", False)
         d.setdefault("motion_stride_s", LEGACY_MOTION_STRIDE_S)  # what checkpoints before the field trained with
         d["llm"] = LLMConfig(**d.get("llm", {}))
         if "stem_channels" in d:
@@ -163,12 +168,22 @@ class TrainConfig:
     w_traj: float = 10.0
     w_post_spatial: float = 2.0  # post-training: weight of the end-effector readout targets (metres, L1)
     stage2_replay: float = 0.5  # stage 2: stage-1 QA samples mixed in, as a fraction of the motion samples
+    # Stages 1 / 2: probability that a sample's point map is hidden from the model (the readout and the
+    # point-estimate head still learn from it), so the same weights run with RGB only.
+    pointmap_dropout: float = 0.3
+    w_mono: float = 1.0  # weight of the point-estimate head's L1 (metres) against the point map
     trainable: dict[str, list[str]] = field(
         default_factory=lambda: {s: list(GROUPS) for s in STAGES}
     )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d.setdefault("pointmap_dropout", 0.0)  # checkpoints from before the field trained without it
+        return cls(**d)
 
 
 @dataclass
@@ -186,7 +201,7 @@ class VIPAConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VIPAConfig":
         try:
-            return cls(name=d["name"], model=ModelConfig.from_dict(d["model"]), train=TrainConfig(**d["train"]))
+            return cls(name=d["name"], model=ModelConfig.from_dict(d["model"]), train=TrainConfig.from_dict(d["train"]))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"config: malformed ({exc})") from exc
 
