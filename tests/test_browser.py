@@ -70,7 +70,8 @@ def test_page_loads_and_rerun_canvas_is_not_blank(page):
             break
     (ARTIFACTS / "browser_inspect_rerun.png").write_bytes(page.locator("#vipa-rerun").screenshot())
     page.screenshot(path=str(ARTIFACTS / "browser_page.png"), full_page=True)
-    assert canvas is not None
+    box = canvas.bounding_box()
+    assert box is not None and box["width"] > 100 and box["height"] > 100, f"Rerun canvas not laid out: {box}"
     assert busy > 0.05, f"Rerun canvas looks blank ({busy:.3%} of pixels differ from the background)"
     # the app put the viewer's time cursor on frame 0 of the recording it sent
     shown = page.wait_for_function("() => window.__vipaShown", timeout=30_000).json_value()

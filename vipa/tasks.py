@@ -27,7 +27,7 @@ seconds after t (the future; held at the last known wrist near the episode end) 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,7 @@ class EpisodeView:
     frames: np.ndarray  # (F,) frames a sample may start at: frame valid and wrist known
     objects: list[tuple[str, np.ndarray]]  # (name, (T, 3) float32 centre)
     static_camera: bool
+    memo: dict = field(default_factory=dict)  # per-view results shared by builders (e.g. futures)
 
     def to_frame(self, points: np.ndarray, src: Sequence[int] | int, dst: int) -> np.ndarray:
         """(N, 3) float32 points, each in camera ``src[i]``'s frame, expressed in camera ``dst``'s."""
@@ -259,9 +260,11 @@ def _task(v: EpisodeView, p: TaskParams) -> list[dict]:
 
 
 def _futures(v: EpisodeView, p: TaskParams) -> dict[int, np.ndarray]:
-    """Frame -> future waypoints for the frames whose future is not low-motion."""
+    """Frame -> future waypoints for the frames whose future is not low-motion (memoised on ``v``)."""
+    if ("futures", p) in v.memo:
+        return v.memo[("futures", p)]
     step = stride_frames(v.episode.fps, p.stride_s)
-    out = {}
+    out = v.memo[("futures", p)] = {}
     for t in v.frames:
         fut = waypoints(v, int(t), step, p.n_future, +1)
         if fut is not None and not p.low_motion.is_low_motion(np.concatenate([v.wrist[t][None], fut])):
