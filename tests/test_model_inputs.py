@@ -72,7 +72,7 @@ def test_pointmap_dropout_trains_without_nan(tok):
         grads = [q.grad for q in model.parameters() if q.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
         # The point-estimate head learns from the (hidden) point map in both cases.
-        assert model.point_head[-1].weight.grad.abs().sum() > 0
+        assert model.point_head.net[-1].weight.grad.abs().sum() > 0
     # Hiding the point map changes what the model sees (a different loss for the same batch, same seed).
     model.eval()  # no fusion dropout; compute_loss hides the point map only in training mode
     a, _ = model.compute_loss(b, "stage1", dataclasses.replace(cfg.train, pointmap_dropout=1.0))

@@ -112,6 +112,27 @@ class PointMapEncoder(ConvStem):
         return super().forward(torch.cat([centred * valid * 2.0, valid], 1))
 
 
+class PointHead(nn.Module):
+    """Per-cell camera-frame point estimate (B, 3, g, g), metres, from a fine feature map (B, c, g, g):
+    a small CoordConv (the cell's normalised (u, v) as two more channels, since x and y follow the
+    pixel's ray) plus a learned per-cell mean map. Starts at 0.5 m straight ahead."""
+
+    def __init__(self, in_ch: int, grid: int, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_ch + 2, width, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(width, width, 1), nn.GELU(), nn.Conv2d(width, 3, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        with torch.no_grad():
+            self.net[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+        self.pos = nn.Parameter(torch.zeros(1, 3, grid, grid))
+        r = torch.linspace(-1.0, 1.0, grid)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(r, r, indexing="xy"))[None], persistent=False)
+
+    def forward(self, fine: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([fine, self.coords.expand(fine.shape[0], -1, -1, -1).to(fine.dtype)], 1)
+        return self.net(x) + self.pos
+
+
 class SpatialFusion(nn.Module):
     """The paper's fusion: F_spa = CrossAttn(Q=V_sem, K=V=V_spa); V_f = LN(Dropout(V_sem + alpha*F_spa)),
     alpha a learnable scalar initialised to ``alpha_init`` (0.5)."""

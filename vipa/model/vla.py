@@ -27,7 +27,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 from vipa.model.action_head import FlowMatchingDiT
 from vipa.model.batch import Batch
 from vipa.model.config import STAGES, ModelConfig, TrainConfig
-from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion, pool_points
+from vipa.model.encoders import PointHead, PointMapEncoder, SemanticEncoder, SpatialFusion, pool_points
 from vipa.model.losses import IGNORE, masked_l1
 
 
@@ -134,12 +134,7 @@ class VIPAModel(nn.Module):
         self.dk = dk
         # RGB-only point estimate per fine cell (camera-frame metres) from the semantic fine map: the
         # readout's points for frames without depth or point map.
-        self.point_head = None
-        if cfg.use_3d and cfg.mono_points:
-            c = self.semantic.fine_ch
-            self.point_head = nn.Sequential(nn.Conv2d(c, 64, 3, padding=1), nn.GELU(), nn.Conv2d(64, 3, 1))
-            with torch.no_grad():
-                self.point_head[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+        self.point_head = PointHead(self.semantic.fine_ch, cfg.fine_grid) if cfg.use_3d and cfg.mono_points else None
         self.action_head = FlowMatchingDiT(h, cfg.action_dim, cfg.state_dim, cfg.chunk_len,
                                            cfg.dit_dim, cfg.dit_layers, cfg.dit_heads, cfg.geometry_dim)
 
