@@ -513,7 +513,9 @@ class Workbench:
         world, side, err = cmp.predicted_world, cmp.side, cmp.error_m
         rid = self.new_recording_id(episode_id)
         rrd = self.recording(episode_id, predictions={"wrist": world}, ep=ep, recording_id=rid)
-        msg = f"{len(traj)} predicted waypoints from frame {frame}" + (
+        used = {"rgb": "RGB only", "rgb+depth": "RGB + depth", "rgb+points": "RGB + point map"}.get(
+            getattr(result, "inputs", ""), "")
+        msg = f"{len(traj)} predicted waypoints from frame {frame}" + (f" ({used})" if used else "") + (
             f"; mean distance to the demonstrated {side} wrist: {err:.3f} m" if err is not None else "")
         return {"message": msg, "rrd": rrd, "error_m": err, "recording_id": rid, "frame": frame}
 

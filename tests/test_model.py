@@ -9,7 +9,7 @@ import torch
 
 from vipa.model.action_head import FlowMatchingDiT
 from vipa.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from vipa.model.config import REGISTRY, get_config
+from vipa.model.config import REGISTRY, ConfigError, get_config
 from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion
 from vipa.model.processor import point_map_from_depth, resize_point_map
 from vipa.model.tokenizer import VIPATokenizer
@@ -187,7 +187,7 @@ def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path, cfg, tok):
     other = get_config("tiny", d_vision=64)
     save_checkpoint(tmp_path / "other", VIPAModel(other.model, tok.vocab_size), other, tok)
     (tmp_path / "other" / "config.json").write_text((ck / "config.json").read_text())
-    with pytest.raises(CheckpointError, match="do not fit|do not match"):
+    with pytest.raises(ConfigError, match=r"config\.json: config\.model\.d_vision: vision width 128 disagrees"):
         load_checkpoint(tmp_path / "other")
     data = (ck / "model.safetensors").read_bytes()
     (ck / "model.safetensors").write_bytes(data[:100] + b"\x00garbage" + data[120:1000])
@@ -206,8 +206,8 @@ def test_bad_inputs(cfg, tok):
     xyz[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         model(**{**b, "xyz": xyz})
-    with pytest.raises(ValueError, match="point map: required"):
-        model(b["image"], b["prompt_ids"], b["prompt_mask"])
+    with pytest.raises(ValueError, match="both xyz and valid"):
+        model(b["image"], b["prompt_ids"], b["prompt_mask"], b["xyz"])
     K = np.array([[10, 0, 2], [0, 10, 2], [0, 0, 1]], np.float32)
     assert np.isnan(point_map_from_depth(np.full((4, 4), np.inf), K)).all()  # inf depth = missing
     with pytest.raises(ValueError, match="inf"):
@@ -278,9 +278,10 @@ def test_compute_loss_per_stage(cfg, tok):
     batch = collate(items, tok.pad_id)
     assert batch.target_mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
     loss, parts = model.compute_loss(batch, "stage1", cfg.train)
-    assert set(parts) == {"lm", "point_a", "point_b", "vector", "traj"} and parts["traj"].item() == 0.0
+    assert set(parts) == {"lm", "point_a", "point_b", "vector", "traj", "mono"} and parts["traj"].item() == 0.0
     t = cfg.train
-    expect = t.w_lm * parts["lm"] + t.w_point * (parts["point_a"] + parts["point_b"] + parts["vector"])
+    expect = t.w_lm * parts["lm"] + t.w_point * (parts["point_a"] + parts["point_b"] + parts["vector"]) + \
+        t.w_mono * parts["mono"]
     assert torch.allclose(loss, expect)
     with pytest.raises(ValueError, match="stage: expected one of"):
         model.compute_loss(batch, "stage3")

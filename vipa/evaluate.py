@@ -36,6 +36,19 @@ def _batches(ds: Hand3DTorchDataset, idx: list[int], bs: int, pad_id: int):
         yield collate([ds[j] for j in idx[i:i + bs]], pad_id)
 
 
+# What the model is given on the held-out split: "points" = the episode's point map (unprojected from
+# its metric depth with K: the same tensors as RGB + depth), "rgb" = RGB only (no 3D input).
+INPUTS = ("points", "rgb")
+
+
+def _obs(b, inputs: str) -> tuple:
+    """The batch's observation for an input mode (``INPUTS``)."""
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs: expected one of {INPUTS}, got {inputs!r}")
+    image, ids, mask, xyz, valid = b.observation()
+    return (image, ids, mask, None, None) if inputs == "rgb" else (image, ids, mask, xyz, valid)
+
+
 def _subsample(n: int, k: int, seed: int = 0) -> list[int]:
     if n <= k:
         return list(range(n))
@@ -43,7 +56,8 @@ def _subsample(n: int, k: int, seed: int = 0) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate_qa(model, tok, cfg, caches, max_samples: int = 400, batch_size: int = 32, lm_text: bool = True) -> dict[str, Any]:
+def evaluate_qa(model, tok, cfg, caches, max_samples: int = 400, batch_size: int = 32, lm_text: bool = True,
+                inputs: str = "points") -> dict[str, Any]:
     ds = Hand3DTorchDataset(caches, tok, cfg.model, "stage1")
     idx = _subsample(len(ds), max_samples)
     gts = [ds.samples[i].target for i in idx]
@@ -51,7 +65,7 @@ def evaluate_qa(model, tok, cfg, caches, max_samples: int = 400, batch_size: int
     head, lm = [], []
     gt_vecs = np.stack([ds.samples[i].point_b - ds.samples[i].point_a for i in idx])
     for b in _batches(ds, idx, batch_size, tok.pad_id):
-        args = b.observation()
+        args = _obs(b, inputs)
         out = model(*args)
         head += [encode_direction_distance(v) for v in (out.point_b - out.point_a).numpy()]
         if lm_text:
@@ -72,7 +86,7 @@ def evaluate_qa(model, tok, cfg, caches, max_samples: int = 400, batch_size: int
 
 @torch.no_grad()
 def evaluate_motion(model, tok, cfg, caches, max_samples: int = 300, batch_size: int = 32,
-                    tokens: bool = True) -> dict[str, Any]:
+                    tokens: bool = True, inputs: str = "points") -> dict[str, Any]:
     ds = Hand3DTorchDataset(caches, tok, cfg.model, "stage2")
     idx = [i for i in range(len(ds)) if ds.samples[i].kind == "gen"]
     idx = [idx[i] for i in _subsample(len(idx), max_samples)]
@@ -81,7 +95,7 @@ def evaluate_motion(model, tok, cfg, caches, max_samples: int = 300, batch_size:
     head, wrist, tok_traj = [], [], []
     n = cfg.model.traj_horizon
     for b in _batches(ds, idx, batch_size, tok.pad_id):
-        args = b.observation()
+        args = _obs(b, inputs)
         out = model(*args)
         head.append(out.traj.numpy())
         wrist.append(out.point_a.numpy())
@@ -106,7 +120,10 @@ def evaluate_motion(model, tok, cfg, caches, max_samples: int = 300, batch_size:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, max_qa: int = 400, max_motion: int = 300,
-                        tokens: bool = True, threads: int | None = None) -> dict[str, Any]:
+                        tokens: bool = True, threads: int | None = None,
+                        inputs: tuple[str, ...] = ("points",)) -> dict[str, Any]:
+    """Held-out QA and motion figures; ``qa`` / ``motion`` for the first input mode, every mode's
+    under ``by_inputs`` (``INPUTS``: "points" = point map from depth + K, "rgb" = RGB only)."""
     from vipa.train.data import load_split
 
     if threads:
@@ -121,8 +138,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, max_qa: int = 
     rep: dict[str, Any] = {"checkpoint": str(checkpoint), "config": cfg.name, "use_3d": cfg.model.use_3d,
                            "stage": info.get("stage"), "step": info.get("step"), "test_episodes": len(ids),
                            "alpha": model.fusion.alpha.item()}
-    rep["qa"] = evaluate_qa(model, tok, cfg, caches, max_qa, lm_text=tokens)
-    rep["motion"] = evaluate_motion(model, tok, cfg, caches, max_motion, tokens=tokens)
+    if not inputs or set(inputs) - set(INPUTS):
+        raise ValueError(f"inputs: expected some of {INPUTS}, got {list(inputs)}")
+    rep["inputs"] = list(inputs)
+    rep["by_inputs"] = {}
+    for mode in inputs:
+        rep["by_inputs"][mode] = {"qa": evaluate_qa(model, tok, cfg, caches, max_qa, lm_text=tokens, inputs=mode),
+                                  "motion": evaluate_motion(model, tok, cfg, caches, max_motion, tokens=tokens,
+                                                            inputs=mode)}
+    rep["qa"], rep["motion"] = rep["by_inputs"][inputs[0]]["qa"], rep["by_inputs"][inputs[0]]["motion"]
     rep["seconds"] = round(time.time() - t0, 1)
     return rep
 
@@ -226,6 +250,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-motion", type=int, default=300)
     p.add_argument("--no-tokens", action="store_true", help="skip LLM text / motion-token decoding (faster)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--inputs", nargs="+", choices=INPUTS, default=["points"],
+                   help="what the model is given: points (the point map from depth + K), rgb (RGB only); "
+                        "several = a report per mode")
     p.add_argument("--ablations", action="store_true", help="train + evaluate the ablation table into --out")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps1", type=int, default=300)
@@ -248,15 +275,17 @@ def run(args: argparse.Namespace) -> int:
             print("vipa eval: give a CHECKPOINT (or --ablations)", file=sys.stderr)
             return 2
         rep = evaluate_checkpoint(args.checkpoint, args.data, args.max_qa, args.max_motion, not args.no_tokens,
-                                  args.threads)
+                                  args.threads, tuple(args.inputs))
         out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval"
         logs = [p for p in [Path(args.checkpoint).resolve().parent / "metrics.jsonl"] if p.is_file()]
         path = write_report(rep, out, logs)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
         print(f"vipa eval: {exc}", file=sys.stderr)
         return 1
-    summary = {"qa": rep["qa"]["model"], "qa_constant": rep["qa"]["constant_baseline"],
-               "motion": {k: v for k, v in rep["motion"].items() if isinstance(v, dict)}}
+    summary = {mode: {"qa": r["qa"]["model"], "qa_lm_text": r["qa"].get("model_lm_text"),
+                      "qa_constant": r["qa"]["constant_baseline"],
+                      "motion": {k: v for k, v in r["motion"].items() if isinstance(v, dict)}}
+               for mode, r in rep["by_inputs"].items()}
     print(json.dumps(summary, indent=2))
     print(f"report: {path}", file=sys.stderr)
     return 0

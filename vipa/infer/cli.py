@@ -1,5 +1,7 @@
-"""`vipa predict CHECKPOINT --image RGB.png (--depth DEPTH.png --depth-unit 0.001 | --points P.npy) --K ...
---instruction TEXT [--mode auto|answer|trajectory|action] [--state ...]`: one prediction as JSON."""
+"""`vipa predict CHECKPOINT --image RGB.png [--depth DEPTH.png --depth-unit 0.001 | --points P.npy] --K ...
+--instruction TEXT [--mode auto|answer|trajectory|action] [--state ...]`: one prediction as JSON
+("inputs" says what the model used: rgb, rgb+depth or rgb+points; without depth or points the model
+runs on RGB only)."""
 
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, CheckpointError, OSError) as exc:
         print(f"vipa predict: {exc}", file=sys.stderr)
         return 1
-    res = {"mode": out.mode, "text": out.text, "lm_text": out.lm_text, "timings_ms": out.timings_ms,
+    res = {"mode": out.mode, "inputs": out.inputs, "text": out.text, "lm_text": out.lm_text, "timings_ms": out.timings_ms,
            "wrist_m": out.wrist.tolist() if out.wrist is not None else None}
     for k in ("trajectory", "trajectory_tokens", "actions"):
         v = getattr(out, k)

@@ -2,6 +2,8 @@
 answer text | wrist trajectory (camera frame, metres) | robot action chunk. The app's Predict tab
 and ``vipa predict`` use exactly this.
 
+Inputs: RGB only, RGB + metric depth (+ K), or RGB + point map; ``Prediction.inputs`` says which
+the model used (a model with a 3D encoder runs RGB-only frames with its 3D branch masked out).
 Input handling (documented, not silent): any image size is accepted and resized to the
 model's ``image_size``; depth/point map must have the image's height and width; NaN depth or
 points are treated as missing pixels; inf, an all-missing point map, a missing K with depth, or
@@ -31,6 +33,8 @@ MODES = ("auto", "answer", "trajectory", "action")
 @dataclass
 class Prediction:
     mode: str
+    # Inputs the model used: "rgb" (RGB only, 3D branch masked out), "rgb+depth" or "rgb+points".
+    inputs: str = "rgb"
     text: str | None = None  # answer or motion description
     lm_text: str | None = None  # the LLM's own decoded text (before the numeric head fills in numbers)
     trajectory: np.ndarray | None = None  # (H, 3) float32 camera-frame metres, future wrist (numeric head)
@@ -105,7 +109,7 @@ class Predictor:
         t1 = time.perf_counter()
         m = self.model
         args = Batch(**x, **p).observation()
-        pred = Prediction(mode)
+        pred = Prediction(mode, inputs=Processor.inputs_used(self.mcfg, depth, points))
         if mode == "action":
             pred_out = m(*args)
             pred.actions = self._actions(pred_out.queries, state, flow_steps, seed, m.action_geometry(pred_out))

@@ -8,6 +8,7 @@ Nothing is unpickled when loading one.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from vipa.model.config import VIPAConfig
+from vipa.model.config import ConfigError, VIPAConfig
 from vipa.model.pretrained import save_pointmap_encoder
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
@@ -71,9 +72,23 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
         if not (path / f).is_file():
             raise CheckpointError(f"checkpoint {path}: missing {f}")
     try:
-        return json.loads((path / CONFIG).read_text())
+        info = json.loads((path / CONFIG).read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint {path}: {CONFIG} is not valid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise ConfigError(str(path / CONFIG), "(top level)", f"expected a JSON object, got {type(info).__name__}")
+    if "config" not in info:
+        raise ConfigError(str(path / CONFIG), "config", "missing")
+    if not isinstance(info.get("vocab_size"), int) or isinstance(info.get("vocab_size"), bool):
+        raise ConfigError(str(path / CONFIG), "vocab_size", f"expected an integer, got {json.dumps(info.get('vocab_size'))}")
+    return info
+
+
+def checkpoint_config(path: str | Path, info: dict[str, Any] | None = None) -> VIPAConfig:
+    """The checked VIPAConfig of a checkpoint folder (ConfigError names its config.json and the field)."""
+    path = Path(path)
+    info = read_checkpoint_info(path) if info is None else info
+    return VIPAConfig.from_dict(info["config"], str(path / CONFIG))
 
 
 def load_checkpoint(path: str | Path, expect_config: str | None = None, vlm_path: str | None = None,
@@ -87,10 +102,7 @@ def load_checkpoint(path: str | Path, expect_config: str | None = None, vlm_path
     """
     path = Path(path)
     info = read_checkpoint_info(path)
-    try:
-        cfg = VIPAConfig.from_dict(info["config"])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: config unreadable ({exc})") from exc
+    cfg = checkpoint_config(path, info)
     if expect_config is not None and cfg.name != expect_config:
         raise CheckpointError(f"checkpoint {path} was trained with config {cfg.name!r}, not {expect_config!r}")
     if vlm_path is not None:
@@ -104,6 +116,7 @@ def load_checkpoint(path: str | Path, expect_config: str | None = None, vlm_path
     # A `paper` checkpoint holds every weight (VLM and 3D encoder included): build the VLM from its
     # config only; the local folders must still exist for their configs and tokenizer layout.
     model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id, load_pretrained=False)
+    check_weights_fit(model, path / WEIGHTS, path / CONFIG)
     load_weights(model, path / WEIGHTS)
     model.eval()
     info["action_stats"] = json.loads((path / ACTION_STATS).read_text()) if (path / ACTION_STATS).is_file() else None
@@ -121,6 +134,68 @@ def load_weights(model: torch.nn.Module, file: str | Path, strict: bool = True) 
     if strict and (missing or unexpected):
         raise CheckpointError(f"{file}: weights do not match the model (missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]})")
+
+
+# Tensors whose shape tells a config field: (name pattern, axis, field in config.json, what it counts).
+_SHAPE_FIELDS = (
+    (r"llm\.model\.embed_tokens\.weight", 0, "vocab_size", "tokens"),
+    (r"llm\.model\.embed_tokens\.weight", 1, "config.model.llm.hidden_size", "hidden size"),
+    (r"llm\.lm_head\.weight", 0, "vocab_size", "tokens"),
+    (r"llm\.lm_head\.weight", 1, "config.model.llm.hidden_size", "hidden size"),
+    (r"query_embed", 1, "config.model.llm.hidden_size", "hidden size"),
+    (r"llm\.model\.layers\.\d+\.mlp\.gate_proj\.weight", 0, "config.model.llm.intermediate_size", "MLP width"),
+    (r"llm\.model\.layers\.\d+\.self_attn\.k_proj\.weight", 0, "config.model.llm.num_key_value_heads", "key width"),
+    (r"semantic\.pos", 1, "config.model.image_size / patch_size", "visual tokens"),
+    (r"semantic\.pos", 2, "config.model.d_vision", "vision width"),
+    (r"semantic\.fine\.0\.weight", 0, "config.model.stem_channels", "first stem width"),
+    (r"key_pos", 2, "config.model.image_size / fine_stride", "fine grid"),
+    (r"query_embed", 0, "config.model.num_queries", "query tokens"),
+    (r"traj_head\.2\.weight", 0, "config.model.traj_horizon", "3 x waypoints"),
+    (r"action_head\..*", None, "config.model (action head: action_dim, state_dim, chunk_len, dit_*)", "shape"),
+)
+# Parameter prefixes whose presence a boolean / count field decides.
+_PRESENCE_FIELDS = (
+    (r"spatial\.", "config.model.use_3d", "a 3D encoder"),
+    (r"point_head\.", "config.model.mono_points", "an RGB point-estimate head"),
+)
+
+
+def check_weights_fit(model: torch.nn.Module, weights: str | Path, config_file: str | Path) -> None:
+    """Compare the weights file's tensor shapes (read from its header) with the model built from
+    ``config_file``; a disagreement is a ConfigError naming the config field and the tensor."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: corrupted or not a safetensors file ({exc})") from exc
+    want = {k: tuple(v.shape) for k, v in unwrap(model).state_dict().items()}
+    src = str(config_file)
+    for pat, name, what in _PRESENCE_FIELDS:
+        in_w = any(re.match(pat, k) for k in have)
+        in_m = any(re.match(pat, k) for k in want)
+        if in_w != in_m:
+            raise ConfigError(src, name, f"is {str(in_m).lower()} but {Path(weights).name} "
+                                         f"{'has' if in_w else 'lacks'} {what}")
+    layers = lambda keys: len({m.group(1) for k in keys if (m := re.match(r"llm\.model\.layers\.(\d+)\.", k))})
+    if layers(have) != layers(want):
+        raise ConfigError(src, "config.model.llm.num_hidden_layers",
+                          f"{layers(want)} disagrees with {Path(weights).name} ({layers(have)} layers)")
+    differ = {k: shape for k, shape in want.items() if k in have and have[k] != shape}
+    for pat, axis, name, what in _SHAPE_FIELDS:  # the most telling field first
+        for k, shape in differ.items():
+            if not re.fullmatch(pat, k):
+                continue
+            if axis is None:
+                raise ConfigError(src, name, f"disagrees with {Path(weights).name} (tensor {k}: {have[k]}, "
+                                             f"config gives {shape})")
+            if len(have[k]) == len(shape) and have[k][axis] != shape[axis]:
+                raise ConfigError(src, name, f"{what} {shape[axis]} disagrees with {Path(weights).name} "
+                                             f"({have[k][axis]}, tensor {k})")
+    for k, shape in differ.items():
+        raise ConfigError(src, "config.model", f"disagrees with {Path(weights).name}: tensor {k} is {have[k]}, "
+                                               f"the config gives {shape}")
 
 
 def export_pointmap_encoder(checkpoint: str | Path, folder: str | Path) -> Path:

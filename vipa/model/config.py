@@ -22,6 +22,62 @@ from vipa.tasks import LEGACY_MOTION_STRIDE_S, MOTION_STRIDE_S
 
 STAGES = ("stage1", "stage2", "post")
 
+
+class ConfigError(ValueError):
+    """A config (a checkpoint's config.json, or a dict) that cannot be used; the message names its
+    source and the field, on one line."""
+
+    def __init__(self, source: str, field: str, problem: str):
+        super().__init__(f"{source}: {field}: {problem}")
+        self.source, self.field, self.problem = source, field, problem
+
+
+def _expected_type(default: Any) -> tuple[type, ...] | None:
+    """JSON types a field accepts, from its default value (None: not checked)."""
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, int):
+        return (int,)
+    if isinstance(default, float):
+        return (int, float)
+    if isinstance(default, str):
+        return (str,)
+    if isinstance(default, (tuple, list)):
+        return (list, tuple)
+    if isinstance(default, dict):
+        return (dict,)
+    return None
+
+
+def _check_types(cls: type, d: Any, where: str, source: str) -> dict[str, Any]:
+    """``d`` must be a JSON object with only ``cls``'s fields, each of its default's type."""
+    if not isinstance(d, dict):
+        raise ConfigError(source, where, f"expected a JSON object, got {type(d).__name__}")
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if default is None:  # optional local paths
+            ok: tuple[type, ...] | None = (str, type(None))
+        else:
+            ok = _expected_type(default)
+        if ok is None:
+            continue
+        if isinstance(v, bool) and bool not in ok:
+            ok_v = False
+        else:
+            ok_v = isinstance(v, ok)
+        if not ok_v:
+            want = " or ".join("null" if t is type(None) else {"int": "integer", "float": "number", "str": "string",
+                                                               "bool": "boolean", "list": "list", "tuple": "list",
+                                                               "dict": "object"}[t.__name__] for t in ok)
+            raise ConfigError(source, f"{where}.{f.name}", f"expected {want}, got {json.dumps(v)[:40]}")
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(source, where, f"unknown fields {unknown}")
+    return dict(d)
+
 # Trainable parameter groups of the model (see VIPAModel.param_groups()).
 GROUPS = ("semantic", "spatial", "fusion", "llm", "readout", "action_head")
 
@@ -53,6 +109,10 @@ class ModelConfig:
     fusion_dropout: float = 0.1
     alpha_init: float = 0.5
     use_3d: bool = True  # False = "without the 3D encoder" ablation
+    # With the 3D encoder: a per-cell point-map estimate from the semantic encoder's fine map, so the
+    # readout still has camera-frame points when a frame comes without depth or point map (RGB only).
+    # False in checkpoints made before this field (they run RGB-only with an uninformed pointer).
+    mono_points: bool = True
     llm: LLMConfig = field(default_factory=LLMConfig)
     max_prompt_len: int = 32
     max_target_len: int = 40
@@ -109,6 +169,25 @@ class ModelConfig:
             raise ValueError("num_queries must be >= 3 (pointer A, pointer B, trajectory)")
         if not 0.0 <= self.fusion_dropout < 1.0:
             raise ValueError("fusion_dropout must be in [0, 1)")
+        for name in ("image_size", "patch_size", "fine_stride", "d_vision", "fusion_heads", "max_prompt_len",
+                     "max_target_len", "traj_horizon", "past_horizon", "action_dim", "state_dim", "chunk_len",
+                     "dit_dim", "dit_layers", "dit_heads", "flow_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.tokenizer_vocab < 0 or any(c <= 0 for c in self.stem_channels) or len(self.stem_channels) != 3:
+            raise ValueError("tokenizer_vocab must be >= 0 and stem_channels three positive widths")
+        c = self.llm
+        if min(c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads,
+               c.intermediate_size) <= 0:
+            raise ValueError("llm sizes must be > 0")
+        if self.name != "paper" and not self.vlm_path:  # widths of `paper` come from its VLM
+            if self.d_vision % self.fusion_heads:
+                raise ValueError(f"fusion_heads {self.fusion_heads} must divide d_vision {self.d_vision}")
+            if c.hidden_size % c.num_attention_heads or c.num_attention_heads % c.num_key_value_heads:
+                raise ValueError("llm.num_attention_heads must divide llm.hidden_size, and num_key_value_heads "
+                                 "num_attention_heads")
+        if self.dit_dim % self.dit_heads:
+            raise ValueError(f"dit_heads {self.dit_heads} must divide dit_dim {self.dit_dim}")
         return self
 
     def check_local_weights(self) -> None:
@@ -129,18 +208,26 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"model config: unknown fields {sorted(unknown)}")
+    def from_dict(cls, d: dict[str, Any], source: str = "config", where: str = "model") -> "ModelConfig":
+        """A checked ModelConfig from its JSON form; ConfigError names ``source`` and the field."""
+        d = _check_types(cls, d, where, source)
+        d["llm"] = _check_types(LLMConfig, d.get("llm", {}), f"{where}.llm", source)
+        if d.get("name", "tiny") not in REGISTRY:
+            raise ConfigError(source, f"{where}.name", f"unknown config {d['name']!r}; known: {', '.join(sorted(REGISTRY))}")
+        if d["llm"].get("arch", "qwen2") not in ("qwen2", "llama"):
+            raise ConfigError(source, f"{where}.llm.arch", f"unknown {d['llm']['arch']!r} (qwen2 | llama)")
         d.setdefault("action_geometry", False)  # checkpoints from before the field existed
+        d.setdefault("mono_points", False)
         d.setdefault("motion_stride_s", LEGACY_MOTION_STRIDE_S)  # what checkpoints before the field trained with
-        d["llm"] = LLMConfig(**d.get("llm", {}))
+        d["llm"] = LLMConfig(**d["llm"])
         if "stem_channels" in d:
+            if not all(isinstance(c, int) and not isinstance(c, bool) for c in d["stem_channels"]):
+                raise ConfigError(source, f"{where}.stem_channels", f"expected integers, got {d['stem_channels']}")
             d["stem_channels"] = tuple(d["stem_channels"])
-        return cls(**d).validate()
+        try:
+            return cls(**d).validate()
+        except ValueError as exc:
+            raise ConfigError(source, where, str(exc)) from exc
 
 
 @dataclass
@@ -163,12 +250,32 @@ class TrainConfig:
     w_traj: float = 10.0
     w_post_spatial: float = 2.0  # post-training: weight of the end-effector readout targets (metres, L1)
     stage2_replay: float = 0.5  # stage 2: stage-1 QA samples mixed in, as a fraction of the motion samples
+    # Stages 1 / 2: probability that a sample's point map is hidden from the model (the readout and the
+    # point-estimate head still learn from it), so the same weights run with RGB only.
+    pointmap_dropout: float = 0.3
+    w_mono: float = 1.0  # weight of the point-estimate head's L1 (metres) against the point map
     trainable: dict[str, list[str]] = field(
         default_factory=lambda: {s: list(GROUPS) for s in STAGES}
     )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config", where: str = "train") -> "TrainConfig":
+        """A checked TrainConfig from its JSON form; ConfigError names ``source`` and the field."""
+        d = _check_types(cls, d, where, source)
+        d.setdefault("pointmap_dropout", 0.0)  # checkpoints from before the field trained without it
+        if not 0.0 <= d["pointmap_dropout"] <= 1.0:
+            raise ConfigError(source, f"{where}.pointmap_dropout", f"must be in [0, 1], got {d['pointmap_dropout']}")
+        for k in ("lr", "batch_size", "steps", "trainable"):
+            bad = sorted(set(d.get(k, {})) - set(STAGES))
+            if bad:
+                raise ConfigError(source, f"{where}.{k}", f"unknown stages {bad}; known: {', '.join(STAGES)}")
+        for g in d.get("trainable", {}).values():
+            if not isinstance(g, list) or set(g) - set(GROUPS):
+                raise ConfigError(source, f"{where}.trainable", f"expected lists of {', '.join(GROUPS)}, got {g}")
+        return cls(**d)
 
 
 @dataclass
@@ -184,11 +291,22 @@ class VIPAConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VIPAConfig":
-        try:
-            return cls(name=d["name"], model=ModelConfig.from_dict(d["model"]), train=TrainConfig(**d["train"]))
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"config: malformed ({exc})") from exc
+    def from_dict(cls, d: Any, source: str = "config", where: str = "config") -> "VIPAConfig":
+        """A checked VIPAConfig from its JSON form (``source``: the file it came from, for errors)."""
+        if not isinstance(d, dict):
+            raise ConfigError(source, where, f"expected a JSON object, got {type(d).__name__}")
+        for k in ("name", "model", "train"):
+            if k not in d:
+                raise ConfigError(source, f"{where}.{k}", "missing")
+        unknown = sorted(set(d) - {"name", "model", "train"})
+        if unknown:
+            raise ConfigError(source, where, f"unknown fields {unknown}")
+        if not isinstance(d["name"], str) or d["name"] not in REGISTRY:
+            raise ConfigError(source, f"{where}.name", f"unknown config {d['name']!r}; known: {', '.join(sorted(REGISTRY))}")
+        model = ModelConfig.from_dict(d["model"], source, f"{where}.model")
+        if model.name != d["name"]:
+            raise ConfigError(source, f"{where}.model.name", f"{model.name!r} disagrees with {where}.name {d['name']!r}")
+        return cls(name=d["name"], model=model, train=TrainConfig.from_dict(d["train"], source, f"{where}.train"))
 
 
 def _tiny() -> VIPAConfig:

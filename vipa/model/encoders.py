@@ -86,10 +86,12 @@ class Encoder3D(Protocol):
     (B, 1, S, S))`` -> ``(fine (B, fine_ch, fine_grid, fine_grid), tokens (B, grid*grid, out_dim))``:
     a dense feature map for the readout pointer and the spatial tokens V_spa on the model's patch
     grid (row-major). An encoder may ignore the image (point-map only) or the point map (image-only
-    foundation models)."""
+    foundation models). ``needs_points``: True when its output means nothing without a point map;
+    for a sample without one (all ``valid`` zero) the model then masks the encoder's output out."""
 
     fine_ch: int
     out_dim: int
+    needs_points: bool
 
     def __call__(self, image: torch.Tensor, xyz: torch.Tensor, valid: torch.Tensor,
                  ) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -102,11 +104,33 @@ class PointMapEncoder(ConvStem):
     def __init__(self, cfg: ModelConfig):
         super().__init__(4, cfg)
         self.out_dim = cfg.d_vision
+        self.needs_points = True
 
     def forward(self, image: torch.Tensor | None, xyz: torch.Tensor, valid: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         centred = xyz - torch.tensor([0.0, 0.0, 0.5], device=xyz.device).view(1, 3, 1, 1)
         return super().forward(torch.cat([centred * valid * 2.0, valid], 1))
+
+
+class PointHead(nn.Module):
+    """Per-cell camera-frame point estimate (B, 3, g, g), metres, from a fine feature map (B, c, g, g):
+    a small CoordConv (the cell's normalised (u, v) as two more channels, since x and y follow the
+    pixel's ray) plus a learned per-cell mean map. Starts at 0.5 m straight ahead."""
+
+    def __init__(self, in_ch: int, grid: int, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_ch + 2, width, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(width, width, 1), nn.GELU(), nn.Conv2d(width, 3, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        with torch.no_grad():
+            self.net[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+        self.pos = nn.Parameter(torch.zeros(1, 3, grid, grid))
+        r = torch.linspace(-1.0, 1.0, grid)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(r, r, indexing="xy"))[None], persistent=False)
+
+    def forward(self, fine: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([fine, self.coords.expand(fine.shape[0], -1, -1, -1).to(fine.dtype)], 1)
+        return self.net(x) + self.pos
 
 
 class SpatialFusion(nn.Module):
@@ -120,10 +144,15 @@ class SpatialFusion(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d)
 
-    def forward(self, v_sem: torch.Tensor, v_spa: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, v_sem: torch.Tensor, v_spa: torch.Tensor | None, has_3d: torch.Tensor | None = None,
+                ) -> torch.Tensor:
+        """``has_3d`` (B,) float: 0 for samples without 3D input, whose F_spa is masked out (V_f is
+        then LN(Dropout(V_sem)), as without the 3D encoder); None = every sample has 3D."""
         if v_spa is None:
             return self.norm(self.dropout(v_sem))
         f_spa, _ = self.attn(v_sem, v_spa, v_spa, need_weights=False)
+        if has_3d is not None:
+            f_spa = f_spa * has_3d.to(f_spa.dtype)[:, None, None]
         return self.norm(self.dropout(v_sem + self.alpha * f_spa))
 
 

@@ -226,10 +226,12 @@ class Encoder3DAdapter(nn.Module, abc.ABC):
     ``forward(image (B, 3, S, S) RGB in [0, 1], xyz (B, 3, S, S) camera-frame metres, valid
     (B, 1, S, S))`` returns ``(fine (B, fine_ch, h, w), tokens (B, out_dim, h2, w2))``: a dense
     feature map for the readout and a token map; both are resampled onto the model's grids.
-    An image-only encoder (Cut3R, VGGT) ignores ``xyz``/``valid``."""
+    An image-only encoder (Cut3R, VGGT) ignores ``xyz``/``valid`` and sets ``needs_points = False``
+    (its output is then used for frames without a point map too)."""
 
     out_dim: int
     fine_ch: int
+    needs_points: bool = True
 
     def __init__(self, folder: Path, **kwargs: Any):
         super().__init__()
@@ -340,6 +342,7 @@ class Spatial3DEncoder(nn.Module):
         self.encoder = encoder
         self.grid, self.fine_grid = cfg.grid, cfg.fine_grid
         self.fine_ch, self.out_dim = encoder.fine_ch, encoder.out_dim
+        self.needs_points = bool(getattr(encoder, "needs_points", True))
 
     def forward(self, image: torch.Tensor, xyz: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fine, tmap = self.encoder(image, xyz, valid)

@@ -1,7 +1,7 @@
 """The processor: raw inputs -> the model's tensors, the one path shared by the training datasets,
 evaluation, post-training, the policy server and the app (through ``vipa.infer.Predictor``).
 
-Inputs: an RGB frame (H, W, 3) uint8 of any size, optionally its 3D: a camera-frame point map
+Inputs: an RGB frame (H, W, 3) uint8 of any size, optionally (RGB only works too) its 3D: a camera-frame point map
 (H, W, 3) metres (NaN = missing) or a metric depth map (H, W) metres with intrinsics K (3, 3)
 pixels (the point map is computed from it at full resolution by ``vipa.geometry.unproject``);
 and a prompt text. Outputs: the image resized to the config's ``image_size`` S (aspect not
@@ -103,17 +103,24 @@ class Processor:
     def __init__(self, cfg: ModelConfig, tok: VIPATokenizer):
         self.cfg, self.tok = cfg, tok
 
+    @staticmethod
+    def inputs_used(cfg: ModelConfig, depth: np.ndarray | None = None, points: np.ndarray | None = None) -> str:
+        """Which inputs a frame gives the model: "rgb+points", "rgb+depth" or "rgb" (RGB only: no 3D
+        input, or a model without the 3D encoder, which ignores it)."""
+        if not cfg.use_3d:
+            return "rgb"
+        return "rgb+points" if points is not None else ("rgb+depth" if depth is not None else "rgb")
+
     def observation(self, image: np.ndarray, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                     points: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """One frame -> {image (3, S, S) float32 in [0, 1]} plus {xyz (3, S, S), valid (1, S, S)} when the
-        model has its 3D encoder (from ``points``, else from ``depth`` + ``K``). NaN depth / points
-        are missing pixels; inf, an all-missing point map, or depth without K raise ValueError."""
+        model has its 3D encoder and the frame has 3D (from ``points``, else from ``depth`` + ``K``);
+        without either the model runs on RGB only (its 3D branch masked out). NaN depth / points are
+        missing pixels; inf, an all-missing point map, or depth without K raise ValueError."""
         s = self.cfg.image_size
         out = {"image": prepare_image(image, s).float() / 255.0}
-        if self.cfg.use_3d:
+        if self.cfg.use_3d and (points is not None or depth is not None):
             if points is None:
-                if depth is None:
-                    raise ValueError("this model has a 3D encoder: give a metric depth map (with K) or a point map")
                 if K is None:
                     raise ValueError("depth given without intrinsics K")
                 if np.shape(depth) != image.shape[:2]:

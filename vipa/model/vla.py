@@ -27,7 +27,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 from vipa.model.action_head import FlowMatchingDiT
 from vipa.model.batch import Batch
 from vipa.model.config import STAGES, ModelConfig, TrainConfig
-from vipa.model.encoders import PointMapEncoder, SemanticEncoder, SpatialFusion, pool_points
+from vipa.model.encoders import PointHead, PointMapEncoder, SemanticEncoder, SpatialFusion, pool_points
 from vipa.model.losses import IGNORE, masked_l1
 
 
@@ -96,6 +96,7 @@ class VLAOutput:
     traj: torch.Tensor  # (B, T, 3)
     queries: torch.Tensor  # (B, Q, H) query hidden states
     attn_a: torch.Tensor  # (B, Nf) pointer weights over the fine grid
+    point_est: torch.Tensor | None = None  # (B, Nf, 3) per-cell point estimate from RGB (mono_points), metres
     attention_mask: torch.Tensor | None = None  # (B, L) of the sequence (for cached decoding)
     past_key_values: object | None = None  # the LLM's KV cache when use_cache=True
 
@@ -131,6 +132,9 @@ class VIPAModel(nn.Module):
             # Without the point map the offsets are absolute positions: start at 0.5 m ahead.
             self.offset[-1].bias.copy_(torch.tensor([0, 0, 0.0, 0, 0, 0.0] if cfg.use_3d else [0, 0, 0.5, 0, 0, 0.5]))
         self.dk = dk
+        # RGB-only point estimate per fine cell (camera-frame metres) from the semantic fine map: the
+        # readout's points for frames without depth or point map.
+        self.point_head = PointHead(self.semantic.fine_ch, cfg.fine_grid) if cfg.use_3d and cfg.mono_points else None
         self.action_head = FlowMatchingDiT(h, cfg.action_dim, cfg.state_dim, cfg.chunk_len,
                                            cfg.dit_dim, cfg.dit_layers, cfg.dit_heads, cfg.geometry_dim)
 
@@ -173,24 +177,36 @@ class VIPAModel(nn.Module):
         s = self.cfg.image_size
         if image.ndim != 4 or image.shape[1:] != (3, s, s):
             raise ValueError(f"image: expected (B, 3, {s}, {s}) for config {self.cfg.name!r}, got {tuple(image.shape)}")
-        if self.cfg.use_3d:
+        if self.cfg.use_3d and (xyz is not None or valid is not None):
             if xyz is None or valid is None:
-                raise ValueError("point map: required by this config (use_3d=True)")
+                raise ValueError("point map: give both xyz and valid, or neither (RGB only)")
             if xyz.shape != (image.shape[0], 3, s, s) or valid.shape != (image.shape[0], 1, s, s):
                 raise ValueError(f"point map: expected (B, 3, {s}, {s}) + validity (B, 1, {s}, {s}), got "
                                  f"{tuple(xyz.shape)} and {tuple(valid.shape)}")
             if not torch.isfinite(xyz).all():
                 raise ValueError("point map: contains NaN/inf; mark invalid pixels in the validity mask and zero them")
 
+    @staticmethod
+    def has_points(valid: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) validity -> (B,) float, 1 where the sample has any valid 3D point."""
+        return (valid.flatten(1).amax(1) > 0).float()
+
     def encode_images(self, image, xyz, valid):
+        """-> (visual tokens (B, N, H), fine map for the readout, semantic fine map). Samples without
+        a point map (all ``valid`` zero) have the 3D branch masked out (fusion and fine map) when the
+        3D encoder needs points."""
         sem_fine, v_sem = self.semantic(image)
+        has = None
         if self.spatial is not None:
             spa_fine, v_spa = self.spatial(image, xyz, valid)
             v_spa = self.spatial_proj(v_spa)
+            if getattr(self.spatial, "needs_points", True):
+                has = self.has_points(valid)
+                spa_fine = spa_fine * has[:, None, None, None]
             fine = torch.cat([sem_fine, spa_fine], 1)
         else:
             v_spa, fine = None, sem_fine
-        return self.projector(self.fusion(v_sem, v_spa)), fine
+        return self.projector(self.fusion(v_sem, v_spa, has)), fine, sem_fine
 
     def forward(self, image: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                 xyz: torch.Tensor | None = None, valid: torch.Tensor | None = None,
@@ -201,7 +217,11 @@ class VIPAModel(nn.Module):
         b = image.shape[0]
         if prompt_ids.shape[1] != cfg.max_prompt_len:
             raise ValueError(f"prompt: expected length {cfg.max_prompt_len} (padded), got {prompt_ids.shape[1]}")
-        vis, fine = self.encode_images(image, xyz, valid)
+        if cfg.use_3d and xyz is None:  # RGB only: an all-invalid point map
+            s = cfg.image_size
+            xyz = image.new_zeros(b, 3, s, s)
+            valid = image.new_zeros(b, 1, s, s)
+        vis, fine, sem_fine = self.encode_images(image, xyz, valid)
         emb = self.llm.get_input_embeddings()
         parts = [vis, emb(prompt_ids), self.query_embed[None].expand(b, -1, -1)]
         masks = [torch.ones(b, vis.shape[1], dtype=prompt_mask.dtype, device=vis.device), prompt_mask,
@@ -218,11 +238,17 @@ class VIPAModel(nn.Module):
         logits = None
         if target_in is not None:
             logits = self.llm.lm_head(hid[:, q0 + cfg.num_queries:])
-        pa, pb, traj, attn_a = self.readout(hid[:, :n], queries, fine, xyz, valid)
-        return VLAOutput(hid, logits, pa, pb, traj, queries, attn_a, mask,
+        est = None
+        if self.point_head is not None:
+            est = self.point_head(sem_fine).flatten(2).transpose(1, 2)  # (B, Nf, 3)
+        pa, pb, traj, attn_a = self.readout(hid[:, :n], queries, fine, xyz, valid, est)
+        return VLAOutput(hid, logits, pa, pb, traj, queries, attn_a, est, mask,
                          out.cache if use_cache else None)
 
-    def readout(self, vis_hidden, queries, fine, xyz, valid):
+    def readout(self, vis_hidden, queries, fine, xyz, valid, est=None):
+        """Pointers A and B (softmax over the fine grid of the cells' 3D points + offsets) and the
+        trajectory. Cells take the point map's points; without any (RGB only) the estimate ``est``
+        (B, Nf, 3) stands in, and the pointer may use every cell."""
         cfg = self.cfg
         b, g, fg = vis_hidden.shape[0], cfg.grid, cfg.fine_grid
         kl = self.key_llm(vis_hidden).transpose(1, 2).reshape(b, self.dk, g, g)
@@ -236,6 +262,10 @@ class VIPAModel(nn.Module):
         lb = torch.einsum("bd,bdn->bn", qb, keys) / math.sqrt(self.dk)
         if self.spatial is not None:
             cells, cv = pool_points(xyz, valid, fg)
+            if est is not None:
+                none = cv.sum(1, keepdim=True) == 0  # (B, 1): samples without a point map
+                cells = torch.where(none[..., None], est, cells)
+                cv = torch.where(none, torch.ones_like(cv), cv)
             bias = torch.where(cv > 0, 0.0, -1e4)
             wa, wb = torch.softmax(la + bias, -1), torch.softmax(lb + bias, -1)
             pa = torch.einsum("bn,bnc->bc", wa, cells) + offa
@@ -286,7 +316,12 @@ class VIPAModel(nn.Module):
         if batch.target is None:
             raise ValueError(f"{stage}: the batch has no text target")
         tgt, tmask = batch.target, batch.target_mask
-        out = self(*batch.observation(), target_in=tgt[:, :-1], target_mask=tmask[:, :-1])
+        image, ids, pmask, xyz, valid = batch.observation()
+        if self.training and self.spatial is not None and valid is not None and w.pointmap_dropout > 0:
+            # Hide the point map of some samples (RGB-only inputs); their targets stay.
+            keep = (torch.rand(len(batch), device=valid.device) >= w.pointmap_dropout).to(valid.dtype)
+            xyz, valid = xyz * keep[:, None, None, None], valid * keep[:, None, None, None]
+        out = self(image, ids, pmask, xyz, valid, target_in=tgt[:, :-1], target_mask=tmask[:, :-1])
         labels = tgt[:, 1:].masked_fill(tmask[:, 1:] == 0, IGNORE)
         lm = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1),
                              ignore_index=IGNORE)
@@ -296,7 +331,13 @@ class VIPAModel(nn.Module):
         vec = masked_l1(out.point_b - out.point_a, batch.point_b - batch.point_a, ma * mb)
         traj = masked_l1(out.traj, batch.traj, mt)
         total = w.w_lm * lm + w.w_point * (pa + pb + vec) + w.w_traj * traj
-        return total, {"lm": lm, "point_a": pa, "point_b": pb, "vector": vec, "traj": traj}
+        parts = {"lm": lm, "point_a": pa, "point_b": pb, "vector": vec, "traj": traj}
+        if out.point_est is not None and batch.valid is not None:
+            # The RGB-only point estimate against the (unhidden) point map, L1 metres over valid cells.
+            cells, cv = pool_points(batch.xyz, batch.valid, self.cfg.fine_grid)
+            parts["mono"] = ((out.point_est - cells).abs().sum(-1) * cv).sum() / cv.sum().clamp_min(1.0)
+            total = total + w.w_mono * parts["mono"]
+        return total, parts
 
     # ---- text generation ----
     @torch.no_grad()

@@ -58,8 +58,8 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
     checkpoint (``resume``) or ``init`` (after checking ``init`` fits), the stage's data (Hand3D
     train split for stage1/2, robot demonstrations for post), then training; raises ValueError,
     FileNotFoundError or CheckpointError naming the problem."""
-    from vipa.model.checkpoint import CheckpointError, read_checkpoint_info
-    from vipa.model.config import ModelConfig, init_fits
+    from vipa.model.checkpoint import CheckpointError, checkpoint_config, read_checkpoint_info
+    from vipa.model.config import init_fits
     from vipa.model.tokenizer import VIPATokenizer
     from vipa.train.loop import latest_checkpoint, train
 
@@ -69,7 +69,9 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
         tok = VIPATokenizer.load(latest_checkpoint(out) / "tokenizer.json")
     elif init:
         info = read_checkpoint_info(init)
-        if not init_fits(ModelConfig.from_dict(info["config"]["model"]), cfg.model, stage):
+        init_model = checkpoint_config(init, info).model
+        cfg.model.mono_points = init_model.mono_points  # a part the init checkpoint has or lacks, kept as it is
+        if not init_fits(init_model, cfg.model, stage):
             raise CheckpointError(f"--init {init} was trained with config {info['config']['name']!r} "
                                   f"(model differs from {cfg.name!r}{'' if cfg.model.use_3d else ' without 3D'})")
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")

@@ -1,0 +1,202 @@
+"""One model for RGB-only and RGB-D inputs (the point map optional, dropped at random in training),
+and configs that refuse nonsense with one-line errors naming the file and field."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vipa.infer.predictor import Predictor
+from vipa.model.batch import Batch
+from vipa.model.checkpoint import load_checkpoint, save_checkpoint
+from vipa.model.config import ConfigError, VIPAConfig, get_config
+from vipa.model.tokenizer import VIPATokenizer
+from vipa.model.vla import VIPAModel
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tok() -> VIPATokenizer:
+    return VIPATokenizer.train(["Where is the red cube relative to the right hand?", "left and down, 0.44m",
+                                "Predict the right wrist motion to pick up the red cube."], 400)
+
+
+def _batch(cfg, tok, b=4, seed=0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    s, m = cfg.model.image_size, cfg.model
+    ids = tok.encode("Where is the red cube relative to the right hand?")
+    p = torch.full((b, m.max_prompt_len), tok.pad_id)
+    p[:, : len(ids)] = torch.tensor(ids)
+    xyz = torch.rand(b, 3, s, s, generator=g) * 0.4 + torch.tensor([-0.2, -0.2, 0.4]).view(1, 3, 1, 1)
+    tgt = torch.tensor([[tok.bos_id] + tok.encode("left and down, 0.44m") + [tok.eos_id]] * b)
+    one = torch.ones(b)
+    return Batch(torch.rand(b, 3, s, s, generator=g), p, (p != tok.pad_id).long(), xyz, torch.ones(b, 1, s, s),
+                 target=tgt, target_mask=torch.ones_like(tgt), point_a=torch.rand(b, 3, generator=g), point_a_mask=one,
+                 point_b=torch.rand(b, 3, generator=g), point_b_mask=one,
+                 traj=torch.rand(b, m.traj_horizon, 3, generator=g), traj_mask=one)
+
+
+def test_rgb_only_runs_and_masks_the_3d_branch(tok):
+    cfg = get_config("tiny")
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id).eval()
+    b = _batch(cfg, tok)
+    with torch.no_grad():
+        rgb = model(b.image, b.prompt_ids, b.prompt_mask)  # no point map at all
+        zero = model(b.image, b.prompt_ids, b.prompt_mask, b.xyz * 0, b.valid * 0)  # an all-invalid one
+        full = model(*b.observation())
+        # Another point map, all invalid, must not change anything: the 3D branch contributes nothing.
+        other = model(b.image, b.prompt_ids, b.prompt_mask, b.xyz + 1.0, b.valid * 0)
+    for o in (rgb, zero, full):
+        assert torch.isfinite(o.hidden).all() and torch.isfinite(o.point_a).all() and torch.isfinite(o.traj).all()
+    assert torch.allclose(rgb.hidden, zero.hidden) and torch.allclose(zero.hidden, other.hidden)
+    assert not torch.allclose(rgb.hidden, full.hidden)
+    # Without a point map the pointer reads the RGB point estimate, so the wrist is where that estimate says.
+    assert torch.allclose(rgb.point_a, torch.einsum("bn,bnc->bc", rgb.attn_a, rgb.point_est), atol=1e-5)
+
+
+def test_pointmap_dropout_trains_without_nan(tok):
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id).train()
+    b = _batch(cfg, tok)
+    for p in (0.0, 1.0):  # never / always hidden: every sample RGB only
+        model.zero_grad()
+        total, parts = model.compute_loss(b, "stage1", dataclasses.replace(cfg.train, pointmap_dropout=p))
+        total.backward()
+        assert torch.isfinite(total) and "mono" in parts and parts["mono"] > 0
+        grads = [q.grad for q in model.parameters() if q.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        # The point-estimate head learns from the (hidden) point map in both cases.
+        assert model.point_head.net[-1].weight.grad.abs().sum() > 0
+    # Hiding the point map changes what the model sees (a different loss for the same batch, same seed).
+    model.eval()  # no fusion dropout; compute_loss hides the point map only in training mode
+    a, _ = model.compute_loss(b, "stage1", dataclasses.replace(cfg.train, pointmap_dropout=1.0))
+    model.train()
+    torch.manual_seed(1)
+    model.fusion.dropout.p = 0.0
+    c, _ = model.compute_loss(b, "stage1", dataclasses.replace(cfg.train, pointmap_dropout=1.0))
+    assert not torch.isclose(a, c)
+
+
+def test_predictor_says_which_inputs_it_used(tmp_path, tok):
+    cfg = get_config("tiny")
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
+    ck = save_checkpoint(tmp_path / "ck", model, cfg, tok, {"stage": "stage2"})
+    pred = Predictor.load(ck)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    depth = np.full((48, 64), 0.6, np.float32)
+    K = np.array([[60, 0, 32], [0, 60, 24], [0, 0, 1]], np.float32)
+    q = "Where is the red cube relative to the right hand?"
+    out = {k: pred.predict(img, instruction=q, **kw)
+           for k, kw in {"rgb": {}, "rgb+depth": {"depth": depth, "K": K},
+                         "rgb+points": {"points": np.dstack([np.zeros((48, 64, 2), np.float32), depth])}}.items()}
+    for k, p in out.items():
+        assert p.inputs == k and p.mode == "answer" and np.isfinite(p.wrist).all()
+    traj = pred.predict(img, instruction="pick up the red cube", motion_tokens=False)
+    assert traj.inputs == "rgb" and traj.trajectory.shape == (cfg.model.traj_horizon, 3)
+    assert np.isfinite(traj.trajectory).all()
+    # The recorded training recipe: this config drops the point map 30 % of the time.
+    assert json.loads((ck / "config.json").read_text())["config"]["train"]["pointmap_dropout"] == 0.3
+
+
+# ---- configs that refuse nonsense ----
+
+@pytest.fixture()
+def ckpt(tmp_path, tok):
+    cfg = get_config("tiny")
+    return save_checkpoint(tmp_path / "ck", VIPAModel(cfg.model, tok.vocab_size, tok.pad_id), cfg, tok)
+
+
+def _edit(ck, fn):
+    info = json.loads((ck / "config.json").read_text())
+    (ck / "config.json").write_text(json.dumps(fn(info)))
+
+
+def _one_line_error(ck, match):
+    with pytest.raises(ConfigError, match=match) as exc:
+        load_checkpoint(ck)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"{ck / 'config.json'}: ")
+    return exc.value
+
+
+def _set(path, value):
+    def fn(info):
+        d = info
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+        return info
+    return fn
+
+
+def test_unknown_config_name(ckpt):
+    _edit(ckpt, _set(("config", "name"), "gigantic"))
+    e = _one_line_error(ckpt, r"config\.name: unknown config 'gigantic'; known: paper, small, tiny")
+    assert e.field == "config.name"
+
+
+def test_config_json_of_the_wrong_type(ckpt):
+    _edit(ckpt, lambda info: [info])
+    _one_line_error(ckpt, r"expected a JSON object, got list")
+    _edit(ckpt, lambda info: info[0] | {"config": "tiny"})
+    _one_line_error(ckpt, r": config: expected a JSON object, got str")
+
+
+@pytest.mark.parametrize("path, value, match", [
+    (("config", "model", "image_size"), "64", r"config\.model\.image_size: expected integer, got \"64\""),
+    (("config", "model", "use_3d"), 1, r"config\.model\.use_3d: expected boolean, got 1"),
+    (("config", "model", "llm"), [128], r"config\.model\.llm: expected a JSON object, got list"),
+    (("config", "model", "flux"), 3, r"config\.model: unknown fields \['flux'\]"),
+    (("config", "train", "pointmap_dropout"), 1.5, r"config\.train\.pointmap_dropout: must be in \[0, 1\]"),
+    (("config", "model", "fusion_heads"), 3, r"config\.model: fusion_heads 3 must divide d_vision 128"),
+    (("config", "model", "name"), "small", r"config\.model\.name: 'small' disagrees with config\.name 'tiny'"),
+])
+def test_fields_of_the_wrong_type_or_value(ckpt, path, value, match):
+    _edit(ckpt, _set(path, value))
+    _one_line_error(ckpt, match)
+
+
+@pytest.mark.parametrize("path, value, match", [
+    (("config", "model", "llm", "hidden_size"), 256,
+     r"config\.model\.llm\.hidden_size: hidden size 256 disagrees with model\.safetensors \(128"),
+    (("config", "model", "llm", "num_hidden_layers"), 3,
+     r"config\.model\.llm\.num_hidden_layers: 3 disagrees with model\.safetensors \(2 layers\)"),
+    (("config", "model", "d_vision"), 64, r"config\.model\.d_vision: vision width 64 disagrees"),
+    (("config", "model", "traj_horizon"), 6, r"config\.model\.traj_horizon: 3 x waypoints 18 disagrees"),
+    (("config", "model", "use_3d"), False, r"config\.model\.use_3d: is false but model\.safetensors has a 3D encoder"),
+    (("config", "model", "mono_points"), False, r"config\.model\.mono_points: is false but model\.safetensors has"),
+    (("vocab_size",), "many", r"vocab_size: expected an integer"),
+])
+def test_fields_that_disagree_with_the_weights(ckpt, path, value, match):
+    _edit(ckpt, _set(path, value))
+    _one_line_error(ckpt, match)
+
+
+def test_cli_prints_config_errors_in_one_line(ckpt, tmp_path, capsys):
+    from PIL import Image
+
+    from vipa.cli import main
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "f.png")
+    _edit(ckpt, _set(("config", "name"), "gigantic"))
+    assert main(["predict", str(ckpt), "--image", str(tmp_path / "f.png"), "--instruction", "pick it up"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"vipa predict: {ckpt / 'config.json'}: config.name: unknown config 'gigantic'; "
+                   "known: paper, small, tiny")
+
+
+def test_configs_round_trip_and_old_checkpoints_default():
+    for name in ("tiny", "small", "paper"):
+        c = get_config(name)
+        assert VIPAConfig.from_dict(json.loads(json.dumps(c.to_dict()))).to_dict() == c.to_dict()
+    old = get_config("tiny").to_dict()
+    del old["model"]["mono_points"], old["train"]["pointmap_dropout"]
+    c = VIPAConfig.from_dict(old)
+    assert c.model.mono_points is False and c.train.pointmap_dropout == 0.0  # what they trained with
