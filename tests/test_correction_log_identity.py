@@ -109,6 +109,7 @@ def test_export_keeps_a_read_only_copy_that_restores(tmp_path, capsys):
 
     ds = edited(tmp_path / "a")
     assert vipa_main(["export", str(ds.root), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()  # the first export's progress lines
     (copy,) = sorted((ds.root / "meta" / "corrections_backups").glob("*.sqlite"))
     assert copy.name.endswith("-export-out-last3.sqlite")
     assert not (copy.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))

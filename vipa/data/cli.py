@@ -79,6 +79,13 @@ def run(args: argparse.Namespace) -> int:
     except SchemaError as exc:
         return _err(f"{src}: {exc}")
     corrected = not args.uncorrected
+    if corrected:
+        from vipa.data.corrections import CorrectionError, snapshot
+
+        try:
+            snapshot(src, tag=f"export-{out.name}")  # a read-only copy of the log at each export
+        except CorrectionError as exc:
+            return _err(str(exc))
     ids = ds.episode_ids()
     bar = tqdm(total=len(ids), desc="check episodes", unit="ep", disable=args.no_progress, file=sys.stderr)
     problems = []
@@ -92,13 +99,6 @@ def run(args: argparse.Namespace) -> int:
         for line in problems:
             print(f"vipa export: {line}", file=sys.stderr)
         return _err(f"{len(problems)} of {len(ids)} episodes cannot be exported (listed above); nothing written")
-    if corrected:
-        from vipa.data.corrections import CorrectionError, snapshot
-
-        try:
-            snapshot(src, tag=f"export-{out.name}")  # a read-only copy of the log at each export
-        except CorrectionError as exc:
-            return _err(str(exc))
     try:
         with staging(out) as tmp:
             if args.format == "hand3d":

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vipa.data.dataset import Hand3DDataset
     from vipa.viz.recording import APP_ID, ViewOptions, default_blueprint, episode_rrd_bytes, log_episode, \
-        log_episode_per_frame, media_from_files
+        log_episode_per_frame, media_from_files, video_timestamps_ns
 
     try:
         ds = Hand3DDataset.open(args.dataset)
@@ -49,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"vipa view: episode {eid}: {exc}", file=sys.stderr)
         return 2
+    if media.video is not None:
+        try:  # rerun parses the mp4 when it is logged; a damaged one is named here, not as a traceback there
+            video_timestamps_ns(media.video)
+        except (RuntimeError, ValueError) as exc:
+            print(f"vipa view: episode {eid}: {folder / 'rgb.mp4'} is not a readable MP4 ({exc})", file=sys.stderr)
+            return 2
     opts = ViewOptions()
     standard = any(getattr(args, k, None) for k in ("save", "connect", "spawn", "serve", "stdout"))
     if standard:
