@@ -36,6 +36,7 @@ from typing import Mapping
 
 import numpy as np
 
+from annotators.smoothing import SkeletonSmoothConfig, smooth_skeleton
 from vipa.conventions import HANDS, NUM_JOINTS
 from vipa.data.episode import Episode
 from vipa import geometry
@@ -996,12 +997,16 @@ def smooth_joints(
     return out.astype(np.float32)
 
 
-def smooth(ep: Episode, cfg: SmoothConfig = SmoothConfig(), *, enabled: bool = True) -> dict[str, np.ndarray]:
+def smooth(ep: Episode, cfg: SmoothConfig | SkeletonSmoothConfig = SkeletonSmoothConfig(), *,
+           enabled: bool = True) -> dict[str, np.ndarray]:
     """Filter each present hand's ``joints_3d`` in place; return the raw joints {side: (T, 21, 3)}.
 
-    The raw joints are returned rather than stored in the episode (the pipeline writes them
-    as the derived product ``joints_raw``, see ``annotators.pipeline``); the filter settings
-    go to ``ep.extra["smoothing"]``. Joints the filter skipped keep their raw value.
+    ``cfg`` picks the filter: ``SkeletonSmoothConfig`` (the default: wrist and bone directions by a
+    zero-phase local fit, bone lengths kept, ``annotators.smoothing``) or ``SmoothConfig`` (zero-phase
+    One-Euro per joint, which shrinks bones by a few percent on fast motion). The raw joints are
+    returned rather than stored in the episode (the pipeline writes them as the derived product
+    ``joints_raw``, see ``annotators.pipeline``); the filter settings go to ``ep.extra["smoothing"]``.
+    Joints the filter skipped keep their raw value.
     """
     raw: dict[str, np.ndarray] = {}
     if not enabled:
@@ -1013,8 +1018,16 @@ def smooth(ep: Episode, cfg: SmoothConfig = SmoothConfig(), *, enabled: bool = T
             continue
         raw[side] = tr.joints_3d.copy()
         conf = np.where(tr.valid & tr.present[:, None], tr.confidence, 0.0).astype(np.float32)
-        filtered = smooth_joints(tr.joints_3d, conf, ep.fps, cfg)
+        if isinstance(cfg, SkeletonSmoothConfig):
+            filtered = smooth_skeleton(tr.joints_3d, conf, ep.fps, cfg)
+        else:
+            filtered = smooth_joints(tr.joints_3d, conf, ep.fps, cfg)
         tr.joints_3d = np.where(np.isfinite(filtered), filtered, tr.joints_3d).astype(np.float32)
+    if isinstance(cfg, SkeletonSmoothConfig):
+        ep.extra["smoothing"] = {"method": "skeleton_local_poly", "half_window": cfg.half_window,
+                                 "degree": cfg.degree, "smooth_lengths": cfg.smooth_lengths,
+                                 "raw_product": "joints_raw"}
+        return raw
     ep.extra["smoothing"] = {
         "method": "one_euro_zero_phase",
         "min_cutoff_hz": cfg.min_cutoff,

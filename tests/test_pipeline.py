@@ -357,6 +357,10 @@ def test_config_round_trip_and_validation():
         AnnotateConfig(colour={})
     with pytest.raises(ValueError, match="smooth.params"):
         AnnotateConfig(smooth={"params": {"nope": 1}}).validate()
+    with pytest.raises(ValueError, match="smooth.params"):  # One-Euro's field given to the skeleton filter
+        AnnotateConfig(smooth={"method": "skeleton", "params": {"beta": 2.0}}).validate()
+    with pytest.raises(ValueError, match="smooth.method"):
+        AnnotateConfig(smooth={"method": "kalman"}).validate()
     cfg.set("qa.gamma", "0.25")
     cfg.set("smooth.enabled", "false")
     assert cfg.qa.gamma == 0.25 and cfg.smooth.enabled is False

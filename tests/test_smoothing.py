@@ -71,14 +71,16 @@ def test_bad_shapes_are_named():
 
 
 def test_real_clip_raw_joints():
-    """The raw lifted joints of a real clip (the pipeline's ``joints_raw``), smoothed."""
+    """The raw lifted joints of a real clip (the pipeline's ``joints_raw``) against what the pipeline
+    wrote with ``smooth.method=skeleton``."""
     from annotators.pipeline import AnnotateConfig, run_pipeline
     from vipa.resources import REPO_ROOT
 
     cfg = AnnotateConfig(decode={"max_frames": 120}, objects={"backends": ()}, qa={"enabled": False},
-                         motion={"enabled": False})
+                         motion={"enabled": False}, smooth={"method": "skeleton"})
     ann = run_pipeline(REPO_ROOT / CLIP, cfg)
     ep = ann.episode
+    assert ep.extra["smoothing"]["method"] == "skeleton_local_poly"
     figs = []
     for side, raw in ann.raw_joints.items():
         tr = ep.hands[side]
@@ -87,7 +89,7 @@ def test_real_clip_raw_joints():
             continue
         conf = np.where(ok, tr.confidence, 0.0)
         rawm = np.where(ok[..., None], raw, np.nan)
-        fig = smoothing_figures(rawm, smooth_skeleton(rawm, conf, ep.fps), ep.fps)
+        fig = smoothing_figures(rawm, np.where(ok[..., None], tr.joints_3d, np.nan), ep.fps)
         print(CLIP, side, fig)
         _check(fig)
         figs.append(fig)
