@@ -139,3 +139,62 @@ def test_hand_scale_edit_is_exported(tmp_path: Path, capsys: pytest.CaptureFixtu
     np.testing.assert_allclose(ex.depth_scale, 1.5 * 0.8, rtol=1e-6)
     for side in HANDS:
         np.testing.assert_array_equal(ex.hands[side].provenance, ds.load_episode(base.episode_id).hands[side].provenance)
+
+
+# ---------------------------------------------------------------- the workbench: Align tab, hand size
+
+
+def _ambiguous_dataset(tmp_path: Path):
+    te, base = _lifted_episode(0.8, seed=5)
+    base.hands[te.side].reproj_error = np.full((base.num_frames, 21), 2.0, np.float32)
+    base.hands[te.side].reproj_error[6] = 9.0  # the worst by reprojection
+    base.extra["lift"] = {"method": "episode", "ambiguous": [
+        {"frame": 2, "side": te.side, "depth_ratio": 0.55}, {"frame": 4, "side": te.side, "depth_ratio": 1.12}]}
+    ds = Hand3DDataset.create(tmp_path / "ds", fps=15.0)
+    ds.write_episode(base)
+    return te, base, ds
+
+
+def test_align_figures_and_worst_frames_show_ambiguous_frames(tmp_path: Path) -> None:
+    from vipa.viz import figures
+
+    te, base, ds = _ambiguous_dataset(tmp_path)
+    ep = ds.load_episode(base.episode_id)
+    assert figures.lift_ambiguity(ep) == {2: pytest.approx(0.55), 4: pytest.approx(1.12)}
+    rows = figures.worst_frames(ep, k=4)
+    assert [(r["frame"], r["by"]) for r in rows[:3]] == [(2, "lift ambiguous"), (4, "lift ambiguous"), (6, "reprojection")]
+    assert rows[0]["lift_depth_ratio"] == pytest.approx(0.55) and rows[2]["lift_depth_ratio"] is None
+    assert len(rows) == 4 and len({r["frame"] for r in rows}) == 4
+    assert [r["by"] for r in figures.worst_frames(ep, k=1)] == ["lift ambiguous"]  # at most half, rounded up
+    marks = [d for d in figures.reproj_error_figure(ep).data if d.name and d.name.startswith("lift depth ambiguous")]
+    assert len(marks) == 1 and list(marks[0].x) == [2, 4] and "0.55x" in marks[0].text[0]
+    assert any(d.name.startswith("lift depth ambiguous") for d in figures.align_timeseries_figure(ep).data if d.name)
+    ep.extra["lift"]["ambiguous"] = [{"frame": 99, "side": te.side, "depth_ratio": 0.5}]
+    with pytest.raises(ValueError, match=r"extra.lift.ambiguous\[0\].frame: 99 out of range"):
+        figures.lift_ambiguity(ep)
+
+
+def test_workbench_sets_the_hand_size(tmp_path: Path) -> None:
+    from app.ui import build_ui
+    from app.workbench import Change, Workbench
+
+    te, base, ds = _ambiguous_dataset(tmp_path)
+    wb = Workbench(ds.root, author="carol")
+    eid = base.episode_id
+    _, _, rows = wb.align(eid, 0, k=4)
+    assert rows[0][:1] + rows[0][3:] == [2, pytest.approx(0.55), "lift ambiguous"]
+    info = wb.hand_scale_info(eid)
+    assert f"**{te.side}** hand: 1.000 x the mean hand, ±10 % (prior)" in info and "2 of 8 frames" in info
+    msg = wb.set_hand_scale(eid, te.side, 0.8)
+    assert "0.800" in msg
+    np.testing.assert_allclose(wb.episode(eid).hands[te.side].joints_3d, te.joints, atol=2e-5)
+    assert wb.last_change(eid) == Change(None, depth_scale=True)
+    assert "0.800 x the mean hand, ±0 % (correction) (lift's estimate 1.000)" in wb.hand_scale_info(eid)
+    assert any(r[3] == f"hand_scale {te.side}" for r in wb.history_rows(eid))
+    other = "left" if te.side == "right" else "right"
+    with pytest.raises(ValueError, match=f"the {other} hand has no 3D joints"):
+        wb.set_hand_scale(eid, other, 1.1)
+    wb.undo(eid)
+    np.testing.assert_array_equal(wb.episode(eid).hands[te.side].joints_3d, base.hands[te.side].joints_3d)
+    demo = build_ui(lambda: wb, lambda: {"ready": True, "message": "", "progress": 1.0})
+    assert any(getattr(b, "elem_id", None) == "vipa-hand-scale-set" for b in demo.blocks.values())
