@@ -107,6 +107,7 @@ def test_hand_size_from_2d_alone():
     for size in SIZES:
         hs = _hand_scale(size, 100, world_model="mediapipe", mean_size=False)
         assert hs["source"] == "prior" and abs(hs["scale"] / size - 1.0) <= 0.15, (size, hs)
+    for size in (0.75, 1.25):
         hs = _hand_scale(size, 100, world_model="exact")
         assert abs(hs["scale"] / size - 1.0) <= 0.01, (size, hs)
     hs = _hand_scale(0.75, 100, world_model="mediapipe")
