@@ -235,16 +235,22 @@ def hand_scale_controls():
 def wire_hand_scale(wb: Callable[[], Workbench], bind: Callable, edit_handler: Callable, base_in: list,
                     episode_dd, hand, nb, btn, md) -> None:
     """Events of ``hand_scale_controls``: the button records a hand_scale edit (as every edit:
-    refreshed views, undo/redo, history), then the estimates are redrawn; opening an episode
-    shows them."""
+    refreshed views, undo/redo, history), then the estimates are redrawn; opening an episode or
+    picking a hand shows them, the number box starting at that hand's current size."""
 
     @_guard
-    def info(episode_id):
-        return wb().hand_scale_info(episode_id) if episode_id else ""
+    def info(episode_id, side):
+        if not episode_id:
+            return "", gr.update()
+        w = wb()
+        rec = (w.episode(episode_id).extra.get("hand_scale") or {}).get(side) or {}
+        return w.hand_scale_info(episode_id), round(float(rec["scale"]), 3) if rec.get("scale") else gr.update()
 
     bind(btn.click, edit_handler(lambda w, e, f, s, j, hs, v: w.set_hand_scale(e, hs, float(v))),
-         base_in + [hand, nb], api_name="ui_set_hand_scale").then(info, [episode_dd], md, api_visibility="private")
-    episode_dd.change(info, [episode_dd], md, api_visibility="private")
+         base_in + [hand, nb], api_name="ui_set_hand_scale").then(info, [episode_dd, hand], [md, nb],
+                                                                  api_visibility="private")
+    for event in (episode_dd.change, hand.change):
+        event(info, [episode_dd, hand], [md, nb], api_visibility="private")
 
 
 def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict], predictor: Any = None,
