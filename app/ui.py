@@ -216,6 +216,43 @@ def _resolve(predictor: Any) -> Any:
     return predictor.get() if isinstance(predictor, PredictorSlot) else predictor
 
 
+WORST_HEADERS = ["frame", "reproj_px", "calib_residual", "lift depth ratio", "worst by"]
+
+
+def hand_scale_controls():
+    """The Align tab's hand-size row (issue 14): which hand, its size (times the mean hand), a
+    button that records the correction, and the lift's estimates. Call inside the tab."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            hand = gr.Radio(list(HANDS), value="right", label="hand", elem_id="vipa-hand-scale-hand")
+            nb = gr.Number(label="hand size (x the mean hand, 0.5-2)", value=1.0, minimum=0.5, maximum=2.0,
+                           step=0.01, elem_id="vipa-hand-scale")
+            btn = gr.Button("set hand size", elem_id="vipa-hand-scale-set")
+        md = gr.Markdown(elem_id="vipa-hand-scale-info")
+    return hand, nb, btn, md
+
+
+def wire_hand_scale(wb: Callable[[], Workbench], bind: Callable, edit_handler: Callable, base_in: list,
+                    episode_dd, hand, nb, btn, md) -> None:
+    """Events of ``hand_scale_controls``: the button records a hand_scale edit (as every edit:
+    refreshed views, undo/redo, history), then the estimates are redrawn; opening an episode or
+    picking a hand shows them, the number box starting at that hand's current size."""
+
+    @_guard
+    def info(episode_id, side):
+        if not episode_id:
+            return "", gr.update()
+        w = wb()
+        rec = (w.episode(episode_id).extra.get("hand_scale") or {}).get(side) or {}
+        return w.hand_scale_info(episode_id), round(float(rec["scale"]), 3) if rec.get("scale") else gr.update()
+
+    bind(btn.click, edit_handler(lambda w, e, f, s, j, hs, v: w.set_hand_scale(e, hs, float(v))),
+         base_in + [hand, nb], api_name="ui_set_hand_scale").then(info, [episode_dd, hand], [md, nb],
+                                                                  api_visibility="private")
+    for event in (episode_dd.change, hand.change):
+        event(info, [episode_dd, hand], [md, nb], api_visibility="private")
+
+
 def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict], predictor: Any = None,
              max_upload_mb: int = 20, rollouts: Any = None) -> gr.Blocks:
     """``wb_ref()`` returns the Workbench once the dataset is ready (None while the bundled
@@ -266,13 +303,14 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     reproj_plot = gr.Plot(label="per-joint reprojection error")
                     resid_plot = gr.Plot(label="calibration residual")
                 with gr.Row():
-                    worst_df = gr.Dataframe(headers=["frame", "reproj_px", "calib_residual", "worst by"],
+                    worst_df = gr.Dataframe(headers=WORST_HEADERS,
                                             interactive=False, elem_id="vipa-worst",
                                             label="worst frames (click to jump there)")
                     with gr.Column():
                         new_scale_nb = gr.Number(label="proposed scale s for this frame", value=1.0)
                         preview_btn = gr.Button("preview scale change")
                         scale_plot = gr.Plot(label="before / after scale change")
+                hs_hand, hs_nb, hs_btn, hs_md = hand_scale_controls()
 
             with gr.Tab("Correct", id="correct"):
                 with gr.Row():
@@ -574,9 +612,9 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         def bind(event, fn, inputs, outputs=None, **kw):
             kw.setdefault("api_visibility", "undocumented" if kw.get("api_name") else "private")
             fn = timed(kw.get("api_name") or getattr(fn, "__name__", "edit"), fn)
-            (event(fn, inputs, outputs or edit_outputs, **kw)
-             .then(resync, base_in, view_outputs, api_visibility="private", show_progress="hidden")
-             .then(None, [rid_tb, frame_sl], None, js=SHOW_JS))
+            return (event(fn, inputs, outputs or edit_outputs, **kw)
+                    .then(resync, base_in, view_outputs, api_visibility="private", show_progress="hidden")
+                    .then(None, [rid_tb, frame_sl], None, js=SHOW_JS))
 
         def on_click(episode_id, frame, key, side, joint, rid, mode, evt: gr.SelectData):
             f = shown_frame(episode_id, frame, key)
@@ -601,6 +639,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         bind(dplus_btn.click, edit_handler(lambda w, e, f, s, j, dz: w.nudge_depth(e, f, s, j, float(dz))),
              base_in + [dz_nb], api_name="ui_depth_plus")
         bind(scale_btn.click, edit_handler(lambda w, e, f, s, j, sc: w.set_scale(e, float(sc))), base_in + [scale_nb])
+        wire_hand_scale(wb, bind, edit_handler, base_in, episode_dd, hs_hand, hs_nb, hs_btn, hs_md)
         bind(box_btn.click, edit_handler(lambda w, e, f, s, j, o, a, b, c, d: w.set_box(e, f, o, [a, b, c, d])),
              base_in + [obj_dd, bx0, by0, bx1, by1])
         bind(interp_btn.click, edit_handler(lambda w, e, f, s, j, a, b: w.interpolate(e, s, j, int(a), int(b))),
@@ -796,7 +835,11 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
     @api("worst_frames")
     def worst_frames(episode_id: str, k: int = 10) -> list:
         _, _, rows = wb().align(episode_id, None, int(k))
-        return [dict(zip(["frame", "reproj_px", "calib_residual", "by"], r)) for r in rows]
+        return [dict(zip(["frame", "reproj_px", "calib_residual", "lift_depth_ratio", "by"], r)) for r in rows]
+
+    @api("set_hand_scale")
+    def set_hand_scale(episode_id: str, side: str, scale: float) -> str:
+        return wb().set_hand_scale(episode_id, side, float(scale))
 
     @api("predict")
     def predict(episode_id: str, frame: int, instruction: str = "") -> dict:

@@ -219,7 +219,7 @@ class Workbench:
         last = mine[-1]
         batch = last.ref_batch if last.target in ("undo", "redo") else last.batch_id
         rows = [r for r in recs if r.batch_id == batch and r.target not in ("undo", "redo")]
-        if any(r.target == "scale" for r in rows):
+        if any(r.target in ("scale", "hand_scale") for r in rows):  # a hand's size: all its frames, maybe the cloud
             return Change(None, depth_scale=True)
         if any(r.target == "frame_bad" for r in rows):
             return Change(tuple(sorted({int(r.frame) for r in rows if r.frame is not None})))
@@ -290,7 +290,7 @@ class Workbench:
         else:
             resid_fig = figures.calibration_residual_figure(ep, res, frame)
         return (figures.reproj_error_figure(ep, frame), resid_fig,
-                [[w["frame"], w["reproj_px"], w["calib_residual"], w["by"]] for w in worst])
+                [[w["frame"], w["reproj_px"], w["calib_residual"], w["lift_depth_ratio"], w["by"]] for w in worst])
 
     def scale_preview(self, episode_id: str, frame: int, new_scale: float):
         if not self.ds.has_depth(self.check_episode(episode_id)):
@@ -423,6 +423,41 @@ class Workbench:
             raise ValueError(f"scale: expected a positive number, got {scale}")
         self.log.set_scale(self.check_episode(episode_id), float(scale), self.author)
         return self._edited(episode_id, f"episode scale s = {scale:.4f}")
+
+    # hand size (issue 14): the lift's estimate per hand, and a person's correction of it
+
+    def hand_scale_info(self, episode_id: str) -> str:
+        """Markdown: each lifted hand's size / mean hand with its uncertainty and source, and how
+        many frames the lift left ambiguous in depth."""
+        ep = self.episode(self.check_episode(episode_id))
+        recs = ep.extra.get("hand_scale") or {}
+        lines = []
+        for side in HANDS:
+            r = recs.get(side)
+            if not r or not ep.hands[side].present.any():
+                continue
+            sd = float(r.get("sigma_log") or 0.0)
+            est = f" (lift's estimate {r['estimate']:.3f})" if r.get("estimate") is not None else ""
+            lines.append(f"- **{side}** hand: {float(r['scale']):.3f} x the mean hand, ±{100 * sd:.0f} % "
+                         f"({r.get('source', '?')}){est}")
+        amb = figures.lift_ambiguity(ep)
+        if not lines:
+            lines.append("- no hand size recorded (lifted before issue 14, or no hand)")
+        lines.append(f"- lift depth ambiguous in {len(amb)} of {ep.num_frames} frames (▼ in the reprojection plot)")
+        return "\n".join(lines)
+
+    def set_hand_scale(self, episode_id: str, side: str, scale: float) -> str:
+        """Set one hand's size (times the mean hand) for the episode: its 3D joints are rescaled
+        about the camera (the 2D fit unchanged); a cloud scaled to the hands follows."""
+        if side not in HANDS:
+            raise ValueError(f"hand: expected one of {HANDS}, got {side!r}")
+        if not np.isfinite(scale):
+            raise ValueError(f"hand scale: expected a number, got {scale}")
+        ep = self.episode(self.check_episode(episode_id))
+        if not np.isfinite(ep.hands[side].joints_3d).any():
+            raise ValueError(f"the {side} hand has no 3D joints in episode {episode_id!r} to rescale")
+        self.log.set_hand_scale(episode_id, side, float(scale), self.author)
+        return self._edited(episode_id, f"{side} hand size = {scale:.3f} x the mean hand")
 
     def set_box(self, episode_id: str, frame: int, object_id: str, box: list[float]) -> str:
         ep = self.episode(episode_id)

@@ -15,6 +15,14 @@ The effective annotation = base episode + the active edits applied in log order
     joint_visible  frame, hand, joint   bool -> hand.valid
     joint_depth    frame, hand, joint   z (m, > 0): the joint slides along its camera ray
     scale          (episode)            s > 0 -> depth_scale of every frame
+    hand_scale     hand (episode)       the hand's size / mean hand, in HAND_SCALE_RANGE. Every 3D
+                                         joint of that hand is multiplied about the camera centre by
+                                         new / the lift's estimate (``extra["hand_scale"][hand]["scale"]``,
+                                         1 when none was recorded): the 2D fit is unchanged. The record
+                                         becomes source "correction", sd 0. Where the cloud was scaled to
+                                         the hands (depth not metric, no ``scale`` edit), depth_scale
+                                         follows: times the frame-weighted geometric mean of the hands'
+                                         factors (what re-running the median calibration gives).
     object_box     frame, object_id     {"box_2d": [x0, y0, x1, y1], optional "center" [3],
                                          "size" [3], "name"}; without "center" the box centre is
                                          re-derived at the object's previous depth
@@ -62,11 +70,13 @@ __all__ = ["TARGETS", "Edit", "EditRecord", "CorrectionLog", "CorrectionError", 
            "check_log", "log_exists", "snapshot", "restore"]
 
 SCHEMA_VERSION = 1
-TARGETS = ("joint_2d", "joint_visible", "joint_depth", "scale", "object_box", "frame_bad",
+TARGETS = ("joint_2d", "joint_visible", "joint_depth", "scale", "hand_scale", "object_box", "frame_bad",
            "instruction", "review_status", "frame_review")
 _JOINT_TARGETS = ("joint_2d", "joint_visible", "joint_depth")
 _FRAME_TARGETS = _JOINT_TARGETS + ("object_box", "frame_bad", "frame_review")
 _EPISODE_TARGETS = ("instruction", "review_status")
+_HAND_TARGETS = _JOINT_TARGETS + ("hand_scale",)
+HAND_SCALE_RANGE = (0.5, 2.0)  # hand sizes / mean hand a person may set (a toddler's to a thick glove)
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS edits (
@@ -167,14 +177,15 @@ def _normalise(edit: Edit, num_frames: int | None) -> Edit:
         frame = int(frame)
     else:
         frame = None
+    if t in _HAND_TARGETS and hand not in HANDS:
+        raise CorrectionError(f"{t}.hand: expected one of {HANDS}, got {hand!r}")
     if t in _JOINT_TARGETS:
-        if hand not in HANDS:
-            raise CorrectionError(f"{t}.hand: expected one of {HANDS}, got {hand!r}")
         if not isinstance(joint, (int, np.integer)) or isinstance(joint, bool) or not 0 <= joint < NUM_JOINTS:
             raise CorrectionError(f"{t}.joint: expected 0..{NUM_JOINTS - 1}, got {joint!r}")
         joint = int(joint)
     else:
-        hand, joint = None, None
+        hand = hand if t in _HAND_TARGETS else None
+        joint = None
     if t == "object_box":
         if not isinstance(obj, str) or not obj:
             raise CorrectionError(f"object_box.object_id: expected a non-empty string, got {obj!r}")
@@ -191,6 +202,11 @@ def _normalise(edit: Edit, num_frames: int | None) -> Edit:
         (v,) = _finite(v, 1, f"{t}.new")
         if v <= 0:
             raise CorrectionError(f"{t}.new: must be > 0, got {v}")
+    elif t == "hand_scale":
+        (v,) = _finite(v, 1, "hand_scale.new")
+        if not HAND_SCALE_RANGE[0] <= v <= HAND_SCALE_RANGE[1]:
+            raise CorrectionError(f"hand_scale.new: a hand {v} times the mean hand; expected "
+                                  f"{HAND_SCALE_RANGE[0]}..{HAND_SCALE_RANGE[1]}")
     elif t == "object_box":
         if not isinstance(v, dict) or "box_2d" not in v:
             raise CorrectionError(f"object_box.new: expected {{'box_2d': [x0, y0, x1, y1], ...}}, got {v!r}")
@@ -411,6 +427,10 @@ class CorrectionLog:
         vals = [r.new for r in self.active_edits(episode_id) if r.target == "scale"]
         return float(vals[-1]) if vals else None
 
+    def hand_scales(self, episode_id: str) -> dict[str, float]:
+        """{hand: corrected size / mean hand} for the hands whose size was corrected."""
+        return {r.hand: float(r.new) for r in self.active_edits(episode_id) if r.target == "hand_scale"}
+
     def episode_overrides(self) -> dict[str, dict[str, Any]]:
         """{episode_id: {"instruction": ..., "review_status": ...}} for corrected episodes."""
         sql = (f"SELECT {self._COLS} FROM edits WHERE target IN ('instruction', 'review_status', 'undo', 'redo') "
@@ -532,6 +552,10 @@ class CorrectionLog:
     def set_scale(self, episode_id: str, scale: float, author: str) -> str:
         return self.record(episode_id, Edit("scale", float(scale)), author)
 
+    def set_hand_scale(self, episode_id: str, hand: str, scale: float, author: str) -> str:
+        """Set ``hand``'s size (times the mean hand) for the episode: its lifted joints follow."""
+        return self.record(episode_id, Edit("hand_scale", float(scale), hand=hand), author)
+
     def set_object_box(self, episode_id: str, frame: int, object_id: str, box_2d: Sequence[float],
                        author: str, center: Sequence[float] | None = None,
                        size: Sequence[float] | None = None, name: str | None = None) -> str:
@@ -608,6 +632,9 @@ class CorrectionLog:
             return ep
         t = ep.num_frames
         K = ep.K
+        hand_scales = {r.hand: (float(r.new), r.author) for r in edits if r.target == "hand_scale"}  # last wins
+        if hand_scales:
+            _apply_hand_scales(ep, hand_scales, rescale_cloud=not any(r.target == "scale" for r in edits))
         base3d = {s: h.joints_3d.copy() for s, h in ep.hands.items()}
         moved: dict[tuple[str, int, int], str] = {}  # joints whose 2D changed -> author
         depth: dict[tuple[str, int, int], float] = {}
@@ -633,6 +660,8 @@ class CorrectionLog:
                     h.provenance[f] = f"correction:{r.author}"
             elif r.target == "scale":
                 ep.depth_scale[:] = np.float32(r.new)
+            elif r.target == "hand_scale":
+                pass  # applied above, before the joint edits (their depths are absolute)
             elif r.target == "frame_bad":
                 ep.frame_valid[f] = not r.new
             elif r.target == "instruction":
@@ -678,6 +707,45 @@ def _copy_episode(ep: Episode) -> Episode:
     return out
 
 
+def _lifted_hand_scale(ep: Episode, hand: str) -> float:
+    """The hand's size / mean hand that the lift estimated (``extra["hand_scale"]``); 1 when none."""
+    rec = (ep.extra.get("hand_scale") or {}).get(hand) or {}
+    v = rec.get("scale")
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return 1.0
+    return v if math.isfinite(v) and v > 0 else 1.0
+
+
+def _apply_hand_scales(ep: Episode, scales: dict[str, tuple[float, str]], rescale_cloud: bool) -> None:
+    """Rescale each corrected hand's 3D joints about the camera centre (see ``hand_scale`` above)."""
+    logs, weights = [], []
+    records = dict(ep.extra.get("hand_scale") or {})
+    for side, (new, author) in scales.items():
+        h = ep.hands[side]
+        old = _lifted_hand_scale(ep, side)
+        factor = new / old
+        lifted = np.isfinite(h.joints_3d).all(-1).any(-1)
+        h.joints_3d *= np.float32(factor)
+        if h.provenance is not None:
+            h.provenance[lifted] = f"correction:{author}"
+        prev = records.get(side) or {}
+        records[side] = {"scale": new, "sigma_log": 0.0, "source": "correction",
+                         "n_frames": int(prev.get("n_frames", 0) or 0), "applied": float(prev.get("applied", 1.0) or 1.0)
+                         * factor, "estimate": prev.get("scale")}
+        logs.append(math.log(factor))
+        weights.append(int(lifted.sum()))
+    for side in HANDS:  # the uncorrected hands keep their size: factor 1, weighted by their frames
+        if side not in scales:
+            logs.append(0.0)
+            weights.append(int(np.isfinite(ep.hands[side].joints_3d).all(-1).any(-1).sum()))
+    ep.extra["hand_scale"] = records
+    metric = bool((ep.extra.get("depth_backend") or {}).get("metric", False))
+    if rescale_cloud and not metric and sum(weights) > 0:
+        ep.depth_scale = (ep.depth_scale * np.float32(math.exp(np.average(logs, weights=weights)))).astype(np.float32)
+
+
 def _apply_box(ep: Episode, r: EditRecord) -> None:
     t, f = ep.num_frames, r.frame
     obj = next((o for o in ep.objects if o.object_id == r.object_id), None)
@@ -716,6 +784,8 @@ def _current_value(ep: Episode, e: Edit) -> Any:
     if e.target == "scale":
         s = ep.depth_scale[np.isfinite(ep.depth_scale)]
         return float(np.median(s)) if s.size else None
+    if e.target == "hand_scale":
+        return _lifted_hand_scale(ep, e.hand)
     if e.target == "frame_bad":
         return not bool(ep.frame_valid[e.frame])
     if e.target == "instruction":

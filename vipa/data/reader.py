@@ -325,6 +325,8 @@ class Hand3DDataset:
             v = self.corrections.scale(episode_id)
             if v is not None:
                 s[:] = v
+            elif self.corrections.hand_scales(episode_id):  # a corrected hand size may rescale the cloud
+                s = self.load_episode(episode_id, corrected=True).depth_scale.astype(np.float32)
         return s
 
     def depth_frame(self, episode_id: str, i: int, corrected: bool = True) -> np.ndarray | None:

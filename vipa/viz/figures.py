@@ -77,8 +77,40 @@ def confidence_figure(ep: Episode, frame: int | None = None) -> go.Figure:
     return fig
 
 
+def lift_ambiguity(ep: Episode) -> dict[int, float]:
+    """{frame: depth ratio} of the frames whose lift left a hand's depth open (issue 14): the
+    best other pose's wrist depth / the chosen one's, the one furthest from 1 when both hands are
+    open. From ``ep.extra["lift"]["ambiguous"]`` (``annotators.lift.lift``); {} when not recorded."""
+    out: dict[int, float] = {}
+    for i, a in enumerate((ep.extra.get("lift") or {}).get("ambiguous") or []):
+        try:
+            f, r = int(a["frame"]), float(a.get("depth_ratio", np.nan))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"episode {ep.episode_id}: extra.lift.ambiguous[{i}]: expected "
+                             f"{{'frame': int, 'side': str, 'depth_ratio': float}}, got {a!r}") from None
+        if not 0 <= f < ep.num_frames:
+            raise ValueError(f"episode {ep.episode_id}: extra.lift.ambiguous[{i}].frame: {f} out of range "
+                             f"0..{ep.num_frames - 1}")
+        if f not in out or abs(np.log(r)) > abs(np.log(out[f])):
+            out[f] = r
+    return out
+
+
+def _mark_ambiguous(fig: go.Figure, ep: Episode, y: object) -> None:
+    """Triangles at y=``y`` over the frames whose lift depth is ambiguous (hover: the depth ratio)."""
+    amb = lift_ambiguity(ep)
+    if not amb:
+        return
+    f = sorted(amb)
+    fig.add_trace(go.Scatter(x=f, y=[y] * len(f), mode="markers", name=f"lift depth ambiguous ({len(f)} frames)",
+                             marker=dict(symbol="triangle-down", size=9, color="#ff9f1c", line=dict(width=1, color="black")),
+                             text=[f"frame {t}: another pose at {amb[t]:.2f}x the depth" for t in f],
+                             hoverinfo="text"))
+
+
 def reproj_error_figure(ep: Episode, frame: int | None = None) -> go.Figure:
-    """Per-joint reprojection error (pixels) over frames (heatmap) for the hands that have it."""
+    """Per-joint reprojection error (pixels) over frames (heatmap) for the hands that have it;
+    frames whose lift depth is ambiguous are marked above it."""
     rows, labels = [], []
     for side in HANDS:
         tr = ep.hands[side]
@@ -88,6 +120,8 @@ def reproj_error_figure(ep: Episode, frame: int | None = None) -> go.Figure:
         labels += [f"{side[0].upper()} {n}" for n in JOINT_NAMES]
     z = np.concatenate(rows, 0) if rows else np.zeros((0, ep.num_frames))
     fig = go.Figure(go.Heatmap(z=z, y=labels, colorscale="Inferno", colorbar=dict(title="px")))
+    if labels:
+        _mark_ambiguous(fig, ep, labels[-1])
     fig = _layout(fig, "per-joint reprojection error", "frame", "", frame)
     fig.update_layout(height=max(300, 10 * len(labels) + 80))
     return fig
@@ -148,22 +182,32 @@ def frame_reproj_error(ep: Episode) -> np.ndarray:
 
 
 def worst_frames(ep: Episode, k: int = 10, residual: np.ndarray | None = None) -> list[dict]:
-    """The k frames with the largest alignment error, worst first: rows with frame, mean
-    reprojection error (px), calibration residual, and which of them ranked the frame."""
+    """The k frames to look at first: rows with frame, mean reprojection error (px),
+    calibration residual, the lift's depth ratio when its depth is ambiguous (else None), and
+    what ranked the frame. Up to half the rows are the lift-ambiguous frames (the lift says it
+    does not know their depth), most different alternative depth first; the rest are the
+    largest alignment errors, worst first."""
     err = frame_reproj_error(ep)
     res = calibration_residual(ep) if residual is None else residual
+    amb = lift_ambiguity(ep)
     # rank by each measure normalised by its median so both count
     def norm(a: np.ndarray) -> np.ndarray:
         m = np.nanmedian(a) if np.isfinite(a).any() else np.nan
         return a / m if (np.isfinite(m) and m > 0) else np.where(np.isfinite(a), a, np.nan)
 
-    score = np.fmax(norm(err), norm(res))
-    order = [int(i) for i in np.argsort(-np.nan_to_num(score, nan=-np.inf)) if np.isfinite(score[i])][:k]
-    return [
-        {"frame": i, "reproj_px": _r(err[i]), "calib_residual": _r(res[i]),
-         "by": "reprojection" if np.nan_to_num(norm(err)[i], nan=-1) >= np.nan_to_num(norm(res)[i], nan=-1) else "calibration"}
-        for i in order
-    ]
+    ne, nr = norm(err), norm(res)
+    score = np.fmax(ne, nr)
+    first = sorted(amb, key=lambda f: -abs(np.log(amb[f])))[:(k + 1) // 2] if k > 0 else []
+    order = first + [int(i) for i in np.argsort(-np.nan_to_num(score, nan=-np.inf))
+                     if np.isfinite(score[i]) and int(i) not in first][:k - len(first)]
+
+    def by(i: int) -> str:
+        if i in first:
+            return "lift ambiguous"
+        return "reprojection" if np.nan_to_num(ne[i], nan=-1) >= np.nan_to_num(nr[i], nan=-1) else "calibration"
+
+    return [{"frame": i, "reproj_px": _r(err[i]), "calib_residual": _r(res[i]),
+             "lift_depth_ratio": _r(amb[i]) if i in amb else None, "by": by(i)} for i in order]
 
 
 def _r(x: float) -> float | None:
@@ -178,6 +222,7 @@ def align_timeseries_figure(ep: Episode, residual: np.ndarray | None = None, fra
     fig.add_trace(go.Scatter(x=t, y=frame_reproj_error(ep), name="reprojection error (px)", mode="lines"))
     fig.add_trace(go.Scatter(x=t, y=res, name="calibration residual (relative)", mode="lines", yaxis="y2"))
     fig.update_layout(yaxis2=dict(overlaying="y", side="right", title="relative"))
+    _mark_ambiguous(fig, ep, 0.0)
     return _layout(fig, "alignment over time", "frame", "pixels", frame)
 
 
