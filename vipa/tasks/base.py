@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +20,6 @@ from vipa.data.motion import LowMotionFilter, MotionTokenizer
 from vipa.data.qa import encode_direction_distance
 from vipa.geometry import invert_transform, transform_points
 from vipa.tasks.text import load_templates
-
-if TYPE_CHECKING:
-    from vipa.tasks.paper import PaperMotionConfig, PaperQAConfig
 
 # Seconds between motion waypoints: 2 frames at the synthetic episodes' 15 fps, what
 # checkpoints/tiny_sample was trained with (checkpoints without the config field get it).
@@ -54,8 +51,8 @@ class TaskParams:
     low_motion: LowMotionFilter = LowMotionFilter()
     seed: int = 0
     instruction: str | None = None
-    qa: PaperQAConfig | None = None
-    motion: PaperMotionConfig | None = None
+    qa: Any = None  # a vipa.tasks.paper.PaperQAConfig (None: its defaults); paper imports this module
+    motion: Any = None  # a vipa.tasks.paper.PaperMotionConfig (None: its defaults)
     templates: Mapping[str, Sequence[str]] | None = field(default=None, compare=False)
     tokenizer: MotionTokenizer | None = field(default=None, compare=False)
 

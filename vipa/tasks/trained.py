@@ -29,7 +29,7 @@ from vipa.tasks.base import (
     stride_frames,
     waypoints,
 )
-from vipa.tasks import paper  # noqa: F401  (the kinds these are variants of, registered first)
+import vipa.tasks.paper  # noqa: F401  (the kinds these are variants of, registered first)
 
 
 def _spatial(v: EpisodeView, p: TaskParams) -> list[dict]:
