@@ -156,6 +156,19 @@ def _resized_size(w: int, h: int, max_width: int | None) -> tuple[int, int]:
     return int(max_width), max(1, int(round(h * max_width / w)))
 
 
+def _read_mapping(path: Path, not_object: str) -> dict:
+    """A .json / .yaml / .yml file's top-level object; ``InputError(path, not_object)`` if it holds another type."""
+    if path.suffix == ".json":
+        d = json.loads(path.read_text())
+    else:
+        import yaml
+
+        d = yaml.safe_load(path.read_text())
+    if not isinstance(d, dict):
+        raise InputError(path, not_object)
+    return d
+
+
 def _check_K(K: Any, where: str | Path) -> np.ndarray:
     try:
         K = np.asarray(K, np.float32)
@@ -221,14 +234,7 @@ def read_intrinsics_file(path: str | Path, convention: str | None = None) -> tup
         if path.suffix == ".npy":
             K = _check_K(np.load(path, allow_pickle=False), path)
         elif path.suffix in (".json", ".yaml", ".yml"):
-            if path.suffix == ".json":
-                d = json.loads(path.read_text())
-            else:
-                import yaml
-
-                d = yaml.safe_load(path.read_text())
-            if not isinstance(d, dict):
-                raise InputError(path, f"{path.suffix[1:]} must hold an object")
+            d = _read_mapping(path, f"{path.suffix[1:]} must hold an object")
             K = _K_from_mapping(d, path)
             if K is None:
                 raise InputError(path, "file has none of intrinsic_matrix, K, camera_matrix, fx/fy/cx/cy")
@@ -723,14 +729,7 @@ def _read_meta(path: Path) -> tuple[np.ndarray | None, float | None, tuple[int, 
             d = {k: (np.asarray(v).squeeze().tolist() if np.asarray(v).size > 1 else np.asarray(v).item())
                  for k, v in d.items() if k in ("intrinsic_matrix", "factor_depth", "K", "depth_factor")}
         elif path.suffix in (".json", ".yaml", ".yml"):
-            if path.suffix == ".json":
-                d = json.loads(path.read_text())
-            else:
-                import yaml
-
-                d = yaml.safe_load(path.read_text())
-            if not isinstance(d, dict):
-                raise InputError(path, "metadata must hold an object")
+            d = _read_mapping(path, "metadata must hold an object")
         else:  # txt: 9 numbers of K, optionally a 10th, the depth factor
             vals = np.loadtxt(path, dtype=np.float64).reshape(-1)
             if vals.size not in (9, 10):
