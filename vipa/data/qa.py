@@ -160,6 +160,16 @@ def encode_direction_distance(v: Sequence[float] | np.ndarray, gamma: float = DE
     return f"{signs_to_words(signs)}, {float(np.linalg.norm(a)):.2f}m"
 
 
+def _search_answer(pattern: re.Pattern, text: object, expected: str) -> re.Match:
+    """The first match of an answer ``pattern`` in ``text``; AnswerParseError naming ``expected`` otherwise."""
+    if not isinstance(text, str):
+        raise AnswerParseError(f"expected a string answer, got {type(text).__name__}")
+    m = pattern.search(text)
+    if m is None:
+        raise AnswerParseError(f"no {expected} answer found in {text!r}")
+    return m
+
+
 def parse_direction_distance(text: str) -> tuple[np.ndarray, float]:
     """(signs (3,) int64 in {-1,0,1}, distance metres) from a direction + distance answer.
 
@@ -167,13 +177,7 @@ def parse_direction_distance(text: str) -> tuple[np.ndarray, float]:
     surrounding text is ignored (the first "<words>, <number>m" found is used). Raises
     AnswerParseError when no such answer is in ``text`` or its words contradict each other.
     """
-    if not isinstance(text, str):
-        raise AnswerParseError(f"expected a string answer, got {type(text).__name__}")
-    m = _DIR_DIST_RE.search(text)
-    if m is None:
-        raise AnswerParseError(
-            f"no '<direction words>, <distance>m' answer found in {text!r} "
-            f"(expected e.g. 'left and down and forward, 0.44m')")
+    m = _search_answer(_DIR_DIST_RE, text, "'<direction words>, <distance>m' (e.g. 'left and down and forward, 0.44m')")
     return _words_to_signs(m.group("dirs")), _parse_distance(m.group("dist"))
 
 
@@ -191,12 +195,7 @@ def encode_relation(v: Sequence[float] | np.ndarray, in_contact: bool, gamma: fl
 
 def parse_relation(text: str) -> tuple[np.ndarray, float, bool]:
     """(signs (3,), distance metres, in_contact) from a Spatial Relationship answer."""
-    if not isinstance(text, str):
-        raise AnswerParseError(f"expected a string answer, got {type(text).__name__}")
-    m = _CONTACT_RE.search(text)
-    if m is None:
-        raise AnswerParseError(
-            f"no '<direction words>, <distance>m, in contact|not in contact' answer found in {text!r}")
+    m = _search_answer(_CONTACT_RE, text, "'<direction words>, <distance>m, in contact|not in contact'")
     contact = not m.group("contact").lower().startswith("not")
     return _words_to_signs(m.group("dirs")), _parse_distance(m.group("dist")), contact
 
@@ -239,13 +238,8 @@ def encode_camera_motion(axis: Sequence[float] | np.ndarray, angle_deg: float,
 
 def parse_camera_motion(text: str) -> CameraMotionAnswer:
     """Parse "rotation: <words>, <a> degrees; translation: <words>, <d>m"."""
-    if not isinstance(text, str):
-        raise AnswerParseError(f"expected a string answer, got {type(text).__name__}")
-    m = _CAMERA_RE.search(text)
-    if m is None:
-        raise AnswerParseError(
-            f"no 'rotation: <words>, <angle> degrees; translation: <words>, <distance>m' "
-            f"answer found in {text!r}")
+    m = _search_answer(_CAMERA_RE, text,
+                       "'rotation: <words>, <angle> degrees; translation: <words>, <distance>m'")
     return CameraMotionAnswer(
         rotation_signs=_words_to_signs(m.group("rdirs")),
         angle_deg=_parse_distance(m.group("angle"), "angle"),
