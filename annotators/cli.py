@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run episodes as Ray tasks")
     p.add_argument("--no-resume", action="store_true", help="re-annotate episodes already in the dataset")
     p.add_argument("--report", default=None, metavar="FILE", help="write the batch report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=run)
 
 
@@ -207,11 +207,23 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as exc:
         print(f"vipa annotate: error: output folder {exc}", file=sys.stderr)
         return 2
-    bar = None
+    bar = frame_bar = None
     if not args.quiet:
         from tqdm import tqdm
 
         bar = tqdm(total=len(inputs), unit="episode", desc="annotate", file=sys.stderr)
+        if args.workers == 1 or len(inputs) <= 1:  # frames of the episode in progress (a long clip)
+            frame_bar = tqdm(total=0, unit="frame", desc="frames", file=sys.stderr, position=1, leave=False)
+
+    def on_frame(episode_id: str, done: int, total: int) -> None:
+        if frame_bar is None:
+            return
+        if done == 1 or frame_bar.total != total:
+            frame_bar.reset(total=total)
+            frame_bar.set_description_str(f"{episode_id} frames", refresh=False)
+        frame_bar.update(done - frame_bar.n)
+        if done == total:
+            frame_bar.refresh()  # the last frame is shown even when it came within tqdm's refresh interval
 
     def progress(outcome, done: int, total: int) -> None:
         if bar is not None:
@@ -224,13 +236,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = annotate_to_dataset(inputs, args.out, config, workers=args.workers, progress=progress,
-                                     ray=args.ray, skip_finished=not args.no_resume)
+                                     on_frame=on_frame, ray=args.ray, skip_finished=not args.no_resume)
     except OutputError as exc:
         print(f"vipa annotate: error: output folder {exc}", file=sys.stderr)
         return 2
     finally:
-        if bar is not None:
-            bar.close()
+        for b in (frame_bar, bar):
+            if b is not None:
+                b.close()
     print(report.summary())
     if args.report:
         Path(args.report).write_text(json.dumps(report.to_dict(), indent=2, default=str))
