@@ -77,8 +77,9 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")
     no3d = "" if cfg.model.use_3d else " (no 3D)"
     if stage == "post":
-        from vipa.train.robot import train_post
+        from vipa.train.robot import _roots, train_post
 
+        _roots(data)  # a bad --data is the one line of the error, before any progress line
         print(f"vipa train post: config {cfg.name}{no3d}, out {out}", file=sys.stderr)
         return train_post(cfg, data, out, tok, init, steps, budget_s, resume=resume, threads=threads,
                           progress=progress, device=device)

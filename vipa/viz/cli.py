@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         ds = Hand3DDataset.open(args.dataset)
     except (OSError, ValueError) as exc:
-        print(f"vipa view: {args.dataset}: {exc}", file=sys.stderr)
+        print(f"vipa view: {exc}" if str(args.dataset) in str(exc) else f"vipa view: {args.dataset}: {exc}",
+              file=sys.stderr)
         return 2
     ids = ds.episode_ids()
     if not ids:
