@@ -22,7 +22,7 @@ def encode_h264(frames: np.ndarray, path: Path, fps: float, crf: int = 18, gop: 
                 max_bytes_per_frame: float | None = None) -> None:
     """(T, H, W, 3) uint8 RGB -> H.264 yuv420p mp4 at ``path`` (odd sizes edge-padded; decoders
     crop back to H x W). ``max_bytes_per_frame``: cap x264's bit rate (capped CRF: a VBV of that many
-    bytes per frame at ``fps``, one second of buffer), e.g. at the source video's own bytes per frame
+    bytes per frame at ``fps``, half a second of buffer), e.g. at the source video's own bytes per frame
     so a re-encode of a compressed source is never larger than the source."""
     import av
     from fractions import Fraction
@@ -40,7 +40,7 @@ def encode_h264(frames: np.ndarray, path: Path, fps: float, crf: int = 18, gop: 
             if not (math.isfinite(max_bytes_per_frame) and max_bytes_per_frame > 0):
                 raise ValueError(f"max_bytes_per_frame: expected a positive number, got {max_bytes_per_frame}")
             bits_s = int(max_bytes_per_frame * 8 * float(fps))
-            stream.options.update({"maxrate": str(bits_s), "bufsize": str(bits_s)})
+            stream.options.update({"maxrate": str(bits_s), "bufsize": str(bits_s // 2)})
         for i in range(t):
             img = frames[i]
             if img.shape[0] != stream.height or img.shape[1] != stream.width:
