@@ -22,7 +22,7 @@ from vipa.infer.msgpack_numpy import packb, unpackb
 from vipa.infer.server import PolicyClient, PolicyServer, PolicyServerError
 
 ROOT = Path(__file__).resolve().parents[1]
-CHUNK, ACTION_DIM, STATE_DIM = 8, 7, 8
+CHUNK, ACTION_DIM, STATE_DIM = 8, 7, 8  # also the shape benchmarks/serve_latency.py serves
 
 
 def _openpi_python() -> Path | None:
@@ -325,3 +325,20 @@ def test_metadata_names_the_checkpoint_folder_not_its_path():
     assert checkpoint_label("/srv/users/me/runs/exp1/checkpoints/step_0000040") == "exp1/step_0000040"
     assert checkpoint_label(Path("/data/ckpts/tiny_sample")) == "tiny_sample"
     assert checkpoint_label(None) == ""
+
+
+def test_bench_serve_latency_beside_openpi_client(capsys, monkeypatch):
+    """`vipa bench serve_latency`: the same requests through our PolicyClient and openpi's own client."""
+    py = _openpi_python()
+    if py is None:
+        pytest.skip("openpi-client venv not built: run scripts/setup_openpi.sh (or set VIPA_OPENPI_PYTHON)")
+    monkeypatch.setenv("VIPA_OPENPI_PYTHON", str(py))
+    from vipa.cli import main
+
+    assert main(["bench", "serve_latency", "--quick"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["name"] == "serve_latency" and rec["unit"] == "ms" and rec["actions_shape"] == [CHUNK, ACTION_DIM]
+    assert rec["requests"] == {"ours": 16, "openpi": 8}
+    for side in ("ours_ms", "openpi_ms"):
+        assert 0 < rec[side]["median"] <= rec[side]["p90"] <= rec[side]["max"]
+    assert rec["ratio"] == pytest.approx(rec["baseline"] / rec["value"], rel=1e-3)
