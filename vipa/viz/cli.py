@@ -1,6 +1,10 @@
 """`vipa view DATASET [--episode ID] [--out FILE.rrd] [--per-frame]` plus Rerun's standard
 `--save FILE | --connect [ADDR] | --spawn | --serve` options: an episode as a Rerun recording
-(the stored video and depth embedded as they are, see vipa.viz.recording)."""
+(the stored video and depth embedded as they are, see vipa.viz.recording).
+
+The episode is checked first as `vipa export` checks it (every file there, the video holding every
+frame, numbers marked valid finite): a damaged one is one line on stderr, exit 2. Progress (read
+media, log, write) goes to stderr; --no-progress turns it off."""
 
 from __future__ import annotations
 
