@@ -106,3 +106,15 @@ def test_annotate_reports_every_frame_of_one_clip(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "frames" in err and "5/5" in err  # the per-frame bar, beside the per-episode one
+
+
+def test_export_shows_progress_and_no_progress_silences_it(dataset, tmp_path, capsys, strict_umask):
+    rc = cli.main(["export", str(dataset.root), "--out", str(tmp_path / "lr"), "--format", "lerobot"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "check episodes" in captured.err and "export LeRobot v3" in captured.err and "1/1" in captured.err
+    assert _mode(tmp_path / "lr" / "meta" / "info.json") == 0o644
+    rc = cli.main(["export", str(dataset.root), "--out", str(tmp_path / "lr2"), "--format", "lerobot",
+                   "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 0 and captured.err == ""
