@@ -28,7 +28,9 @@ is the entry point (the CLI ``vipa annotate`` and the app call it):
   counts match the dataset.
 * Pool workers exit when the parent process dies (a watchdog thread per worker: an interrupt,
   then a hard exit after a grace period), so ``kill -9`` of ``vipa annotate`` leaves no workers.
-* ``progress(outcome, done, total)`` is called after every episode (skipped ones included).
+* ``progress(outcome, done, total)`` is called after every episode (skipped ones included);
+  ``on_frame(episode_id, done, total)`` within an episode, per frame of the hand loop (episodes
+  annotated in this process: one worker or one input).
 """
 
 from __future__ import annotations
@@ -234,7 +236,8 @@ def preflight(config: AnnotateConfig) -> None:
 # --------------------------------------------------------------------------- the work
 
 
-def annotate_one(source: str, episode_id: str, out_root: str, config: dict[str, Any]) -> EpisodeOutcome:
+def annotate_one(source: str, episode_id: str, out_root: str, config: dict[str, Any],
+                 on_frame: Callable[[int, int], None] | None = None) -> EpisodeOutcome:
     """Annotate one input into the dataset at ``out_root``; failures are recorded, not raised.
 
     The one function run locally, by pool workers and as a Ray task (plain arguments only).
@@ -246,7 +249,8 @@ def annotate_one(source: str, episode_id: str, out_root: str, config: dict[str, 
     t0 = time.perf_counter()
     ds = Hand3DDataset.open(out_root)
     try:
-        ann = annotate_into_dataset(ds, source, AnnotateConfig.from_dict(config), episode_id=episode_id)
+        ann = annotate_into_dataset(ds, source, AnnotateConfig.from_dict(config), episode_id=episode_id,
+                                    on_frame=on_frame)
     except Exception as exc:  # noqa: BLE001 - any failure of one input is recorded and the batch goes on
         msg = _describe(exc)
         try:
@@ -310,6 +314,7 @@ def annotate_to_dataset(
     *,
     workers: int = 1,
     progress: Callable[[EpisodeOutcome, int, int], None] | None = None,
+    on_frame: Callable[[str, int, int], None] | None = None,
     ray: str | None = None,
     skip_finished: bool = True,
 ) -> BatchReport:
@@ -346,7 +351,8 @@ def annotate_to_dataset(
             _run_ray(todo, root, cfg, workers, ray, finish)
         elif workers == 1 or len(todo) <= 1:
             for eid, src in todo:
-                finish(annotate_one(src, eid, root, cfg))
+                per_frame = None if on_frame is None else (lambda d, t, eid=eid: on_frame(eid, d, t))
+                finish(annotate_one(src, eid, root, cfg, per_frame))
         else:
             _run_pool(todo, root, cfg, workers, finish)
     except KeyboardInterrupt:

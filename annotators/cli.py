@@ -81,15 +81,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="object backend option (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE", dest="stage_set",
                    help="set a stage's config field (repeatable; see the stages below)")
-    p.add_argument("--fps", type=float, default=None, help="sample the input at about this frame rate")
-    p.add_argument("--max-width", type=int, default=640, help="downscale wider frames to this width (0 = keep)")
-    p.add_argument("--max-frames", type=int, default=None, help="annotate at most this many frames per input")
-    p.add_argument("--fov", type=float, default=None, help="horizontal field of view (deg) assumed when K is unknown")
+    p.add_argument("--fps", type=float, default=None, help="sample the input at about this frame rate, frames/s (default: every frame)")
+    p.add_argument("--max-width", type=int, default=640, help="downscale wider frames to this width in pixels (0 = keep)")
+    p.add_argument("--max-frames", type=int, default=None, help="annotate at most this many frames per input (default: all)")
+    p.add_argument("--fov", type=float, default=None, help="horizontal field of view in degrees assumed when K is unknown (default: 60, vipa.conventions.DEFAULT_FOV_DEG)")
     p.add_argument("--intrinsics", default=None, metavar="FILE", help="K of the input (json fx/fy/cx/cy, Open3D or ROS camera file, or 3x3 text); a file stating "
                         "another width/height is scaled to the input (same aspect ratio) or refused")
-    p.add_argument("--depth-factor", type=float, default=None, help="uint16 depth counts per metre (TUM: 5000)")
+    p.add_argument("--depth-factor", type=float, default=None, help="uint16 depth counts per metre, e.g. 1000 for millimetres (default: the layout's meta file, else 5000 as TUM)")
     p.add_argument("--instruction", default=None, help="task instruction for every input (default: sidecar files, else a template)")
-    p.add_argument("--gamma", type=float, default=None, help="QA direction threshold (default: vipa.data.qa's)")
+    p.add_argument("--gamma", type=float, default=None, help="QA direction threshold: an axis is named when its share of the unit displacement exceeds it, 0-1 (default: 0.3, vipa.data.qa.DEFAULT_GAMMA)")
     p.add_argument("--no-smooth", action="store_true", help="keep the raw lifted 3D joints (no temporal filter)")
     p.add_argument("--no-objects", action="store_true", help="no object backends (same as --objects '')")
     p.add_argument("--require-hands", action="store_true",
@@ -97,11 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default=None, metavar="PATH",
                    help="local zero-shot detector (OWLv2 / Grounding DINO): adds detector:PATH to --objects")
     p.add_argument("--labels", default="", help="comma-separated object names for --detector")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (or Ray CPUs with --ray local)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, count (or Ray CPUs with --ray local)")
     p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run episodes as Ray tasks")
     p.add_argument("--no-resume", action="store_true", help="re-annotate episodes already in the dataset")
     p.add_argument("--report", default=None, metavar="FILE", help="write the batch report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=run)
 
 
@@ -207,11 +207,23 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as exc:
         print(f"vipa annotate: error: output folder {exc}", file=sys.stderr)
         return 2
-    bar = None
+    bar = frame_bar = None
     if not args.quiet:
         from tqdm import tqdm
 
         bar = tqdm(total=len(inputs), unit="episode", desc="annotate", file=sys.stderr)
+        if args.workers == 1 or len(inputs) <= 1:  # frames of the episode in progress (a long clip)
+            frame_bar = tqdm(total=0, unit="frame", desc="frames", file=sys.stderr, position=1, leave=False)
+
+    def on_frame(episode_id: str, done: int, total: int) -> None:
+        if frame_bar is None:
+            return
+        if done == 1 or frame_bar.total != total:
+            frame_bar.reset(total=total)
+            frame_bar.set_description_str(f"{episode_id} frames", refresh=False)
+        frame_bar.update(done - frame_bar.n)
+        if done == total:
+            frame_bar.refresh()  # the last frame is shown even when it came within tqdm's refresh interval
 
     def progress(outcome, done: int, total: int) -> None:
         if bar is not None:
@@ -224,13 +236,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = annotate_to_dataset(inputs, args.out, config, workers=args.workers, progress=progress,
-                                     ray=args.ray, skip_finished=not args.no_resume)
+                                     on_frame=on_frame, ray=args.ray, skip_finished=not args.no_resume)
     except OutputError as exc:
         print(f"vipa annotate: error: output folder {exc}", file=sys.stderr)
         return 2
     finally:
-        if bar is not None:
-            bar.close()
+        for b in (frame_bar, bar):
+            if b is not None:
+                b.close()
     print(report.summary())
     if args.report:
         Path(args.report).write_text(json.dumps(report.to_dict(), indent=2, default=str))

@@ -35,7 +35,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -366,8 +366,9 @@ class HandObservations:
     backend: dict[str, Any]
 
 
-def detect_hands(rgb: np.ndarray, backend) -> HandObservations:
-    """Run a ``annotators.hands.HandBackend`` over consecutive frames (tracking reset first)."""
+def detect_hands(rgb: np.ndarray, backend, on_frame: Callable[[int, int], None] | None = None) -> HandObservations:
+    """Run a ``annotators.hands.HandBackend`` over consecutive frames (tracking reset first);
+    ``on_frame(done, total)`` after each frame (progress within one long clip)."""
     from annotators.hands import by_side
 
     t_count = len(rgb)
@@ -382,6 +383,8 @@ def detect_hands(rgb: np.ndarray, backend) -> HandObservations:
             w3[side][t] = det.world_landmarks
             conf[side][t] = det.confidence
             present[side][t] = True
+        if on_frame is not None:
+            on_frame(t + 1, t_count)
     return HandObservations(j2, w3, conf, present, backend.describe())
 
 
@@ -529,6 +532,7 @@ class PipelineState:
     raw_joints: dict[str, np.ndarray] = field(default_factory=dict)
     frame_quality: dict[str, np.ndarray] = field(default_factory=dict)
     products: dict[str, list[dict]] = field(default_factory=dict)
+    on_frame: Callable[[int, int], None] | None = None  # progress of the per-frame loop: (done, total)
 
 
 _HAND_BACKENDS: dict[str, Any] = {}  # one hand backend per process (MediaPipe graph reuse)
@@ -574,7 +578,7 @@ def _stage_decode(state: PipelineState, cfg: DecodeConfig) -> None:
 def _stage_hands(state: PipelineState, cfg: HandsConfig) -> None:
     """Detect hands with the configured backend (2D joints, hand-centred 3D, confidence)."""
     hb = state.hand_backend or _hand_backend(cfg)
-    state.hands = detect_hands(state.decoded.rgb, hb)
+    state.hands = detect_hands(state.decoded.rgb, hb, state.on_frame)
     if cfg.require_hands and not any(state.hands.present[s].any() for s in HANDS):
         raise NoHandsError(state.source, len(state.decoded.rgb))
 
@@ -673,12 +677,13 @@ def derive_products(ep: Episode, config: AnnotateConfig | None = None) -> dict[s
 
 
 def run_pipeline(source: str | Path, config: AnnotateConfig | None = None, *, episode_id: str | None = None,
-                 hand_backend=None, depth_backend=None) -> Annotation:
+                 hand_backend=None, depth_backend=None, on_frame: Callable[[int, int], None] | None = None
+                 ) -> Annotation:
     """All registered stages on one input; backends default to those named by ``config`` (hand
-    backends cached per process)."""
+    backends cached per process); ``on_frame(done, total)`` reports the per-frame hand loop."""
     config = (config or AnnotateConfig()).validate()
     state = PipelineState(str(source), episode_id or episode_id_for(source), config,
-                          hand_backend=hand_backend, depth_backend=depth_backend)
+                          hand_backend=hand_backend, depth_backend=depth_backend, on_frame=on_frame)
     timings: dict[str, float] = {}
     for st in registry.stages():
         t0 = time.perf_counter()
@@ -740,8 +745,9 @@ def write_annotation(ds, ann: Annotation) -> None:
 
 
 def annotate_into_dataset(ds, source: str | Path, config: AnnotateConfig | None = None,
-                          episode_id: str | None = None) -> Annotation:
+                          episode_id: str | None = None, on_frame: Callable[[int, int], None] | None = None
+                          ) -> Annotation:
     """``run_pipeline`` then ``write_annotation`` (see ``annotators.batch`` for many inputs)."""
-    ann = run_pipeline(source, config, episode_id=episode_id)
+    ann = run_pipeline(source, config, episode_id=episode_id, on_frame=on_frame)
     write_annotation(ds, ann)
     return ann

@@ -20,8 +20,10 @@ import gradio as gr
 import numpy as np
 from gradio_rerun import Rerun
 
+from app.api_docs import describe
 from app.workbench import TABLE_HEADERS, Workbench, load_upload_image
 from vipa.conventions import HANDS, JOINT_NAMES
+from vipa.data._io import atomic_write_bytes
 from vipa.data.episode import REVIEW_STATUSES
 
 SHORTCUTS_JS = """
@@ -397,13 +399,14 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                         def on_rollout(name):
                             return rollouts.recording(name) if name else None
 
-                        roll_dd.change(_guard(on_rollout), [roll_dd], [roll_viewer], api_name="rollout")
+                        roll_dd.change(_guard(on_rollout), [roll_dd], [roll_viewer], api_name="rollout",
+                                       api_description=describe("rollout"))
                     videos = rollouts.video_names()
                     if videos:
                         video_dd = gr.Dropdown(videos, value=videos[0], label="rollout video", elem_id="vipa-rollout-video")
                         video_out = gr.Video(value=rollouts.video(videos[0]), interactive=False)
                         video_dd.change(_guard(lambda n: rollouts.video(n) if n else None), [video_dd], [video_out],
-                                        api_name="rollout_video")
+                                        api_name="rollout_video", api_description=describe("rollout_video"))
 
         # ------------------------------------------------------------ callbacks
 
@@ -486,7 +489,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         open_outputs = [frame_sl, viewer, rid_tb, wrist_plot, conf_plot, reproj_plot, resid_plot, worst_df, frame_img, joint_md,
                         scale_nb, obj_dd, review_rd, instr_tb, history_df, kf1, edit_md, frame_review_rd, view_key]
-        episode_dd.change(timed("open_episode", open_episode), [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode"
+        episode_dd.change(timed("open_episode", open_episode), [episode_dd, hand_rd, joint_dd], open_outputs, api_name="open_episode",
+                          api_description=describe("open_episode")
                           ).then(None, [rid_tb, frame_sl], None, js=SHOW_JS)
 
         # The frame on screen: the picture, the joint info, the frame's review status and the
@@ -508,6 +512,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     _frame_review(ep, f), view_key_of(episode_id, f))
 
         frame_sl.change(timed("frame_view", frame_view), [episode_dd, frame_sl, hand_rd, joint_dd], view_outputs, api_name="frame_view",
+                        api_description=describe("frame_view"),
                         show_progress="hidden", trigger_mode="always_last"
                         ).then(None, [rid_tb, frame_sl], None, js=SHOW_JS)
         for comp in (hand_rd, joint_dd):
@@ -535,7 +540,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         def preview_scale(episode_id, frame, s):
             return wb().scale_preview(episode_id, int(frame), float(s))
 
-        preview_btn.click(preview_scale, [episode_dd, frame_sl, new_scale_nb], scale_plot, api_name="scale_preview")
+        preview_btn.click(preview_scale, [episode_dd, frame_sl, new_scale_nb], scale_plot, api_name="scale_preview",
+                          api_description=describe("scale_preview"))
 
         # edits: each returns the refreshed views of the frame it was made on
         edit_outputs = [frame_img, joint_md, viewer, rid_tb, wrist_plot, conf_plot, history_df, edit_md, review_rd,
@@ -611,6 +617,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         def bind(event, fn, inputs, outputs=None, **kw):
             kw.setdefault("api_visibility", "undocumented" if kw.get("api_name") else "private")
+            if kw.get("api_name"):
+                kw.setdefault("api_description", describe(kw["api_name"]))
             fn = timed(kw.get("api_name") or getattr(fn, "__name__", "edit"), fn)
             return (event(fn, inputs, outputs or edit_outputs, **kw)
                     .then(resync, base_in, view_outputs, api_visibility="private", show_progress="hidden")
@@ -759,7 +767,7 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
 
     def api(name: str):
         def deco(fn):
-            gr.api(_guard(fn), api_name=name)
+            gr.api(_guard(fn), api_name=name, api_description=describe(name))
             return fn
         return deco
 
@@ -850,10 +858,17 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
         res = wb().predict(_resolve(predictor), episode_id, int(frame), instruction, None, max_upload_mb)
         return {k: res[k] for k in ("message", "error_m", "recording_id", "frame") if k in res}
 
-    @api("recording")
+    rrd_dir = Path(tempfile.mkdtemp(prefix="vipa-rrd-"))  # one file per episode, replaced on each call
+
     def recording(episode_id: str) -> str:
-        """Writes the episode's .rrd into a temporary file and returns its size in bytes and path."""
-        data = wb().recording(episode_id)
-        out = Path(tempfile.mkdtemp(prefix="vipa-rrd-")) / f"{episode_id}.rrd"
-        out.write_bytes(data)
-        return json.dumps({"bytes": len(data), "path": str(out)})
+        """The episode's .rrd as a file: Gradio copies it into its cache and clients download it."""
+        w = wb()
+        data = w.recording(w.check_episode(episode_id))
+        out = rrd_dir / f"{episode_id}.rrd"
+        atomic_write_bytes(out, data)
+        return str(out)
+
+    # a file output (not gr.api's JSON): gradio_client downloads the .rrd instead of getting a server path
+    rec_in = gr.Textbox(visible=False, label="episode_id")
+    rec_out = gr.File(visible=False, label="recording (.rrd)")
+    gr.on(None, _guard(recording), [rec_in], [rec_out], api_name="recording", api_description=describe("recording"))

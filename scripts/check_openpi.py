@@ -8,7 +8,7 @@ Sends openpi's LIBERO-example observations (``observation/image``, ``observation
 ``observation/state``, ``prompt``), checks each reply's ``actions`` is a finite (chunk, action_dim) array
 matching the server's metadata, then sends a NaN state and checks the error comes back as openpi's
 client reports it (RuntimeError with the server's text). Prints one JSON line: metadata, action
-shape, latency per request in ms (median, p90, max) and the error text.
+shape, latency per request in ms (median, p90, max, and each request's) and the error text.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def main() -> int:
     print(json.dumps({"metadata": meta, "actions_shape": shape, "requests": len(lat),
                       "latency_ms": {"median": float(np.median(lat_a)), "p90": float(np.percentile(lat_a, 90)),
                                      "max": float(lat_a.max())},
+                      "latency_per_request_ms": [round(float(x), 3) for x in lat_a],
                       "server_timing": {k: float(v) for k, v in out.get("server_timing", {}).items()},
                       "error": error}))
     return 0 if error and "observation/state" in error else 1

@@ -22,7 +22,7 @@ from vipa.infer.msgpack_numpy import packb, unpackb
 from vipa.infer.server import PolicyClient, PolicyServer, PolicyServerError
 
 ROOT = Path(__file__).resolve().parents[1]
-CHUNK, ACTION_DIM, STATE_DIM = 8, 7, 8
+CHUNK, ACTION_DIM, STATE_DIM = 8, 7, 8  # also the shape benchmarks/serve_latency.py serves
 
 
 def _openpi_python() -> Path | None:
@@ -244,3 +244,101 @@ def test_real_openpi_client(server):
     assert report["actions_shape"] == [CHUNK, ACTION_DIM] and report["metadata"]["name"] == "state-echo"
     assert "observation/state: 8 non-finite values" in report["error"]
     assert server.policy.seen[-1]["instruction"] == "put the bowl on the plate"
+
+
+_SERVER_SCRIPT = """
+import sys, time
+import numpy as np
+from vipa.infer.server import PolicyServer
+
+class P:
+    metadata = {"name": "flood", "chunk": 8, "action_dim": 7, "state_dim": 8}
+    def infer(self, obs):
+        return np.zeros((8, 7), np.float32)
+    def reset(self):
+        pass
+
+srv = PolicyServer(P(), port=0).start()  # the defaults of `vipa serve`: 8 clients, 16 MiB a request
+print(srv.port, flush=True)
+sys.stdin.read()
+"""
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of a process in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def test_flood_of_large_requests_keeps_server_memory_bounded():
+    """Ten clients at once, each sending a 63 MB request, against `vipa serve`'s defaults (8 clients,
+    16 MiB a request) in its own process: every connection is closed (1009 too big, 1013 over the
+    cap), the server's peak memory grows by far less than one request, and it serves afterwards."""
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        port = int(proc.stdout.readline())
+        with PolicyClient(port=port) as client:  # warm: imports and one reply done before measuring
+            client.infer(_obs(np.random.default_rng(0)))
+        before, _ = _rss_mb(proc.pid)
+        payload = b"\x00" * 63_000_000  # one buffer shared by the ten senders (a bounded client)
+        barrier = threading.Barrier(10)
+        codes: list[int | None] = []
+        lock = threading.Lock()
+
+        def one():
+            code = None
+            try:
+                with connect(f"ws://127.0.0.1:{port}", max_size=2**20, open_timeout=30) as ws:
+                    barrier.wait(30)
+                    ws.recv(timeout=30)
+                    ws.send(payload)
+                    ws.recv(timeout=30)
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else None
+            except OSError:  # reset while still sending: the server closed first
+                code = -1
+            with lock:
+                codes.append(code)
+
+        threads = [threading.Thread(target=one) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        after, peak = _rss_mb(proc.pid)
+        assert len(codes) == 10 and set(codes) <= {1009, 1013, -1}, codes
+        assert codes.count(1009) >= 1
+        assert peak - before < 50, (before, peak, after)  # one request alone is 63 MB
+        with PolicyClient(port=port) as client:
+            assert client.infer(_obs(np.random.default_rng(1))).shape == (CHUNK, ACTION_DIM)
+        print(f"server RSS {before:.0f} MB -> peak {peak:.0f} MB, after {after:.0f} MB; close codes {sorted(codes)}")
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+
+
+def test_metadata_names_the_checkpoint_folder_not_its_path():
+    from vipa.infer.predictor import checkpoint_label
+
+    assert checkpoint_label("/srv/users/me/runs/exp1/final") == "exp1/final"
+    assert checkpoint_label("/srv/users/me/runs/exp1/checkpoints/step_0000040") == "exp1/step_0000040"
+    assert checkpoint_label(Path("/data/ckpts/tiny_sample")) == "tiny_sample"
+    assert checkpoint_label(None) == ""
+
+
+def test_bench_serve_latency_beside_openpi_client(capsys, monkeypatch):
+    """`vipa bench serve_latency`: the same requests through our PolicyClient and openpi's own client."""
+    py = _openpi_python()
+    if py is None:
+        pytest.skip("openpi-client venv not built: run scripts/setup_openpi.sh (or set VIPA_OPENPI_PYTHON)")
+    monkeypatch.setenv("VIPA_OPENPI_PYTHON", str(py))
+    from vipa.cli import main
+
+    assert main(["bench", "serve_latency", "--quick"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["name"] == "serve_latency" and rec["unit"] == "ms" and rec["actions_shape"] == [CHUNK, ACTION_DIM]
+    assert rec["requests"] == {"ours": 16, "openpi": 8}
+    for side in ("ours_ms", "openpi_ms"):
+        assert 0 < rec[side]["median"] <= rec[side]["p90"] <= rec[side]["max"]
+    assert rec["ratio"] == pytest.approx(rec["baseline"] / rec["value"], rel=1e-3)

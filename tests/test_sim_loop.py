@@ -113,6 +113,7 @@ def test_collect_posttrain_evaluate_through_the_server(tmp_path):
     assert Predictor.load(tmp_path / "run2" / "final").action_stats == stats
 
     policy = PredictorPolicy(predictor)
+    assert policy.metadata["checkpoint"] == "run/final"  # names the folder, never the server's full path
     from vipa.sim.metaworld_env import MetaWorldEnv
     from vipa.sim.evaluate import observation_dict
 

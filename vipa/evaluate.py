@@ -246,18 +246,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", help="checkpoint folder (a run's final/)")
     p.add_argument("--data", required=True, help="Hand3D dataset (the held-out split is evaluated)")
     p.add_argument("--out", default=None, help="report folder (default: CHECKPOINT/../eval)")
-    p.add_argument("--max-qa", type=int, default=400)
-    p.add_argument("--max-motion", type=int, default=300)
+    p.add_argument("--max-qa", type=int, default=400, help="QA samples evaluated at most, count")
+    p.add_argument("--max-motion", type=int, default=300, help="motion samples evaluated at most, count")
     p.add_argument("--no-tokens", action="store_true", help="skip LLM text / motion-token decoding (faster)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, count (default: torch's choice)")
     p.add_argument("--inputs", nargs="+", choices=INPUTS, default=["points"],
                    help="what the model is given: points (the point map from depth + K), rgb (RGB only); "
                         "several = a report per mode")
     p.add_argument("--ablations", action="store_true", help="train + evaluate the ablation table into --out")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps1", type=int, default=300)
-    p.add_argument("--steps2", type=int, default=300)
-    p.add_argument("--max-episodes", type=int, default=None, help="ablations: training episodes per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ablations: random seeds, one run per seed")
+    p.add_argument("--steps1", type=int, default=300, help="ablations: stage-1 optimizer steps per run")
+    p.add_argument("--steps2", type=int, default=300, help="ablations: stage-2 optimizer steps per run")
+    p.add_argument("--max-episodes", type=int, default=None, help="ablations: training episodes per run, count (default: all)")
     p.set_defaults(func=run)
 
 

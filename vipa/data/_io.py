@@ -58,6 +58,22 @@ def _tmp_name(path: Path) -> Path:
     return Path(tmp)
 
 
+FILE_MODE, DIR_MODE = 0o644, 0o755  # what every written file / folder gets, whatever the umask
+
+
+def set_readable(path: str | os.PathLike) -> None:
+    """0644 for a file; for a folder 0755 and the same for everything below it (umask-independent:
+    mkstemp makes 0600 files, a strict umask makes 0600 ones; datasets are shared within a group)."""
+    path = Path(path)
+    if not path.is_dir():
+        os.chmod(path, FILE_MODE)
+        return
+    for folder, _dirs, files in os.walk(path):
+        os.chmod(folder, DIR_MODE)
+        for f in files:
+            os.chmod(os.path.join(folder, f), FILE_MODE)
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -76,6 +92,8 @@ def atomic_target(path: Path, fsync: bool = False) -> Iterator[Path]:
     tmp = _tmp_name(path)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, FILE_MODE)
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())

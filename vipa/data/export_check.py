@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from vipa.data._io import set_readable
 from vipa.data._lerobot_export import ExportError, episode_features
 from vipa.data.episode import SchemaError
 
@@ -74,10 +75,7 @@ def staging(out: Path) -> Iterator[Path]:
 
 def publish(src: Path, out: Path) -> None:
     """Group-readable permissions, then move ``src`` onto ``out`` (absent or an empty folder)."""
-    for folder, _dirs, files in os.walk(src):
-        os.chmod(folder, 0o755)
-        for f in files:
-            os.chmod(os.path.join(folder, f), 0o644)
+    set_readable(src)
     if out.exists():
         out.rmdir()
     os.replace(src, out)

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vipa.data._io import atomic_target, atomic_write_bytes, atomic_write_parquet
+from vipa.data._io import atomic_target, atomic_write_bytes, atomic_write_parquet, set_readable
 from vipa.data.video import encode_h264
 
 CODEBASE_VERSION = "v3.0"
@@ -91,10 +91,7 @@ def _strict_json(obj: Any) -> bytes:
 
 def _publish(tmp: Path, root: Path) -> None:
     """0644 files, 0755 folders, then move the finished folder ``tmp`` onto ``root``."""
-    for folder, dirs, files in os.walk(tmp):
-        os.chmod(folder, 0o755)
-        for f in files:
-            os.chmod(os.path.join(folder, f), 0o644)
+    set_readable(tmp)
     if root.exists():
         root.rmdir()  # empty (checked before writing); a non-empty folder raises OSError
     os.replace(tmp, root)

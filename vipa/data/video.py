@@ -6,6 +6,7 @@ Random access seeks to the keyframe before the wanted frame and decodes forward 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -17,9 +18,12 @@ from vipa.data.episode import SchemaError
 __all__ = ["FRAME_CACHE", "VideoFrameCache", "VideoIndex", "decode_all", "decode_frame", "encode_h264"]
 
 
-def encode_h264(frames: np.ndarray, path: Path, fps: float, crf: int = 18, gop: int = 30) -> None:
+def encode_h264(frames: np.ndarray, path: Path, fps: float, crf: int = 18, gop: int = 30,
+                max_bytes_per_frame: float | None = None) -> None:
     """(T, H, W, 3) uint8 RGB -> H.264 yuv420p mp4 at ``path`` (odd sizes edge-padded; decoders
-    crop back to H x W)."""
+    crop back to H x W). ``max_bytes_per_frame``: cap x264's bit rate (capped CRF: a VBV of that many
+    bytes per frame at ``fps``, half a second of buffer), e.g. at the source video's own bytes per frame
+    so a re-encode of a compressed source is never larger than the source."""
     import av
     from fractions import Fraction
 
@@ -32,6 +36,11 @@ def encode_h264(frames: np.ndarray, path: Path, fps: float, crf: int = 18, gop: 
         stream.width, stream.height = w + w % 2, h + h % 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast", "g": str(gop)}
+        if max_bytes_per_frame is not None:
+            if not (math.isfinite(max_bytes_per_frame) and max_bytes_per_frame > 0):
+                raise ValueError(f"max_bytes_per_frame: expected a positive number, got {max_bytes_per_frame}")
+            bits_s = int(max_bytes_per_frame * 8 * float(fps))
+            stream.options.update({"maxrate": str(bits_s), "bufsize": str(bits_s // 2)})
         for i in range(t):
             img = frames[i]
             if img.shape[0] != stream.height or img.shape[1] != stream.width:
@@ -158,3 +167,16 @@ def decode_all(path: Path, num_frames: int, height: int, width: int, where: str)
     if n != t:
         raise SchemaError(f"{where}: has {'more than ' if n > t else ''}{n} frames, episode has {t}")
     return out
+
+
+def source_bytes_per_frame(source_info: dict | None) -> float | None:
+    """Bytes per frame of the video file an episode was decoded from (``episode.extra["source_info"]``,
+    annotators.io.SourceInfo), or None when it is no video file on this disk. Per stored frame: a
+    source sampled every k-th frame gives k source frames' bytes to each stored one."""
+    if not source_info or source_info.get("kind") != "video":
+        return None
+    path = Path(str(source_info.get("path", "")))
+    n = int(source_info.get("source_num_frames") or 0)
+    if n <= 0 or not path.is_file():
+        return None
+    return path.stat().st_size / n * max(1, int(source_info.get("frame_step") or 1))

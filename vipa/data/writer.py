@@ -53,7 +53,7 @@ from vipa.data.schema import (
     row_from_episode_json,
     validate_episode_id,
 )
-from vipa.data.video import encode_h264
+from vipa.data.video import encode_h264, source_bytes_per_frame
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -236,7 +236,8 @@ def _write_episode_files(ep: Episode, folder: Path, media_from: Path | None) -> 
             depth_unit = float(src["depth_unit"])
     if ep.rgb is not None and not has_rgb and ep.num_frames > 0:
         tmp_mp4 = folder / f"{TMP_PREFIX}rgb.mp4"
-        encode_h264(ep.rgb, tmp_mp4, ep.fps)
+        # never more bytes per frame than the compressed source had (crf 18 alone made 1.76x of it)
+        encode_h264(ep.rgb, tmp_mp4, ep.fps, max_bytes_per_frame=source_bytes_per_frame(ep.extra.get("source_info")))
         os.replace(tmp_mp4, folder / "rgb.mp4")
         has_rgb = True
     if ep.depth_raw is not None and not has_depth and ep.num_frames > 0:

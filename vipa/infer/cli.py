@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--instruction", required=True, help="the task in words")
     p.add_argument("--mode", default="auto", choices=("auto", "answer", "trajectory", "action"),
                    help="auto: action when the checkpoint is post-trained and --state is given, else by the instruction")
-    p.add_argument("--state", type=float, nargs="+", help="robot state in SI units (m, rad), action mode")
+    p.add_argument("--state", type=float, nargs="+", help="robot state in SI units (m, rad), action mode (default: none)")
     p.add_argument("--flow-steps", type=int, default=None, help="flow-matching integration steps (default: the checkpoint's)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=run)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from vipa.infer.predictor import Predictor
+from vipa.infer.predictor import Predictor, checkpoint_label
 
 
 class PredictorPolicy:
@@ -27,7 +27,7 @@ class PredictorPolicy:
             "name": "vipa", "config": cfg.name, "use_3d": bool(predictor.mcfg.use_3d),
             "chunk": int(predictor.mcfg.chunk_len), "action_dim": int(predictor.mcfg.action_dim),
             "state_dim": int(predictor.mcfg.state_dim), "image_size": int(predictor.mcfg.image_size),
-            "replan": replan, "checkpoint": predictor.info.get("path", ""),
+            "replan": replan, "checkpoint": checkpoint_label(getattr(predictor, "checkpoint", None)),
         }
 
     @classmethod

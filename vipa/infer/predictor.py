@@ -55,6 +55,7 @@ def trajectory_prompt(instruction: str, hand: str = "right") -> str:
 class Predictor:
     def __init__(self, model, cfg, tok, info: dict[str, Any]):
         self.model, self.cfg, self.tok, self.info = model, cfg, tok, info
+        self.checkpoint: Path | None = None  # the folder it was loaded from (Predictor.load)
         self.mcfg = cfg.model
         self.action_stats = info.get("action_stats")
         self.processor = Processor(self.mcfg, tok)
@@ -72,7 +73,9 @@ class Predictor:
         if threads:
             torch.set_num_threads(threads)
         model, cfg, tok, info = load_checkpoint(checkpoint, expect_config, vlm_path, encoder3d_path)
-        return cls(model, cfg, tok, info)
+        pred = cls(model, cfg, tok, info)
+        pred.checkpoint = Path(checkpoint)
+        return pred
 
     # ---- inputs ----
     def prepare(self, image: np.ndarray, depth: np.ndarray | None = None, K: np.ndarray | None = None,
@@ -158,3 +161,15 @@ class Predictor:
         a = self.model.action_head.sample(torch.from_numpy(s_n)[None], queries,
                                           steps=flow_steps or self.mcfg.flow_steps, generator=g, geom=geom)[0].numpy()
         return (a * np.asarray(st["action_std"], np.float32) + np.asarray(st["action_mean"], np.float32)).astype(np.float32)
+
+
+def checkpoint_label(path: str | Path | None) -> str:
+    """What to tell clients about a checkpoint folder: its name, with the run folder's name for a
+    run's ``final`` or ``checkpoints/step_*`` (never a full path of the server's disk)."""
+    if not path:
+        return ""
+    p = Path(path)
+    if p.name == "final" or p.parent.name == "checkpoints":
+        run = p.parent if p.name == "final" else p.parent.parent
+        return f"{run.name}/{p.name}"
+    return p.name

@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from vipa.data._io import set_readable
 from vipa.model.config import ConfigError, VIPAConfig
 from vipa.model.pretrained import save_pointmap_encoder
 from vipa.model.tokenizer import VIPATokenizer
@@ -48,6 +49,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: VIPAConfig, t
     tok.save(tmp / TOKENIZER)
     if action_stats is not None:
         (tmp / ACTION_STATS).write_text(json.dumps(action_stats))
+    set_readable(tmp)  # 0644 files, 0755 folder, whatever the umask
     if path.exists():
         old = path.with_name(path.name + ".old")
         if old.exists():

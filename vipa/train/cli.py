@@ -27,25 +27,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, nargs="+",
                    help="Hand3D dataset folder (stage1/2); post: LeRobot v3 folder(s) or .npz array export(s)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the config's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps, count (default: the config's)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per optimizer step (default: the config's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate, per step, unitless (default: the config's)")
+    p.add_argument("--seed", type=int, default=None, help="random seed, integer (default: the config's)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. stage 1's final)")
     p.add_argument("--no-3d", action="store_true", help="ablation: without the 3D encoder")
-    p.add_argument("--frame-step", type=int, default=1, help="use every k-th frame of each episode")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="episodes held out for evaluation")
-    p.add_argument("--max-episodes", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--frame-step", type=int, default=1, help="use every k-th frame of each episode (k in frames)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of the episodes held out for evaluation, 0-1")
+    p.add_argument("--max-episodes", type=int, default=None, help="use at most this many episodes (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, count (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto (GPU when available) | cpu | cuda | cuda:N")
     p.add_argument("--vlm-path", default=None, help="config paper: local pretrained VLM folder (LLaVA or Qwen2.5-VL)")
     p.add_argument("--encoder3d-path", default=None, help="config paper: local 3D-encoder folder (encoder3d.json)")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="post: train as many steps as fit in this many seconds (timed by a 10-step calibration run)")
+                   help="post: train as many steps as fit in this many seconds, timed by a 10-step calibration run (default: no budget, --steps)")
     p.add_argument("--export-npz", default=None, metavar="FILE",
                    help="post: write the demonstrations as one .npz and exit (no training)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
 
@@ -77,8 +77,9 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")
     no3d = "" if cfg.model.use_3d else " (no 3D)"
     if stage == "post":
-        from vipa.train.robot import train_post
+        from vipa.train.robot import _roots, train_post
 
+        _roots(data)  # a bad --data is the one line of the error, before any progress line
         print(f"vipa train post: config {cfg.name}{no3d}, out {out}", file=sys.stderr)
         return train_post(cfg, data, out, tok, init, steps, budget_s, resume=resume, threads=threads,
                           progress=progress, device=device)

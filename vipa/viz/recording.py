@@ -415,8 +415,7 @@ def frames_rrd_bytes(ep: Episode, recording_id: str, frames: Sequence[int] | Non
 def save_episode_rrd(ep: Episode, path: str | Path, opts: ViewOptions | None = None, **kw) -> Path:
     """Write the episode's recording to ``path`` (.rrd), atomically; returns the path."""
     path = Path(path)
-    data = episode_rrd_bytes(ep, opts, **kw)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    from vipa.data._io import atomic_write_bytes
+
+    atomic_write_bytes(path, episode_rrd_bytes(ep, opts, **kw))  # 0644 whatever the umask
     return path
