@@ -100,6 +100,12 @@ class HandBackend(ABC):
     def reset(self) -> None:
         """Forget tracking state (call between videos)."""
 
+    def revisions(self, frames, detections: list[list["HandDetection"]]) -> list[list["HandDetection"]]:
+        """A pass over a whole video after ``detect`` ran on each of its frames: ``detections[t]`` are
+        ``detect``'s hands in ``frames[t]``; returns the hands per frame, revised (e.g. hands found late
+        filled in backwards). The default changes nothing."""
+        return [list(d) for d in detections]
+
     def close(self) -> None:
         """Release models and graphs."""
 
@@ -175,6 +181,7 @@ class MediaPipeHands(HandBackend):
             self.settings["search_options"] = self._search_cfg.to_dict()
         self._graph = None
         self._static = None
+        self._back = None  # one-hand video graph of the look-back pass (built when first needed)
         self._search = None
         self._open()
         if self._search_cfg is not None:
@@ -206,7 +213,7 @@ class MediaPipeHands(HandBackend):
             self._search.reset()
 
     def close(self) -> None:
-        for attr in ("_graph", "_static"):
+        for attr in ("_graph", "_static", "_back"):
             g = getattr(self, attr, None)
             if g is not None:
                 g.close()
@@ -258,6 +265,90 @@ class MediaPipeHands(HandBackend):
     def _static_candidates(self, img: np.ndarray, ox: float, oy: float, scale: float, source: str) -> list:
         return self._run(self._static, img, ox, oy, scale, source)
 
+    def _detection(self, cand, side: str, w: int, h: int) -> HandDetection:
+        uv = cand.uv.astype(np.float32)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w) & (uv[:, 1] >= 0) & (uv[:, 1] <= h)
+        score = float(cand.score)
+        conf = np.where(inside, score, score * OUTSIDE_FACTOR).astype(np.float32)
+        return HandDetection(side=side, landmarks_2d=uv, world_landmarks=cand.world, confidence=conf,
+                             score=score, in_frame=inside, label_raw=cand.label_raw)
+
+    def revisions(self, frames, detections: list[list[HandDetection]]) -> list[list[HandDetection]]:
+        """Look-back (and look-ahead) pass, ``look_back`` in ``search_options`` frames at most (0: off): a hand
+        that appears at frame t (no hand of frame t-1 where it is) is tracked backwards over t-1, t-2, ... by
+        MediaPipe's one-hand video graph, on squares centred on the hand, turned so that its wrist ->
+        middle-MCP axis points up and black outside the image (the landmark model follows a hand half out of
+        the frame, which the palm detector does not find); a hand that vanishes after frame t is tracked
+        forwards the same way. Hands it finds fill frames that lack them (``max_num_hands`` per frame at
+        most; a hand already there stops it), with the side of the hand they continue."""
+        from annotators.hand_search import Candidate, same_hand
+
+        out = [list(d) for d in detections]
+        cfg = self._search_cfg
+        if cfg is None or cfg.look_back <= 0 or not self.settings["video_mode"] or len(frames) != len(out):
+            return out
+        if self._back is None:
+            s = self.settings
+            self._back = self._mp_hands.Hands(
+                static_image_mode=False, max_num_hands=1, model_complexity=s["model_complexity"],
+                min_detection_confidence=s["min_detection_confidence"],
+                min_tracking_confidence=s["min_tracking_confidence"],
+            )
+
+        def cand(d: HandDetection) -> Candidate:
+            return Candidate(uv=d.landmarks_2d, world=d.world_landmarks, side=d.side, score=d.score, source="track")
+
+        n = len(out)
+        for step in (-1, 1):
+            order = range(1, n) if step == -1 else range(n - 2, -1, -1)
+            for t in order:
+                for d in list(detections[t]):
+                    c0 = cand(d)
+                    if any(same_hand(c0, cand(e), 0.3, 0.6) for e in out[t + step]):
+                        continue  # the hand is there in the neighbouring frame already
+                    self._search._time("look_back", lambda: self._follow_video(frames, out, t, step, c0, d.side))
+        return out
+
+    def _follow_video(self, frames, out: list[list[HandDetection]], t: int, step: int, c0, side: str) -> None:
+        """Track hand ``c0`` of frame t into frames t+step, t+2 step, ... (see ``revisions``), adding it to ``out``."""
+        import cv2
+
+        from annotators.hand_search import same_hand, upright_angle, warp_square
+
+        cfg = self._search_cfg
+        h, w = frames[t].shape[:2]
+        size = c0.size
+        sq_side = max(4.0 * size, 128.0)
+        out_px = int(min(max(256, round(sq_side)), 512))
+        angle = upright_angle(c0.uv)
+        self._back.reset()
+        prev = c0
+        for k in range(t, t + step * (cfg.look_back + 1), step):
+            if not 0 <= k < len(frames):
+                return
+            centre = prev.palm
+            sq, back = warp_square(np.ascontiguousarray(frames[k]), float(centre[0]), float(centre[1]), sq_side, angle,
+                                   out_px, cv2.BORDER_CONSTANT)
+            found = [back(c) for c in self._run(self._back, sq, 0.0, 0.0, 1.0, "look_back")]
+            if not found:
+                return
+            c = found[0]
+            if np.hypot(*(c.palm - prev.palm)) > 0.6 * max(prev.size, c.size) or not 0.5 <= c.size / prev.size <= 2.0:
+                return  # jumped to something else
+            if k == t:  # the seed: the graph must have found the hand it is asked to follow
+                prev = c
+                continue
+            inside = float(np.mean((c.uv[:, 0] >= 0) & (c.uv[:, 0] <= w) & (c.uv[:, 1] >= 0) & (c.uv[:, 1] <= h)))
+            if inside < cfg.min_in_frame or len(out[k]) >= cfg.max_hands:
+                return
+            from annotators.hand_search import Candidate
+
+            if any(same_hand(c, Candidate(uv=e.landmarks_2d, world=e.world_landmarks, side=e.side, score=e.score,
+                                          source="track"), 0.3, 0.6) for e in out[k]):
+                return  # joined a hand found there already
+            out[k].append(self._detection(c, side, w, h))
+            prev = c
+
     def detect(self, frame_rgb: np.ndarray) -> list[HandDetection]:
         if self._graph is None:
             raise BackendError("mediapipe", "detect() after close()")
@@ -269,15 +360,7 @@ class MediaPipeHands(HandBackend):
             found = self._search.detect(img)
         else:
             found = [(c, c.side) for c in self._track_candidates(img)]
-        out = []
-        for cand, side in found:
-            uv = cand.uv.astype(np.float32)
-            inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w) & (uv[:, 1] >= 0) & (uv[:, 1] <= h)
-            score = float(cand.score)
-            conf = np.where(inside, score, score * OUTSIDE_FACTOR).astype(np.float32)
-            out.append(HandDetection(side=side, landmarks_2d=uv, world_landmarks=cand.world, confidence=conf,
-                                     score=score, in_frame=inside, label_raw=cand.label_raw))
-        return out
+        return [self._detection(cand, side, w, h) for cand, side in found]
 
 
 def by_side(detections: list[HandDetection]) -> dict[str, HandDetection]:
