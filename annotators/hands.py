@@ -181,7 +181,7 @@ class MediaPipeHands(HandBackend):
             self.settings["search_options"] = self._search_cfg.to_dict()
         self._graph = None
         self._static = None
-        self._back = None  # one-hand video graph of the look-back pass (built when first needed)
+        self._back = None  # video graph of the look-back pass (built when first needed)
         self._search = None
         self._open()
         if self._search_cfg is not None:
@@ -276,7 +276,7 @@ class MediaPipeHands(HandBackend):
     def revisions(self, frames, detections: list[list[HandDetection]]) -> list[list[HandDetection]]:
         """Look-back (and look-ahead) pass, ``look_back`` in ``search_options`` frames at most (0: off): a hand
         that appears at frame t (no hand of frame t-1 where it is) is tracked backwards over t-1, t-2, ... by
-        MediaPipe's one-hand video graph, on squares centred on the hand, turned so that its wrist ->
+        a second MediaPipe video graph (the hand nearest to where it was), on squares of 3 times its size centred on it, turned so that its wrist ->
         middle-MCP axis points up and black outside the image (the landmark model follows a hand half out of
         the frame, which the palm detector does not find); a hand that vanishes after frame t is tracked
         forwards the same way. Hands it finds fill frames that lack them (``max_num_hands`` per frame at
@@ -290,7 +290,7 @@ class MediaPipeHands(HandBackend):
         if self._back is None:
             s = self.settings
             self._back = self._mp_hands.Hands(
-                static_image_mode=False, max_num_hands=1, model_complexity=s["model_complexity"],
+                static_image_mode=False, max_num_hands=s["max_num_hands"], model_complexity=s["model_complexity"],
                 min_detection_confidence=s["min_detection_confidence"],
                 min_tracking_confidence=s["min_tracking_confidence"],
             )
@@ -318,7 +318,7 @@ class MediaPipeHands(HandBackend):
         cfg = self._search_cfg
         h, w = frames[t].shape[:2]
         size = c0.size
-        sq_side = max(4.0 * size, 128.0)
+        sq_side = max(3.0 * size, 128.0)
         out_px = int(min(max(256, round(sq_side)), 512))
         angle = upright_angle(c0.uv)
         self._back.reset()
@@ -332,7 +332,7 @@ class MediaPipeHands(HandBackend):
             found = [back(c) for c in self._run(self._back, sq, 0.0, 0.0, 1.0, "look_back")]
             if not found:
                 return
-            c = found[0]
+            c = min(found, key=lambda f: float(np.hypot(*(f.palm - prev.palm))))  # another hand may be in the square
             if np.hypot(*(c.palm - prev.palm)) > 0.6 * max(prev.size, c.size) or not 0.5 <= c.size / prev.size <= 2.0:
                 return  # jumped to something else
             if k == t:  # the seed: the graph must have found the hand it is asked to follow
