@@ -5,7 +5,8 @@ Public names
     ``HandDetection`` (one hand in one frame), ``HandBackend`` (the interface),
     ``MediaPipeHands`` (the bundled offline backend), ``create_hand_backend(spec, **kw)``
     (factory: ``"mediapipe"`` or ``"package.module:ClassName"``), ``by_side(detections)``
-    (at most one detection per anatomical side).
+    (at most one detection per anatomical side), ``look_back_by_side(backend, frames, ...)`` (the
+    backend's ``revisions`` pass over per-side arrays, as the pipeline keeps them).
 
 Units and frames
     ``landmarks_2d`` (21, 2) float32 pixels of the frame given to ``detect``, in the convention of
@@ -371,6 +372,39 @@ def by_side(detections: list[HandDetection]) -> dict[str, HandDetection]:
         if d.side not in best or d.score > best[d.side].score:
             best[d.side] = d
     return best
+
+
+def look_back_by_side(backend: HandBackend, frames, joints_2d: dict, world: dict, confidence: dict,
+                      present: dict) -> int:
+    """Run ``backend.revisions`` over a video whose per-side detections are already in the arrays
+    (``joints_2d[side]`` (T, 21, 2), ``world[side]`` (T, 21, 3), ``confidence[side]`` (T, 21), ``present[side]``
+    (T,), as ``annotators.pipeline.detect_hands`` fills them) and fill, in place, the frames and sides the
+    revision found a hand for and the detector did not. Returns the number of hands added."""
+    if not callable(getattr(backend, "revisions", None)):  # a duck-typed backend without the pass
+        return 0
+    n = len(frames)
+    h, w = frames[0].shape[:2] if n else (0, 0)
+    dets = []
+    for t in range(n):
+        row = []
+        for side in present:
+            if present[side][t]:
+                uv = np.asarray(joints_2d[side][t], np.float32)
+                inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w) & (uv[:, 1] >= 0) & (uv[:, 1] <= h)
+                conf = np.asarray(confidence[side][t], np.float32)
+                row.append(HandDetection(side=side, landmarks_2d=uv, world_landmarks=np.asarray(world[side][t], np.float32),
+                                         confidence=conf, score=float(conf.max()), in_frame=inside))
+        dets.append(row)
+    added = 0
+    for t, row in enumerate(backend.revisions(frames, dets)):
+        for side, det in by_side(row[len(dets[t]):]).items():
+            if side in present and not present[side][t]:
+                joints_2d[side][t] = det.landmarks_2d
+                world[side][t] = det.world_landmarks
+                confidence[side][t] = det.confidence
+                present[side][t] = True
+                added += 1
+    return added
 
 
 def create_hand_backend(spec: str = "mediapipe", **kwargs: Any) -> HandBackend:
