@@ -209,7 +209,7 @@ class HandSearch:
         self._since_search = 10**9
         self._every = self.cfg.search_every
 
-    def _time(self, key: str, fn: Callable[[], list[Candidate]]) -> list[Candidate]:
+    def _time(self, key: str, fn: Callable[[], Any]) -> Any:
         t0 = time.process_time()
         out = fn()
         self.stats[key][0] += 1

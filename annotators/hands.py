@@ -282,7 +282,7 @@ class MediaPipeHands(HandBackend):
         the frame, which the palm detector does not find); a hand that vanishes after frame t is tracked
         forwards the same way. Hands it finds fill frames that lack them (``max_num_hands`` per frame at
         most; a hand already there stops it), with the side of the hand they continue."""
-        from annotators.hand_search import Candidate, same_hand
+        from annotators.hand_search import Candidate, same_hand, upright_angle
 
         out = [list(d) for d in detections]
         cfg = self._search_cfg
@@ -307,48 +307,56 @@ class MediaPipeHands(HandBackend):
                     c0 = cand(d)
                     if any(same_hand(c0, cand(e), 0.3, 0.6) for e in out[t + step]):
                         continue  # the hand is there in the neighbouring frame already
-                    self._search._time("look_back", lambda: self._follow_video(frames, out, t, step, c0, d.side))
+                    # as seen first, then turned upright (upside-down hands), or the other way round for a hand
+                    # pointing down: the turn helps the palm detector but not always the landmark model
+                    up = upright_angle(c0.uv)
+                    for angle in ((up, 0.0) if abs(up) > 135 else (0.0, up)):
+                        if self._search._time("look_back", lambda: self._follow_video(frames, out, t, step, c0, d.side,
+                                                                                       angle)):
+                            break
         return out
 
-    def _follow_video(self, frames, out: list[list[HandDetection]], t: int, step: int, c0, side: str) -> None:
-        """Track hand ``c0`` of frame t into frames t+step, t+2 step, ... (see ``revisions``), adding it to ``out``."""
+    def _follow_video(self, frames, out: list[list[HandDetection]], t: int, step: int, c0, side: str,
+                      angle: float) -> int:
+        """Track hand ``c0`` of frame t into frames t+step, t+2 step, ... on squares turned by ``angle`` (see
+        ``revisions``), adding it to ``out``; returns the number of frames it was added to."""
         import cv2
 
-        from annotators.hand_search import same_hand, upright_angle, warp_square
+        from annotators.hand_search import same_hand, warp_square
 
         cfg = self._search_cfg
         h, w = frames[t].shape[:2]
         size = c0.size
         sq_side = max(3.0 * size, 128.0)
         out_px = int(min(max(256, round(sq_side)), 512))
-        angle = upright_angle(c0.uv)
         self._back.reset()
-        prev = c0
+        prev, added = c0, 0
         for k in range(t, t + step * (cfg.look_back + 1), step):
             if not 0 <= k < len(frames):
-                return
+                return added
             centre = prev.palm
             sq, back = warp_square(np.ascontiguousarray(frames[k]), float(centre[0]), float(centre[1]), sq_side, angle,
                                    out_px, cv2.BORDER_CONSTANT)
             found = [back(c) for c in self._run(self._back, sq, 0.0, 0.0, 1.0, "look_back")]
             if not found:
-                return
+                return added
             c = min(found, key=lambda f: float(np.hypot(*(f.palm - prev.palm))))  # another hand may be in the square
             if np.hypot(*(c.palm - prev.palm)) > 0.6 * max(prev.size, c.size) or not 0.5 <= c.size / prev.size <= 2.0:
-                return  # jumped to something else
+                return added  # jumped to something else
             if k == t:  # the seed: the graph must have found the hand it is asked to follow
                 prev = c
                 continue
             inside = float(np.mean((c.uv[:, 0] >= 0) & (c.uv[:, 0] <= w) & (c.uv[:, 1] >= 0) & (c.uv[:, 1] <= h)))
             if inside < cfg.min_in_frame or len(out[k]) >= cfg.max_hands:
-                return
+                return added
             from annotators.hand_search import Candidate
 
             if any(same_hand(c, Candidate(uv=e.landmarks_2d, world=e.world_landmarks, side=e.side, score=e.score,
                                           source="track"), 0.3, 0.6) for e in out[k]):
-                return  # joined a hand found there already
+                return added  # joined a hand found there already
             out[k].append(self._detection(c, side, w, h))
-            prev = c
+            prev, added = c, added + 1
+        return added
 
     def detect(self, frame_rgb: np.ndarray) -> list[HandDetection]:
         if self._graph is None:
