@@ -4,14 +4,17 @@
 already removed by the caller's ``to_px``):
 
 1. *Track*: the legacy video-mode graph on the frame padded by a fixed border (as before).
-2. *Re-detect*: each hand of the previous frame that step 1 did not find again is looked for in a
-   square crop around where it was, of ``roi_scale`` times its size (so the padding follows the hand's
-   size, not the frame's), with a static-image graph. A hand found once is followed this way even
-   when the tracker never holds it.
+2. *Follow*: each known hand that step 1 did not find again is looked for in a square crop of ``roi_scale``
+   times its size (so the padding follows the hand's size, not the frame's) around where it should be (its
+   last place moved by its last velocity), turned so that its wrist -> middle-MCP axis points up (the palm
+   detector is weak on upside-down hands), with a static-image graph; the nearest hand of about its size
+   found there continues it. A lost hand is followed so for up to ``follow_frames`` frames; a hand found
+   once is followed even when the tracker never holds it.
 3. *Search* (multi-scale): while fewer than ``max_hands`` hands are known, every ``search_every``-th
    frame (the interval doubles, up to ``search_max_every``, after each search that finds nothing, and
    returns to ``search_every`` when a search finds a hand or a hand is lost) the static graph also runs on the whole frame mirrored out at its borders by ``reflect_pad``
-   (hands cut by the image border are found more often so) and on ``tiles`` x ``tiles`` overlapping
+   (hands cut by the image border are found more often so), on that frame turned upside down
+   (``search_rot180``: hands reaching in from the top edge, fingers down) and on ``tiles`` x ``tiles`` overlapping
    tiles (each ``tile_frac`` of the frame's sides, padded by ``tile_pad`` of its longer side): hands
    that are small in the frame are larger in a tile.
 4. *Merge*: candidates are reduced by non-maximum suppression (same hand: box IoU >= ``nms_iou`` or palm
@@ -26,7 +29,8 @@ already removed by the caller's ``to_px``):
    camera); once that evidence reaches ``view_min_evidence``, their image order decides their sides.
    Otherwise, when two hands claim the same side, the one with the weaker vote takes the other side.
 
-Costs are counted per step in ``stats`` (calls and CPU seconds of this process), so the search's cost can be reported
+The look-back pass (``MediaPipeHands.revisions``, after a whole video) uses ``warp_square`` and
+``look_back``. Costs are counted per step in ``stats`` (calls and CPU seconds of this process), so the search's cost can be reported
 separately from the tracker's.
 """
 

@@ -41,10 +41,14 @@ MediaPipe facts checked on this machine (mediapipe 0.10.14, ``mp.solutions.hands
 
 Hand search (``search=True``, the default; ``annotators.hand_search``)
     The tracker alone misses hands it never locked on to (the second hand, small, blurred, at the
-    border) and MediaPipe's side label flips on blurred hands. On the project's labelled real-clip
-    frames (``samples/real_clips``, ``annotators.eval_detection``, 640 px) the search raised recall of
-    visible hands from 0.850 to 0.888, correct sides from 0.919 to 0.990 and cut frames with a false
-    hand from 0.019 to 0.006, for 41 % more CPU (38.2 -> 54.0 ms per frame): ``docs/DETECTION_RESULTS.md``.
+    border) and MediaPipe's side label flips on blurred hands. The search adds followers of lost hands
+    (30 frames, crops turned upright), a multi-scale search (also on the upside-down frame: hands reaching
+    in from the top edge) and side votes; ``revisions(frames, detections)`` is a look-back pass over the
+    whole video (the pipeline runs it after detection) that tracks each newly found hand backwards (and each
+    vanishing one forwards) with a second video graph. On the project's labelled real-clip frames
+    (``samples/real_clips``, ``annotators.eval_detection --look-back``, 640 px) recall of visible hands went
+    from 0.850 (tracker alone) to 0.961, correct sides from 0.919 to 0.991, frames with a false hand from
+    0.019 to 0.006: ``docs/DETECTION_RESULTS.md`` (costs there).
 
 Adding a HaMeR/WiLoR-style estimator (user weights)
     Subclass ``HandBackend`` in your own module, load your weights from a local path given to
