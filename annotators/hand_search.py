@@ -30,8 +30,8 @@ already removed by the caller's ``to_px``):
    Otherwise, when two hands claim the same side, the one with the weaker vote takes the other side.
 
 The look-back pass (``MediaPipeHands.revisions``, after a whole video) uses ``warp_square`` and
-``look_back``. Costs are counted per step in ``stats`` (calls and CPU seconds of this process), so the search's cost can be reported
-separately from the tracker's.
+``look_back``. Costs are counted per step in ``stats`` (calls and CPU seconds of this process), so the
+search's cost can be reported separately from the tracker's.
 """
 
 from __future__ import annotations

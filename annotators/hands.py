@@ -281,10 +281,12 @@ class MediaPipeHands(HandBackend):
     def revisions(self, frames, detections: list[list[HandDetection]]) -> list[list[HandDetection]]:
         """Look-back (and look-ahead) pass, ``look_back`` in ``search_options`` frames at most (0: off): a hand
         that appears at frame t (no hand of frame t-1 where it is) is tracked backwards over t-1, t-2, ... by
-        a second MediaPipe video graph (the hand nearest to where it was), on squares of 3 times its size centred on it, turned so that its wrist ->
-        middle-MCP axis points up and black outside the image (the landmark model follows a hand half out of
-        the frame, which the palm detector does not find); a hand that vanishes after frame t is tracked
-        forwards the same way. Hands it finds fill frames that lack them (``max_num_hands`` per frame at
+        a second MediaPipe video graph (the hand nearest to where it was), on squares of 3 times its size
+        re-centred on it every frame, black outside the image (the landmark model follows a hand half out
+        of the frame, which the palm detector does not find), first as seen, then turned so that its wrist ->
+        middle-MCP axis points up (the other order for a hand pointing down); a hand that vanishes after
+        frame t is tracked forwards the same way. A jump of more than 0.6 of its size, or fewer than
+        ``min_in_frame`` of its landmarks inside the frame, stops it. Hands it finds fill frames that lack them (``max_num_hands`` per frame at
         most; a hand already there stops it), with the side of the hand they continue."""
         from annotators.hand_search import Candidate, same_hand, upright_angle
 
@@ -404,8 +406,8 @@ def look_back_by_side(backend: HandBackend, frames, joints_2d: dict, world: dict
                 uv = np.asarray(joints_2d[side][t], np.float32)
                 inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w) & (uv[:, 1] >= 0) & (uv[:, 1] <= h)
                 conf = np.asarray(confidence[side][t], np.float32)
-                row.append(HandDetection(side=side, landmarks_2d=uv, world_landmarks=np.asarray(world[side][t], np.float32),
-                                         confidence=conf, score=float(conf.max()), in_frame=inside))
+                row.append(HandDetection(side=side, landmarks_2d=uv, confidence=conf, score=float(conf.max()),
+                                         world_landmarks=np.asarray(world[side][t], np.float32), in_frame=inside))
         dets.append(row)
     added = 0
     for t, row in enumerate(backend.revisions(frames, dets)):

@@ -219,8 +219,9 @@ def test_look_back_by_side_fills_only_missing_sides():
     from annotators.hands import look_back_by_side
 
     def det(side, x):
-        return HandDetection(side=side, landmarks_2d=np.full((21, 2), x, np.float32), world_landmarks=np.zeros((21, 3), np.float32),
-                             confidence=np.full(21, 0.9, np.float32), score=0.9, in_frame=np.ones(21, bool))
+        return HandDetection(side=side, landmarks_2d=np.full((21, 2), x, np.float32), score=0.9,
+                             world_landmarks=np.zeros((21, 3), np.float32), confidence=np.full(21, 0.9, np.float32),
+                             in_frame=np.ones(21, bool))
 
     class Late(HandBackend):
         def detect(self, frame_rgb):
