@@ -62,6 +62,7 @@ class ClipScore:
     false_frames: int = 0
     frames_run: int = 0
     detect_s: float = 0.0
+    revise_s: float = 0.0  # CPU seconds of the backend's revisions() pass (look-back), when run
     misses: list = field(default_factory=list)  # [(frame, side)] of eligible labels not found
     false_at: list = field(default_factory=list)  # labelled frames with a false detection
     stages: dict = field(default_factory=dict)  # backend's per-step {"calls", "seconds"} (search_stats), if any
@@ -79,13 +80,17 @@ class ClipScore:
         return self.false_frames / self.frames if self.frames else float("nan")
 
     @property
+    def revise_ms_per_frame(self) -> float:
+        return 1000.0 * self.revise_s / self.frames_run if self.frames_run else float("nan")
+
+    @property
     def ms_per_frame(self) -> float:
         return 1000.0 * self.detect_s / self.frames_run if self.frames_run else float("nan")
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(recall=self.recall, side_ok_rate=self.side_rate, false_frame_rate=self.false_rate,
-                 ms_per_frame=self.ms_per_frame)
+                 ms_per_frame=self.ms_per_frame, revise_ms_per_frame=self.revise_ms_per_frame)
         return d
 
 
@@ -93,7 +98,8 @@ def total(scores: list[ClipScore]) -> ClipScore:
     """All clips pooled (hands and frames summed)."""
     t = ClipScore("all")
     for s in scores:
-        for k in ("frames", "hands", "found", "side_ok", "false_hands", "false_frames", "frames_run", "detect_s"):
+        for k in ("frames", "hands", "found", "side_ok", "false_hands", "false_frames", "frames_run", "detect_s",
+                  "revise_s"):
             setattr(t, k, getattr(t, k) + getattr(s, k))
         for k, v in s.stages.items():
             acc = t.stages.setdefault(k, {"calls": 0, "seconds": 0.0})
@@ -211,8 +217,10 @@ def _to_label_px(det, sx: float, sy: float, size: tuple[int, int]) -> tuple[str,
 
 
 def evaluate_clip(clip: str, labels: dict, backend, *, root: Path | None = None, max_width: int | None = 640,
-                  frames: str = "all", min_size: float = MIN_SIZE) -> ClipScore:
-    """Run ``backend`` (a HandBackend) over one labelled clip and score it (see the module docstring)."""
+                  frames: str = "all", min_size: float = MIN_SIZE, look_back: bool = False) -> ClipScore:
+    """Run ``backend`` (a HandBackend) over one labelled clip and score it (see the module docstring).
+    ``look_back``: keep the clip's frames and score ``backend.revisions(frames, detections)`` instead
+    (its CPU time is ``revise_s``, apart from ``detect_s``)."""
     from annotators.io import open_source
 
     if frames not in ("all", "labelled"):
@@ -223,6 +231,7 @@ def evaluate_clip(clip: str, labels: dict, backend, *, root: Path | None = None,
     score = ClipScore(clip)
     backend.reset()
     stats0 = backend.search_stats() if hasattr(backend, "search_stats") else {}
+    kept_frames, kept_dets, kept_idx = [], [], []
     with open_source(path, max_width=max_width) as src:
         sx, sy = size[0] / src.info.width, size[1] / src.info.height
         for fr in src:
@@ -233,9 +242,20 @@ def evaluate_clip(clip: str, labels: dict, backend, *, root: Path | None = None,
             dets = backend.detect(fr.rgb)
             score.detect_s += time.process_time() - t0
             score.frames_run += 1
-            if labelled:
+            if look_back:
+                kept_frames.append(fr.rgb)
+                kept_dets.append(dets)
+                kept_idx.append(fr.source_index)
+            elif labelled:
                 score_frame(score, fr.source_index, [_to_label_px(d, sx, sy, size) for d in dets],
                             labels["frames"][fr.source_index], min_size)
+    if look_back:
+        t0 = time.process_time()
+        revised = backend.revisions(kept_frames, kept_dets)
+        score.revise_s += time.process_time() - t0
+        for idx, dets in zip(kept_idx, revised):
+            if idx in labels["frames"]:
+                score_frame(score, idx, [_to_label_px(d, sx, sy, size) for d in dets], labels["frames"][idx], min_size)
     if stats0:
         stats1 = backend.search_stats()
         score.stages = {k: {"calls": stats1[k]["calls"] - v["calls"], "seconds": stats1[k]["seconds"] - v["seconds"]}
@@ -244,7 +264,8 @@ def evaluate_clip(clip: str, labels: dict, backend, *, root: Path | None = None,
 
 
 def evaluate(make_backend: Callable[[], Any], labels_path: str | Path = DEFAULT_LABELS, *, clips: list[str] | None = None,
-             max_width: int | None = 640, frames: str = "all", min_size: float = MIN_SIZE) -> list[ClipScore]:
+             max_width: int | None = 640, frames: str = "all", min_size: float = MIN_SIZE,
+             look_back: bool = False) -> list[ClipScore]:
     """Score a hand backend (built once by ``make_backend()``, reset per clip) on the labelled clips."""
     labels = load_hand_labels(labels_path)
     names = list(labels) if clips is None else clips
@@ -257,7 +278,7 @@ def evaluate(make_backend: Callable[[], Any], labels_path: str | Path = DEFAULT_
     try:
         for c in names:
             out.append(evaluate_clip(c, labels[c], backend, root=root, max_width=max_width, frames=frames,
-                                     min_size=min_size))
+                                     min_size=min_size, look_back=look_back))
     finally:
         backend.close()
     return out
@@ -266,6 +287,7 @@ def evaluate(make_backend: Callable[[], Any], labels_path: str | Path = DEFAULT_
 def format_table(scores: list[ClipScore]) -> str:
     """A plain-text table: one row per clip and the pooled total."""
     rows = [f"{'clip':<30} {'frames':>6} {'hands':>5} {'recall':>7} {'side':>6} {'false fr':>8} {'ms/fr':>7}  stages ms/fr"]
+    # stages: the backend's own per-step CPU split; look_back is the revisions() pass, apart from ms/fr
     for s in [*scores, total(scores)]:
         st = " ".join(f"{k} {1000 * v['seconds'] / s.frames_run:.1f}" for k, v in s.stages.items()) if s.frames_run else ""
         rows.append(f"{s.clip:<30} {s.frames:>6} {s.hands:>5} {s.recall:>7.3f} {s.side_rate:>6.3f} "
@@ -297,13 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", choices=("all", "labelled"), default="all", help="run every frame (tracking) or the labelled ones")
     p.add_argument("--max-width", type=int, default=640, help="downscale frames to this width first (0: full size)")
     p.add_argument("--json", default=None, help="write the per-clip figures here")
+    p.add_argument("--look-back", action="store_true", help="score the backend's revisions() pass (look-back)")
     a = p.parse_args(argv)
     opts = _parse_options(a.option)
     scores = evaluate(lambda: create_hand_backend(a.hands, **opts), a.labels,
-                      clips=a.clips.split(",") if a.clips else None, max_width=a.max_width or None, frames=a.frames)
+                      clips=a.clips.split(",") if a.clips else None, max_width=a.max_width or None, frames=a.frames,
+                      look_back=a.look_back)
     print(format_table(scores))
     if a.json:
-        Path(a.json).write_text(json.dumps({"hands": a.hands, "options": opts, "frames": a.frames,
+        Path(a.json).write_text(json.dumps({"hands": a.hands, "options": opts, "frames": a.frames, "look_back": a.look_back,
                                             "max_width": a.max_width,
                                             "clips": [s.summary() for s in [*scores, total(scores)]]}, indent=1))
     return 0

@@ -4,14 +4,17 @@
 already removed by the caller's ``to_px``):
 
 1. *Track*: the legacy video-mode graph on the frame padded by a fixed border (as before).
-2. *Re-detect*: each hand of the previous frame that step 1 did not find again is looked for in a
-   square crop around where it was, of ``roi_scale`` times its size (so the padding follows the hand's
-   size, not the frame's), with a static-image graph. A hand found once is followed this way even
-   when the tracker never holds it.
+2. *Follow*: each known hand that step 1 did not find again is looked for in a square crop of ``roi_scale``
+   times its size (so the padding follows the hand's size, not the frame's) around where it should be (its
+   last place moved by its last velocity), turned so that its wrist -> middle-MCP axis points up (the palm
+   detector is weak on upside-down hands), with a static-image graph; the nearest hand of about its size
+   found there continues it. A lost hand is followed so for up to ``follow_frames`` frames; a hand found
+   once is followed even when the tracker never holds it.
 3. *Search* (multi-scale): while fewer than ``max_hands`` hands are known, every ``search_every``-th
    frame (the interval doubles, up to ``search_max_every``, after each search that finds nothing, and
    returns to ``search_every`` when a search finds a hand or a hand is lost) the static graph also runs on the whole frame mirrored out at its borders by ``reflect_pad``
-   (hands cut by the image border are found more often so) and on ``tiles`` x ``tiles`` overlapping
+   (hands cut by the image border are found more often so), on that frame turned upside down
+   (``search_rot180``: hands reaching in from the top edge, fingers down) and on ``tiles`` x ``tiles`` overlapping
    tiles (each ``tile_frac`` of the frame's sides, padded by ``tile_pad`` of its longer side): hands
    that are small in the frame are larger in a tile.
 4. *Merge*: candidates are reduced by non-maximum suppression (same hand: box IoU >= ``nms_iou`` or palm
@@ -26,8 +29,9 @@ already removed by the caller's ``to_px``):
    camera); once that evidence reaches ``view_min_evidence``, their image order decides their sides.
    Otherwise, when two hands claim the same side, the one with the weaker vote takes the other side.
 
-Costs are counted per step in ``stats`` (calls and CPU seconds of this process), so the search's cost can be reported
-separately from the tracker's.
+The look-back pass (``MediaPipeHands.revisions``, after a whole video) uses ``warp_square`` and
+``look_back``. Costs are counted per step in ``stats`` (calls and CPU seconds of this process), so the
+search's cost can be reported separately from the tracker's.
 """
 
 from __future__ import annotations
@@ -73,6 +77,21 @@ class _Track:
     palm: np.ndarray
     size: float
     vote: float  # > 0: right, < 0: left (decaying sum of signed detector scores)
+    uv: np.ndarray | None = None  # (21, 2) landmarks when last seen
+    vel: np.ndarray = field(default_factory=lambda: np.zeros(2))  # palm px per frame when last seen
+    lost: int = 0  # frames since last seen (0: seen in the latest frame)
+
+    def predicted_palm(self) -> np.ndarray:
+        """Palm centre where the hand should be now: where it was if seen in the latest frame, else its
+        last place moved by its last velocity."""
+        return self.palm + self.vel * (self.lost + 1) if self.lost else self.palm
+
+
+def upright_angle(uv: np.ndarray) -> float:
+    """Degrees to rotate the image (counter-clockwise as displayed, cv2's sense) so that the hand's
+    wrist -> middle-finger MCP axis points up."""
+    a = uv[9].astype(np.float64) - uv[0].astype(np.float64)
+    return float(np.degrees(np.arctan2(a[0], -a[1])))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -114,6 +133,32 @@ def nms(cands: list[Candidate], iou_thr: float = 0.5, palm_frac: float = 0.35) -
     return kept
 
 
+def warp_square(img: np.ndarray, cx: float, cy: float, side: float, angle: float, out_px: int,
+                border: int) -> tuple[np.ndarray, Callable[[Candidate], Candidate]]:
+    """A square of ``side`` px of ``img`` centred at (cx, cy) (corner-origin px), rotated by ``angle`` degrees
+    (cv2's sense: counter-clockwise as displayed), resampled to ``out_px`` x ``out_px``; outside the image is
+    filled by cv2 ``border``. Returns the square and a function taking a Candidate found in it back to
+    ``img``'s pixels (landmarks by the inverse warp, world joints turned back by -angle)."""
+    import cv2
+
+    k = out_px / float(side)
+    lin = cv2.getRotationMatrix2D((0.0, 0.0), float(angle), k)[:, :2]
+    # image corner-origin p -> square corner-origin lin (p - c) + out_px / 2; cv2 warps pixel-index coordinates
+    t = out_px / 2.0 - lin @ np.array([cx, cy])
+    m_idx = np.hstack([lin, (t + lin @ np.array([0.5, 0.5]) - 0.5)[:, None]])
+    sq = cv2.warpAffine(img, m_idx, (out_px, out_px), flags=cv2.INTER_LINEAR, borderMode=border)
+    inv = np.linalg.inv(lin)
+    rot = inv * k  # the pure rotation back (world joints: hand-centred, camera-aligned axes)
+
+    def back(c: Candidate) -> Candidate:
+        uv = ((c.uv.astype(np.float64) - t) @ inv.T).astype(np.float32)
+        world = c.world.copy()
+        world[:, :2] = (world[:, :2].astype(np.float64) @ rot.T).astype(np.float32)
+        return Candidate(uv=uv, world=world, side=c.side, score=c.score, source=c.source, label_raw=c.label_raw)
+
+    return sq, back
+
+
 @dataclass
 class SearchConfig:
     """Settings of ``HandSearch`` (see the module docstring)."""
@@ -134,6 +179,11 @@ class SearchConfig:
     vote_decay: float = 0.8  # per-frame decay of a hand's side vote
     track_match_px: float = 0.6  # palm distance (fraction of hand size) that continues a hand
     view_min_evidence: float = 3.0  # side-by-position needs this much two-hand evidence (see _assign_sides)
+    follow_frames: int = 30  # a lost hand is looked for (moved by its last velocity) for up to this many frames
+    follow_max_px: float = 1.0  # a followed hand found farther than this (fraction of its size) is another one
+    roi_rotate: bool = True  # re-detection crops are rotated so the hand's wrist -> middle-MCP axis points up
+    search_rot180: bool = True  # the search also runs on the mirror-padded frame turned upside down
+    look_back: int = 30  # revisions(): a newly found hand is followed back over at most this many frames
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -151,7 +201,7 @@ class HandSearch:
     track: Callable[[np.ndarray], list[Candidate]]
     static: RunFn
     cfg: SearchConfig = field(default_factory=SearchConfig)
-    stats: dict[str, list[float]] = field(default_factory=lambda: {k: [0, 0.0] for k in ("track", "roi", "tile")})
+    stats: dict[str, list[float]] = field(default_factory=lambda: {k: [0, 0.0] for k in ("track", "roi", "tile", "look_back")})
 
     def __post_init__(self) -> None:
         self.reset()
@@ -163,30 +213,28 @@ class HandSearch:
         self._since_search = 10**9
         self._every = self.cfg.search_every
 
-    def _time(self, key: str, fn: Callable[[], list[Candidate]]) -> list[Candidate]:
+    def _time(self, key: str, fn: Callable[[], Any]) -> Any:
         t0 = time.process_time()
         out = fn()
         self.stats[key][0] += 1
         self.stats[key][1] += time.process_time() - t0
         return out
 
-    def _crop_run(self, img: np.ndarray, cx: float, cy: float, side: float, source: str) -> list[Candidate]:
-        """Static graph on a square crop centred at (cx, cy); outside the frame is black."""
+    def _crop_run(self, img: np.ndarray, cx: float, cy: float, side: float, source: str,
+                  angle: float = 0.0, run: RunFn | None = None) -> list[Candidate]:
+        """A detector run on a square crop of ``side`` px centred at (cx, cy), rotated by ``angle`` degrees
+        (cv2's sense: counter-clockwise as displayed) and resampled to at least 192 px (the palm detector's
+        input size); outside the frame is mirrored (``roi_reflect``) or black. Candidates come back in frame
+        pixels (landmarks by the inverse warp, world joints turned back by -angle)."""
         import cv2
 
         h, w = img.shape[:2]
-        s = int(round(side))
-        x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
-        sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + s), min(h, y0 + s)
-        if sx1 - sx0 < 8 or sy1 - sy0 < 8:
+        if side < 8 or cx < -side / 2 or cy < -side / 2 or cx > w + side / 2 or cy > h + side / 2:
             return []
+        out_px = int(max(192, min(round(side), 384)))
         border = cv2.BORDER_REFLECT if self.cfg.roi_reflect else cv2.BORDER_CONSTANT
-        crop = cv2.copyMakeBorder(img[sy0:sy1, sx0:sx1], sy0 - y0, y0 + s - sy1, sx0 - x0, x0 + s - sx1, border)
-        scale = 1.0
-        if s < 192:  # the palm detector's input size: upscale small crops
-            scale = 192.0 / s
-            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-        return self.static(crop, float(x0), float(y0), scale, source)
+        crop, back = warp_square(img, cx, cy, side, angle, out_px, border)
+        return [back(c) for c in (run or self.static)(crop, 0.0, 0.0, 1.0, source)]
 
     def _tile_run(self, img: np.ndarray) -> list[Candidate]:
         import cv2
@@ -197,7 +245,14 @@ class HandSearch:
         out: list[Candidate] = []
         if self.cfg.reflect_pad > 0:  # hands cut by the border: mirroring gives the palm detector more of them
             p = int(round(self.cfg.reflect_pad * max(w, h)))
-            out += self.static(cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REFLECT), float(-p), float(-p), 1.0, "tile")
+            padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REFLECT)
+            out += self.static(padded, float(-p), float(-p), 1.0, "tile")
+            if self.cfg.search_rot180:  # hands reaching in from the top edge, fingers down, are upright here
+                for c in self.static(np.ascontiguousarray(padded[::-1, ::-1]), 0.0, 0.0, 1.0, "tile"):
+                    uv = (np.array([w + p, h + p], np.float32) - c.uv).astype(np.float32)
+                    world = c.world * np.array([-1, -1, 1], np.float32)
+                    out.append(Candidate(uv=uv, world=world, side=c.side, score=c.score, source="tile",
+                                         label_raw=c.label_raw))
         xs = np.linspace(0, w - tw, n).round().astype(int) if n > 1 else [0]
         ys = np.linspace(0, h - th, n).round().astype(int) if n > 1 else [0]
         for oy in ys:
@@ -207,20 +262,33 @@ class HandSearch:
                 out += self.static(tile, float(ox - p), float(oy - p), 1.0, "tile")
         return out
 
+    def _follow(self, img: np.ndarray, tr: _Track, backwards: bool = False) -> list[Candidate]:
+        """Re-detection of one known hand: a crop of ``roi_scale`` times its size around its predicted
+        place (its last velocity, reversed when following it back in time), rotated upright."""
+        cfg = self.cfg
+        c = 0.5 * (tr.box[:2] + tr.box[2:]) + (-1 if backwards else 1) * tr.vel * (tr.lost + 1)
+        side = max(cfg.roi_min_px, cfg.roi_scale * tr.size)
+        angle = upright_angle(tr.uv) if (cfg.roi_rotate and tr.uv is not None) else 0.0
+        found = self._crop_run(img, float(c[0]), float(c[1]), side, "roi", angle)
+        pp = c + (tr.palm - 0.5 * (tr.box[:2] + tr.box[2:]))  # predicted palm
+        # only the hand followed: near where it should be, of about its size (not another hand or a look-alike)
+        near = [(np.hypot(*(h.palm - pp)) / tr.size + abs(np.log(h.size / tr.size)), k) for k, h in enumerate(found)
+                if np.hypot(*(h.palm - pp)) <= cfg.follow_max_px * tr.size and 0.5 <= h.size / tr.size <= 2.0]
+        return [found[min(near)[1]]] if near else []
+
     def detect(self, img: np.ndarray) -> list[tuple[Candidate, str]]:
         """Hands in one frame as (candidate, side) pairs, side after voting and conflict resolution."""
         cfg = self.cfg
         cands = self._time("track", lambda: self.track(img))
-        # re-detect hands of the previous frame that the tracker lost
+        # follow hands the tracker lost: a crop around where each should be now, sized by the hand, turned upright
         for tr in self._tracks:
-            if any(_iou(c.box, tr.box) >= cfg.nms_iou
-                   or np.hypot(*(c.palm - tr.palm)) <= cfg.track_match_px * max(tr.size, c.size) for c in cands):
+            pp = tr.predicted_palm()
+            if any((not tr.lost and _iou(c.box, tr.box) >= cfg.nms_iou)
+                   or np.hypot(*(c.palm - pp)) <= cfg.track_match_px * max(tr.size, c.size) for c in cands):
                 continue
-            side = max(cfg.roi_min_px, cfg.roi_scale * tr.size)
-            cx, cy = 0.5 * (tr.box[0] + tr.box[2]), 0.5 * (tr.box[1] + tr.box[3])
-            cands += self._time("roi", lambda: self._crop_run(img, cx, cy, side, "roi"))
+            cands += self._time("roi", lambda: self._follow(img, tr))
         merged = nms(cands, cfg.nms_iou)
-        if len(merged) < len(self._tracks):  # a hand was lost: search soon again
+        if len(merged) < sum(t.lost == 0 for t in self._tracks):  # a hand was lost: search soon again
             self._every = cfg.search_every
         self._since_search += 1
         searching = cfg.tiles > 0 or cfg.reflect_pad > 0
@@ -247,15 +315,19 @@ class HandSearch:
             for k, tr in enumerate(self._tracks):
                 if k in used:
                     continue
-                d = float(np.hypot(*(c.palm - tr.palm))) / max(tr.size, c.size)
-                if (d <= cfg.track_match_px or _iou(c.box, tr.box) >= cfg.nms_iou) and (best_d is None or d < best_d):
+                d = float(np.hypot(*(c.palm - tr.predicted_palm()))) / max(tr.size, c.size)
+                if ((d <= cfg.track_match_px or (not tr.lost and _iou(c.box, tr.box) >= cfg.nms_iou))
+                        and (best_d is None or d < best_d)):
                     best, best_d = k, d
-            prior = 0.0
+            prior, vel = 0.0, np.zeros(2)
             if best is not None:
                 used.add(best)
-                prior = self._tracks[best].vote * cfg.vote_decay
+                old = self._tracks[best]
+                prior = old.vote * cfg.vote_decay
+                vel = (c.palm - old.palm) / (old.lost + 1)
+                vel = vel * min(1.0, 0.5 * c.size / max(float(np.hypot(*vel)), 1e-6))  # at most half a hand per frame
             vote = prior + (c.score if c.side == "right" else -c.score)
-            new_tracks.append(_Track(c.box, c.palm, c.size, vote))
+            new_tracks.append(_Track(c.box, c.palm, c.size, vote, uv=c.uv.copy(), vel=vel))
         sides = ["right" if t.vote > 0 else "left" for t in new_tracks]
         if len(hands) == 2:
             # which image side the right hand is on, learnt from frames where the detector tells the two apart
@@ -274,5 +346,15 @@ class HandSearch:
             for t, sd in zip(new_tracks, sides):  # the track's vote follows the decision
                 if (t.vote > 0) != (sd == "right"):
                     t.vote = -t.vote
+        # hands not seen in this frame are followed for up to follow_frames more (at most max_hands tracks in all)
+        lost = [t for k, t in enumerate(self._tracks) if k not in used and t.lost + 1 < cfg.follow_frames]
+        for t in sorted(lost, key=lambda t: t.lost):
+            if len(new_tracks) >= cfg.max_hands:
+                break
+            if any(np.hypot(*(t.palm - n.palm)) < cfg.track_match_px * max(t.size, n.size) for n in new_tracks):
+                continue  # a hand seen now where the lost one was: it is that hand
+            t.lost += 1
+            t.vote *= cfg.vote_decay ** 0.25
+            new_tracks.append(t)
         self._tracks = new_tracks
         return list(zip(hands, sides))

@@ -5,7 +5,8 @@ Public names
     ``HandDetection`` (one hand in one frame), ``HandBackend`` (the interface),
     ``MediaPipeHands`` (the bundled offline backend), ``create_hand_backend(spec, **kw)``
     (factory: ``"mediapipe"`` or ``"package.module:ClassName"``), ``by_side(detections)``
-    (at most one detection per anatomical side).
+    (at most one detection per anatomical side), ``look_back_by_side(backend, frames, ...)`` (the
+    backend's ``revisions`` pass over per-side arrays, as the pipeline keeps them).
 
 Units and frames
     ``landmarks_2d`` (21, 2) float32 pixels of the frame given to ``detect``, in the convention of
@@ -40,10 +41,14 @@ MediaPipe facts checked on this machine (mediapipe 0.10.14, ``mp.solutions.hands
 
 Hand search (``search=True``, the default; ``annotators.hand_search``)
     The tracker alone misses hands it never locked on to (the second hand, small, blurred, at the
-    border) and MediaPipe's side label flips on blurred hands. On the project's labelled real-clip
-    frames (``samples/real_clips``, ``annotators.eval_detection``, 640 px) the search raised recall of
-    visible hands from 0.850 to 0.888, correct sides from 0.919 to 0.990 and cut frames with a false
-    hand from 0.019 to 0.006, for 41 % more CPU (38.2 -> 54.0 ms per frame): ``docs/DETECTION_RESULTS.md``.
+    border) and MediaPipe's side label flips on blurred hands. The search adds followers of lost hands
+    (30 frames, crops turned upright), a multi-scale search (also on the upside-down frame: hands reaching
+    in from the top edge) and side votes; ``revisions(frames, detections)`` is a look-back pass over the
+    whole video (the pipeline runs it after detection) that tracks each newly found hand backwards (and each
+    vanishing one forwards) with a second video graph. On the project's labelled real-clip frames
+    (``samples/real_clips``, ``annotators.eval_detection --look-back``, 640 px) recall of visible hands went
+    from 0.850 (tracker alone) to 0.961, correct sides from 0.919 to 0.991, frames with a false hand from
+    0.019 to 0.006: ``docs/DETECTION_RESULTS.md`` (costs there).
 
 Adding a HaMeR/WiLoR-style estimator (user weights)
     Subclass ``HandBackend`` in your own module, load your weights from a local path given to
@@ -99,6 +104,12 @@ class HandBackend(ABC):
 
     def reset(self) -> None:
         """Forget tracking state (call between videos)."""
+
+    def revisions(self, frames, detections: list[list["HandDetection"]]) -> list[list["HandDetection"]]:
+        """A pass over a whole video after ``detect`` ran on each of its frames: ``detections[t]`` are
+        ``detect``'s hands in ``frames[t]``; returns the hands per frame, revised (e.g. hands found late
+        filled in backwards). The default changes nothing."""
+        return [list(d) for d in detections]
 
     def close(self) -> None:
         """Release models and graphs."""
@@ -175,6 +186,7 @@ class MediaPipeHands(HandBackend):
             self.settings["search_options"] = self._search_cfg.to_dict()
         self._graph = None
         self._static = None
+        self._back = None  # video graph of the look-back pass (built when first needed)
         self._search = None
         self._open()
         if self._search_cfg is not None:
@@ -206,7 +218,7 @@ class MediaPipeHands(HandBackend):
             self._search.reset()
 
     def close(self) -> None:
-        for attr in ("_graph", "_static"):
+        for attr in ("_graph", "_static", "_back"):
             g = getattr(self, attr, None)
             if g is not None:
                 g.close()
@@ -258,6 +270,100 @@ class MediaPipeHands(HandBackend):
     def _static_candidates(self, img: np.ndarray, ox: float, oy: float, scale: float, source: str) -> list:
         return self._run(self._static, img, ox, oy, scale, source)
 
+    def _detection(self, cand, side: str, w: int, h: int) -> HandDetection:
+        uv = cand.uv.astype(np.float32)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w) & (uv[:, 1] >= 0) & (uv[:, 1] <= h)
+        score = float(cand.score)
+        conf = np.where(inside, score, score * OUTSIDE_FACTOR).astype(np.float32)
+        return HandDetection(side=side, landmarks_2d=uv, world_landmarks=cand.world, confidence=conf,
+                             score=score, in_frame=inside, label_raw=cand.label_raw)
+
+    def revisions(self, frames, detections: list[list[HandDetection]]) -> list[list[HandDetection]]:
+        """Look-back (and look-ahead) pass, ``look_back`` in ``search_options`` frames at most (0: off): a hand
+        that appears at frame t (no hand of frame t-1 where it is) is tracked backwards over t-1, t-2, ... by
+        a second MediaPipe video graph (the hand nearest to where it was), on squares of 3 times its size
+        re-centred on it every frame, black outside the image (the landmark model follows a hand half out
+        of the frame, which the palm detector does not find), first as seen, then turned so that its wrist ->
+        middle-MCP axis points up (the other order for a hand pointing down); a hand that vanishes after
+        frame t is tracked forwards the same way. A jump of more than 0.6 of its size, or fewer than
+        ``min_in_frame`` of its landmarks inside the frame, stops it. Hands it finds fill frames that lack them (``max_num_hands`` per frame at
+        most; a hand already there stops it), with the side of the hand they continue."""
+        from annotators.hand_search import Candidate, same_hand, upright_angle
+
+        out = [list(d) for d in detections]
+        cfg = self._search_cfg
+        if cfg is None or cfg.look_back <= 0 or not self.settings["video_mode"] or len(frames) != len(out):
+            return out
+        if self._back is None:
+            s = self.settings
+            self._back = self._mp_hands.Hands(
+                static_image_mode=False, max_num_hands=s["max_num_hands"], model_complexity=s["model_complexity"],
+                min_detection_confidence=s["min_detection_confidence"],
+                min_tracking_confidence=s["min_tracking_confidence"],
+            )
+
+        def cand(d: HandDetection) -> Candidate:
+            return Candidate(uv=d.landmarks_2d, world=d.world_landmarks, side=d.side, score=d.score, source="track")
+
+        n = len(out)
+        for step in (-1, 1):
+            order = range(1, n) if step == -1 else range(n - 2, -1, -1)
+            for t in order:
+                for d in list(detections[t]):
+                    c0 = cand(d)
+                    if any(same_hand(c0, cand(e), 0.3, 0.6) for e in out[t + step]):
+                        continue  # the hand is there in the neighbouring frame already
+                    # as seen first, then turned upright (upside-down hands), or the other way round for a hand
+                    # pointing down: the turn helps the palm detector but not always the landmark model
+                    up = upright_angle(c0.uv)
+                    for angle in ((up, 0.0) if abs(up) > 135 else (0.0, up)):
+                        if self._search._time("look_back", lambda: self._follow_video(frames, out, t, step, c0, d.side,
+                                                                                       angle)):
+                            break
+        return out
+
+    def _follow_video(self, frames, out: list[list[HandDetection]], t: int, step: int, c0, side: str,
+                      angle: float) -> int:
+        """Track hand ``c0`` of frame t into frames t+step, t+2 step, ... on squares turned by ``angle`` (see
+        ``revisions``), adding it to ``out``; returns the number of frames it was added to."""
+        import cv2
+
+        from annotators.hand_search import same_hand, warp_square
+
+        cfg = self._search_cfg
+        h, w = frames[t].shape[:2]
+        size = c0.size
+        sq_side = max(3.0 * size, 128.0)
+        out_px = int(min(max(256, round(sq_side)), 512))
+        self._back.reset()
+        prev, added = c0, 0
+        for k in range(t, t + step * (cfg.look_back + 1), step):
+            if not 0 <= k < len(frames):
+                return added
+            centre = prev.palm
+            sq, back = warp_square(np.ascontiguousarray(frames[k]), float(centre[0]), float(centre[1]), sq_side, angle,
+                                   out_px, cv2.BORDER_CONSTANT)
+            found = [back(c) for c in self._run(self._back, sq, 0.0, 0.0, 1.0, "look_back")]
+            if not found:
+                return added
+            c = min(found, key=lambda f: float(np.hypot(*(f.palm - prev.palm))))  # another hand may be in the square
+            if np.hypot(*(c.palm - prev.palm)) > 0.6 * max(prev.size, c.size) or not 0.5 <= c.size / prev.size <= 2.0:
+                return added  # jumped to something else
+            if k == t:  # the seed: the graph must have found the hand it is asked to follow
+                prev = c
+                continue
+            inside = float(np.mean((c.uv[:, 0] >= 0) & (c.uv[:, 0] <= w) & (c.uv[:, 1] >= 0) & (c.uv[:, 1] <= h)))
+            if inside < cfg.min_in_frame or len(out[k]) >= cfg.max_hands:
+                return added
+            from annotators.hand_search import Candidate
+
+            if any(same_hand(c, Candidate(uv=e.landmarks_2d, world=e.world_landmarks, side=e.side, score=e.score,
+                                          source="track"), 0.3, 0.6) for e in out[k]):
+                return added  # joined a hand found there already
+            out[k].append(self._detection(c, side, w, h))
+            prev, added = c, added + 1
+        return added
+
     def detect(self, frame_rgb: np.ndarray) -> list[HandDetection]:
         if self._graph is None:
             raise BackendError("mediapipe", "detect() after close()")
@@ -269,15 +375,7 @@ class MediaPipeHands(HandBackend):
             found = self._search.detect(img)
         else:
             found = [(c, c.side) for c in self._track_candidates(img)]
-        out = []
-        for cand, side in found:
-            uv = cand.uv.astype(np.float32)
-            inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w) & (uv[:, 1] >= 0) & (uv[:, 1] <= h)
-            score = float(cand.score)
-            conf = np.where(inside, score, score * OUTSIDE_FACTOR).astype(np.float32)
-            out.append(HandDetection(side=side, landmarks_2d=uv, world_landmarks=cand.world, confidence=conf,
-                                     score=score, in_frame=inside, label_raw=cand.label_raw))
-        return out
+        return [self._detection(cand, side, w, h) for cand, side in found]
 
 
 def by_side(detections: list[HandDetection]) -> dict[str, HandDetection]:
@@ -288,6 +386,39 @@ def by_side(detections: list[HandDetection]) -> dict[str, HandDetection]:
         if d.side not in best or d.score > best[d.side].score:
             best[d.side] = d
     return best
+
+
+def look_back_by_side(backend: HandBackend, frames, joints_2d: dict, world: dict, confidence: dict,
+                      present: dict) -> int:
+    """Run ``backend.revisions`` over a video whose per-side detections are already in the arrays
+    (``joints_2d[side]`` (T, 21, 2), ``world[side]`` (T, 21, 3), ``confidence[side]`` (T, 21), ``present[side]``
+    (T,), as ``annotators.pipeline.detect_hands`` fills them) and fill, in place, the frames and sides the
+    revision found a hand for and the detector did not. Returns the number of hands added."""
+    if not callable(getattr(backend, "revisions", None)):  # a duck-typed backend without the pass
+        return 0
+    n = len(frames)
+    h, w = frames[0].shape[:2] if n else (0, 0)
+    dets = []
+    for t in range(n):
+        row = []
+        for side in present:
+            if present[side][t]:
+                uv = np.asarray(joints_2d[side][t], np.float32)
+                inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w) & (uv[:, 1] >= 0) & (uv[:, 1] <= h)
+                conf = np.asarray(confidence[side][t], np.float32)
+                row.append(HandDetection(side=side, landmarks_2d=uv, confidence=conf, score=float(conf.max()),
+                                         world_landmarks=np.asarray(world[side][t], np.float32), in_frame=inside))
+        dets.append(row)
+    added = 0
+    for t, row in enumerate(backend.revisions(frames, dets)):
+        for side, det in by_side(row[len(dets[t]):]).items():
+            if side in present and not present[side][t]:
+                joints_2d[side][t] = det.landmarks_2d
+                world[side][t] = det.world_landmarks
+                confidence[side][t] = det.confidence
+                present[side][t] = True
+                added += 1
+    return added
 
 
 def create_hand_backend(spec: str = "mediapipe", **kwargs: Any) -> HandBackend:

@@ -42,6 +42,7 @@ import numpy as np
 from annotators import registry
 from annotators.checks import depth_unit_warning, hand_free_scene
 from annotators.errors import AnnotatorError, InputError
+from annotators.hands import look_back_by_side
 from annotators.lift import Calibration, SmoothConfig, calibrate, lift, smooth
 from annotators.smoothing import SkeletonSmoothConfig
 from vipa.conventions import DEFAULT_FOV_DEG, HANDS, NUM_JOINTS
@@ -579,6 +580,8 @@ def _stage_hands(state: PipelineState, cfg: HandsConfig) -> None:
     """Detect hands with the configured backend (2D joints, hand-centred 3D, confidence)."""
     hb = state.hand_backend or _hand_backend(cfg)
     state.hands = detect_hands(state.decoded.rgb, hb, state.on_frame)
+    h = state.hands  # the backend's look-back pass (hands found late, followed back): annotators.hands
+    look_back_by_side(hb, state.decoded.rgb, h.joints_2d, h.world, h.confidence, h.present)
     if cfg.require_hands and not any(state.hands.present[s].any() for s in HANDS):
         raise NoHandsError(state.source, len(state.decoded.rgb))
 

@@ -137,23 +137,23 @@ def test_labelled_frames_two_clips(clip, frames):
     assert s.recall >= 0.95 and s.side_rate >= 0.95 and s.false_rate == 0.0
 
 
-# Measured on all labelled frames (640 px, tracking on; docs/DETECTION_RESULTS.md): what this detector
-# keeps per clip, a little below the measured figures. The issue's targets (0.95 / 0.95 / 0.02) are the
-# xfail test below; 02_cups and 03_blocks are the clips that miss them.
-FLOORS = {  # clip: (recall, side correct, false frames); measured after: recall, side, false
+# Measured on all labelled frames (640 px, tracking on, with the look-back pass as the pipeline runs it;
+# docs/DETECTION_RESULTS.md, docs/detection_results/after_lookback.json): what this detector keeps per clip, at or a
+# little below the measured figures.
+FLOORS = {  # clip: (recall, side correct, false frames); measured: recall, side, false
     "egoloc/jar_desk": (0.95, 0.95, 0.02),  # 0.983 1.000 0.000
-    "egoloc/jar_shelf": (0.75, 0.95, 0.02),  # 0.750 1.000 0.000 (4 hands)
+    "egoloc/jar_shelf": (0.75, 0.95, 0.02),  # 1.000 1.000 0.000 (4 hands: one miss is 0.75)
     "mediapipe_samples/hand_reach": (0.95, 0.95, 0.02),  # 1.000 1.000 0.000
     "mediapipe_samples/typing": (0.9, 0.95, 0.02),  # 1.000 1.000 0.000 (11 hands)
-    "sam2_gallery/02_cups": (0.85, 0.9, 0.05),  # 0.889 0.958 0.033
-    "sam2_gallery/03_blocks": (0.58, 0.95, 0.02),  # 0.609 1.000 0.000
+    "sam2_gallery/02_cups": (0.9, 0.9, 0.05),  # 0.944 0.961 0.033
+    "sam2_gallery/03_blocks": (0.84, 0.95, 0.02),  # 0.891 1.000 0.000
     "sam2_gallery/04_coffee": (0.95, 0.95, 0.02),  # 1.000 1.000 0.000
 }
 
 
 @pytest.fixture(scope="module")
 def all_scores():
-    return {s.clip: s for s in evaluate(lambda: MediaPipeHands(video_mode=True))}
+    return {s.clip: s for s in evaluate(lambda: MediaPipeHands(video_mode=True), look_back=True)}  # as the pipeline
 
 
 @pytest.mark.slow
@@ -162,14 +162,64 @@ def test_all_labelled_frames_floors(all_scores):
         s = all_scores[clip]
         print(clip, f"recall {s.recall:.3f} side {s.side_rate:.3f} false frames {s.false_rate:.3f}")
         assert s.recall >= rec and s.side_rate >= side and s.false_rate <= false, clip
-    t = total(list(all_scores.values()))
-    assert t.recall >= 0.87 and t.side_rate >= 0.95 and t.false_rate <= 0.02  # 0.888 0.990 0.006
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue #9 recall target not met yet (0.888 of 0.95): hands entering from "
-                   "the image border in 03_blocks (fingers only) and motion-blurred hands in 02_cups are missed "
-                   "by MediaPipe's palm detector")
 def test_all_labelled_frames_targets(all_scores):
+    """Issue #9's targets on the pooled labelled frames: measured 0.961 (224 of 233), 0.991, 0.006."""
     t = total(list(all_scores.values()))
     assert t.recall >= 0.95 and t.side_rate >= 0.95 and t.false_rate <= 0.02
+
+
+def test_upright_angle_and_warp_square_round_trip():
+    """The follower and look-back crops: the angle that turns a hand's wrist -> middle-MCP axis up, and the
+    warp's way back (a bright pixel found in the turned square maps back onto itself in the frame; world
+    joints turn back with the landmarks)."""
+    import cv2
+
+    from annotators.hand_search import upright_angle, warp_square
+
+    uv = np.zeros((21, 2), np.float32)
+    for axis, expected in (((0, -10), 0.0), ((10, 0), 90.0), ((0, 10), 180.0), ((-10, 0), -90.0)):
+        uv[9] = axis
+        assert upright_angle(uv) == pytest.approx(expected)
+    img = np.zeros((120, 200, 3), np.uint8)
+    img[80, 120] = 255  # pixel (row 80, col 120): centre (120.5, 80.5) in corner-origin px
+    for angle in (0.0, 30.0, 90.0, 180.0, -135.0):
+        sq, back = warp_square(img, 110.0, 70.0, 60.0, angle, 240, cv2.BORDER_CONSTANT)
+        i, j = np.unravel_index(np.argmax(sq[..., 0]), sq.shape[:2])
+        p = np.array([j + 0.5, i + 0.5], np.float32)
+        uv = np.stack([p, p + [10, 0]] + [p] * 19).astype(np.float32)  # a 10 px "bone" along the square's x axis
+        world = np.zeros((21, 3), np.float32)
+        world[1] = [0.01, 0, 0.02]
+        c = back(Candidate(uv=uv, world=world, side="left", score=0.9, source="roi"))
+        np.testing.assert_allclose(c.uv[0], [120.5, 80.5], atol=1.0)  # 4x upsampled: within a source pixel
+        bone_px = c.uv[1] - c.uv[0]
+        np.testing.assert_allclose(bone_px / np.linalg.norm(bone_px), c.world[1, :2] / 0.01, atol=1e-4)
+        assert c.world[1, 2] == pytest.approx(0.02) and c.side == "left" and c.score == 0.9
+
+
+def test_look_back_fills_a_hand_found_late():
+    """03_blocks frames 0-42: the left hand (fingers down from the top edge) is found again at frame 42 by the
+    search; ``revisions`` tracks it back and fills labelled frame 40 (as labelled: the left hand, with the right)."""
+    clip = "sam2_gallery/03_blocks"
+    labels = load_hand_labels()[clip]
+    from annotators.io import open_source
+
+    frames = []
+    with open_source(DEFAULT_LABELS.parent / labels["file"], max_width=640, max_frames=43) as src:
+        frames = [f.rgb for f in src]
+    with MediaPipeHands() as hands:
+        dets = [hands.detect(f) for f in frames]
+        revised = hands.revisions(frames, dets)
+        assert hands.search_stats()["look_back"]["calls"] >= 1
+    assert [len(d) for d in dets[40:43]] == [1, 1, 2]  # the tracker has the right hand; the left one appears at 42
+    assert all(len(r) >= len(d) for r, d in zip(revised, dets))  # revisions add, never drop
+    s = ClipScore(clip)
+    sx = labels["size"][0] / frames[0].shape[1]
+    from annotators.eval_detection import _to_label_px
+
+    score_frame(s, 40, [_to_label_px(d, sx, sx, labels["size"]) for d in revised[40]], labels["frames"][40])
+    assert (s.hands, s.found, s.side_ok, s.false_hands) == (2, 2, 2, 0)
+    with MediaPipeHands(search=False) as plain:  # no search: no look-back either
+        assert [len(r) for r in plain.revisions(frames, dets)] == [len(d) for d in dets]

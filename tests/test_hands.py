@@ -211,3 +211,36 @@ def test_user_backends_by_spec(monkeypatch):
     with create_hand_backend("mediapipe", video_mode=False) as mp_backend:
         assert isinstance(mp_backend, MediaPipeHands)
         assert mp_backend.describe()["version"] == "0.10.14"
+
+
+def test_look_back_by_side_fills_only_missing_sides():
+    """The pipeline's look-back glue: hands a backend's ``revisions`` adds go into the per-side arrays where
+    that side was absent; hands already there and extra hands of a present side change nothing."""
+    from annotators.hands import look_back_by_side
+
+    def det(side, x):
+        return HandDetection(side=side, landmarks_2d=np.full((21, 2), x, np.float32), score=0.9,
+                             world_landmarks=np.zeros((21, 3), np.float32), confidence=np.full(21, 0.9, np.float32),
+                             in_frame=np.ones(21, bool))
+
+    class Late(HandBackend):
+        def detect(self, frame_rgb):
+            return []
+
+        def revisions(self, frames, detections):
+            assert [[d.side for d in row] for row in detections] == [[], ["right"], ["right"]]
+            return [[det("left", 5.0)], [*detections[1], det("left", 6.0)], [*detections[2], det("right", 99.0)]]
+
+    t = 3
+    j2 = {s: np.full((t, 21, 2), np.nan, np.float32) for s in ("left", "right")}
+    w3 = {s: np.full((t, 21, 3), np.nan, np.float32) for s in ("left", "right")}
+    conf = {s: np.zeros((t, 21), np.float32) for s in ("left", "right")}
+    present = {s: np.zeros(t, bool) for s in ("left", "right")}
+    j2["right"][1:] = 50.0
+    conf["right"][1:] = 0.8
+    present["right"][1:] = True
+    frames = np.zeros((t, 40, 60, 3), np.uint8)
+    assert look_back_by_side(Late(), frames, j2, w3, conf, present) == 2
+    assert present["left"].tolist() == [True, True, False] and present["right"].tolist() == [False, True, True]
+    assert j2["left"][0, 0, 0] == 5.0 and j2["left"][1, 0, 0] == 6.0 and j2["right"][2, 0, 0] == 50.0
+    assert look_back_by_side(types.SimpleNamespace(detect=lambda f: []), frames, j2, w3, conf, present) == 0
