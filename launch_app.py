@@ -4,7 +4,8 @@
                          [--rollouts DIR] [--auth USER:PASSWORD | --auth-file FILE] [--debug]
 
 With no ``--data`` it opens on the bundled sample (built into ``cache/sample_dataset`` on
-first launch: the real hand video annotated, plus synthetic RGB-D episodes with ground truth;
+first launch: the real hand video and the seven clips of samples/real_clips annotated, plus
+synthetic RGB-D episodes with ground truth;
 the page is up at once and shows the progress). Binds 127.0.0.1 unless ``--host`` says otherwise;
 any other address needs a login (``--auth`` or ``--auth-file``). Errors print one line; ``--debug``
 prints their tracebacks.
