@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, max_file_size=f"{args.max_upload_mb}mb",
         show_error=True, quiet=False, head=_head(), ssr_mode=False, auth=auth or None, theme=_theme(),
+        app_kwargs={"middleware": _middleware()},
     )
     return 0
 
@@ -169,9 +170,17 @@ def _theme():
 
 
 def _head() -> str:
+    from app.assets import preload_link
     from app.ui import PAGE_HEAD
 
-    return PAGE_HEAD
+    return PAGE_HEAD + preload_link()
+
+
+def _middleware() -> list:
+    """The viewer bundle served from a stored compressed copy with an ETag (app/assets.py)."""
+    from app.assets import middleware
+
+    return middleware()
 
 
 if __name__ == "__main__":

@@ -111,7 +111,15 @@ def parse_view_key(key: str | None) -> tuple[str | None, int | None]:
 # embedded viewer (the browser refuses any other address, online or not).
 CSP_META = ('<meta http-equiv="Content-Security-Policy" content="connect-src \'self\' blob: data:; '
             'font-src \'self\' blob: data:">')
-PAGE_HEAD = CSP_META + SHORTCUTS_JS
+# The wasm viewer logs tens of thousands of console.debug lines while it loads (26 000 for one
+# recording; with developer tools or a test driver listening, each one costs): silent unless the
+# page is opened with ?vipa_debug.
+QUIET_CONSOLE_JS = """
+<script>
+if (!/[?&]vipa_debug\\b/.test(window.location.search)) console.debug = function () {};
+</script>
+"""
+PAGE_HEAD = CSP_META + QUIET_CONSOLE_JS + SHORTCUTS_JS
 
 CLICK_MODES = ("moves the joint", "sets the box's top-left corner", "sets the box's bottom-right corner")
 HELP_SHORTCUTS = ("Shortcuts (outside text fields): **Ctrl+Z** undo, **Ctrl+Y** redo, **V** toggle visibility, "
