@@ -119,7 +119,9 @@ QUIET_CONSOLE_JS = """
 if (!/[?&]vipa_debug\\b/.test(window.location.search)) console.debug = function () {};
 </script>
 """
-PAGE_HEAD = CSP_META + QUIET_CONSOLE_JS + SHORTCUTS_JS
+WARM_VIEWER_CSS = ("<style>#vipa-rerun-warm{position:fixed !important;left:-5000px;top:0;width:320px;"
+                   "pointer-events:none;}</style>")
+PAGE_HEAD = CSP_META + QUIET_CONSOLE_JS + WARM_VIEWER_CSS + SHORTCUTS_JS
 
 CLICK_MODES = ("moves the joint", "sets the box's top-left corner", "sets the box's bottom-right corner")
 HELP_SHORTCUTS = ("Shortcuts (outside text fields): **Ctrl+Z** undo, **Ctrl+Y** redo, **V** toggle visibility, "
@@ -278,6 +280,11 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         progress_sl = gr.Slider(0, 1, value=0, label="preparing dataset", interactive=False, visible=False,
                                 elem_id="vipa-progress")
         timer = gr.Timer(1.0)
+        # An empty viewer, off screen, mounted with the first tab: the wasm viewer (50 MB) is decoded
+        # and compiled while the user is on Browse, and the Inspect tab's viewer reuses the
+        # compiled module instead of starting from scratch when it is opened. Shown (mounted) once
+        # the page's own data is in, so that it does not delay the first page.
+        warm_viewer = Rerun(height=240, elem_id="vipa-rerun-warm", visible=False)
         view_key = gr.Textbox(visible=False, elem_id="vipa-view-key")  # "episode@frame" of the picture shown
         with gr.Row():
             episode_dd = gr.Dropdown(choices=[], label="episode", elem_id="vipa-episode", scale=3,
@@ -445,7 +452,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     w.table(), w.failed(), gr.update(active=not ready), _predict_status(predictor))
 
         demo.load(on_load, outputs=[status_md, episode_dd, table_df, failed_df, timer, predict_md],
-                  api_visibility="private")
+                  api_visibility="private").then(lambda: gr.update(visible=True), None, warm_viewer,
+                                                 api_visibility="private", show_progress="hidden")
 
         @_guard
         def refresh_table(query, review, sort_by, desc):
@@ -668,15 +676,15 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         @_guard
         def do_predict(episode_id, frame, instruction, upload, progress=gr.Progress()):
-            if _resolve(predictor) is None:
-                return _predict_status(predictor), gr.update(), ""
-            progress(0.2, desc="predicting")
-            w = wb()
-            if upload:
+            if upload:  # checked first: a file that is not an image is answered whatever else is missing
                 try:
                     load_upload_image(upload, max_upload_mb)
                 except ValueError as exc:  # a plain sentence where the result goes
                     return str(exc), gr.update(), ""
+            if _resolve(predictor) is None:
+                return _predict_status(predictor), gr.update(), ""
+            progress(0.2, desc="predicting")
+            w = wb()
             res = w.predict(_resolve(predictor), episode_id, int(frame), instruction, upload, max_upload_mb)
             rrd = res.get("rrd")
             return res["message"], gr.update(value=rrd, visible=rrd is not None), res.get("recording_id") or ""
