@@ -377,7 +377,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                         instr_btn = gr.Button("save instruction")
                         edit_md = gr.Markdown(elem_id="vipa-edit-status")
                 history_df = gr.Dataframe(headers=["id", "when", "who", "what", "frame", "old", "new", "undone"],
-                                          interactive=False, label="edit history of this episode", wrap=True)
+                                          interactive=False, label="edit history of this episode", wrap=True,
+                                          elem_id="vipa-history")
                 with gr.Row():
                     export_tb = gr.Textbox(label="export folder name (inside <dataset>_exports/)", value="export")
                     export_btn = gr.Button("export merged dataset")
