@@ -61,6 +61,32 @@ SHORTCUTS_JS = """
     return false;
   };
   setInterval(apply, 300);
+  // The page's own timings, written into the server's timing log ($VIPA_TIMING_LOG): the first
+  // viewer that shows a recording, counted from the page being usable (an episode selected) and
+  // from the first click on the Inspect tab.
+  const report = function (name, s) {
+    const tb = document.querySelector('#vipa-client-timing textarea, #vipa-client-timing input');
+    if (!tb) return;
+    const set = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(tb), 'value').set;
+    set.call(tb, JSON.stringify({event: name, s: Math.round(s * 1000) / 1000}));
+    tb.dispatchEvent(new Event('input', {bubbles: true}));
+  };
+  const clock = setInterval(function () {
+    const now = performance.now();
+    if (!window.__vipaUsableAt && document.querySelector('#vipa-episode input')?.value) window.__vipaUsableAt = now;
+    if (window.__vipaUsableAt && window.__vipaShown) {
+      report('page_first_viewer_after_usable', (now - window.__vipaUsableAt) / 1000);
+      if (window.__vipaInspectAt) {
+        const after = (now - window.__vipaInspectAt) / 1000;
+        setTimeout(function () { report('page_first_viewer_after_inspect_click', after); }, 400);
+      }
+      clearInterval(clock);
+    }
+  }, 100);
+  document.addEventListener('click', function (e) {
+    const t = e.target && e.target.closest && e.target.closest('button[role=tab]');
+    if (t && !window.__vipaInspectAt && t.textContent.trim() === 'Inspect') window.__vipaInspectAt = performance.now();
+  }, true);
   window.vipaShowFrame = function (rid, frame) {
     if (!rid) return false;
     window.__vipaWant = [rid, Number(frame)];
@@ -120,7 +146,7 @@ if (!/[?&]vipa_debug\\b/.test(window.location.search)) console.debug = function 
 </script>
 """
 WARM_VIEWER_CSS = ("<style>#vipa-rerun-warm{position:fixed !important;left:-5000px;top:0;width:320px;"
-                   "pointer-events:none;}</style>")
+                   "pointer-events:none;} #vipa-client-timing{display:none !important;}</style>")
 PAGE_HEAD = CSP_META + QUIET_CONSOLE_JS + WARM_VIEWER_CSS + SHORTCUTS_JS
 
 CLICK_MODES = ("moves the joint", "sets the box's top-left corner", "sets the box's bottom-right corner")
@@ -168,6 +194,28 @@ def timed(name: str, fn: Callable) -> Callable:
                                     "cpu_s": round(time.thread_time() - c0, 4), "t": time.time()}) + "\n")
 
     return wrapper
+
+
+CLIENT_TIMINGS = ("page_first_viewer_after_usable", "page_first_viewer_after_inspect_click")
+
+
+def log_client_timing(text: str) -> None:
+    """A timing the page measured (JSON {"event", "s"}) into $VIPA_TIMING_LOG, when set; anything
+    else is ignored."""
+    import os
+    import time
+
+    path = os.environ.get("VIPA_TIMING_LOG")
+    if not path:
+        return
+    try:
+        d = json.loads(text or "")
+        name, s = d["event"], float(d["s"])
+    except (ValueError, KeyError, TypeError):
+        return
+    if name in CLIENT_TIMINGS and 0 <= s < 3600:
+        with open(path, "a") as f:
+            f.write(json.dumps({"event": name, "s": round(s, 3), "t": time.time(), "source": "page"}) + "\n")
 
 
 def _guard(fn: Callable) -> Callable:
@@ -289,6 +337,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         # the page's own data is in, so that it does not delay the first page.
         warm_viewer = Rerun(height=240, elem_id="vipa-rerun-warm", visible=False)
         view_key = gr.Textbox(visible=False, elem_id="vipa-view-key")  # "episode@frame" of the picture shown
+        client_timing = gr.Textbox(elem_id="vipa-client-timing", container=False, show_label=False)  # hidden by CSS
         with gr.Row():
             episode_dd = gr.Dropdown(choices=[], label="episode", elem_id="vipa-episode", scale=3,
                                      allow_custom_value=True)
@@ -438,6 +487,9 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             value = current if current in ids else (ids[0] if ids else None)
             return (gr.update(value=msg), bar, gr.update(choices=ids, value=value), w.table(), w.failed(),
                     gr.update(active=not ready))
+
+        client_timing.change(log_client_timing, [client_timing], None, api_visibility="private",
+                            show_progress="hidden", queue=False)
 
         timer.tick(on_timer, [episode_dd], [status_md, progress_sl, episode_dd, table_df, failed_df, timer],
                    api_visibility="private", show_progress="hidden")
