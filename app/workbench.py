@@ -26,6 +26,7 @@ from vipa.viz import figures
 from vipa.viz.recording import (HAND_COLORS, OBJECT_COLOR, EpisodeMedia, ViewOptions, episode_rrd_bytes,
                                 frames_rrd_bytes, media_from_files)
 
+PENDING_DERIVE_FILE = ".derive_pending.json"  # in the dataset root: episodes whose derived products lag their edits
 QUALITY_COLUMNS = ("detection_rate", "reproj_median_px", "calib_residual", "jitter_median_mps2")
 TABLE_HEADERS = ["episode", "frames", "review", *QUALITY_COLUMNS, "instruction", "source"]
 
@@ -74,6 +75,10 @@ class Workbench:
         self._derive_thread: threading.Thread | None = None
         self.derive_errors: dict[str, str] = {}
         self.derive_delay = 0.5  # seconds of quiet after the latest edit of an episode before deriving
+        # episodes edited but not re-derived when the app last stopped (killed): derived now
+        self._pending_file = self.root / PENDING_DERIVE_FILE
+        for eid in self._read_pending():
+            self._edited(eid, "")
 
     # ------------------------------------------------------------------ paths and ids
 
@@ -395,6 +400,9 @@ class Workbench:
         """After an edit: the episode's derived products are re-derived in the background (once
         the edits to it pause), so the edit returns at once; ``flush_derived`` waits for them."""
         with self._derive_cv:
+            if episode_id not in self._stale:
+                self._stale[episode_id] = time.monotonic()
+                self._write_pending()
             self._stale[episode_id] = time.monotonic()
             if self._derive_thread is None or not self._derive_thread.is_alive():
                 self._derive_thread = threading.Thread(target=self._derive_loop, daemon=True, name="vipa-derive")
@@ -435,7 +443,30 @@ class Workbench:
             finally:
                 with self._derive_cv:
                     self._deriving = None
+                    self._write_pending()
                     self._derive_cv.notify_all()
+
+    def _read_pending(self) -> list[str]:
+        try:
+            ids = json.loads(self._pending_file.read_text())
+        except (OSError, ValueError):
+            return []
+        known = set(self.ds.episode_ids())
+        return [e for e in ids if isinstance(e, str) and e in known] if isinstance(ids, list) else []
+
+    def _write_pending(self) -> None:
+        """The episodes still to re-derive, on disk (under the lock), so that a killed app's next
+        start re-derives them; no file when none."""
+        ids = sorted(set(self._stale) | ({self._deriving} if self._deriving else set()))
+        try:
+            if ids:
+                tmp = self._pending_file.with_name(self._pending_file.name + ".tmp")
+                tmp.write_text(json.dumps(ids))
+                tmp.replace(self._pending_file)
+            else:
+                self._pending_file.unlink(missing_ok=True)
+        except OSError:  # a read-only dataset: nothing to remember
+            pass
 
     def pending_derived(self) -> list[str]:
         """Episodes whose derived products are not yet re-derived after their latest edit."""
@@ -461,6 +492,8 @@ class Workbench:
             self._stale.clear()
         for eid in todo:
             self.rederive(eid)
+        with self._derive_cv:
+            self._write_pending()
         return True
 
     def move_joint(self, episode_id: str, frame: int, side: str, joint: str | int, u: float, v: float) -> str:

@@ -66,3 +66,19 @@ def test_export_waits_for_pending_derivations(wb):
     out = wb.export("after_edit")
     assert wb.pending_derived() == []
     assert out.endswith("after_edit")
+
+
+def test_a_killed_app_rederives_at_its_next_start(wb):
+    from annotators.pipeline import derive_products
+    from app.workbench import PENDING_DERIVE_FILE
+
+    eid = "synthetic_00"
+    wb.derive_delay = 3600.0
+    wb.nudge_depth(eid, 7, "right", "wrist", 0.3)
+    assert json.loads((wb.root / PENDING_DERIVE_FILE).read_text()) == [eid]
+    # the process dies here (no flush); the next start finds the episode and derives it
+    again = Workbench(wb.root, author="t")
+    assert again.pending_derived() == [eid]
+    assert again.flush_derived(timeout=120)
+    assert not (wb.root / PENDING_DERIVE_FILE).exists()
+    assert normal(again.ds.read_derived(eid, "qa")) == normal(derive_products(again.episode(eid))["qa"])
