@@ -4,7 +4,8 @@
                          [--rollouts DIR] [--auth USER:PASSWORD | --auth-file FILE] [--debug]
 
 With no ``--data`` it opens on the bundled sample (built into ``cache/sample_dataset`` on
-first launch: the real hand video annotated, plus synthetic RGB-D episodes with ground truth;
+first launch: the real hand video and the seven clips of samples/real_clips annotated, plus
+synthetic RGB-D episodes with ground truth;
 the page is up at once and shows the progress). Binds 127.0.0.1 unless ``--host`` says otherwise;
 any other address needs a login (``--auth`` or ``--auth-file``). Errors print one line; ``--debug``
 prints their tracebacks.
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, max_file_size=f"{args.max_upload_mb}mb",
         show_error=True, quiet=False, head=_head(), ssr_mode=False, auth=auth or None, theme=_theme(),
+        app_kwargs={"middleware": _middleware()},
     )
     return 0
 
@@ -168,9 +170,17 @@ def _theme():
 
 
 def _head() -> str:
+    from app.assets import preload_link
     from app.ui import PAGE_HEAD
 
-    return PAGE_HEAD
+    return PAGE_HEAD + preload_link()
+
+
+def _middleware() -> list:
+    """The viewer bundle served from a stored compressed copy with an ETag (app/assets.py)."""
+    from app.assets import middleware
+
+    return middleware()
 
 
 if __name__ == "__main__":

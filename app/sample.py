@@ -1,27 +1,62 @@
-"""The bundled sample dataset the workbench opens with no ``--data``: the real hand video
-(annotated on first launch) plus a few synthetic RGB-D episodes with exact ground truth.
-Built once into a cache folder; later launches reuse it."""
+"""The bundled sample dataset the workbench opens with no ``--data``: the real hand video and the
+seven real clips of ``samples/real_clips`` (annotated on first launch, in the background), plus a
+few synthetic RGB-D episodes with exact ground truth. Built once into a cache folder; later
+launches reuse it.
+
+The done-marker records what the sample was built from (``SAMPLE_VERSION`` and the list of
+inputs with their sizes): when either changes (a clip added, the version bumped) the next launch
+builds again. Episodes already annotated are kept (``annotate_to_dataset`` skips finished ones),
+so only the new inputs are annotated; an input that failed is redone at the next launch."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
 from vipa.data.dataset import Hand3DDataset
-from vipa.resources import REPO_ROOT, SAMPLE_VIDEO
+from vipa.resources import REPO_ROOT, SAMPLE_VIDEO, SAMPLES_DIR
 
 DEFAULT_SAMPLE_ROOT = REPO_ROOT / "cache" / "sample_dataset"
 DONE_MARKER = ".sample_complete"
+SAMPLE_VERSION = 2  # 1: webcam video + synthetic; 2: + the real clips
 SYNTHETIC_SEEDS = (0, 1, 2)
+REAL_CLIPS_DIR = SAMPLES_DIR / "real_clips"
+# shortest first, so the gallery fills quickly; see samples/real_clips/SOURCE.md
+REAL_CLIPS = ("egoloc/jar_shelf.mp4", "mediapipe_samples/typing.mp4", "mediapipe_samples/hand_reach.mp4",
+              "sam2_gallery/04_coffee.mp4", "sam2_gallery/03_blocks.mp4", "egoloc/jar_desk.mp4",
+              "sam2_gallery/02_cups.mp4")
 
 
-def sample_is_built(root: Path) -> bool:
-    return (Path(root) / DONE_MARKER).is_file()
+def sample_videos() -> list[Path]:
+    """The real videos of the sample, in the order they are annotated: the webcam video first."""
+    return [SAMPLE_VIDEO, *(REAL_CLIPS_DIR / c for c in REAL_CLIPS)]
+
+
+def sample_manifest(videos: Sequence[Path], seeds: Sequence[int] = SYNTHETIC_SEEDS,
+                    config: dict | None = None) -> dict:
+    """What the sample is built from; the done-marker holds it, and a different one rebuilds."""
+    return {"version": SAMPLE_VERSION, "synthetic_seeds": [int(s) for s in seeds],
+            "videos": [[Path(v).name, Path(v).stat().st_size if Path(v).is_file() else None] for v in videos],
+            "config": config or {}}
+
+
+def sample_is_built(root: Path, manifest: dict | None = None) -> bool:
+    """Whether ``root`` holds a finished sample built from ``manifest`` (default: the bundled one).
+    A marker of an older version (plain text) or another input list is not finished."""
+    marker = Path(root) / DONE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        done = json.loads(marker.read_text()).get("manifest")
+    except (ValueError, AttributeError):
+        return False
+    return done == (manifest if manifest is not None else sample_manifest(sample_videos()))
 
 
 def build_synthetic(root: Path, seeds=SYNTHETIC_SEEDS, num_frames: int = 48,
@@ -46,41 +81,60 @@ def build_synthetic(root: Path, seeds=SYNTHETIC_SEEDS, num_frames: int = 48,
     return ids
 
 
-def annotate_video(root: Path, progress: Callable[[float, str], None] | None = None) -> None:
-    """The bundled real hand video through the annotation pipeline into ``root``. The pipeline
-    reports per episode, so while the one video runs the page shows the elapsed time."""
+def annotate_videos(root: Path, videos: Sequence[Path], config=None,
+                    progress: Callable[[float, str], None] | None = None) -> list[str]:
+    """Real videos through the annotation pipeline into ``root`` (one episode each, finished ones
+    skipped), one after the other; while one runs the page shows its name and the elapsed time.
+    Returns the errors of the videos that failed (the others are kept)."""
     from annotators.batch import annotate_to_dataset
 
+    videos = [Path(v) for v in videos]
     done = threading.Event()
     t0 = time.time()
+    state = {"k": 0}
+
+    def current() -> str:
+        k = min(state["k"], len(videos) - 1)
+        return f"annotating {videos[k].name} ({k + 1} of {len(videos)}; hands, lift, QA)"
 
     def ticker() -> None:
         while not done.wait(1.0):
             if progress:
-                progress(0.0, f"annotating {SAMPLE_VIDEO.name} (hands, lift, QA): {time.time() - t0:.0f} s")
+                progress(state["k"] / len(videos), f"{current()}: {time.time() - t0:.0f} s")
+
+    def on_episode(outcome, n_done: int, total: int) -> None:
+        state["k"] = n_done
+        if progress and n_done < total:
+            progress(n_done / total, f"{current()}: {time.time() - t0:.0f} s")
 
     th = threading.Thread(target=ticker, daemon=True)
     th.start()
     try:
-        report = annotate_to_dataset([SAMPLE_VIDEO], root, None, workers=1)
+        report = annotate_to_dataset(videos, root, config, workers=1, progress=on_episode)
     finally:
         done.set()
         th.join()
-    failed = [o.error for o in report.failed]
+    failed = [f"{Path(o.source).name}: {o.error}" for o in report.failed]
     if progress:
-        progress(1.0, f"{SAMPLE_VIDEO.name} annotated in {time.time() - t0:.0f} s")
-    if failed:
-        raise RuntimeError(f"annotating {SAMPLE_VIDEO.name} failed: {failed[0]}")
+        progress(1.0, f"{len(videos) - len(failed)} of {len(videos)} videos annotated in {time.time() - t0:.0f} s")
+    return failed
 
 
 class SampleBuilder:
     """Builds the sample in a background thread so the page is up at once; ``status()`` is what
     the page shows (message, progress in 0..1, ready). ``on_ready`` is called once the synthetic
-    episodes are written (the page is usable from then on); ``ready`` turns True when the
-    sample video is annotated too."""
+    episodes are written (the page is usable from then on; the real videos join the gallery one
+    by one as they are annotated); ``ready`` turns True when every video is annotated.
+    ``videos``, ``seeds`` and ``config`` (an ``AnnotateConfig``) default to the bundled sample."""
 
-    def __init__(self, root: Path = DEFAULT_SAMPLE_ROOT) -> None:
+    def __init__(self, root: Path = DEFAULT_SAMPLE_ROOT, videos: Sequence[Path] | None = None,
+                 seeds: Sequence[int] = SYNTHETIC_SEEDS, config=None, num_frames: int = 48) -> None:
         self.root = Path(root)
+        self.videos = [Path(v) for v in (sample_videos() if videos is None else videos)]
+        self.seeds = tuple(seeds)
+        self.config = config
+        self.num_frames = num_frames
+        self.manifest = sample_manifest(self.videos, self.seeds, config.to_dict() if config is not None else None)
         self._status = {"ready": False, "message": "preparing the sample dataset…", "progress": 0.0}
         self._lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -95,7 +149,7 @@ class SampleBuilder:
             self._status.update(kw)
 
     def start(self, on_ready: Callable[[Path], None]) -> None:
-        if sample_is_built(self.root):
+        if sample_is_built(self.root, self.manifest):
             on_ready(self.root)
             self._set(ready=True, message=f"dataset: `{self.root}`", progress=None)
             return
@@ -117,14 +171,23 @@ class SampleBuilder:
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            build_synthetic(self.root, progress=progress((0.0, 0.35)))
-            on_ready(self.root)  # the synthetic episodes are usable while the video is annotated
-            try:
-                annotate_video(self.root, progress=progress((0.35, 1.0)))
-            except ModuleNotFoundError as exc:  # the pipeline is optional for the synthetic part
-                self.error = f"sample video not annotated: {exc}"
+            (self.root / DONE_MARKER).unlink(missing_ok=True)  # an older sample: built again (finished episodes kept)
+            build_synthetic(self.root, seeds=self.seeds, num_frames=self.num_frames,
+                            progress=progress((0.0, 0.1 if self.videos else 1.0)))
+            on_ready(self.root)  # the synthetic episodes are usable while the videos are annotated
+            failed: list[str] = []
+            if self.videos:
+                try:
+                    failed = annotate_videos(self.root, self.videos, self.config, progress=progress((0.1, 1.0)))
+                except ModuleNotFoundError as exc:  # the pipeline is optional for the synthetic part
+                    self.error = f"sample videos not annotated: {exc}"
+            if failed:
+                self.error = f"{len(failed)} video(s) failed (tried again at the next launch): {failed[0]}"
             if self.error is None:
-                (self.root / DONE_MARKER).write_text(f"built in {time.time() - t0:.1f} s\n")
+                marker = {"manifest": self.manifest, "seconds": round(time.time() - t0, 1)}
+                tmp = self.root / (DONE_MARKER + ".tmp")
+                tmp.write_text(json.dumps(marker, indent=1) + "\n")
+                tmp.replace(self.root / DONE_MARKER)
             note = f" ({self.error})" if self.error else ""
             self._set(ready=True, progress=None, message=f"dataset: `{self.root}`{note}")
         except Exception as exc:  # shown in the page; the terminal gets the traceback

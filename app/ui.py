@@ -63,6 +63,32 @@ SHORTCUTS_JS = """
     return false;
   };
   setInterval(apply, 300);
+  // The page's own timings, written into the server's timing log ($VIPA_TIMING_LOG): the first
+  // viewer that shows a recording, counted from the page being usable (an episode selected) and
+  // from the first click on the Inspect tab.
+  const report = function (name, s) {
+    const tb = document.querySelector('#vipa-client-timing textarea, #vipa-client-timing input');
+    if (!tb) return;
+    const set = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(tb), 'value').set;
+    set.call(tb, JSON.stringify({event: name, s: Math.round(s * 1000) / 1000}));
+    tb.dispatchEvent(new Event('input', {bubbles: true}));
+  };
+  const clock = setInterval(function () {
+    const now = performance.now();
+    if (!window.__vipaUsableAt && document.querySelector('#vipa-episode input')?.value) window.__vipaUsableAt = now;
+    if (window.__vipaUsableAt && window.__vipaShown) {
+      report('page_first_viewer_after_usable', (now - window.__vipaUsableAt) / 1000);
+      if (window.__vipaInspectAt) {
+        const after = (now - window.__vipaInspectAt) / 1000;
+        setTimeout(function () { report('page_first_viewer_after_inspect_click', after); }, 400);
+      }
+      clearInterval(clock);
+    }
+  }, 100);
+  document.addEventListener('click', function (e) {
+    const t = e.target && e.target.closest && e.target.closest('button[role=tab]');
+    if (t && !window.__vipaInspectAt && t.textContent.trim() === 'Inspect') window.__vipaInspectAt = performance.now();
+  }, true);
   window.vipaShowFrame = function (rid, frame) {
     if (!rid) return false;
     window.__vipaWant = [rid, Number(frame)];
@@ -113,7 +139,17 @@ def parse_view_key(key: str | None) -> tuple[str | None, int | None]:
 # embedded viewer (the browser refuses any other address, online or not).
 CSP_META = ('<meta http-equiv="Content-Security-Policy" content="connect-src \'self\' blob: data:; '
             'font-src \'self\' blob: data:">')
-PAGE_HEAD = CSP_META + SHORTCUTS_JS
+# The wasm viewer logs tens of thousands of console.debug lines while it loads (26 000 for one
+# recording; with developer tools or a test driver listening, each one costs): silent unless the
+# page is opened with ?vipa_debug.
+QUIET_CONSOLE_JS = """
+<script>
+if (!/[?&]vipa_debug\\b/.test(window.location.search)) console.debug = function () {};
+</script>
+"""
+WARM_VIEWER_CSS = ("<style>#vipa-rerun-warm{position:fixed !important;left:-5000px;top:0;width:320px;"
+                   "pointer-events:none;} #vipa-client-timing{display:none !important;}</style>")
+PAGE_HEAD = CSP_META + QUIET_CONSOLE_JS + WARM_VIEWER_CSS + SHORTCUTS_JS
 
 CLICK_MODES = ("moves the joint", "sets the box's top-left corner", "sets the box's bottom-right corner")
 HELP_SHORTCUTS = ("Shortcuts (outside text fields): **Ctrl+Z** undo, **Ctrl+Y** redo, **V** toggle visibility, "
@@ -138,7 +174,9 @@ def report_error(where: str, exc: BaseException) -> None:
 
 
 def timed(name: str, fn: Callable) -> Callable:
-    """Append the handler's server-side seconds to $VIPA_TIMING_LOG (JSON lines), when set."""
+    """Append the handler's server-side seconds to $VIPA_TIMING_LOG (JSON lines), when set: wall
+    time (``s``) and the CPU time of the thread that ran it (``cpu_s``; on a loaded machine the
+    wall time mostly measures the other processes)."""
     import functools
     import os
     import time
@@ -149,14 +187,37 @@ def timed(name: str, fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             with open(path, "a") as f:
-                f.write(json.dumps({"event": name, "s": round(time.perf_counter() - t0, 4), "t": time.time()}) + "\n")
+                f.write(json.dumps({"event": name, "s": round(time.perf_counter() - t0, 4),
+                                    "cpu_s": round(time.thread_time() - c0, 4), "t": time.time()}) + "\n")
 
     return wrapper
+
+
+CLIENT_TIMINGS = ("page_first_viewer_after_usable", "page_first_viewer_after_inspect_click")
+
+
+def log_client_timing(text: str) -> None:
+    """A timing the page measured (JSON {"event", "s"}) into $VIPA_TIMING_LOG, when set; anything
+    else is ignored."""
+    import os
+    import time
+
+    path = os.environ.get("VIPA_TIMING_LOG")
+    if not path:
+        return
+    try:
+        d = json.loads(text or "")
+        name, s = d["event"], float(d["s"])
+    except (ValueError, KeyError, TypeError):
+        return
+    if name in CLIENT_TIMINGS and 0 <= s < 3600:
+        with open(path, "a") as f:
+            f.write(json.dumps({"event": name, "s": round(s, 3), "t": time.time(), "source": "page"}) + "\n")
 
 
 def _guard(fn: Callable) -> Callable:
@@ -272,7 +333,13 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         progress_sl = gr.Slider(0, 1, value=0, label="preparing dataset", interactive=False, visible=False,
                                 elem_id="vipa-progress")
         timer = gr.Timer(1.0)
+        # An empty viewer, off screen, mounted with the first tab: the wasm viewer (50 MB) is decoded
+        # and compiled while the user is on Browse, and the Inspect tab's viewer reuses the
+        # compiled module instead of starting from scratch when it is opened. Shown (mounted) once
+        # the page's own data is in, so that it does not delay the first page.
+        warm_viewer = Rerun(height=240, elem_id="vipa-rerun-warm", visible=False)
         view_key = gr.Textbox(visible=False, elem_id="vipa-view-key")  # "episode@frame" of the picture shown
+        client_timing = gr.Textbox(elem_id="vipa-client-timing", container=False, show_label=False)  # hidden by CSS
         with gr.Row():
             episode_dd = gr.Dropdown(choices=[], label="episode", elem_id="vipa-episode", scale=3,
                                      allow_custom_value=True)
@@ -364,7 +431,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                         instr_btn = gr.Button("save instruction")
                         edit_md = gr.Markdown(elem_id="vipa-edit-status")
                 history_df = gr.Dataframe(headers=["id", "when", "who", "what", "frame", "old", "new", "undone"],
-                                          interactive=False, label="edit history of this episode", wrap=True)
+                                          interactive=False, label="edit history of this episode", wrap=True,
+                                          elem_id="vipa-history")
                 with gr.Row():
                     export_tb = gr.Textbox(label="export folder name (inside <dataset>_exports/)", value="export")
                     export_btn = gr.Button("export merged dataset")
@@ -423,6 +491,9 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             return (gr.update(value=msg), bar, gr.update(choices=ids, value=value), w.table(), w.failed(),
                     gr.update(active=not ready))
 
+        client_timing.change(log_client_timing, [client_timing], None, api_visibility="private",
+                            show_progress="hidden", queue=False)
+
         timer.tick(on_timer, [episode_dd], [status_md, progress_sl, episode_dd, table_df, failed_df, timer],
                    api_visibility="private", show_progress="hidden")
 
@@ -440,7 +511,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     w.table(), w.failed(), gr.update(active=not ready), _predict_status(predictor))
 
         demo.load(on_load, outputs=[status_md, episode_dd, table_df, failed_df, timer, predict_md],
-                  api_visibility="private")
+                  api_visibility="private").then(lambda: gr.update(visible=True), None, warm_viewer,
+                                                 api_visibility="private", show_progress="hidden")
 
         @_guard
         def refresh_table(query, review, sort_by, desc):
@@ -668,15 +740,15 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
 
         @_guard
         def do_predict(episode_id, frame, instruction, upload, progress=gr.Progress()):
-            if _resolve(predictor) is None:
-                return _predict_status(predictor), gr.update(), ""
-            progress(0.2, desc="predicting")
-            w = wb()
-            if upload:
+            if upload:  # checked first: a file that is not an image is answered whatever else is missing
                 try:
                     load_upload_image(upload, max_upload_mb)
                 except ValueError as exc:  # a plain sentence where the result goes
                     return str(exc), gr.update(), ""
+            if _resolve(predictor) is None:
+                return _predict_status(predictor), gr.update(), ""
+            progress(0.2, desc="predicting")
+            w = wb()
             res = w.predict(_resolve(predictor), episode_id, int(frame), instruction, upload, max_upload_mb)
             rrd = res.get("rrd")
             return res["message"], gr.update(value=rrd, visible=rrd is not None), res.get("recording_id") or ""
