@@ -330,6 +330,7 @@ class Decoded:
         self._stream = frames
         self._source = str(source or getattr(info, "path", ""))
         self._rgb, self._depth, self._timestamps = rgb, depth, timestamps
+        self.decode_wait_s = 0.0  # s the consumer of ``frames`` waited for the decode thread
 
     def _assemble(self) -> None:
         st = self._stream
@@ -352,6 +353,7 @@ class Decoded:
         self._depth = np.stack(st.depth).astype(np.float32) if st.depth else None
         self._timestamps = np.asarray(st.timestamps, np.float64) - float(st.timestamps[0])
         self.frames = self._rgb
+        self.decode_wait_s = st.prefetch.wait_s
         st.rgb, st.depth = [], []  # the arrays hold them now (no second copy)
         self._stream = None
 
@@ -774,6 +776,7 @@ def run_pipeline(source: str | Path, config: AnnotateConfig | None = None, *, ep
             st.run(state, cfg)
         timings[st.name] = round(time.perf_counter() - t0, 4)
     ep = state.episode
+    timings["hands_waited_for_decode"] = round(state.decoded.decode_wait_s, 4)
     ep.extra["timings_s"] = timings
     ep.extra["annotate_config"] = config.to_dict()
     if not config.keep_media:
