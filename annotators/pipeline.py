@@ -44,7 +44,8 @@ from annotators.checks import depth_unit_warning, hand_free_scene
 from annotators.errors import AnnotatorError, InputError
 from annotators.hands import look_back_by_side
 from annotators.lift import Calibration, SmoothConfig, calibrate, lift, smooth
-from annotators.smoothing import SkeletonSmoothConfig
+from annotators.smoothing import BoneOneEuroConfig, SkeletonSmoothConfig, smooth_episode_bones
+from annotators.smoothing import filter_config as smoothing_filter_config
 from vipa.conventions import DEFAULT_FOV_DEG, HANDS, NUM_JOINTS
 from vipa.data.episode import Episode, HandTrack
 
@@ -167,15 +168,9 @@ class SmoothingConfig:
     method: str = "one_euro"
     params: dict = field(default_factory=dict)
 
-    def filter_config(self) -> SmoothConfig | SkeletonSmoothConfig:
-        """The chosen filter's config built from ``params``."""
-        kinds = {"skeleton": SkeletonSmoothConfig, "one_euro": SmoothConfig}
-        if self.method not in kinds:
-            raise ValueError(f"smooth.method: {self.method!r} is not one of {', '.join(kinds)}")
-        try:
-            return kinds[self.method](**self.params)
-        except TypeError as exc:
-            raise ValueError(f"smooth.params ({self.method}): {exc}") from None
+    def filter_config(self) -> SmoothConfig | SkeletonSmoothConfig | BoneOneEuroConfig:
+        """The chosen filter's config built from ``params`` (methods: ``annotators.smoothing.FILTERS``)."""
+        return smoothing_filter_config(self.method, self.params)
 
     def validate(self) -> None:
         self.filter_config()
@@ -705,7 +700,11 @@ def _stage_calibrate(state: PipelineState, cfg: CalibrateConfig) -> None:
 
 def _stage_smooth(state: PipelineState, cfg: SmoothingConfig) -> None:
     """Temporal filtering of the 3D joints (raw joints kept as ``joints_raw``)."""
-    state.raw_joints = smooth(state.episode, cfg.filter_config(), enabled=cfg.enabled)
+    fc = cfg.filter_config()
+    if isinstance(fc, BoneOneEuroConfig):
+        state.raw_joints = smooth_episode_bones(state.episode, fc, enabled=cfg.enabled)
+    else:
+        state.raw_joints = smooth(state.episode, fc, enabled=cfg.enabled)
     state.products["joints_raw"] = raw_joint_records(state.raw_joints)
 
 

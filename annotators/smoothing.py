@@ -161,3 +161,129 @@ def smoothing_figures(raw: np.ndarray, smoothed: np.ndarray, fps: float, max_lag
         "jitter_p95_raw_mps2": float(np.percentile(ar, 95)) if ar.size else float("nan"),
         "jitter_p95_mps2": float(np.percentile(asm, 95)) if asm.size else float("nan"),
     }
+
+
+# ------------------------------------------------------------------ One-Euro on the skeleton
+
+
+@dataclass(frozen=True)
+class BoneOneEuroConfig:
+    """One-Euro on the skeleton: the wrist (metres) and each bone's unit direction are filtered by the
+    zero-phase One-Euro filter of ``annotators.lift`` (``min_cutoff`` Hz, ``beta`` in 1/m for the wrist,
+    ``beta * direction_scale_m`` for directions, whose speed is in 1/s), and each bone gets a length
+    from the raw lengths themselves: their median over ``2 * length_half_window + 1`` frames
+    (0: each frame's raw length). The hand's shape is rebuilt from the wrist outwards."""
+
+    min_cutoff: float = 3.0
+    beta: float = 4.0
+    d_cutoff: float = 1.0
+    max_gap: int = 5
+    min_confidence: float = 0.05
+    direction_scale_m: float = 0.04  # a typical bone length: turns a direction's speed into metres
+    length_half_window: int = 2
+
+
+def _running_median(v: np.ndarray, ok: np.ndarray, half_window: int) -> np.ndarray:
+    """Median of ``v`` (T, B) over the ``ok`` samples within +-half_window frames (NaN where none)."""
+    t_count = v.shape[0]
+    if half_window <= 0:
+        return np.where(ok, v, np.nan)
+    vv = np.where(ok, v, np.nan)
+    pad = np.full((half_window, *v.shape[1:]), np.nan)
+    stacked = np.concatenate([pad, vv, pad])
+    win = np.stack([stacked[o:o + t_count] for o in range(2 * half_window + 1)])
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(win, axis=0)
+
+
+def smooth_bones_one_euro(x: np.ndarray, conf: np.ndarray, fps: float,
+                          cfg: BoneOneEuroConfig = BoneOneEuroConfig()) -> np.ndarray:
+    """(T, 21, 3) metres -> (T, 21, 3) float32: One-Euro on the wrist and the bone directions, bone
+    lengths from the raw ones (see ``BoneOneEuroConfig``). Joints missing in the input stay NaN."""
+    from annotators.lift import SmoothConfig, smooth_joints
+
+    x = np.asarray(x, np.float64)
+    conf = np.asarray(conf, np.float64)
+    if x.ndim != 3 or x.shape[1:] != (len(PARENTS), 3) or conf.shape != x.shape[:2]:
+        raise ValueError(f"x must be (T, 21, 3) and conf (T, 21), got {x.shape} and {conf.shape}")
+    ok = np.isfinite(x).all(-1) & (conf >= cfg.min_confidence)
+    root_cfg = SmoothConfig(cfg.min_cutoff, cfg.beta, cfg.d_cutoff, cfg.max_gap, cfg.min_confidence)
+    dir_cfg = SmoothConfig(cfg.min_cutoff, cfg.beta * cfg.direction_scale_m, cfg.d_cutoff, cfg.max_gap,
+                           cfg.min_confidence)
+    out = np.full_like(x, np.nan)
+    root = smooth_joints(np.where(ok[:, :1, None], x[:, :1], np.nan), np.where(ok[:, :1], conf[:, :1], 0.0),
+                         fps, root_cfg)[:, 0].astype(np.float64)
+    out[ok[:, 0], 0] = root[ok[:, 0]]
+    child = np.arange(1, len(PARENTS))
+    par = np.array(PARENTS[1:])
+    bone = x[:, child] - x[:, par]  # (T, 20, 3)
+    length = np.linalg.norm(bone, axis=-1)
+    b_ok = ok[:, child] & ok[:, par] & (length > 1e-9)
+    unit = np.where(b_ok[..., None], bone / np.where(length > 1e-9, length, 1.0)[..., None], np.nan)
+    wb = np.where(b_ok, np.minimum(conf[:, child], conf[:, par]), 0.0)
+    d = smooth_joints(unit, wb, fps, dir_cfg).astype(np.float64)
+    med = _running_median(length, b_ok, cfg.length_half_window)
+    dn = np.linalg.norm(d, axis=-1)
+    for k, c in enumerate(child):
+        p = PARENTS[c]
+        good = b_ok[:, k] & np.isfinite(dn[:, k]) & (dn[:, k] > 1e-6) & np.isfinite(out[:, p]).all(-1)
+        out[good, c] = out[good, p] + d[good, k] / dn[good, k, None] * med[good, k, None]
+        keep = ok[:, c] & ~good & np.isfinite(out[:, p]).all(-1) & ok[:, p]  # raw offset from the smoothed parent
+        out[keep, c] = out[keep, p] + bone[keep, k]
+    return out.astype(np.float32)
+
+
+FILTERS = {
+    "one_euro": "zero-phase One-Euro per joint (annotators.lift.smooth_joints)",
+    "bone_one_euro": "One-Euro on the wrist and the bone directions, each bone's length the median of its "
+                     "raw lengths over 5 frames (smooth_bones_one_euro)",
+    "skeleton": "local quadratic fit of the wrist, the bone directions and the bone lengths over 9 frames "
+                "(smooth_skeleton)",
+}
+
+
+def filter_config(method: str, params: dict | None = None):
+    """The config object of a smoothing method (``FILTERS``) built from ``params``."""
+    from annotators.lift import SmoothConfig
+
+    kinds = {"one_euro": SmoothConfig, "bone_one_euro": BoneOneEuroConfig, "skeleton": SkeletonSmoothConfig}
+    if method not in kinds:
+        raise ValueError(f"smooth.method: {method!r} is not one of {', '.join(kinds)}")
+    try:
+        return kinds[method](**(params or {}))
+    except TypeError as exc:
+        raise ValueError(f"smooth.params ({method}): {exc}") from None
+
+
+def apply_filter(method: str, x: np.ndarray, conf: np.ndarray, fps: float, params: dict | None = None) -> np.ndarray:
+    """Filter (T, 21, 3) joints with a ``FILTERS`` method; joints the filter left NaN keep their input value."""
+    from annotators.lift import smooth_joints
+
+    cfg = filter_config(method, params)
+    fn = {"one_euro": smooth_joints, "bone_one_euro": smooth_bones_one_euro, "skeleton": smooth_skeleton}[method]
+    out = fn(x, conf, fps, cfg)
+    return np.where(np.isfinite(out), out, x).astype(np.float32)
+
+
+def smooth_episode_bones(ep, cfg: BoneOneEuroConfig = BoneOneEuroConfig(), *, enabled: bool = True) -> dict[str, np.ndarray]:
+    """``annotators.lift.smooth`` with ``smooth_bones_one_euro``: filter each present hand's ``joints_3d``
+    in place, return the raw joints {side: (T, 21, 3)}, record the settings in ``ep.extra["smoothing"]``."""
+    from dataclasses import asdict
+
+    raw: dict[str, np.ndarray] = {}
+    if not enabled:
+        ep.extra["smoothing"] = {"method": "none"}
+        return raw
+    for side, tr in ep.hands.items():
+        if not tr.present.any():
+            continue
+        raw[side] = tr.joints_3d.copy()
+        conf = np.where(tr.valid & tr.present[:, None], tr.confidence, 0.0).astype(np.float32)
+        filtered = smooth_bones_one_euro(tr.joints_3d, conf, ep.fps, cfg)
+        tr.joints_3d = np.where(np.isfinite(filtered), filtered, tr.joints_3d).astype(np.float32)
+    ep.extra["smoothing"] = {"method": "bone_one_euro", **asdict(cfg), "raw_product": "joints_raw"}
+    return raw
