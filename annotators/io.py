@@ -986,10 +986,6 @@ class Prefetch:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        stop = getattr(self, "_stop", None)
-        if stop is not None:
-            stop.set()
 
 
 class FrameStream:
