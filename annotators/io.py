@@ -987,7 +987,6 @@ class Prefetch:
         self.close()
 
 
-
 class FrameStream:
     """The frames of a ``FrameSource``, decoded ahead by a ``Prefetch`` thread and kept as they arrive.
 
