@@ -160,7 +160,7 @@ class SmoothingConfig:
     """Temporal filtering of the 3D joints. ``method`` (``annotators.smoothing.FILTERS``): ``bone_one_euro``
     (the default: zero-phase One-Euro on the wrist and the bone directions, each bone's length the median
     of its raw lengths over 31 frames, ``annotators.smoothing.BoneOneEuroConfig`` fields in ``params``),
-    ``one_euro`` (zero-phase One-Euro per joint, ``annotators.lift.SmoothConfig`` fields; shrinks bones)
+    ``one_euro`` (zero-phase One-Euro per joint, ``annotators.smoothing.SmoothConfig`` fields; shrinks bones)
     or ``skeleton`` (local quadratic fits, ``annotators.smoothing.SkeletonSmoothConfig`` fields). On the
     real clips (docs/SMOOTHING_RESULTS.md) the default keeps every bone's median length within 2 % of the
     raw (10/10 clip-hands; One-Euro 2/10, skeleton 9/10) with no lag and p95 jitter at most 0.43 of the

@@ -1,6 +1,6 @@
 """Temporal smoothing of 3D hand joints that keeps the hand's shape: smooth the skeleton, not the points.
 
-Filtering each joint on its own (``annotators.lift.smooth_joints``) shrinks bones: a bone's length is
+Filtering each joint on its own (``smooth_joints``, One-Euro; re-exported by ``annotators.lift``) shrinks bones: a bone's length is
 a convex function of its end points, so averaging noisy end points shortens it (measured: 5th
 percentile of smoothed / raw length 0.957). ``smooth_skeleton`` instead filters
 
@@ -13,6 +13,11 @@ and rebuilds the joints from the wrist outwards with each bone's length fitted t
 of the lengths, not the length of fitted points: no shrinking; ``smooth_lengths=False`` keeps each
 frame's raw length exactly). Missing joints (NaN or confidence below ``min_confidence``)
 are skipped by the fit and stay as they were.
+
+``smooth_bones_one_euro`` (the pipeline's default, ``smooth.method=bone_one_euro``) filters the wrist
+and the bone directions with the zero-phase One-Euro filter and gives each bone the median of its raw
+lengths over about a second: bones neither shrink nor follow the lift's single-frame size jumps.
+``FILTERS`` names the methods; ``apply_filter`` runs one as the pipeline's smooth stage does.
 
 ``smoothing_figures`` measures what the issue asks of a smoother: bone-length ratio smoothed / raw
 (percentiles), lag (frames, from the cross-correlation of raw and smoothed joint paths) and the
@@ -163,13 +168,81 @@ def smoothing_figures(raw: np.ndarray, smoothed: np.ndarray, fps: float, max_lag
     }
 
 
+# ------------------------------------------------------------------ One-Euro per joint (moved from annotators.lift)
+
+
+@dataclass(frozen=True)
+class SmoothConfig:
+    """One-Euro parameters for 3D joints in metres (cutoffs in Hz, beta in 1/m)."""
+
+    min_cutoff: float = 3.0
+    beta: float = 4.0
+    d_cutoff: float = 1.0
+    max_gap: int = 5  # frames; a longer gap restarts the filter
+    min_confidence: float = 0.05  # below this a joint counts as missing
+
+
+def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
+    tau = 1.0 / (2.0 * np.pi * np.asarray(cutoff, np.float64))
+    return 1.0 / (1.0 + tau / dt)
+
+
+def one_euro(
+    x: np.ndarray, conf: np.ndarray, fps: float, cfg: SmoothConfig = SmoothConfig()
+) -> np.ndarray:
+    """Causal confidence-aware One-Euro over time for x (T, J, D); conf (T, J) in [0, 1].
+
+    NaN or low-confidence samples are skipped (output NaN there); a joint's smoothing factor is
+    scaled by its confidence so uncertain samples move the estimate less.
+    """
+    t_count, j_count, _ = x.shape
+    dt = 1.0 / float(fps)
+    out = np.full_like(x, np.nan, dtype=np.float64)
+    x_hat = np.full((j_count, x.shape[2]), np.nan)
+    dx_hat = np.zeros((j_count, x.shape[2]))
+    last = np.full(j_count, -(10**9))
+    a_d = _alpha(cfg.d_cutoff, dt)
+    for t in range(t_count):
+        obs = np.isfinite(x[t]).all(-1) & (conf[t] >= cfg.min_confidence)
+        if not obs.any():
+            continue
+        gap = t - last
+        restart = obs & ((gap > cfg.max_gap + 1) | ~np.isfinite(x_hat).all(-1))
+        cont = obs & ~restart
+        x_hat[restart] = x[t, restart]
+        dx_hat[restart] = 0.0
+        if cont.any():
+            step = (gap[cont] * dt)[:, None]
+            dx = (x[t, cont] - x_hat[cont]) / step
+            dx_hat[cont] = dx_hat[cont] + a_d * (dx - dx_hat[cont])
+            speed = np.linalg.norm(dx_hat[cont], axis=-1)
+            a = _alpha(cfg.min_cutoff + cfg.beta * speed, dt)[:, None] * np.clip(conf[t, cont], 0.0, 1.0)[:, None]
+            a = np.minimum(1.0, a * gap[cont][:, None])
+            x_hat[cont] = x_hat[cont] + a * (x[t, cont] - x_hat[cont])
+        last[obs] = t
+        out[t, obs] = x_hat[obs]
+    return out
+
+
+def smooth_joints(
+    x: np.ndarray, conf: np.ndarray, fps: float, cfg: SmoothConfig = SmoothConfig()
+) -> np.ndarray:
+    """Zero-phase One-Euro: mean of the forward and the time-reversed pass, (T, J, 3) float32."""
+    fwd = one_euro(x, conf, fps, cfg)
+    bwd = one_euro(x[::-1], conf[::-1], fps, cfg)[::-1]
+    f_ok, b_ok = np.isfinite(fwd), np.isfinite(bwd)
+    out = np.where(f_ok & b_ok, 0.5 * (fwd + bwd), np.where(f_ok, fwd, bwd))
+    return out.astype(np.float32)
+
+
+
 # ------------------------------------------------------------------ One-Euro on the skeleton
 
 
 @dataclass(frozen=True)
 class BoneOneEuroConfig:
     """One-Euro on the skeleton: the wrist (metres) and each bone's unit direction are filtered by the
-    zero-phase One-Euro filter of ``annotators.lift`` (``min_cutoff`` Hz, ``beta`` in 1/m for the wrist,
+    zero-phase One-Euro filter ``smooth_joints`` (``min_cutoff`` Hz, ``beta`` in 1/m for the wrist,
     ``beta * direction_scale_m`` for directions, whose speed is in 1/s), and each bone gets a length
     from the raw lengths themselves: their median over ``2 * length_half_window + 1`` frames
     (0: each frame's raw length). The hand's shape is rebuilt from the wrist outwards.
@@ -211,8 +284,6 @@ def smooth_bones_one_euro(x: np.ndarray, conf: np.ndarray, fps: float,
                           cfg: BoneOneEuroConfig = BoneOneEuroConfig()) -> np.ndarray:
     """(T, 21, 3) metres -> (T, 21, 3) float32: One-Euro on the wrist and the bone directions, bone
     lengths from the raw ones (see ``BoneOneEuroConfig``). Joints missing in the input stay NaN."""
-    from annotators.lift import SmoothConfig, smooth_joints
-
     x = np.asarray(x, np.float64)
     conf = np.asarray(conf, np.float64)
     if x.ndim != 3 or x.shape[1:] != (len(PARENTS), 3) or conf.shape != x.shape[:2]:
@@ -245,7 +316,7 @@ def smooth_bones_one_euro(x: np.ndarray, conf: np.ndarray, fps: float,
 
 
 FILTERS = {
-    "one_euro": "zero-phase One-Euro per joint (annotators.lift.smooth_joints)",
+    "one_euro": "zero-phase One-Euro per joint (smooth_joints)",
     "bone_one_euro": "One-Euro on the wrist and the bone directions, each bone's length the median of its "
                      "raw lengths over 31 frames (smooth_bones_one_euro; the default)",
     "skeleton": "local quadratic fit of the wrist, the bone directions and the bone lengths over 9 frames "
@@ -255,8 +326,6 @@ FILTERS = {
 
 def filter_config(method: str, params: dict | None = None):
     """The config object of a smoothing method (``FILTERS``) built from ``params``."""
-    from annotators.lift import SmoothConfig
-
     kinds = {"one_euro": SmoothConfig, "bone_one_euro": BoneOneEuroConfig, "skeleton": SkeletonSmoothConfig}
     if method not in kinds:
         raise ValueError(f"smooth.method: {method!r} is not one of {', '.join(kinds)}")
@@ -268,8 +337,6 @@ def filter_config(method: str, params: dict | None = None):
 
 def apply_filter(method: str, x: np.ndarray, conf: np.ndarray, fps: float, params: dict | None = None) -> np.ndarray:
     """Filter (T, 21, 3) joints with a ``FILTERS`` method; joints the filter left NaN keep their input value."""
-    from annotators.lift import smooth_joints
-
     cfg = filter_config(method, params)
     fn = {"one_euro": smooth_joints, "bone_one_euro": smooth_bones_one_euro, "skeleton": smooth_skeleton}[method]
     out = fn(x, conf, fps, cfg)
