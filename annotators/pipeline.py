@@ -163,7 +163,7 @@ class SmoothingConfig:
     ``one_euro`` (zero-phase One-Euro per joint, ``annotators.smoothing.SmoothConfig`` fields; shrinks bones)
     or ``skeleton`` (local quadratic fits, ``annotators.smoothing.SkeletonSmoothConfig`` fields). On the
     real clips (docs/SMOOTHING_RESULTS.md) the default keeps every bone's median length within 2 % of the
-    raw (10/10 clip-hands; One-Euro 2/10, skeleton 9/10) with no lag and p95 jitter at most 0.43 of the
+    raw (11/11 clip-hands; One-Euro 2/11, skeleton 8/11) with no lag and p95 jitter at most 0.46 of the
     raw; on the bundled webcam video wrist to middle MCP lies in 7-11 cm in 100 % of frames (One-Euro
     97.9 %, skeleton 94.4 %)."""
 

@@ -250,9 +250,9 @@ class BoneOneEuroConfig:
     Why: per-joint One-Euro shrinks bones (the length of averaged end points is shorter; real clips:
     a bone's median length down by up to 16 %), while a bone's length is a constant of the hand that
     the monocular lift gets wrong in single frames (size jumps): the median over about a second keeps
-    each bone at its raw typical length (per-bone median ratio 1.000-1.002 on the real clips) and
+    each bone at its raw typical length (per-bone median ratio 1.000-1.001 on the real clips) and
     drops the jumps (bundled webcam video: wrist to middle MCP in 7-11 cm in 100 % of frames, raw
-    91.9 %, One-Euro 97.9 %). Lag 0 frames, p95 jitter x0.15-0.43 of the raw (docs/SMOOTHING_RESULTS.md)."""
+    91.9 %, One-Euro 97.9 %). Lag 0 frames, p95 jitter x0.14-0.46 of the raw (docs/SMOOTHING_RESULTS.md)."""
 
     min_cutoff: float = 3.0
     beta: float = 4.0
