@@ -863,3 +863,198 @@ def _open_rgbd(path: Path, *, fps, max_width, max_frames, K, fov_deg, depth_fact
                         depth=_resize_depth(depth, (out_w, out_h)))
 
     return FrameSource(info, gen)
+
+
+# ----------------------------------------------------------------------------- decode ahead
+
+PREFETCH_FRAMES = 8  # frames decoded ahead of the consumer: 8 x 640x360 RGB = 5.5 MB
+
+
+class Prefetch:
+    """Iterate ``iterable`` in a background thread, at most ``depth`` items ahead of the caller.
+
+    Decoding (PyAV, OpenCV, PNG reads) releases the GIL, so a reader in front of a detector that
+    also releases it (MediaPipe) takes decoding off the detector's critical path. Items come out in
+    order; at most ``depth`` items wait in the queue (plus the one the thread holds while the queue
+    is full). An exception raised by the iterable is re-raised in the caller, unchanged (the same
+    object: type, message and the thread's traceback), at the point where the item would have come.
+    ``close()`` (also on leaving a ``with`` block, or when the caller stops early) stops the thread
+    and closes the iterable in it (a generator's ``finally`` runs: files and containers are closed).
+
+    ``wait_s``: seconds the caller spent waiting for an item (the decoder was behind);
+    ``produced``: items the thread has taken from the iterable; ``worker_cpu_s``: CPU time of the
+    thread itself (not of threads the decoder starts, e.g. FFmpeg's frame threads).
+    """
+
+    _ITEM, _END, _ERROR = 0, 1, 2
+
+    def __init__(self, iterable, depth: int = PREFETCH_FRAMES, name: str = "vipa-prefetch") -> None:
+        import queue
+        import threading
+
+        if depth < 1:
+            raise ValueError(f"Prefetch depth must be >= 1, got {depth}")
+        self.depth = int(depth)
+        self.wait_s = 0.0
+        self.produced = 0
+        self.worker_cpu_s = 0.0
+        self._queue: "queue.Queue" = queue.Queue(maxsize=self.depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._work, args=(iterable,), name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, iterable) -> None:
+        import time
+
+        c0 = time.thread_time()
+        it = None
+        try:
+            it = iter(iterable)
+            for item in it:
+                self.produced += 1
+                if not self._put((self._ITEM, item)):
+                    break
+            else:
+                self._put((self._END, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who re-raises it
+            self._put((self._ERROR, exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()  # a generator's finally (container.close()) runs in the thread that ran it
+                except Exception:  # noqa: BLE001 - closing after an error must not hide that error
+                    pass
+            self.worker_cpu_s = time.thread_time() - c0
+
+    def __iter__(self) -> "Prefetch":
+        return self
+
+    def __next__(self):
+        import time
+
+        if self._done:
+            raise StopIteration
+        t0 = time.perf_counter()
+        kind, value = self._queue.get()
+        self.wait_s += time.perf_counter() - t0
+        if kind == self._ITEM:
+            return value
+        self._done = True
+        self._thread.join()
+        if kind == self._ERROR:
+            raise value
+        raise StopIteration
+
+    @property
+    def buffered(self) -> int:
+        """Items decoded and waiting for the caller."""
+        return self._queue.qsize()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread (it finishes the item it is reading) and drop what it decoded ahead."""
+        import queue
+
+        self._stop.set()
+        self._done = True
+        while True:  # unblock a put in progress
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "Prefetch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FrameStream:
+    """The frames of a ``FrameSource``, decoded ahead by a ``Prefetch`` thread and kept as they arrive.
+
+    Array-like over the frames seen so far: iterating yields each frame's RGB (H, W, 3) uint8 in
+    order (first the ones already kept, then new ones as the thread delivers them); ``len()`` is the
+    number seen so far and ``frames[t]`` the RGB of seen frame t, so a later pass reads the same frames
+    again without decoding. ``depth`` / ``timestamps``: lists for the seen frames. ``read_all()``
+    reads to the end; ``done`` says whether the source is exhausted. ``info`` is the source's
+    (a video that holds fewer frames than declared updates it at the end, with its warning).
+    ``close()`` stops the thread early; the frames seen stay readable.
+    """
+
+    def __init__(self, source: "FrameSource", depth: int = PREFETCH_FRAMES) -> None:
+        self.source = source
+        self.info = source.info
+        self.rgb: list[np.ndarray] = []
+        self.depth: list[np.ndarray] = []
+        self.timestamps: list[float] = []
+        self.done = False
+        self._prefetch = Prefetch(source, depth, name=f"vipa-decode:{Path(str(source.info.path)).name}")
+
+    @property
+    def prefetch(self) -> Prefetch:
+        return self._prefetch
+
+    def _pull(self) -> bool:
+        """Take the next frame from the thread; False at the end."""
+        if self.done:
+            return False
+        try:
+            fr = next(self._prefetch)
+        except StopIteration:
+            self.done = True
+            self.source.close()
+            return False
+        except BaseException:
+            self.done = True
+            self.close()
+            raise
+        self.rgb.append(fr.rgb)
+        if fr.depth is not None:
+            self.depth.append(fr.depth)
+        self.timestamps.append(fr.timestamp)
+        return True
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        t = 0
+        while t < len(self.rgb) or self._pull():
+            yield self.rgb[t]
+            t += 1
+
+    def __len__(self) -> int:
+        return len(self.rgb)
+
+    def __getitem__(self, t):
+        return self.rgb[t]
+
+    def read_all(self) -> "FrameStream":
+        while self._pull():
+            pass
+        return self
+
+    def close(self) -> None:
+        self._prefetch.close()
+        self.source.close()
+
+    def __enter__(self) -> "FrameStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -36,7 +36,7 @@ from typing import Mapping
 
 import numpy as np
 
-from annotators.smoothing import SkeletonSmoothConfig, smooth_skeleton
+from annotators.smoothing import SkeletonSmoothConfig, SmoothConfig, one_euro, smooth_joints, smooth_skeleton  # noqa: F401 (re-exported)
 from vipa.conventions import HANDS, NUM_JOINTS
 from vipa.data.episode import Episode
 from vipa import geometry
@@ -931,70 +931,6 @@ def flag_out_of_view(ep: Episode) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------- smooth
-
-
-@dataclass(frozen=True)
-class SmoothConfig:
-    """One-Euro parameters for 3D joints in metres (cutoffs in Hz, beta in 1/m)."""
-
-    min_cutoff: float = 3.0
-    beta: float = 4.0
-    d_cutoff: float = 1.0
-    max_gap: int = 5  # frames; a longer gap restarts the filter
-    min_confidence: float = 0.05  # below this a joint counts as missing
-
-
-def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
-    tau = 1.0 / (2.0 * np.pi * np.asarray(cutoff, np.float64))
-    return 1.0 / (1.0 + tau / dt)
-
-
-def one_euro(
-    x: np.ndarray, conf: np.ndarray, fps: float, cfg: SmoothConfig = SmoothConfig()
-) -> np.ndarray:
-    """Causal confidence-aware One-Euro over time for x (T, J, D); conf (T, J) in [0, 1].
-
-    NaN or low-confidence samples are skipped (output NaN there); a joint's smoothing factor is
-    scaled by its confidence so uncertain samples move the estimate less.
-    """
-    t_count, j_count, _ = x.shape
-    dt = 1.0 / float(fps)
-    out = np.full_like(x, np.nan, dtype=np.float64)
-    x_hat = np.full((j_count, x.shape[2]), np.nan)
-    dx_hat = np.zeros((j_count, x.shape[2]))
-    last = np.full(j_count, -(10**9))
-    a_d = _alpha(cfg.d_cutoff, dt)
-    for t in range(t_count):
-        obs = np.isfinite(x[t]).all(-1) & (conf[t] >= cfg.min_confidence)
-        if not obs.any():
-            continue
-        gap = t - last
-        restart = obs & ((gap > cfg.max_gap + 1) | ~np.isfinite(x_hat).all(-1))
-        cont = obs & ~restart
-        x_hat[restart] = x[t, restart]
-        dx_hat[restart] = 0.0
-        if cont.any():
-            step = (gap[cont] * dt)[:, None]
-            dx = (x[t, cont] - x_hat[cont]) / step
-            dx_hat[cont] = dx_hat[cont] + a_d * (dx - dx_hat[cont])
-            speed = np.linalg.norm(dx_hat[cont], axis=-1)
-            a = _alpha(cfg.min_cutoff + cfg.beta * speed, dt)[:, None] * np.clip(conf[t, cont], 0.0, 1.0)[:, None]
-            a = np.minimum(1.0, a * gap[cont][:, None])
-            x_hat[cont] = x_hat[cont] + a * (x[t, cont] - x_hat[cont])
-        last[obs] = t
-        out[t, obs] = x_hat[obs]
-    return out
-
-
-def smooth_joints(
-    x: np.ndarray, conf: np.ndarray, fps: float, cfg: SmoothConfig = SmoothConfig()
-) -> np.ndarray:
-    """Zero-phase One-Euro: mean of the forward and the time-reversed pass, (T, J, 3) float32."""
-    fwd = one_euro(x, conf, fps, cfg)
-    bwd = one_euro(x[::-1], conf[::-1], fps, cfg)[::-1]
-    f_ok, b_ok = np.isfinite(fwd), np.isfinite(bwd)
-    out = np.where(f_ok & b_ok, 0.5 * (fwd + bwd), np.where(f_ok, fwd, bwd))
-    return out.astype(np.float32)
 
 
 def smooth(ep: Episode, cfg: SmoothConfig | SkeletonSmoothConfig = SkeletonSmoothConfig(), *,

@@ -106,3 +106,36 @@ def test_timing_helpers():
     assert t.runs == 3 and calls["a"] == 9
     with pytest.raises(ValueError, match="repeats"):
         bench.time_it(a, repeats=0)
+
+
+# ---------------------------------------------------------------------- annotation benchmarks (issue 9)
+
+
+def test_annotation_benchmarks_are_registered(capsys):
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    names = {ln.split()[0] for ln in out.splitlines() if ln.strip()}
+    assert {"annotate", "annotate_real"} <= names
+    assert "_detect_overlap" not in names  # a helper module, not a benchmark
+
+
+def test_annotate_real_measures_the_same_frames_side_by_side():
+    from vipa.resources import REPO_ROOT
+
+    mod = bench.load_benchmark("annotate_real")
+    assert len(mod.clips(False)) == 7 and all(p.is_file() for _, p in mod.clips(False))
+    clip = REPO_ROOT / "samples" / "real_clips" / "egoloc" / "jar_shelf.mp4"
+    res = mod.measure([("egoloc/jar_shelf", clip)], 8)
+    # every loop ran the same 8 frames; figures are finite and positive; ratios are fps over the baseline's
+    assert res["frames"] == 8 and res["per_clip"]["egoloc/jar_shelf"]["frames"] == 8
+    clocks = res["clocks"]
+    for k in ("mediapipe_on_decoded_frames", "ours_search_off", "ours_search_on"):
+        for c in ("wall_fps", "cpu_fps", "idle_cores_fps"):
+            assert math.isfinite(clocks[k][c]) and clocks[k][c] > 0
+            assert res["ratios_vs_predecoded"][k][c] == pytest.approx(
+                clocks[k][c] / clocks["mediapipe_on_decoded_frames"][c])
+    assert res["value"] == clocks["ours_search_on"]["idle_cores_fps"]
+    s = res["search"]
+    assert s["extra_hands"] == s["hands_found_on"] - s["hands_found_off"]
+    assert s["hands_found_on"] == clocks["ours_search_on"]["hands"] and "track" in s["steps_ms_per_frame"]
+    assert res["passed"] == (s["extra_hands"] > 0)
