@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +21,7 @@ from vipa.model.checkpoint import load_checkpoint, save_checkpoint
 from vipa.model.config import ConfigError, VIPAConfig, get_config
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
+from vipa.viz import paths as viz_paths
 
 torch.set_num_threads(1)
 
@@ -103,6 +109,35 @@ def test_predictor_says_which_inputs_it_used(tmp_path, tok):
     assert np.isfinite(traj.trajectory).all()
     # The recorded training recipe: this config drops the point map 30 % of the time.
     assert json.loads((ck / "config.json").read_text())["config"]["train"]["pointmap_dropout"] == 0.3
+
+
+def test_upload_prediction_shows_the_upload_not_an_episode(tmp_path, tok):
+    """The Predict tab on an uploaded frame: RGB only, drawn over the upload itself (a one-frame
+    recording with the predicted line), nothing compared with any episode's demonstration."""
+    from app.predict import predict_upload, upload_episode
+
+    cfg = get_config("tiny")
+    ck = save_checkpoint(tmp_path / "ck", VIPAModel(cfg.model, tok.vocab_size, tok.pad_id), cfg, tok,
+                         {"stage": "stage2"})
+    img = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    res = predict_upload(Predictor.load(ck), img, "", "upload-1")
+    assert "uploaded frame (RGB only)" in res["message"] and "demonstrat" in res["message"]
+    assert res["error_m"] is None and res["frame"] == 0 and res["recording_id"] == "upload-1"
+    ep = upload_episode(img)
+    assert ep.validate().num_frames == 1 and ep.K_is_estimate and not any(h.present.any() for h in ep.hands.values())
+    assert res["rrd"][:4] == b"RRF2"
+    rerun_bin = Path(sys.executable).parent / "rerun"
+    if not rerun_bin.exists():
+        return
+    rrd = tmp_path / "u.rrd"
+    rrd.write_bytes(res["rrd"])
+    out = subprocess.run([str(rerun_bin), "rrd", "print", str(rrd)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "RERUN_ANALYTICS": "0"})
+    assert out.returncode == 0, out.stderr
+    logged = set(re.findall(r" - (/\S+) - data columns", out.stdout))
+    assert "/" + viz_paths.prediction("wrist") in logged and "/" + viz_paths.IMAGE in logged, sorted(logged)
+    # no demonstrated wrist: the upload has no episode behind it
+    assert not any(p.startswith("/" + viz_paths.TRAJECTORY_ROOT) for p in logged), sorted(logged)
 
 
 # ---- configs that refuse nonsense ----
