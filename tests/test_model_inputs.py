@@ -208,6 +208,8 @@ def test_fields_of_the_wrong_type_or_value(ckpt, path, value, match):
     (("config", "model", "use_3d"), False, r"config\.model\.use_3d: is false but model\.safetensors has a 3D encoder"),
     (("config", "model", "mono_points"), False, r"config\.model\.mono_points: is false but model\.safetensors has"),
     (("vocab_size",), "many", r"vocab_size: expected an integer"),
+    (("vocab_size",), 3000, r"vocab_size: 3000 disagrees with tokenizer\.json \(\d+ tokens\)"),
+    (("config", "model", "fine_stride"), 8, r"config\.model\.image_size / fine_stride: fine grid 8 disagrees"),
 ])
 def test_fields_that_disagree_with_the_weights(ckpt, path, value, match):
     _edit(ckpt, _set(path, value))
@@ -225,6 +227,22 @@ def test_cli_prints_config_errors_in_one_line(ckpt, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"vipa predict: {ckpt / 'config.json'}: config.name: unknown config 'gigantic'; "
                    "known: paper, small, tiny")
+
+
+def test_workbench_and_eval_report_config_errors_in_one_line(ckpt, tmp_path, capsys):
+    """The Predict tab's note and `vipa eval` name the file and field, on one line, no traceback."""
+    from app.predict import load_predictor
+    from vipa.cli import main
+
+    _edit(ckpt, _set(("config", "model", "llm", "num_hidden_layers"), 5))
+    predictor, note = load_predictor(ckpt)
+    assert predictor is None and "\n" not in note
+    assert note.endswith(f"{ckpt / 'config.json'}: config.model.llm.num_hidden_layers: 5 disagrees with "
+                         "model.safetensors (2 layers)")
+    _edit(ckpt, lambda info: [info])
+    assert main(["eval", str(ckpt), "--data", str(tmp_path / "none"), "--no-tokens"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"vipa eval: {ckpt / 'config.json'}: (top level): expected a JSON object, got list"
 
 
 def test_configs_round_trip_and_old_checkpoints_default():
