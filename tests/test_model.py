@@ -152,6 +152,22 @@ def test_motion_tokens_round_trip(tok):
         tok.ids_to_waypoints([ids[0], ids[0], ids[2]])
 
 
+def test_digit_tokens_split_every_number_into_single_digits(tmp_path):
+    from vipa.data.qa import encode_direction_distance
+
+    texts = [encode_direction_distance(v) for v in np.random.default_rng(0).normal(0, 0.2, (500, 3))]
+    merged, digits = VIPATokenizer.train(texts, 400), VIPATokenizer.train(texts, 400, digits=True)
+    s = "left and up, 0.28m"
+    pieces = lambda t, text: [t.tok.id_to_token(i) for i in t.encode(text)]
+    assert "28" in pieces(merged, s)  # BPE learns digit pairs from the answers
+    assert [p for p in pieces(digits, s) if any(c.isdigit() for c in p)] == ["0", "2", "8"]
+    assert digits.decode(digits.encode(s)) == s
+    digits.save(tmp_path / "t.json")  # the rule travels with the tokenizer file
+    assert pieces(VIPATokenizer.load(tmp_path / "t.json"), "right, 1.05m")[-5:] == ["1", ".", "0", "5", "m"]
+    cfg = get_config("tiny", digit_tokens=True)
+    assert pieces(VIPATokenizer.for_config(cfg, texts), s) == pieces(digits, s)
+
+
 def test_constrained_decoding_always_valid_waypoints(cfg, tok):
     from vipa.infer.constrained import motion_allowed_fn, split_motion
 

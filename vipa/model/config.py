@@ -121,6 +121,9 @@ class ModelConfig:
     past_horizon: int = 4  # past waypoints given in the contextual-motion task
     motion_stride_s: float = MOTION_STRIDE_S  # seconds between motion waypoints (vipa.tasks)
     tokenizer_vocab: int = 640  # BPE merges budget of the project-trained tokenizer (tiny/small)
+    # Project-trained tokenizer: every digit its own token (numbers in answers are then read and
+    # written digit by digit, fixed width), instead of BPE's merged digit pairs.
+    digit_tokens: bool = False
     # Action head (post-training): DiT trained by flow matching.
     action_dim: int = 4
     state_dim: int = 4
