@@ -38,6 +38,9 @@ def app(tmp_path_factory):
     report = annotate_to_dataset([REAL_CLIP], root, None, workers=1)
     assert not report.failed, [o.error for o in report.failed]
     a = AppProcess(root, author="predict", extra_args=("--checkpoint", str(CHECKPOINT))).start()
+    # the checkpoint loads in the background: the API waits for it, so the page opens with it loaded
+    res = a.client().predict("synthetic_00", 2, "", api_name="/predict")
+    assert "(RGB + depth)" in res["message"], res["message"]
     yield a
     a.stop()
 
@@ -98,6 +101,8 @@ def predict_and_shoot(page, name: str, previous: str) -> tuple[str, float]:
             text = out.inner_text()
             break
         time.sleep(0.5)
+    if not text:
+        page.screenshot(path=str(ARTIFACTS / f"predict_{name}_failed.png"), full_page=True)
     assert text, f"no prediction answer for {name}"
     viewer = page.locator("#vipa-pred-rerun")
     viewer.wait_for(state="visible")
