@@ -208,6 +208,8 @@ def test_fields_of_the_wrong_type_or_value(ckpt, path, value, match):
     (("config", "model", "use_3d"), False, r"config\.model\.use_3d: is false but model\.safetensors has a 3D encoder"),
     (("config", "model", "mono_points"), False, r"config\.model\.mono_points: is false but model\.safetensors has"),
     (("vocab_size",), "many", r"vocab_size: expected an integer"),
+    (("config", "model", "geometry_token"), True,
+     r"config\.model\.geometry_token: is true but model\.safetensors lacks a geometry-token embedding"),
     (("vocab_size",), 3000, r"vocab_size: 3000 disagrees with tokenizer\.json \(\d+ tokens\)"),
     (("config", "model", "fine_stride"), 8, r"config\.model\.image_size / fine_stride: fine grid 8 disagrees"),
 ])

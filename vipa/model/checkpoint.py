@@ -157,6 +157,7 @@ _SHAPE_FIELDS = (
 _PRESENCE_FIELDS = (
     (r"spatial\.", "config.model.use_3d", "a 3D encoder"),
     (r"point_head\.", "config.model.mono_points", "an RGB point-estimate head"),
+    (r"geo_embed\.", "config.model.geometry_token", "a geometry-token embedding"),
 )
 
 
