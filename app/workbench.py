@@ -637,17 +637,18 @@ class Workbench:
                 upload: str | None = None, max_upload_mb: int = 20) -> dict:
         """Run the checkpoint on one frame (or an uploaded image) and draw its wrist trajectory
         beside the demonstrated one; returns {"message", "rrd", "error_m"}."""
-        from app.predict import trajectory_of
+        from app.predict import inputs_words, trajectory_of
         from vipa.data.trajectory import compare_to_demonstration
         from vipa.tasks import stride_frames
 
+        if upload:  # the upload's own scene, not the selected episode's (app.predict.predict_upload)
+            from app.predict import predict_upload
+            return predict_upload(predictor, load_upload_image(upload, max_upload_mb), instruction,
+                                  self.new_recording_id("upload"))
         ep = self.episode(episode_id)
         frame = self._check_frame(ep, frame)
-        if upload:
-            image = load_upload_image(upload, max_upload_mb)
-        else:
-            image = self.ds.rgb_frame(episode_id, frame)
-        depth = self.ds.depth_frame(episode_id, frame) if (self.ds.has_depth(episode_id) and not upload) else None
+        image = self.ds.rgb_frame(episode_id, frame)
+        depth = self.ds.depth_frame(episode_id, frame) if self.ds.has_depth(episode_id) else None
         result = predictor.predict(image, depth, ep.K, instruction=instruction or ep.instruction, mode="trajectory")
         traj = trajectory_of(result)
         if traj is None:
@@ -657,8 +658,7 @@ class Workbench:
         world, side, err = cmp.predicted_world, cmp.side, cmp.error_m
         rid = self.new_recording_id(episode_id)
         rrd = self.recording(episode_id, predictions={"wrist": world}, ep=ep, recording_id=rid)
-        used = {"rgb": "RGB only", "rgb+depth": "RGB + depth", "rgb+points": "RGB + point map"}.get(
-            getattr(result, "inputs", ""), "")
+        used = inputs_words(result)
         msg = f"{len(traj)} predicted waypoints from frame {frame}" + (f" ({used})" if used else "") + (
             f"; mean distance to the demonstrated {side} wrist: {err:.3f} m" if err is not None else "")
         return {"message": msg, "rrd": rrd, "error_m": err, "recording_id": rid, "frame": frame}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces checkpoints/tiny_sample: synthetic Hand3D episodes -> tiny stage 1 -> tiny stage 2
-# (init from stage 1) -> held-out evaluation -> copy of the final checkpoint.
+# (init from stage 1) -> held-out evaluation -> the RGB point-estimate head -> evaluation per input
+# mode (point map from depth + K; RGB only) -> copy of the final checkpoint.
 # Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, WORK, DEST, THREADS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,17 @@ $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2" 
 echo "training (stage 1 + stage 2) took $(( $(date +%s) - START )) s including data generation"
 $PY -m vipa.cli eval "$WORK/s1/final" --data "$WORK/data" --out "$WORK/eval_s1" --threads "$THREADS" --max-qa 300 --max-motion 200
 $PY -m vipa.cli eval "$WORK/s2/final" --data "$WORK/data" --out "$WORK/eval" --threads "$THREADS" --max-qa 300 --max-motion 200
+# The RGB-only point-estimate head (mono_points), fitted alone on the training frames; every other
+# tensor stays as stage 2 left it, so the figures with depth / point map do not move.
+P0=$(date +%s)
+$PY scripts/fit_point_head.py "$WORK/s2/final" --data "$WORK/data" --out "$WORK/mono" --threads "$THREADS"
+echo "point head took $(( $(date +%s) - P0 )) s"
+$PY -m vipa.cli eval "$WORK/mono" --data "$WORK/data" --out "$WORK/eval_by_inputs" --threads "$THREADS" \
+    --max-qa 300 --max-motion 200 --inputs points rgb
 mkdir -p "$DEST"
-cp "$WORK"/s2/final/{model.safetensors,config.json,tokenizer.json} "$DEST"/
+cp "$WORK"/mono/{model.safetensors,config.json,tokenizer.json,metrics_point_head.jsonl} "$DEST"/
 cp "$WORK"/eval/report.json "$DEST"/eval_report.json
 cp "$WORK"/eval_s1/report.json "$DEST"/eval_report_stage1.json
+cp "$WORK"/eval_by_inputs/report.json "$DEST"/eval_report_by_inputs.json
 cat "$WORK"/s1/metrics.jsonl "$WORK"/s2/metrics.jsonl > "$DEST"/metrics.jsonl
 echo "wrote $DEST in $(( $(date +%s) - START )) s"

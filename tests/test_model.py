@@ -152,6 +152,22 @@ def test_motion_tokens_round_trip(tok):
         tok.ids_to_waypoints([ids[0], ids[0], ids[2]])
 
 
+def test_digit_tokens_split_every_number_into_single_digits(tmp_path):
+    from vipa.data.qa import encode_direction_distance
+
+    texts = [encode_direction_distance(v) for v in np.random.default_rng(0).normal(0, 0.2, (500, 3))]
+    merged, digits = VIPATokenizer.train(texts, 400), VIPATokenizer.train(texts, 400, digits=True)
+    s = "left and up, 0.28m"
+    pieces = lambda t, text: [t.tok.id_to_token(i) for i in t.encode(text)]
+    assert "28" in pieces(merged, s)  # BPE learns digit pairs from the answers
+    assert [p for p in pieces(digits, s) if any(c.isdigit() for c in p)] == ["0", "2", "8"]
+    assert digits.decode(digits.encode(s)) == s
+    digits.save(tmp_path / "t.json")  # the rule travels with the tokenizer file
+    assert pieces(VIPATokenizer.load(tmp_path / "t.json"), "right, 1.05m")[-5:] == ["1", ".", "0", "5", "m"]
+    cfg = get_config("tiny", digit_tokens=True)
+    assert pieces(VIPATokenizer.for_config(cfg, texts), s) == pieces(digits, s)
+
+
 def test_constrained_decoding_always_valid_waypoints(cfg, tok):
     from vipa.infer.constrained import motion_allowed_fn, split_motion
 
@@ -235,6 +251,35 @@ def test_cached_generation_matches_full_recompute(cfg, tok):
         p.data.normal_(0, 0.5)
     b = make_batch(cfg, tok, b=2)
     assert_cached_generation_matches(model, b, tok.bos_id)
+
+
+def test_geometry_token_carries_the_readout_into_the_text(tok):
+    """With ``geometry_token`` the text target attends to one token made from the readout (the
+    queries and readout are unchanged by it); cached generation still equals full recompute;
+    the text loss does not reach the readout; changing the readout changes the text logits."""
+    cfg = get_config("tiny", geometry_token=True)
+    torch.manual_seed(0)
+    model = VIPAModel(cfg.model, tok.vocab_size).eval()
+    for p in model.llm.parameters():
+        p.data.normal_(0, 0.5)
+    b = make_batch(cfg, tok, b=2)
+    tgt = torch.tensor([[tok.bos_id] + tok.encode("left and down, 0.44m")] * 2)
+    with torch.no_grad():
+        plain = model(**b)
+        out = model(**b, target_in=tgt)
+    assert out.logits.shape == (2, tgt.shape[1], tok.vocab_size)
+    torch.testing.assert_close(out.point_a, plain.point_a)
+    torch.testing.assert_close(out.traj, plain.traj)
+    assert_cached_generation_matches(model, b, tok.bos_id)
+    with torch.no_grad():
+        model.offset[-1].bias.add_(0.3)  # move the pointers: the geometry token, so the text, changes
+        moved = model(**b, target_in=tgt)
+    assert not torch.allclose(moved.logits, out.logits)
+    model.train()
+    model.zero_grad()
+    model(**b, target_in=tgt).logits.sum().backward()
+    assert model.geo_embed[0].weight.grad.abs().sum() > 0
+    assert model.offset[-1].weight.grad is None or model.offset[-1].weight.grad.abs().sum() == 0
 
 
 def test_processor_observation_and_collate(cfg, tok):

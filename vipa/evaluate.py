@@ -76,6 +76,7 @@ def evaluate_qa(model, tok, cfg, caches, max_samples: int = 400, batch_size: int
                            "constant_baseline": score_predictions(const, gts).as_dict()}
     if lm_text:
         rep["model_lm_text"] = score_predictions(lm, gts).as_dict()
+        rep["lm_texts"] = lm
     for k in sorted(set(kinds)):
         sel = [i for i, kk in enumerate(kinds) if kk == k]
         rep[f"model_{k}"] = score_predictions([head[i] for i in sel], [gts[i] for i in sel]).as_dict()

@@ -113,8 +113,8 @@ def load_checkpoint(path: str | Path, expect_config: str | None = None, vlm_path
         cfg.model.encoder3d_path = str(encoder3d_path)
     tok = VIPATokenizer.load(path / TOKENIZER)
     if tok.vocab_size != info.get("vocab_size"):
-        raise CheckpointError(f"checkpoint {path}: tokenizer has {tok.vocab_size} tokens, weights expect "
-                              f"{info.get('vocab_size')}")
+        raise ConfigError(str(path / CONFIG), "vocab_size", f"{info.get('vocab_size')} disagrees with {TOKENIZER} "
+                                                            f"({tok.vocab_size} tokens)")
     # A `paper` checkpoint holds every weight (VLM and 3D encoder included): build the VLM from its
     # config only; the local folders must still exist for their configs and tokenizer layout.
     model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id, load_pretrained=False)
@@ -159,6 +159,7 @@ _SHAPE_FIELDS = (
 _PRESENCE_FIELDS = (
     (r"spatial\.", "config.model.use_3d", "a 3D encoder"),
     (r"point_head\.", "config.model.mono_points", "an RGB point-estimate head"),
+    (r"geo_embed\.", "config.model.geometry_token", "a geometry-token embedding"),
 )
 
 

@@ -121,6 +121,13 @@ class ModelConfig:
     past_horizon: int = 4  # past waypoints given in the contextual-motion task
     motion_stride_s: float = MOTION_STRIDE_S  # seconds between motion waypoints (vipa.tasks)
     tokenizer_vocab: int = 640  # BPE merges budget of the project-trained tokenizer (tiny/small)
+    # Project-trained tokenizer: every digit its own token (numbers in answers are then read and
+    # written digit by digit, fixed width), instead of BPE's merged digit pairs.
+    digit_tokens: bool = False
+    # Text answers read the readout: one token after the query tokens, before the text target, embeds
+    # the readout's geometry (pointers A, B, B - A, |B - A|, the trajectory; detached), so the LLM's
+    # generated numbers and motion tokens can say what the readout measured. Old checkpoints: off.
+    geometry_token: bool = False
     # Action head (post-training): DiT trained by flow matching.
     action_dim: int = 4
     state_dim: int = 4
@@ -218,6 +225,7 @@ class ModelConfig:
             raise ConfigError(source, f"{where}.llm.arch", f"unknown {d['llm']['arch']!r} (qwen2 | llama)")
         d.setdefault("action_geometry", False)  # checkpoints from before the field existed
         d.setdefault("mono_points", False)
+        d.setdefault("geometry_token", False)
         d.setdefault("motion_stride_s", LEGACY_MOTION_STRIDE_S)  # what checkpoints before the field trained with
         d["llm"] = LLMConfig(**d["llm"])
         if "stem_channels" in d:

@@ -84,10 +84,14 @@ class VIPATokenizer:
         return self.tok.get_vocab_size()
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 640) -> "VIPATokenizer":
-        """Train a byte-level BPE on the project's own text; add specials and motion tokens."""
+    def train(cls, texts: Iterable[str], vocab_size: int = 640, digits: bool = False) -> "VIPATokenizer":
+        """Train a byte-level BPE on the project's own text; add specials and motion tokens.
+        ``digits``: split every digit off first, so no token holds two digits (the saved tokenizer
+        keeps the rule: a loaded one tokenizes as it was trained)."""
         tok = Tokenizer(models.BPE(unk_token=UNK))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                             if digits else byte_level)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
@@ -114,7 +118,7 @@ class VIPATokenizer:
         or one trained on ``texts`` (tiny/small)."""
         if cfg.model.vlm_path:
             return cls.from_pretrained_folder(cfg.model.vlm_path)
-        return cls.train(texts, cfg.model.tokenizer_vocab)
+        return cls.train(texts, cfg.model.tokenizer_vocab, digits=cfg.model.digit_tokens)
 
     @classmethod
     def load(cls, path: str | Path) -> "VIPATokenizer":

@@ -135,6 +135,9 @@ class VIPAModel(nn.Module):
         # RGB-only point estimate per fine cell (camera-frame metres) from the semantic fine map: the
         # readout's points for frames without depth or point map.
         self.point_head = PointHead(self.semantic.fine_ch, cfg.fine_grid) if cfg.use_3d and cfg.mono_points else None
+        # The readout's geometry as one input token before the text target (``geometry_token``).
+        self.geo_embed = nn.Sequential(nn.Linear(10 + 3 * cfg.traj_horizon, h), nn.GELU(), nn.Linear(h, h)) \
+            if cfg.geometry_token else None
         self.action_head = FlowMatchingDiT(h, cfg.action_dim, cfg.state_dim, cfg.chunk_len,
                                            cfg.dit_dim, cfg.dit_layers, cfg.dit_heads, cfg.geometry_dim)
 
@@ -229,21 +232,44 @@ class VIPAModel(nn.Module):
         if target_in is not None:
             parts.append(emb(target_in))
             masks.append(target_mask if target_mask is not None else torch.ones_like(target_in))
+        n, q0 = vis.shape[1], vis.shape[1] + cfg.max_prompt_len
+        est = None
+        if self.point_head is not None:
+            est = self.point_head(sem_fine).flatten(2).transpose(1, 2)  # (B, Nf, 3)
+        if self.geo_embed is not None and target_in is not None:
+            # Two passes over one sequence: the prefix gives the queries and so the readout; its
+            # geometry becomes a token the text target attends to (the cache carries the prefix).
+            prefix = self.llm.model(inputs_embeds=torch.cat(parts[:-1], 1), attention_mask=torch.cat(masks[:-1], 1),
+                                    use_cache=True)
+            hid = prefix.last_hidden_state
+            queries = hid[:, q0:q0 + cfg.num_queries]
+            pa, pb, traj, attn_a = self.readout(hid[:, :n], queries, fine, xyz, valid, est)
+            geo = self.geo_embed(self.text_geometry(pa, pb, traj))[:, None]
+            mask = torch.cat(masks[:-1] + [masks[-1].new_ones(b, 1), masks[-1]], 1)
+            out = self.llm.model(inputs_embeds=torch.cat([geo, parts[-1]], 1), attention_mask=mask,
+                                 cache=prefix.cache, use_cache=True)
+            logits = self.llm.lm_head(out.last_hidden_state[:, 1:])
+            hid = torch.cat([hid, out.last_hidden_state], 1)
+            return VLAOutput(hid, logits, pa, pb, traj, queries, attn_a, est, mask,
+                             out.cache if use_cache else None)
         x = torch.cat(parts, 1)
         mask = torch.cat(masks, 1)
         out = self.llm.model(inputs_embeds=x, attention_mask=mask, use_cache=use_cache)
         hid = out.last_hidden_state
-        n, q0 = vis.shape[1], vis.shape[1] + cfg.max_prompt_len
         queries = hid[:, q0:q0 + cfg.num_queries]
         logits = None
         if target_in is not None:
             logits = self.llm.lm_head(hid[:, q0 + cfg.num_queries:])
-        est = None
-        if self.point_head is not None:
-            est = self.point_head(sem_fine).flatten(2).transpose(1, 2)  # (B, Nf, 3)
         pa, pb, traj, attn_a = self.readout(hid[:, :n], queries, fine, xyz, valid, est)
         return VLAOutput(hid, logits, pa, pb, traj, queries, attn_a, est, mask,
                          out.cache if use_cache else None)
+
+    @staticmethod
+    def text_geometry(pa: torch.Tensor, pb: torch.Tensor, traj: torch.Tensor) -> torch.Tensor:
+        """(B, 10 + 3T): pointer A, pointer B, B - A, |B - A| and the trajectory, metres, detached
+        (the text loss does not move the readout)."""
+        v = pb - pa
+        return torch.cat([pa, pb, v, v.norm(dim=-1, keepdim=True), traj.flatten(1)], 1).detach()
 
     def readout(self, vis_hidden, queries, fine, xyz, valid, est=None):
         """Pointers A and B (softmax over the fine grid of the cells' 3D points + offsets) and the
