@@ -355,7 +355,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     sort_dd = gr.Dropdown(TABLE_HEADERS, value="episode", label="sort by", scale=1)
                     desc_cb = gr.Checkbox(label="descending", value=False, scale=0)
                 table_df = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="vipa-table",
-                                        label="episodes (click a row to open it everywhere)", wrap=True)
+                                        label="episodes (click a row to open it everywhere; a blank calib_residual: no depth, so no point cloud to calibrate)", wrap=True)
                 with gr.Accordion("failed episodes", open=False):
                     failed_df = gr.Dataframe(headers=["episode", "error"], interactive=False)
 
@@ -943,4 +943,7 @@ def _register_api(wb: Callable[[], Workbench], predictor: Any, max_upload_mb: in
     # a file output (not gr.api's JSON): gradio_client downloads the .rrd instead of getting a server path
     rec_in = gr.Textbox(visible=False, label="episode_id")
     rec_out = gr.File(visible=False, label="recording (.rrd)")
-    gr.on(None, _guard(recording), [rec_in], [rec_out], api_name="recording", api_description=describe("recording"))
+    # triggered by the hidden box's submit (never by the page: gr.on(None, ...) also runs at page load, with no
+    # episode, and showed "no episode selected" to every visitor); API clients call it by name
+    gr.on([rec_in.submit], _guard(recording), [rec_in], [rec_out], api_name="recording",
+          api_description=describe("recording"))
