@@ -355,7 +355,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     sort_dd = gr.Dropdown(TABLE_HEADERS, value="episode", label="sort by", scale=1)
                     desc_cb = gr.Checkbox(label="descending", value=False, scale=0)
                 table_df = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="vipa-table",
-                                        label="episodes (click a row to open it everywhere; a blank calib_residual: no depth, so no point cloud to calibrate)", wrap=True)
+                                        label="episodes (click a row to open it everywhere; a blank calib_residual: "
+                                              "no depth, so no point cloud to calibrate)", wrap=True)
                 with gr.Accordion("failed episodes", open=False):
                     failed_df = gr.Dataframe(headers=["episode", "error"], interactive=False)
 
