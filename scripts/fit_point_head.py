@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -35,10 +36,20 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-if-present", action="store_true",
+                    help="a checkpoint that already has the head (trained jointly in stages 1 and 2, the default "
+                         "since mono_points is on) is copied to --out unchanged instead of refused")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     old, cfg, tok, info = load_checkpoint(args.checkpoint)
+    if args.keep_if_present and cfg.model.use_3d and cfg.model.mono_points:
+        shutil.copytree(args.checkpoint, args.out, dirs_exist_ok=True)
+        (Path(args.out) / "metrics_point_head.jsonl").write_text(
+            json.dumps({"stage": "point_head", "fitted": False,
+                        "reason": "the checkpoint already has the head, trained jointly in stages 1 and 2"}) + "\n")
+        print(f"{args.checkpoint}: already has the point head (trained jointly); copied to {args.out} unchanged")
+        return
     if not cfg.model.use_3d or cfg.model.mono_points:
         raise SystemExit(f"{args.checkpoint}: has no 3D encoder or already has the point head")
     cfg.model = dataclasses.replace(cfg.model, mono_points=True)
