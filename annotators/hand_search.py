@@ -173,8 +173,9 @@ class SearchConfig:
     reflect_pad: float = 0.1  # the search also runs on the whole frame mirrored out by this fraction (0: off)
     search_every: int = 3  # run the search on every k-th frame that lacks hands (3: no beat with every-10th labels)
     search_max_every: int = 24  # a search that finds nothing new doubles the interval up to this
-    search_lite_after: int = 0  # after this many searches in a row that find nothing, the search drops its tiles
-    # (keeps the mirror-padded frame and its upside-down copy) until one finds a hand or a hand is lost (0: never)
+    search_lite_after: int = 0  # after this many searches in a row that find nothing, in a video where no search
+    # has found a hand yet, the search drops its tiles (keeps the mirror-padded frame and its upside-down copy)
+    # until one finds a hand or a hand is lost (0: never)
     nms_iou: float = 0.5
     min_search_score: float = 0.7  # detector score a hand found only by re-detection or search needs
     min_in_frame: float = 0.3  # ... and the fraction of its landmarks inside the frame
@@ -215,6 +216,7 @@ class HandSearch:
         self._since_search = 10**9
         self._every = self.cfg.search_every
         self._empty = 0  # searches in a row that found nothing
+        self._found_any = False  # a search of this video has found a hand
 
     def _time(self, key: str, fn: Callable[[], Any]) -> Any:
         t0 = time.process_time()
@@ -301,11 +303,13 @@ class HandSearch:
         if searching and len(merged) < cfg.max_hands and self._since_search >= self._every:
             self._since_search = 0
             n_before = len(merged)
-            lite = cfg.search_lite_after > 0 and self._empty >= cfg.search_lite_after and cfg.reflect_pad > 0
+            lite = (cfg.search_lite_after > 0 and self._empty >= cfg.search_lite_after and not self._found_any
+                    and cfg.reflect_pad > 0)
             merged = nms(merged + self._time("tile", lambda: self._tile_run(img, tiles=not lite)), cfg.nms_iou)
             # back off while the search finds nothing (one-hand videos), back to the base rate when it does
             found = len(merged) > n_before
             self._empty = 0 if found else self._empty + 1
+            self._found_any = self._found_any or found
             self._every = cfg.search_every if found else min(2 * self._every, cfg.search_max_every)
         h, w = img.shape[:2]
         merged = [c for c in merged if c.source == "track"

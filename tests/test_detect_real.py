@@ -251,11 +251,13 @@ def _schedule(cfg: SearchConfig, n: int, find_at: tuple[int, ...] = ()) -> list[
 def test_search_backs_off_and_drops_its_tiles_while_it_finds_nothing():
     """One hand in view: the search runs at frames 0, 6, 18, 42, ... (the interval doubling up to
     search_max_every); each search is 2 whole-frame runs (mirror-padded, upside down) + tiles x tiles tiles;
-    with search_lite_after=K, the (K+1)-th empty search in a row and those after it run the whole frame only."""
+    with search_lite_after=K, the (K+1)-th empty search in a row and those after it run the whole frame only,
+    as long as no search of the video has found a hand."""
     full = SearchConfig(search_every=3, search_max_every=24, tiles=2)
     assert _schedule(full, 100) == [(0, 6), (6, 6), (18, 6), (42, 6), (66, 6), (90, 6)]
     lite = SearchConfig(search_every=3, search_max_every=48, tiles=2, search_lite_after=2)
     assert _schedule(lite, 200) == [(0, 6), (6, 6), (18, 2), (42, 2), (90, 2), (138, 2), (186, 2)]
-    # a search that finds a hand: back to the base rate and to the full search
-    # (the tracker loses that hand at once: the interval stays at the base rate until two searches find nothing)
-    assert _schedule(lite, 80, find_at=(42,)) == [(0, 6), (6, 6), (18, 2), (42, 2), (45, 6), (51, 6), (63, 2)]
+    # a search that finds a hand: back to the base rate and to the full search for the rest of the video (the
+    # tracker loses that hand at once here: the interval backs off again, the tiles stay)
+    assert _schedule(lite, 120, find_at=(42,)) == [(0, 6), (6, 6), (18, 2), (42, 2), (45, 6), (51, 6), (63, 6),
+                                                   (87, 6)]
