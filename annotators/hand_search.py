@@ -16,7 +16,9 @@ already removed by the caller's ``to_px``):
    (hands cut by the image border are found more often so), on that frame turned upside down
    (``search_rot180``: hands reaching in from the top edge, fingers down) and on ``tiles`` x ``tiles`` overlapping
    tiles (each ``tile_frac`` of the frame's sides, padded by ``tile_pad`` of its longer side): hands
-   that are small in the frame are larger in a tile.
+   that are small in the frame are larger in a tile. In a video where no search has found a hand yet, the
+   searches after ``search_lite_after`` empty ones in a row skip the tiles (the whole-frame passes stay):
+   on one-hand videos the search then costs a fraction of the tracker (docs/DETECTION_RESULTS.md).
 4. *Merge*: candidates are reduced by non-maximum suppression (same hand: box IoU >= ``nms_iou`` or palm
    centres closer than a third of the hand's size; the tracker's candidates win, then the higher score); at most
    ``max_hands`` are kept (highest score first); a hand that only re-detection or the search found needs
@@ -172,10 +174,10 @@ class SearchConfig:
     tile_pad: float = 0.2  # black border added to a tile, fraction of its longer side
     reflect_pad: float = 0.1  # the search also runs on the whole frame mirrored out by this fraction (0: off)
     search_every: int = 3  # run the search on every k-th frame that lacks hands (3: no beat with every-10th labels)
-    search_max_every: int = 24  # a search that finds nothing new doubles the interval up to this
-    search_lite_after: int = 0  # after this many searches in a row that find nothing, in a video where no search
+    search_max_every: int = 96  # a search that finds nothing new doubles the interval up to this (24 before #9's cost check)
+    search_lite_after: int = 2  # after this many searches in a row that find nothing, in a video where no search
     # has found a hand yet, the search drops its tiles (keeps the mirror-padded frame and its upside-down copy)
-    # until one finds a hand or a hand is lost (0: never)
+    # until one finds a hand or a hand is lost (0: never; 0 before #9's cost check)
     nms_iou: float = 0.5
     min_search_score: float = 0.7  # detector score a hand found only by re-detection or search needs
     min_in_frame: float = 0.3  # ... and the fraction of its landmarks inside the frame

@@ -253,10 +253,11 @@ def test_search_backs_off_and_drops_its_tiles_while_it_finds_nothing():
     search_max_every); each search is 2 whole-frame runs (mirror-padded, upside down) + tiles x tiles tiles;
     with search_lite_after=K, the (K+1)-th empty search in a row and those after it run the whole frame only,
     as long as no search of the video has found a hand."""
-    full = SearchConfig(search_every=3, search_max_every=24, tiles=2)
+    full = SearchConfig(search_every=3, search_max_every=24, tiles=2, search_lite_after=0)  # before #9's cost check
     assert _schedule(full, 100) == [(0, 6), (6, 6), (18, 6), (42, 6), (66, 6), (90, 6)]
     lite = SearchConfig(search_every=3, search_max_every=48, tiles=2, search_lite_after=2)
     assert _schedule(lite, 200) == [(0, 6), (6, 6), (18, 2), (42, 2), (90, 2), (138, 2), (186, 2)]
+    assert _schedule(SearchConfig(), 300) == [(0, 6), (6, 6), (18, 2), (42, 2), (90, 2), (186, 2), (282, 2)]  # the defaults
     # a search that finds a hand: back to the base rate and to the full search for the rest of the video (the
     # tracker loses that hand at once here: the interval backs off again, the tiles stay)
     assert _schedule(lite, 120, find_at=(42,)) == [(0, 6), (6, 6), (18, 2), (42, 2), (45, 6), (51, 6), (63, 6),
