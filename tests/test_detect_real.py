@@ -137,7 +137,8 @@ def test_labelled_frames_two_clips(clip, frames):
     assert s.recall >= 0.95 and s.side_rate >= 0.95 and s.false_rate == 0.0
 
 
-# Measured on all labelled frames (640 px, tracking on, with the look-back pass as the pipeline runs it;
+# Measured on all labelled frames (640 px, tracking on, with the look-back pass as the pipeline runs it; the same
+# per-clip figures with the lighter search of #9's cost check, docs/detection_results/search_cost_real_after.json;
 # docs/DETECTION_RESULTS.md, docs/detection_results/after_lookback.json): what this detector keeps per clip, at or a
 # little below the measured figures.
 FLOORS = {  # clip: (recall, side correct, false frames); measured: recall, side, false
