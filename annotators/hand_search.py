@@ -16,7 +16,9 @@ already removed by the caller's ``to_px``):
    (hands cut by the image border are found more often so), on that frame turned upside down
    (``search_rot180``: hands reaching in from the top edge, fingers down) and on ``tiles`` x ``tiles`` overlapping
    tiles (each ``tile_frac`` of the frame's sides, padded by ``tile_pad`` of its longer side): hands
-   that are small in the frame are larger in a tile.
+   that are small in the frame are larger in a tile. In a video where no search has found a hand yet, the
+   searches after ``search_lite_after`` empty ones in a row skip the tiles (the whole-frame passes stay):
+   on one-hand videos the search then costs a fraction of the tracker (docs/DETECTION_RESULTS.md).
 4. *Merge*: candidates are reduced by non-maximum suppression (same hand: box IoU >= ``nms_iou`` or palm
    centres closer than a third of the hand's size; the tracker's candidates win, then the higher score); at most
    ``max_hands`` are kept (highest score first); a hand that only re-detection or the search found needs
@@ -172,7 +174,10 @@ class SearchConfig:
     tile_pad: float = 0.2  # black border added to a tile, fraction of its longer side
     reflect_pad: float = 0.1  # the search also runs on the whole frame mirrored out by this fraction (0: off)
     search_every: int = 3  # run the search on every k-th frame that lacks hands (3: no beat with every-10th labels)
-    search_max_every: int = 24  # a search that finds nothing new doubles the interval up to this
+    search_max_every: int = 96  # a search that finds nothing new doubles the interval up to this (24 before #9's cost check)
+    search_lite_after: int = 2  # after this many searches in a row that find nothing, in a video where no search
+    # has found a hand yet, the search drops its tiles (keeps the mirror-padded frame and its upside-down copy)
+    # until one finds a hand or a hand is lost (0: never; 0 before #9's cost check)
     nms_iou: float = 0.5
     min_search_score: float = 0.7  # detector score a hand found only by re-detection or search needs
     min_in_frame: float = 0.3  # ... and the fraction of its landmarks inside the frame
@@ -212,6 +217,8 @@ class HandSearch:
         self._frame = 0
         self._since_search = 10**9
         self._every = self.cfg.search_every
+        self._empty = 0  # searches in a row that found nothing
+        self._found_any = False  # a search of this video has found a hand
 
     def _time(self, key: str, fn: Callable[[], Any]) -> Any:
         t0 = time.process_time()
@@ -236,11 +243,11 @@ class HandSearch:
         crop, back = warp_square(img, cx, cy, side, angle, out_px, border)
         return [back(c) for c in (run or self.static)(crop, 0.0, 0.0, 1.0, source)]
 
-    def _tile_run(self, img: np.ndarray) -> list[Candidate]:
+    def _tile_run(self, img: np.ndarray, tiles: bool = True) -> list[Candidate]:
         import cv2
 
         h, w = img.shape[:2]
-        n = self.cfg.tiles
+        n = self.cfg.tiles if tiles else 0
         tw, th = int(round(w * self.cfg.tile_frac)), int(round(h * self.cfg.tile_frac))
         out: list[Candidate] = []
         if self.cfg.reflect_pad > 0:  # hands cut by the border: mirroring gives the palm detector more of them
@@ -253,6 +260,8 @@ class HandSearch:
                     world = c.world * np.array([-1, -1, 1], np.float32)
                     out.append(Candidate(uv=uv, world=world, side=c.side, score=c.score, source="tile",
                                          label_raw=c.label_raw))
+        if n <= 0:
+            return out
         xs = np.linspace(0, w - tw, n).round().astype(int) if n > 1 else [0]
         ys = np.linspace(0, h - th, n).round().astype(int) if n > 1 else [0]
         for oy in ys:
@@ -290,14 +299,20 @@ class HandSearch:
         merged = nms(cands, cfg.nms_iou)
         if len(merged) < sum(t.lost == 0 for t in self._tracks):  # a hand was lost: search soon again
             self._every = cfg.search_every
+            self._empty = 0
         self._since_search += 1
         searching = cfg.tiles > 0 or cfg.reflect_pad > 0
         if searching and len(merged) < cfg.max_hands and self._since_search >= self._every:
             self._since_search = 0
             n_before = len(merged)
-            merged = nms(merged + self._time("tile", lambda: self._tile_run(img)), cfg.nms_iou)
+            lite = (cfg.search_lite_after > 0 and self._empty >= cfg.search_lite_after and not self._found_any
+                    and cfg.reflect_pad > 0)
+            merged = nms(merged + self._time("tile", lambda: self._tile_run(img, tiles=not lite)), cfg.nms_iou)
             # back off while the search finds nothing (one-hand videos), back to the base rate when it does
-            self._every = cfg.search_every if len(merged) > n_before else min(2 * self._every, cfg.search_max_every)
+            found = len(merged) > n_before
+            self._empty = 0 if found else self._empty + 1
+            self._found_any = self._found_any or found
+            self._every = cfg.search_every if found else min(2 * self._every, cfg.search_max_every)
         h, w = img.shape[:2]
         merged = [c for c in merged if c.source == "track"
                   or (c.score >= cfg.min_search_score and _in_frame_fraction(c, w, h) >= cfg.min_in_frame)]
