@@ -97,6 +97,10 @@ class BatchReport:
     out_root: str
     interrupted: bool = False
     seconds: float = 0.0
+    # one worker, writes overlapped: wall seconds of the writes (on the writer thread) and the part
+    # of them the batch still waited for (the next episode annotated faster than the last was written)
+    write_s: float = 0.0
+    write_wait_s: float = 0.0
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(o.status for o in self.outcomes))
@@ -116,7 +120,8 @@ class BatchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"out_root": self.out_root, "interrupted": self.interrupted, "seconds": self.seconds,
-                "counts": self.counts(), "outcomes": [asdict(o) for o in self.outcomes]}
+                "write_s": self.write_s, "write_wait_s": self.write_wait_s, "counts": self.counts(),
+                "outcomes": [asdict(o) for o in self.outcomes]}
 
 
 # ---------------------------------------------------------------------------- planning
@@ -396,11 +401,12 @@ def annotate_to_dataset(
         else:
             todo.append((eid, src))
     interrupted = False
+    write_stats: dict[str, float] = {}
     try:
         if ray is not None:
             _run_ray(todo, root, cfg, workers, ray, finish)
         elif (workers == 1 or len(todo) <= 1) and overlap_writes:
-            _run_overlapped(todo, root, cfg, finish, on_frame)
+            _run_overlapped(todo, root, cfg, finish, on_frame, write_stats)
         elif workers == 1 or len(todo) <= 1:
             for eid, src in todo:
                 per_frame = None if on_frame is None else (lambda d, t, eid=eid: on_frame(eid, d, t))
@@ -417,7 +423,7 @@ def annotate_to_dataset(
                     outcomes[eid] = o
     order = [eid for eid, _ in plan]
     report = BatchReport([outcomes[e] for e in order if e in outcomes], root, interrupted,
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, **write_stats)
     return report
 
 
@@ -436,6 +442,8 @@ class EpisodeWriter:
         self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipa-episode-writer")
         self._pending = None
         self._stop = threading.Event()
+        self.write_s = 0.0  # wall seconds spent writing (writer thread)
+        self.waited_s = 0.0  # wall seconds the caller waited in ``collect`` for a write to end
 
     @property
     def pending(self) -> bool:
@@ -455,6 +463,7 @@ class EpisodeWriter:
             raise WriteStopped
 
     def _write(self, ann, outcome: EpisodeOutcome) -> EpisodeOutcome | None:
+        t0 = time.perf_counter()
         try:
             return write_one(self.ds, ann, outcome, self._checkpoint)
         except WriteStopped:  # what the dataset now holds: nothing, or files without a marker
@@ -463,6 +472,8 @@ class EpisodeWriter:
             return _record(self.ds, EpisodeOutcome(outcome.episode_id, outcome.source, "failed",
                                                    f"writing the episode failed: {_describe(exc)}",
                                                    outcome.seconds))
+        finally:
+            self.write_s += time.perf_counter() - t0
 
     def collect(self) -> EpisodeOutcome | None:
         """Wait for the pending write; its outcome (None if none was pending, or stopped before
@@ -470,11 +481,14 @@ class EpisodeWriter:
         fut, self._pending = self._pending, None
         if fut is None:
             return None
+        t0 = time.perf_counter()
         try:
             return fut.result()
         except BaseException:
             self._pending = fut  # interrupted while waiting: still pending
             raise
+        finally:
+            self.waited_s += time.perf_counter() - t0
 
     def drain_after_interrupt(self) -> EpisodeOutcome | None:
         """After Ctrl-C: let the pending write finish (its episode then counts as done); a
@@ -495,8 +509,9 @@ class EpisodeWriter:
         self._ex.shutdown(wait=True)
 
 
-def _run_overlapped(todo, root: str, cfg: dict, finish, on_frame) -> None:
-    """One worker in this process: annotate episode N+1 while N is written (``EpisodeWriter``)."""
+def _run_overlapped(todo, root: str, cfg: dict, finish, on_frame, stats: dict[str, float]) -> None:
+    """One worker in this process: annotate episode N+1 while N is written (``EpisodeWriter``);
+    ``stats`` gets the writes' wall seconds and the seconds waited for them."""
     from vipa.data.dataset import Hand3DDataset
 
     ds = Hand3DDataset.open(root)  # this thread's handle (failures); the writer has its own
@@ -538,6 +553,7 @@ def _run_overlapped(todo, root: str, cfg: dict, finish, on_frame) -> None:
         raise
     finally:
         w.close()
+        stats.update(write_s=w.write_s, write_wait_s=w.waited_s)
 
 
 def _outcome_from_dataset(root: str, eid: str, src: str) -> EpisodeOutcome | None:

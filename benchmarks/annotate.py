@@ -141,9 +141,11 @@ def cli_write_overlap(inputs: list[str], repeats: int = 2, max_width: int = 640)
                                 "cpu_s": (kids2.ru_utime + kids2.ru_stime) - (kids.ru_utime + kids.ru_stime),
                                 "ok": rep["counts"].get("ok", 0),
                                 "frames": sum(o["num_frames"] for o in rep["outcomes"]),
+                                "write_s": rep.get("write_s", 0.0), "write_wait_s": rep.get("write_wait_s", 0.0),
                                 "load_average": os.getloadavg()[0]})
     best = {m: {"wall_s": min(x["wall_s"] for x in v), "cpu_s": min(x["cpu_s"] for x in v),
-                "frames": v[0]["frames"], "ok": v[0]["ok"]} for m, v in runs.items()}
+                "frames": v[0]["frames"], "ok": v[0]["ok"],
+                "write_wait_s": min(x["write_wait_s"] for x in v)} for m, v in runs.items()}
     return {"inputs": len(inputs), "repeats": repeats, "max_width": max_width, "best": best, "runs": runs,
             "wall_ratio_serial_over_overlapped": best["serial"]["wall_s"] / best["overlapped"]["wall_s"],
             "cpu_ratio_overlapped_over_serial": best["overlapped"]["cpu_s"] / best["serial"]["cpu_s"],

@@ -125,6 +125,9 @@ def test_writes_overlap_annotation_in_input_order(tmp_path, clips, monkeypatch):
     assert all(len(ds.read_derived(e, "qa")) > 0 for e in "abc")
     assert report.counts() == _dataset_counts(out, list("abc")) == {"ok": 3}
     assert all(o.num_frames == 4 and o.seconds > 0 for o in report.outcomes)
+    # the batch waited for "a"'s held write only until it ended, and for the last write
+    assert 0 < report.write_wait_s <= report.write_s < report.seconds
+    assert report.to_dict()["write_s"] == report.write_s
 
 
 def test_overlap_off_writes_before_the_next_episode(tmp_path, clips, monkeypatch):
@@ -270,3 +273,23 @@ def test_kill_9_during_an_overlapped_write_is_redone(tmp_path, clips):
     assert ds.is_finished("a") and ds.is_finished("b")
     marker = json.loads((out / "episodes" / "a" / "complete.json").read_text())
     assert "derived/qa.jsonl" in marker["files"]
+
+
+def test_cli_no_overlap_write_flag(tmp_path, clips, monkeypatch):
+    import argparse
+
+    from annotators import cli
+
+    events = Events()
+    _traced_write(monkeypatch, events)
+    parser = argparse.ArgumentParser(prog="vipa")
+    cli.register(parser.add_subparsers(dest="command"))
+    common = ["--max-frames", "4", "--max-width", "320", "--quiet"]
+    for flag, writer_thread in (([], True), (["--no-overlap-write"], False)):
+        events.items.clear()
+        out = tmp_path / f"ds{len(flag)}"
+        args = parser.parse_args(["annotate", *map(str, clips[:2]), "--out", str(out), *common, *flag])
+        assert args.func(args) == 0
+        threads = {t for w, _, t in events.items if w.startswith("write")}
+        assert len(threads) == 1 and next(iter(threads)).startswith("vipa-episode-writer") == writer_thread
+        assert Hand3DDataset.open(out).episode_ids() == ["a", "b"]
