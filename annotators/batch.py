@@ -14,11 +14,20 @@ is the entry point (the CLI ``vipa annotate`` and the app call it):
   ``中国.mp4`` never share an id). Episodes already finished (``Hand3DDataset.is_finished``: all
   files in place, completion marker last) are skipped, so a rerun resumes; failed ones and
   half-written ones (no marker) are redone.
-* :func:`annotate_one` is the unit of work (decode ... quality, then write): run in this
-  process (``workers=1``), in a pool of ``workers`` spawned processes (one MediaPipe graph
-  per process), or as Ray tasks (``ray="local"`` starts a local Ray with ``workers`` CPUs,
-  any other string is a cluster address for ``ray.init``; every node must see ``out_root``).
-  Each task writes its own episode; the dataset's atomic writes and lock make that safe.
+* :func:`annotate_one` is the unit of work (decode ... quality, then write): run in a pool of
+  ``workers`` spawned processes (one MediaPipe graph per process), or as Ray tasks
+  (``ray="local"`` starts a local Ray with ``workers`` CPUs, any other string is a cluster
+  address for ``ray.init``; every node must see ``out_root``). Each task writes its own
+  episode; the dataset's atomic writes and lock make that safe.
+* With one worker (in this process), writing overlaps annotation (``overlap_writes=True``, the
+  default; ``vipa annotate --no-overlap-write`` turns it off): episode N is written (mp4
+  encode, parquet, depth PNGs, derived products, completion marker last) on a writer thread
+  while episode N+1 is decoded and annotated. At most one write is pending (the next waits
+  for it), so at most two episodes are in memory; episodes go into the dataset in input
+  order. A write that fails records that episode as failed with its message (its files stay
+  without a marker, so a resume redoes it) and the batch goes on. On Ctrl-C the episode being
+  written is finished first (a second Ctrl-C stops it at its next step, without its marker);
+  ``kill -9`` leaves it without its marker: either way it is never counted as done.
 * An input that fails is recorded in the dataset (``record_failure``: status "failed" and
   the error text) and the batch goes on. Ctrl-C stops the batch: finished episodes stay, an
   episode being written is either complete or absent (atomic rename), and the dataset stays
@@ -88,6 +97,10 @@ class BatchReport:
     out_root: str
     interrupted: bool = False
     seconds: float = 0.0
+    # one worker, writes overlapped: wall seconds of the writes (on the writer thread) and the part
+    # of them the batch still waited for (the next episode annotated faster than the last was written)
+    write_s: float = 0.0
+    write_wait_s: float = 0.0
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(o.status for o in self.outcomes))
@@ -107,7 +120,8 @@ class BatchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"out_root": self.out_root, "interrupted": self.interrupted, "seconds": self.seconds,
-                "counts": self.counts(), "outcomes": [asdict(o) for o in self.outcomes]}
+                "write_s": self.write_s, "write_wait_s": self.write_wait_s, "counts": self.counts(),
+                "outcomes": [asdict(o) for o in self.outcomes]}
 
 
 # ---------------------------------------------------------------------------- planning
@@ -240,28 +254,66 @@ def annotate_one(source: str, episode_id: str, out_root: str, config: dict[str, 
                  on_frame: Callable[[int, int], None] | None = None) -> EpisodeOutcome:
     """Annotate one input into the dataset at ``out_root``; failures are recorded, not raised.
 
-    The one function run locally, by pool workers and as a Ray task (plain arguments only).
-    KeyboardInterrupt propagates (nothing is recorded for an interrupted episode).
+    The one function run by pool workers and as a Ray task (plain arguments only): annotate,
+    then write. KeyboardInterrupt propagates (nothing is recorded for an interrupted episode).
     """
-    from annotators.pipeline import AnnotateConfig, annotate_into_dataset
     from vipa.data.dataset import Hand3DDataset
 
-    t0 = time.perf_counter()
     ds = Hand3DDataset.open(out_root)
+    ann, outcome = annotate_only(source, episode_id, config, on_frame)
+    if ann is None:
+        return _record(ds, outcome)
+    return write_one(ds, ann, outcome)
+
+
+def annotate_only(source: str, episode_id: str, config: dict[str, Any],
+                  on_frame: Callable[[int, int], None] | None = None):
+    """(Annotation, "ok" outcome) or (None, "failed" outcome, not yet recorded in the dataset):
+    every stage of one input, nothing written."""
+    from annotators.pipeline import AnnotateConfig, run_pipeline
+
+    t0 = time.perf_counter()
     try:
-        ann = annotate_into_dataset(ds, source, AnnotateConfig.from_dict(config), episode_id=episode_id,
-                                    on_frame=on_frame)
+        ann = run_pipeline(source, AnnotateConfig.from_dict(config), episode_id=episode_id, on_frame=on_frame)
     except Exception as exc:  # noqa: BLE001 - any failure of one input is recorded and the batch goes on
-        msg = _describe(exc)
-        try:
-            ds.record_failure(episode_id, source, msg)
-        except Exception as rec_exc:  # noqa: BLE001
-            msg += f" (and recording the failure failed: {rec_exc})"
-        return EpisodeOutcome(episode_id, source, "failed", msg, time.perf_counter() - t0)
+        return None, EpisodeOutcome(episode_id, source, "failed", _describe(exc), time.perf_counter() - t0)
     ep = ann.episode
-    return EpisodeOutcome(episode_id, source, "ok", "", time.perf_counter() - t0, ep.num_frames,
-                          {k: float(v) for k, v in ep.quality.items() if "." not in k},
-                          [str(w) for w in ep.extra.get("warnings", [])])
+    return ann, EpisodeOutcome(episode_id, source, "ok", "", time.perf_counter() - t0, ep.num_frames,
+                               {k: float(v) for k, v in ep.quality.items() if "." not in k},
+                               [str(w) for w in ep.extra.get("warnings", [])])
+
+
+class WriteStopped(BaseException):
+    """Raised by a write's checkpoint to stop it between two steps (after a second Ctrl-C)."""
+
+
+def write_one(ds, ann, outcome: EpisodeOutcome, checkpoint: Callable[[], None] | None = None) -> EpisodeOutcome:
+    """Write an annotated episode (``pipeline.write_annotation``: completion marker last); a write
+    that fails is recorded as that episode's failure ("failed" outcome, its message), not raised.
+    ``WriteStopped`` from ``checkpoint`` propagates (the episode is left without its marker)."""
+    from annotators.pipeline import write_annotation
+
+    t0 = time.perf_counter()
+    try:
+        write_annotation(ds, ann, checkpoint)
+    except WriteStopped:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed write fails this episode only
+        failed = EpisodeOutcome(outcome.episode_id, outcome.source, "failed",
+                                f"writing the episode failed: {_describe(exc)}",
+                                outcome.seconds + time.perf_counter() - t0, warnings=outcome.warnings)
+        return _record(ds, failed)
+    outcome.seconds += time.perf_counter() - t0
+    return outcome
+
+
+def _record(ds, outcome: EpisodeOutcome) -> EpisodeOutcome:
+    """Record a failed outcome in the dataset (status "failed" and its error); returns it."""
+    try:
+        ds.record_failure(outcome.episode_id, outcome.source, outcome.error)
+    except Exception as rec_exc:  # noqa: BLE001
+        outcome.error += f" (and recording the failure failed: {rec_exc})"
+    return outcome
 
 
 def _describe(exc: BaseException) -> str:
@@ -317,8 +369,11 @@ def annotate_to_dataset(
     on_frame: Callable[[str, int, int], None] | None = None,
     ray: str | None = None,
     skip_finished: bool = True,
+    overlap_writes: bool = True,
 ) -> BatchReport:
-    """Annotate ``inputs`` into the dataset at ``out_root`` (see the module docstring)."""
+    """Annotate ``inputs`` into the dataset at ``out_root`` (see the module docstring).
+
+    ``overlap_writes`` (one worker): write episode N on a writer thread while N+1 is annotated."""
     config = (config or AnnotateConfig()).validate()
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -332,11 +387,11 @@ def annotate_to_dataset(
     outcomes: dict[str, EpisodeOutcome] = {}
     done = 0
 
-    def finish(o: EpisodeOutcome) -> None:
+    def finish(o: EpisodeOutcome, notify: bool = True) -> None:
         nonlocal done
         outcomes[o.episode_id] = o
         done += 1
-        if progress is not None:
+        if progress is not None and notify:
             progress(o, done, total)
 
     todo = []
@@ -346,9 +401,12 @@ def annotate_to_dataset(
         else:
             todo.append((eid, src))
     interrupted = False
+    write_stats: dict[str, float] = {}
     try:
         if ray is not None:
             _run_ray(todo, root, cfg, workers, ray, finish)
+        elif (workers == 1 or len(todo) <= 1) and overlap_writes:
+            _run_overlapped(todo, root, cfg, finish, on_frame, write_stats)
         elif workers == 1 or len(todo) <= 1:
             for eid, src in todo:
                 per_frame = None if on_frame is None else (lambda d, t, eid=eid: on_frame(eid, d, t))
@@ -365,8 +423,137 @@ def annotate_to_dataset(
                     outcomes[eid] = o
     order = [eid for eid, _ in plan]
     report = BatchReport([outcomes[e] for e in order if e in outcomes], root, interrupted,
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, **write_stats)
     return report
+
+
+class EpisodeWriter:
+    """One writer thread with at most one episode pending: ``submit`` needs the previous write
+    collected (``collect`` waits for it), so memory holds the episode being written and the one
+    being annotated, no more."""
+
+    def __init__(self, root: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from vipa.data.dataset import Hand3DDataset
+
+        self.root = root
+        self.ds = Hand3DDataset.open(root)
+        self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipa-episode-writer")
+        self._pending = None
+        self._stop = threading.Event()
+        self.write_s = 0.0  # wall seconds spent writing (writer thread)
+        self.waited_s = 0.0  # wall seconds the caller waited in ``collect`` for a write to end
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def ready(self) -> bool:
+        """A write was submitted and has ended (``collect`` will not wait)."""
+        return self._pending is not None and self._pending.done()
+
+    def submit(self, ann, outcome: EpisodeOutcome) -> None:
+        if self._pending is not None:
+            raise RuntimeError("collect the pending write before submitting another")
+        self._pending = self._ex.submit(self._write, ann, outcome)
+
+    def _checkpoint(self) -> None:
+        if self._stop.is_set():
+            raise WriteStopped
+
+    def _write(self, ann, outcome: EpisodeOutcome) -> EpisodeOutcome | None:
+        t0 = time.perf_counter()
+        try:
+            return write_one(self.ds, ann, outcome, self._checkpoint)
+        except WriteStopped:  # what the dataset now holds: nothing, or files without a marker
+            return _outcome_from_dataset(self.root, outcome.episode_id, outcome.source)
+        except BaseException as exc:  # noqa: BLE001 - never lose the outcome to a bug
+            return _record(self.ds, EpisodeOutcome(outcome.episode_id, outcome.source, "failed",
+                                                   f"writing the episode failed: {_describe(exc)}",
+                                                   outcome.seconds))
+        finally:
+            self.write_s += time.perf_counter() - t0
+
+    def collect(self) -> EpisodeOutcome | None:
+        """Wait for the pending write; its outcome (None if none was pending, or stopped before
+        anything was written)."""
+        fut, self._pending = self._pending, None
+        if fut is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            return fut.result()
+        except BaseException:
+            self._pending = fut  # interrupted while waiting: still pending
+            raise
+        finally:
+            self.waited_s += time.perf_counter() - t0
+
+    def drain_after_interrupt(self) -> EpisodeOutcome | None:
+        """After Ctrl-C: let the pending write finish (its episode then counts as done); a
+        further Ctrl-C stops it at its next step (left without its marker) and waits for that."""
+        if self._pending is None:
+            return None
+        if not self._pending.done():
+            print("vipa annotate: interrupted; finishing the episode being written "
+                  "(Ctrl-C again to stop it unfinished)", file=sys.stderr, flush=True)
+        while True:
+            try:
+                return self.collect()
+            except KeyboardInterrupt:
+                self._stop.set()
+
+    def close(self) -> None:
+        """Wait for the writer thread (a write still pending runs to its end)."""
+        self._ex.shutdown(wait=True)
+
+
+def _run_overlapped(todo, root: str, cfg: dict, finish, on_frame, stats: dict[str, float]) -> None:
+    """One worker in this process: annotate episode N+1 while N is written (``EpisodeWriter``);
+    ``stats`` gets the writes' wall seconds and the seconds waited for them."""
+    from vipa.data.dataset import Hand3DDataset
+
+    ds = Hand3DDataset.open(root)  # this thread's handle (failures); the writer has its own
+    w = EpisodeWriter(root)
+    try:
+        for eid, src in todo:
+            deferred: list[BaseException] = []
+
+            def per_frame(d: int, t: int, eid: str = eid) -> None:
+                if w.ready() and not deferred:  # report the previous episode as soon as it is written
+                    try:
+                        o = w.collect()
+                        if o is not None:
+                            finish(o)
+                    except KeyboardInterrupt:
+                        raise
+                    except BaseException as exc:  # noqa: BLE001 - a progress callback's error is not this episode's
+                        deferred.append(exc)
+                if on_frame is not None:
+                    on_frame(eid, d, t)
+
+            ann, outcome = annotate_only(src, eid, cfg, per_frame)
+            prev = w.collect()  # at most one pending write; episodes go in, in input order
+            if prev is not None:
+                finish(prev)
+            if deferred:
+                raise deferred[0]
+            if ann is None:
+                finish(_record(ds, outcome))
+            else:
+                w.submit(ann, outcome)
+        last = w.collect()
+        if last is not None:
+            finish(last)
+    except KeyboardInterrupt:
+        o = w.drain_after_interrupt()
+        if o is not None:
+            finish(o, notify=False)
+        raise
+    finally:
+        w.close()
+        stats.update(write_s=w.write_s, write_wait_s=w.waited_s)
 
 
 def _outcome_from_dataset(root: str, eid: str, src: str) -> EpisodeOutcome | None:

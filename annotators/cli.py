@@ -100,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes, count (or Ray CPUs with --ray local)")
     p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run episodes as Ray tasks")
     p.add_argument("--no-resume", action="store_true", help="re-annotate episodes already in the dataset")
+    p.add_argument("--no-overlap-write", action="store_true",
+                   help="one worker: write each episode before annotating the next (default: the next episode "
+                        "is annotated while the previous one is written, at most one write pending)")
     p.add_argument("--report", default=None, metavar="FILE", help="write the batch report as JSON")
     p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=run)
@@ -236,7 +239,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = annotate_to_dataset(inputs, args.out, config, workers=args.workers, progress=progress,
-                                     on_frame=on_frame, ray=args.ray, skip_finished=not args.no_resume)
+                                     on_frame=on_frame, ray=args.ray, skip_finished=not args.no_resume,
+                                     overlap_writes=not args.no_overlap_write)
     except OutputError as exc:
         print(f"vipa annotate: error: output folder {exc}", file=sys.stderr)
         return 2

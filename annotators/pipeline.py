@@ -821,11 +821,18 @@ def read_raw_joints(ds, episode_id: str) -> dict[str, np.ndarray]:
     return out
 
 
-def write_annotation(ds, ann: Annotation) -> None:
-    """Write the episode (atomically), then its derived products, then its completion marker."""
+def write_annotation(ds, ann: Annotation, checkpoint: Callable[[], None] | None = None) -> None:
+    """Write the episode (atomically), then its derived products, then its completion marker.
+
+    ``checkpoint()`` is called before each step; it may raise to stop the write between steps
+    (the episode is then left without its marker: unfinished, redone on resume)."""
+    check = checkpoint or (lambda: None)
+    check()
     ds.write_episode(ann.episode, complete=False)
     for name, records in ann.products.items():
+        check()
         ds.write_derived(ann.episode.episode_id, name, records)
+    check()
     ds.mark_complete(ann.episode.episode_id)  # last: a crash before it leaves an episode the resume redoes
 
 

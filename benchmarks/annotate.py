@@ -11,7 +11,15 @@ Side by side in one process, interleaved, on the first N frames of ``vipa.resour
       ``MediaPipeHands(search=False)`` (the tracker with its 25 % padding) or the default backend
       (search on: re-detection, multi-scale search, side votes);
     * ``pipeline``: ``run_pipeline`` with its defaults (every stage: lift, calibrate, smooth, objects, QA ...);
-    * ``workers``: ``annotate_to_dataset`` with 1 and 2 workers on whole-video copies.
+    * ``workers``: ``annotate_to_dataset`` with 1 and 2 workers on whole-video copies;
+    * ``writing``: ``annotate_to_dataset`` with one worker on 3 inputs of N frames, writing each
+      episode before the next (``overlap_writes=False``) and on the writer thread while the next is
+      annotated (the default); frames/s of each over ``pipeline``'s (the same stages, nothing written):
+      the "pipeline with writing" ratio.
+
+``python benchmarks/annotate.py --cli-write-overlap [--repeats R] INPUT...`` times ``vipa annotate
+--max-width 640`` itself (subprocesses, interleaved, fresh dataset each run) with and without
+``--no-overlap-write``: wall and CPU (docs/ANNOTATE_RESULTS.md).
 
 Ratios are frames/s over the baseline's. Clocks: wall (best of the runs; on a loaded 2-core machine
 it measures the scheduler), process CPU, and the idle-cores estimate (CPU of everything but decoding
@@ -79,6 +87,73 @@ def _workers(video: Path, config, n_inputs: int) -> dict[str, Any]:
         "workers_speedup_cpu_estimate": (cpu[1][0] + cpu[1][1]) / est_2,
         "workers_goal": 1.7,
     }
+
+
+def _writing(video: Path, config, n_inputs: int) -> dict[str, Any]:
+    """One worker on ``n_inputs`` copies: writes after each episode vs overlapped with the next (wall, CPU)."""
+    from annotators.batch import annotate_to_dataset
+    from annotators.pipeline import AnnotateConfig
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="vipa_bench_write_") as tmp:
+        tmp = Path(tmp)
+        inputs = []
+        for i in range(n_inputs):
+            link = tmp / f"clip{i}.mp4"
+            os.symlink(video, link)
+            inputs.append(link)
+        warm = AnnotateConfig.from_dict(config.to_dict())
+        warm.set("decode.max_frames", "2")
+        annotate_to_dataset(inputs[:1], tmp / "ds_warm", warm)  # the hand graph (cached per process)
+        for mode, overlap in (("serial", False), ("overlapped", True)):
+            t, c = time.perf_counter(), time.process_time()
+            rep = annotate_to_dataset(inputs, tmp / f"ds_{mode}", config, overlap_writes=overlap)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            frames = sum(o.num_frames for o in rep.outcomes if o.status == "ok")
+            if frames == 0 or rep.counts() != {"ok": n_inputs}:
+                raise RuntimeError(f"writing run ({mode}) failed: {rep.summary()}")
+            out[mode] = {"wall_s": wall, "cpu_s": cpu, "frames": frames,
+                         "wall_fps": frames / wall, "cpu_fps": frames / cpu}
+    return out
+
+
+def cli_write_overlap(inputs: list[str], repeats: int = 2, max_width: int = 640) -> dict[str, Any]:
+    """``vipa annotate INPUT... --max-width W --quiet`` (one worker) with ``--no-overlap-write`` (the
+    old path) and without, interleaved (the order alternates per repeat), a fresh dataset per run:
+    wall seconds and CPU seconds of the subprocess; both datasets must hold every input."""
+    import json
+    import subprocess
+
+    modes = {"serial": ["--no-overlap-write"], "overlapped": []}
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="vipa_bench_cli_write_") as tmp:
+        for r in range(repeats):
+            order = list(modes) if r % 2 == 0 else list(modes)[::-1]
+            for m in order:
+                out, report = Path(tmp) / f"ds_{m}_{r}", Path(tmp) / f"report_{m}_{r}.json"
+                cmd = [sys.executable, "-m", "annotators.cli", *inputs, "--out", str(out), "--quiet",
+                       "--max-width", str(max_width), "--report", str(report), *modes[m]]
+                kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                wall = time.perf_counter() - t
+                kids2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+                rep = json.loads(report.read_text())
+                runs[m].append({"wall_s": wall,
+                                "cpu_s": (kids2.ru_utime + kids2.ru_stime) - (kids.ru_utime + kids.ru_stime),
+                                "ok": rep["counts"].get("ok", 0),
+                                "frames": sum(o["num_frames"] for o in rep["outcomes"]),
+                                "write_s": rep.get("write_s", 0.0), "write_wait_s": rep.get("write_wait_s", 0.0),
+                                "load_average": os.getloadavg()[0]})
+    best = {m: {"wall_s": min(x["wall_s"] for x in v), "cpu_s": min(x["cpu_s"] for x in v),
+                "frames": v[0]["frames"], "ok": v[0]["ok"],
+                "write_wait_s": min(x["write_wait_s"] for x in v)} for m, v in runs.items()}
+    return {"inputs": len(inputs), "repeats": repeats, "max_width": max_width, "best": best, "runs": runs,
+            "wall_ratio_serial_over_overlapped": best["serial"]["wall_s"] / best["overlapped"]["wall_s"],
+            "cpu_ratio_overlapped_over_serial": best["overlapped"]["cpu_s"] / best["serial"]["cpu_s"],
+            "cpu_count": os.cpu_count()}
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -160,6 +235,27 @@ def run(quick: bool) -> dict[str, Any]:
     # short inputs cannot amortise (modelled: 4 x 200 frames -> 1.6x, 4 x 621 frames -> 1.85x).
     result.update(_workers(SAMPLE_VIDEO, AnnotateConfig(decode={"max_width": 640, "max_frames": 30 if quick else None}),
                            2 if quick else 4))
+    # The pipeline with writing: one worker over 3 inputs of n frames, writes serial vs overlapped.
+    writing = _writing(SAMPLE_VIDEO, config, 3)
+    pipe_fps = clocks["pipeline"]
+    for v in writing.values():
+        v["ratio_vs_pipeline"] = {"wall_fps": v["wall_fps"] / pipe_fps["wall_fps"],
+                                  "cpu_fps": v["cpu_fps"] / pipe_fps["cpu_fps"]}
+    writing["overlap_speedup_wall"] = writing["serial"]["wall_s"] / writing["overlapped"]["wall_s"]
+    result["writing"] = writing
     result["load_average_after"] = list(os.getloadavg())
     result["passed"] = bool(ratio >= 0.95 and result["workers_speedup"] >= 1.7)
     return result
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="vipa annotate, writes serial vs overlapped (one worker)")
+    ap.add_argument("--cli-write-overlap", action="store_true", required=True)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--max-width", type=int, default=640)
+    ap.add_argument("inputs", nargs="+")
+    a = ap.parse_args()
+    print(json.dumps(cli_write_overlap(a.inputs, a.repeats, a.max_width), indent=2))
