@@ -446,6 +446,15 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                     # with its own error; the Workbench checks the content and says what is wrong
                     pred_upload = gr.File(label="or upload a frame (PNG/JPEG)", file_types=[".png", ".jpg", ".jpeg"],
                                           type="filepath", scale=1, elem_id="vipa-upload")
+                with gr.Accordion("depth for the uploaded frame (optional: without it the model uses RGB only)",
+                                  open=False):
+                    with gr.Row():
+                        pred_depth = gr.File(label="depth map (16-bit PNG, same size as the frame)",
+                                             file_types=[".png"], type="filepath", elem_id="vipa-upload-depth")
+                        pred_unit = gr.Number(label="depth unit (metres per count; 0.001 = millimetres)",
+                                              value=0.001, minimum=1e-6, maximum=0.999)
+                        pred_K = gr.Textbox(label="intrinsics fx fy cx cy (pixels; empty: assumed from the frame size)",
+                                            elem_id="vipa-upload-K")
                 pred_btn = gr.Button("predict wrist trajectory", interactive=_resolve(predictor) is not None
                                      or isinstance(predictor, PredictorSlot))
                 pred_out = gr.Markdown()
@@ -740,7 +749,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             do_export, [export_tb], edit_md, api_visibility="private")
 
         @_guard
-        def do_predict(episode_id, frame, instruction, upload, progress=gr.Progress()):
+        def do_predict(episode_id, frame, instruction, upload, depth_upload=None, depth_unit=0.001, intrinsics="",
+                       progress=gr.Progress()):
             if upload:  # checked first: a file that is not an image is answered whatever else is missing
                 try:
                     load_upload_image(upload, max_upload_mb)
@@ -750,11 +760,18 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 return _predict_status(predictor), gr.update(), ""
             progress(0.2, desc="predicting")
             w = wb()
-            res = w.predict(_resolve(predictor), episode_id, int(frame), instruction, upload, max_upload_mb)
+            try:
+                res = w.predict(_resolve(predictor), episode_id, int(frame), instruction, upload, max_upload_mb,
+                                depth_upload, float(depth_unit if depth_unit is not None else 0.001), intrinsics or "")
+            except ValueError as exc:  # a bad depth map or intrinsics: a plain sentence where the result goes
+                if not upload and not depth_upload:
+                    raise
+                return str(exc), gr.update(), ""
             rrd = res.get("rrd")
             return res["message"], gr.update(value=rrd, visible=rrd is not None), res.get("recording_id") or ""
 
-        pred_btn.click(do_predict, [episode_dd, frame_sl, pred_instr, pred_upload], [pred_out, pred_viewer, pred_rid],
+        pred_btn.click(do_predict, [episode_dd, frame_sl, pred_instr, pred_upload, pred_depth, pred_unit, pred_K],
+                       [pred_out, pred_viewer, pred_rid],
                        api_visibility="private").then(None, [pred_rid, frame_sl], None, js=SHOW_JS)
 
         # ------------------------------------------------------------ JSON API (gradio_client)

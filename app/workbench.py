@@ -634,17 +634,24 @@ class Workbench:
             self.ds.write_derived(episode_id, product, records)
 
     def predict(self, predictor: Any, episode_id: str, frame: int, instruction: str,
-                upload: str | None = None, max_upload_mb: int = 20) -> dict:
-        """Run the checkpoint on one frame (or an uploaded image) and draw its wrist trajectory
-        beside the demonstrated one; returns {"message", "rrd", "error_m"}."""
+                upload: str | None = None, max_upload_mb: int = 20, depth_upload: str | None = None,
+                depth_unit: float = 0.001, intrinsics: str = "") -> dict:
+        """Run the checkpoint on one frame (or an uploaded image, with an optional uploaded 16-bit depth
+        PNG of ``depth_unit`` metres per count and intrinsics "fx fy cx cy" in pixels) and draw its wrist
+        trajectory beside the demonstrated one; returns {"message", "rrd", "error_m"}."""
         from app.predict import inputs_words, trajectory_of
         from vipa.data.trajectory import compare_to_demonstration
         from vipa.tasks import stride_frames
 
+        if depth_upload and not upload:
+            raise ValueError("a depth map was uploaded without its colour frame; upload the frame too")
         if upload:  # the upload's own scene, not the selected episode's (app.predict.predict_upload)
-            from app.predict import predict_upload
-            return predict_upload(predictor, load_upload_image(upload, max_upload_mb), instruction,
-                                  self.new_recording_id("upload"))
+            from app.predict import load_upload_depth, parse_intrinsics, predict_upload
+            image = load_upload_image(upload, max_upload_mb)
+            K = parse_intrinsics(intrinsics)
+            depth = (load_upload_depth(depth_upload, float(depth_unit), image.shape[:2], max_upload_mb)
+                     if depth_upload else None)
+            return predict_upload(predictor, image, instruction, self.new_recording_id("upload"), depth=depth, K=K)
         ep = self.episode(episode_id)
         frame = self._check_frame(ep, frame)
         image = self.ds.rgb_frame(episode_id, frame)

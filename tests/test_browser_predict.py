@@ -147,3 +147,22 @@ def test_predict_on_an_upload_without_depth(page, upload_png):
     assert "demonstrated" not in text  # nothing compared with the selected episode's wrist
     assert busy > 0.05, f"prediction viewer looks blank ({busy:.2%})"
     assert page.outside == []
+    page.shown_text = text
+
+
+def test_predict_on_an_upload_with_depth(page):
+    """The bundled real TUM RGB-D frame uploaded with its 16-bit depth PNG (0.2 mm per count) and K."""
+    tum = REPO / "samples" / "rgbd_tum"
+    page.get_by_role("tab", name="Predict").click()
+    if page.locator("#vipa-upload input[type=file]").count() == 0:  # the previous test's upload is still shown
+        page.locator("#vipa-upload button[aria-label='Clear']").first.click()
+    page.locator("#vipa-upload input[type=file]").set_input_files(str(tum / "TUM_color.png"))
+    page.get_by_text("depth for the uploaded frame").click()
+    page.locator("#vipa-upload-depth input[type=file]").set_input_files(str(tum / "TUM_depth.png"))
+    unit = page.get_by_label("depth unit (metres per count; 0.001 = millimetres)")
+    unit.fill("0.0002")
+    page.locator("#vipa-upload-K textarea, #vipa-upload-K input").first.fill("525 525 319.5 239.5")
+    time.sleep(2.0)
+    text, busy = predict_and_shoot(page, "upload_depth", getattr(page, "shown_text", ""))
+    assert "uploaded frame (RGB + depth)" in text and "the given camera" in text, text
+    assert busy > 0.05, f"prediction viewer looks blank ({busy:.2%})"

@@ -288,3 +288,39 @@ def test_bundled_checkpoint_runs_rgb_only_with_its_point_head():
     assert len(err["rgb"]) >= 4
     assert np.mean(err["rgb+depth"]) < 0.06
     assert np.mean(err["rgb"]) < 0.25  # an estimate from the picture alone, not missing points
+
+
+TUM = Path(__file__).resolve().parents[1] / "samples" / "rgbd_tum"
+
+
+def test_upload_with_depth_and_intrinsics_uses_them(tmp_path):
+    """The Predict tab on an uploaded real RGB-D frame (the bundled TUM frame, 16-bit depth PNG at
+    0.2 mm per count, its K): the model says it used RGB + depth, the recording holds the given camera;
+    without the depth it says RGB only; a depth map of another size or a bad K is a plain sentence."""
+    from app.workbench import Workbench
+    from vipa.data.dataset import Hand3DDataset
+
+    ds_root = tmp_path / "ds"
+    Hand3DDataset.create(ds_root)
+    w = Workbench(ds_root)
+    pred = Predictor.load(Path(__file__).resolve().parents[1] / "checkpoints" / "tiny_sample")
+    color, depth = str(TUM / "TUM_color.png"), str(TUM / "TUM_depth.png")
+    with_depth = w.predict(pred, "", 0, "pick up the cup", upload=color, depth_upload=depth, depth_unit=0.0002,
+                           intrinsics="525 525 319.5 239.5")
+    assert "(RGB + depth)" in with_depth["message"] and "the given camera" in with_depth["message"], with_depth
+    assert with_depth["rrd"][:4] == b"RRF2"
+    rgb_only = w.predict(pred, "", 0, "pick up the cup", upload=color)
+    assert "(RGB only)" in rgb_only["message"] and "an assumed camera" in rgb_only["message"], rgb_only
+
+    from PIL import Image
+
+    small = tmp_path / "small_depth.png"
+    Image.fromarray(np.full((10, 20), 1000, np.uint16)).save(small)
+    with pytest.raises(ValueError, match="is 20x10 but the frame is 640x480"):
+        w.predict(pred, "", 0, "", upload=color, depth_upload=str(small))
+    with pytest.raises(ValueError, match="intrinsics: give four numbers"):
+        w.predict(pred, "", 0, "", upload=color, depth_upload=depth, intrinsics="525 525")
+    with pytest.raises(ValueError, match="depth unit"):
+        w.predict(pred, "", 0, "", upload=color, depth_upload=depth, depth_unit=5.0)
+    with pytest.raises(ValueError, match="without its colour frame"):
+        w.predict(pred, "", 0, "", depth_upload=depth)
