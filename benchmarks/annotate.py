@@ -31,7 +31,6 @@ search's cost is reported separately: its CPU ms per frame and the hands it find
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import resource
 import sys
@@ -42,14 +41,18 @@ from typing import Any
 
 
 def helpers():
-    """``benchmarks/_detect_overlap.py`` (benchmarks are loaded by file path, not as a package)."""
-    name = "vipa_benchmarks._detect_overlap"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_detect_overlap.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    """``benchmarks/_detect_overlap.py``."""
+    from vipa.bench import load_helper
+
+    return load_helper("_detect_overlap", Path(__file__).parent)
+
+
+def _linked_copies(video: Path, folder: Path, n: int) -> list[Path]:
+    """``n`` inputs that are the same video (symbolic links ``clip<i>.mp4`` in ``folder``)."""
+    links = [folder / f"clip{i}.mp4" for i in range(n)]
+    for link in links:
+        os.symlink(video, link)
+    return links
 
 
 def _workers(video: Path, config, n_inputs: int) -> dict[str, Any]:
@@ -57,11 +60,7 @@ def _workers(video: Path, config, n_inputs: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="vipa_bench_annotate_") as tmp:
         tmp = Path(tmp)
-        inputs = []
-        for i in range(n_inputs):
-            link = tmp / f"clip{i}.mp4"
-            os.symlink(video, link)
-            inputs.append(link)
+        inputs = _linked_copies(video, tmp, n_inputs)
         times, cpu, ok = {}, {}, {}
         for w in (1, 2):
             t, c = time.perf_counter(), time.process_time()
@@ -97,11 +96,7 @@ def _writing(video: Path, config, n_inputs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vipa_bench_write_") as tmp:
         tmp = Path(tmp)
-        inputs = []
-        for i in range(n_inputs):
-            link = tmp / f"clip{i}.mp4"
-            os.symlink(video, link)
-            inputs.append(link)
+        inputs = _linked_copies(video, tmp, n_inputs)
         warm = AnnotateConfig.from_dict(config.to_dict())
         warm.set("decode.max_frames", "2")
         annotate_to_dataset(inputs[:1], tmp / "ds_warm", warm)  # the hand graph (cached per process)

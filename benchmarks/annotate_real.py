@@ -19,9 +19,7 @@ whether the search found more hands than the tracker alone). ``--quick``: two cl
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +28,10 @@ WIDTH = 640
 
 
 def helpers():
-    """``benchmarks/_detect_overlap.py`` (benchmarks are loaded by file path, not as a package)."""
-    name = "vipa_benchmarks._detect_overlap"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_detect_overlap.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    """``benchmarks/_detect_overlap.py``."""
+    from vipa.bench import load_helper
+
+    return load_helper("_detect_overlap", Path(__file__).parent)
 
 
 def clips(quick: bool) -> list[tuple[str, Path]]:

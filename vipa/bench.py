@@ -115,6 +115,26 @@ def list_benchmarks(bench_dir: Path | None = None) -> dict[str, str]:
     return out
 
 
+def _load_file(module_name: str, path: Path, register: bool = False) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    if register:  # before running it: dataclasses look their module up in sys.modules
+        sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_helper(name: str, bench_dir: Path | None = None) -> ModuleType:
+    """A shared helper file of the benchmarks (benchmarks/_NAME.py, not itself a benchmark), imported
+    once per process: benchmarks are loaded by file path, not as a package."""
+    module_name = f"vipa_benchmarks.{name}"
+    if module_name not in sys.modules:
+        path = (BENCH_DIR if bench_dir is None else Path(bench_dir)) / f"{name}.py"
+        _load_file(module_name, path, register=True)
+    return sys.modules[module_name]
+
+
 def load_benchmark(name: str, bench_dir: Path | None = None) -> ModuleType:
     """Import benchmarks/NAME.py by file path."""
     d = BENCH_DIR if bench_dir is None else Path(bench_dir)
@@ -124,10 +144,7 @@ def load_benchmark(name: str, bench_dir: Path | None = None) -> ModuleType:
     if not path.is_file():
         known = ", ".join(list_benchmarks(d)) or "none"
         raise BenchmarkError(f"no benchmark {name!r} in {d} (known: {known})")
-    spec = importlib.util.spec_from_file_location(f"vipa_benchmarks.{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_file(f"vipa_benchmarks.{name}", path)
     if not callable(getattr(module, "run", None)):
         raise BenchmarkError(f"{path}: defines no run(quick: bool) -> dict")
     return module
