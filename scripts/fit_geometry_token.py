@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vipa.model.checkpoint import load_checkpoint, save_checkpoint
+from vipa.model.checkpoint import load_checkpoint, save_derived_checkpoint
 from vipa.model.processor import collate
 from vipa.model.vla import VIPAModel
 from vipa.train.data import load_split, stage_dataset
@@ -88,13 +88,10 @@ def main() -> None:
             log.append({"step": step, "stage": "geometry_token", **losses, "time": round(time.time() - t0, 1)})
             print(json.dumps(log[-1]), flush=True)
     model.eval()
-    meta = {k: v for k, v in info.items() if k not in ("config", "vocab_size", "action_stats")}
-    meta["geometry_token"] = {"from": str(args.checkpoint), "steps": step, "batch_size": args.batch_size,
-                              "lr": args.lr, "stage2_mix": args.stage2_mix, "frame_step": args.frame_step,
-                              "seconds": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
-    out = save_checkpoint(args.out, model, cfg, tok, meta, info.get("action_stats"))
-    with (out / "metrics_geometry_token.jsonl").open("w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in log)
+    record = {"from": str(args.checkpoint), "steps": step, "batch_size": args.batch_size, "lr": args.lr,
+              "stage2_mix": args.stage2_mix, "frame_step": args.frame_step,
+              "seconds": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
+    out = save_derived_checkpoint(args.out, model, cfg, tok, info, "geometry_token", record, log)
     print(f"wrote {out}")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vipa.model.checkpoint import load_checkpoint, save_checkpoint
+from vipa.model.checkpoint import load_checkpoint, save_derived_checkpoint
 from vipa.model.encoders import pool_points
 from vipa.model.vla import VIPAModel
 from vipa.train.data import load_split
@@ -89,12 +89,9 @@ def main() -> None:
             log.append({"step": step, "stage": "point_head", "mono": round(loss.item(), 5),
                         "time": round(time.time() - t0, 1)})
             print(json.dumps(log[-1]), flush=True)
-    meta = {k: v for k, v in info.items() if k not in ("config", "vocab_size", "action_stats")}
-    meta["point_head"] = {"from": str(args.checkpoint), "steps": args.steps, "batch_size": args.batch_size,
-                          "lr": args.lr, "final_l1_m": log[-1]["mono"], "seconds": round(time.time() - t0, 1)}
-    out = save_checkpoint(args.out, model, cfg, tok, meta, info.get("action_stats"))
-    with (out / "metrics_point_head.jsonl").open("w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in log)
+    record = {"from": str(args.checkpoint), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+              "final_l1_m": log[-1]["mono"], "seconds": round(time.time() - t0, 1)}
+    out = save_derived_checkpoint(args.out, model, cfg, tok, info, "point_head", record, log)
     print(f"wrote {out}")
 
 

@@ -93,6 +93,19 @@ def checkpoint_config(path: str | Path, info: dict[str, Any] | None = None) -> V
     return VIPAConfig.from_dict(info["config"], str(path / CONFIG))
 
 
+def save_derived_checkpoint(path: str | Path, model: torch.nn.Module, cfg: VIPAConfig, tok: VIPATokenizer,
+                            info: dict[str, Any], part: str, record: dict[str, Any],
+                            log: list[dict[str, Any]]) -> Path:
+    """Write a checkpoint made from a loaded one (``info`` from load_checkpoint) by fitting one ``part``:
+    its metadata carried over plus ``record`` under ``part``, and ``metrics_<part>.jsonl`` from ``log``."""
+    meta = {k: v for k, v in info.items() if k not in ("config", "vocab_size", "action_stats")}
+    meta[part] = record
+    out = save_checkpoint(path, model, cfg, tok, meta, info.get("action_stats"))
+    with (out / f"metrics_{part}.jsonl").open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in log)
+    return out
+
+
 def load_checkpoint(path: str | Path, expect_config: str | None = None, vlm_path: str | None = None,
                     encoder3d_path: str | None = None,
                     ) -> tuple[VIPAModel, VIPAConfig, VIPATokenizer, dict[str, Any]]:
