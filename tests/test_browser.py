@@ -278,6 +278,28 @@ def test_the_page_calls_no_other_machine(page):
     assert page.outside == []
 
 
+def log_in_wrong_then_right(pg, url: str, user_name: str, wrong: str, right: str, shot_prefix: str) -> None:
+    """On a fresh page of an app started with --auth: nothing of the workbench before the login, a wrong
+    password refused (still nothing shown), the right one opens it; screenshots <shot_prefix>_refused/_ok."""
+    pg.set_default_timeout(60_000)
+    pg.goto(url)
+    pwd = pg.locator("input[type=password]").first
+    pwd.wait_for()
+    assert pg.locator("#vipa-episode").count() == 0  # the workbench is not shown before a login
+    user = pg.locator("input[type=text], input[name=username]").first
+    user.fill(user_name)
+    pwd.fill(wrong)
+    pwd.press("Enter")
+    pg.wait_for_selector("text=/incorrect|invalid/i")
+    assert pg.locator("#vipa-episode").count() == 0
+    pg.screenshot(path=str(ARTIFACTS / f"{shot_prefix}_refused.png"))
+    user.fill(user_name)
+    pwd.fill(right)
+    pwd.press("Enter")
+    pg.wait_for_selector("#vipa-episode")
+    pg.screenshot(path=str(ARTIFACTS / f"{shot_prefix}_ok.png"))
+
+
 def test_login_is_required_and_works(page, tmp_path_factory):
     from app.sample import build_synthetic
     from test_app import AppProcess
@@ -288,23 +310,7 @@ def test_login_is_required_and_works(page, tmp_path_factory):
     try:
         ctx = page.context.browser.new_context()  # a fresh session, no cookies
         try:
-            pg = ctx.new_page()
-            pg.set_default_timeout(60_000)
-            pg.goto(a.url)
-            assert pg.locator("#vipa-episode").count() == 0  # the workbench is not shown before a login
-            user = pg.locator("input[type=text], input[name=username]").first
-            pwd = pg.locator("input[type=password]").first
-            user.fill("ana")
-            pwd.fill("wrong")
-            pwd.press("Enter")
-            pg.wait_for_selector("text=/incorrect|invalid/i")
-            assert pg.locator("#vipa-episode").count() == 0
-            pg.screenshot(path=str(ARTIFACTS / "browser_login_refused.png"))
-            user.fill("ana")
-            pwd.fill("s3cret")
-            pwd.press("Enter")
-            pg.wait_for_selector("#vipa-episode")
-            pg.screenshot(path=str(ARTIFACTS / "browser_login_ok.png"))
+            log_in_wrong_then_right(ctx.new_page(), a.url, "ana", "wrong", "s3cret", "browser_login")
         finally:
             ctx.close()
         with pytest.raises(Exception):  # the API is closed too without the login

@@ -19,11 +19,10 @@ import pytest
 pytestmark = pytest.mark.browser
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
+
+from test_browser import ARGS, ARTIFACTS, CHROMIUM, log_in_wrong_then_right  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 CLIP = REPO / "samples" / "real_clips" / "mediapipe_samples" / "hand_reach.mp4"
 
 
@@ -206,24 +205,7 @@ def test_login_on_a_non_loopback_host(dataset, browser):
     a = start_app(dataset, "--host", "0.0.0.0", "--auth", "ana:s3cret")
     try:
         ctx = browser.new_context()
-        pg = ctx.new_page()
-        pg.set_default_timeout(60_000)
-        pg.goto(a.url)
-        pwd = pg.locator("input[type=password]").first
-        pwd.wait_for()
-        assert pg.locator("#vipa-episode").count() == 0  # nothing of the workbench before the login
-        user = pg.locator("input[type=text], input[name=username]").first
-        user.fill("ana")
-        pwd.fill("guess")
-        pwd.press("Enter")
-        pg.wait_for_selector("text=/incorrect|invalid/i")
-        assert pg.locator("#vipa-episode").count() == 0
-        pg.screenshot(path=str(ARTIFACTS / "browser_wb_login_refused.png"))
-        user.fill("ana")
-        pwd.fill("s3cret")
-        pwd.press("Enter")
-        pg.wait_for_selector("#vipa-episode")
-        pg.screenshot(path=str(ARTIFACTS / "browser_wb_login_ok.png"))
+        log_in_wrong_then_right(ctx.new_page(), a.url, "ana", "guess", "s3cret", "browser_wb_login")
         ctx.close()
     finally:
         a.stop()
