@@ -75,6 +75,8 @@ def upload_episode(image: np.ndarray, episode_id: str = "upload", depth: np.ndar
 def parse_intrinsics(text: str | None) -> np.ndarray | None:
     """(3, 3) K from "fx fy cx cy" (pixels; commas allowed), None for an empty text; ValueError naming
     the field otherwise."""
+    from vipa.geometry import pinhole_intrinsics
+
     parts = (text or "").replace(",", " ").split()
     if not parts:
         return None
@@ -82,9 +84,7 @@ def parse_intrinsics(text: str | None) -> np.ndarray | None:
         fx, fy, cx, cy = (float(v) for v in parts)
     except ValueError:
         raise ValueError(f"intrinsics: give four numbers 'fx fy cx cy' in pixels, got {text!r}") from None
-    if not all(np.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
-        raise ValueError(f"intrinsics: fx and fy must be positive and all four finite, got {text!r}")
-    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float32)
+    return pinhole_intrinsics(fx, fy, cx, cy, name="intrinsics")
 
 
 def load_upload_depth(path: str | Path, unit_m: float, shape: tuple[int, int], max_mb: int = 20) -> np.ndarray:
@@ -109,9 +109,9 @@ def load_upload_depth(path: str | Path, unit_m: float, shape: tuple[int, int], m
     if counts.shape != tuple(shape):
         raise ValueError(f"The depth map {p.name} is {counts.shape[1]}x{counts.shape[0]} but the frame is "
                          f"{shape[1]}x{shape[0]}; upload the depth map that belongs to this frame.")
-    depth = counts.astype(np.float32) * np.float32(unit_m)
-    depth[counts == 0] = np.nan
-    return depth
+    from vipa.data.depth import counts_to_metres
+
+    return counts_to_metres(counts, unit_m, 1.0)
 
 
 def predict_upload(predictor: Any, image: np.ndarray, instruction: str, recording_id: str,

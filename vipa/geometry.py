@@ -85,6 +85,12 @@ def _fmt(a: np.ndarray) -> str:
     return f"{float(a):g}" if a.ndim == 0 else np.array2string(a, precision=4)
 
 
+def pinhole_intrinsics(fx: float, fy: float, cx: float, cy: float, name: str = "K") -> np.ndarray:
+    """A (3, 3) float32 K from focal lengths and principal point (pixels), checked by
+    ``validate_intrinsics`` (ValueError naming ``name``)."""
+    return validate_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64), name)
+
+
 def fov_intrinsics(width: int, height: int, fov_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
     """A (3, 3) float32 K for a ``width`` x ``height`` image with horizontal field of view
     ``fov_deg`` degrees, square pixels and the principal point at the image centre."""

@@ -35,13 +35,13 @@ def _read_depth(path: str, unit: float) -> np.ndarray:
 
 
 def _K(values: list[float] | None, width: int, height: int, fov: float) -> np.ndarray:
+    from vipa.geometry import fov_intrinsics, pinhole_intrinsics
+
     if values is None:
-        f = 0.5 * width / np.tan(np.radians(fov) / 2)
-        return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], np.float32)
+        return fov_intrinsics(width, height, fov)
     if len(values) != 4:
         raise ValueError("--K: give fx fy cx cy")
-    fx, fy, cx, cy = values
-    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float32)
+    return pinhole_intrinsics(*values, name="--K")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
