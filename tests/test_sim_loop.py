@@ -215,3 +215,31 @@ def test_experiment_report_compares_runs_on_common_seeds(tmp_path):
     assert d == pytest.approx(0.5) and lo < d < hi
     d0, lo0, hi0 = newcombe_diff(5, 10, 5, 10)
     assert d0 == 0 and lo0 == pytest.approx(-hi0) and lo0 < -0.3
+
+
+def test_experiment_report_pools_training_seeds_per_condition(tmp_path):
+    import json
+
+    from vipa.sim.experiment import condition_of, report
+
+    assert condition_of("b@s2") == ("b", 2) and condition_of("a3") == ("a3", 0)
+    with pytest.raises(ValueError, match="integer seed"):
+        condition_of("b@sx")
+    rows = []
+    # condition "good": every seed succeeds on 8/10; "bad": seeds 0 and 1 at 2/10, seed 2 at 8/10 (a lucky seed)
+    for run, k in (("good", 8), ("good@s1", 8), ("good@s2", 8), ("bad", 2), ("bad@s1", 2), ("bad@s2", 8)):
+        rows += [{"run": run, "task": "t", "seed": s, "success": s < k, "steps": 5} for s in range(10)]
+    (tmp_path / "episodes.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    t = report(tmp_path)
+    good, bad = t["conditions"]["good"], t["conditions"]["bad"]
+    assert good["seeds"] == [0, 1, 2] and good["pooled"] == {"successes": 24, "episodes": 30,
+                                                              "ci95": good["pooled"]["ci95"]}
+    assert bad["per_seed_mean_rate"] == {"0": 0.2, "1": 0.2, "2": 0.8}
+    assert bad["mean_rate"] == pytest.approx(0.4) and bad["seed_std"] == pytest.approx(np.std([.2, .2, .8], ddof=1))
+    d = t["differences_conditions"]["bad-good"]
+    assert d["difference"] == pytest.approx(12 / 30 - 24 / 30)
+    # the bootstrap over seeds counts the lucky seed's spread: wider than the episode-level interval
+    (nl, nh), (bl, bh) = d["newcombe95"], d["bootstrap95"]
+    assert bh - bl > nh - nl and bl < d["difference"] < bh
+    from vipa.sim.experiment import markdown
+    assert "| bad-good |" in markdown(t)

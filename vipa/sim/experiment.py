@@ -188,7 +188,76 @@ def report(eval_dir: str | Path) -> dict[str, Any]:
             if pa["episodes"] and pb["episodes"]:
                 diffs[f"{a}-{b}"] = newcombe_diff(pa["successes"], pa["episodes"], pb["successes"], pb["episodes"])
     table["differences_pooled"] = diffs
+    if any(SEED_SEP in n for n in runs):
+        table.update(conditions_report(rows, tasks, common))
     return table
+
+
+SEED_SEP = "@s"  # a run named "b@s1" is condition "b" trained with seed 1; a plain "b" is seed 0
+
+
+def condition_of(run: str) -> tuple[str, int]:
+    """Run name -> (condition, training seed): "b@s2" -> ("b", 2); "b" -> ("b", 0)."""
+    if SEED_SEP in run:
+        cond, seed = run.rsplit(SEED_SEP, 1)
+        if not seed.isdigit():
+            raise ValueError(f"run {run!r}: expected CONDITION{SEED_SEP}SEED with an integer seed")
+        return cond, int(seed)
+    return run, 0
+
+
+def conditions_report(rows: list[dict[str, Any]], tasks: list[str], common: dict[str, set[int]],
+                      draws: int = 2000, rng_seed: int = 0) -> dict[str, Any]:
+    """Runs grouped by condition over their training seeds (``condition_of``), on the evaluation
+    seeds every run finished: per condition the per-seed mean success over tasks, their mean and
+    spread, the episodes pooled over seeds; per pair of conditions the pooled difference with
+    Newcombe's 95 % interval (episodes as independent: ignores the spread between training seeds)
+    and a hierarchical bootstrap 95 % interval (training seeds resampled, then episodes within each
+    seed and task), which counts both."""
+    by: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    for r in rows:
+        if r["seed"] not in common.get(r["task"], ()):
+            continue
+        cond, tseed = condition_of(r["run"])
+        by.setdefault(cond, {}).setdefault(tseed, {}).setdefault(r["task"], []).append(float(r["success"]))
+    conds: dict[str, Any] = {}
+    for c, seeds in sorted(by.items()):
+        per_seed = {s: float(np.mean([np.mean(v[t]) for t in tasks if t in v])) for s, v in sorted(seeds.items())}
+        succ = int(sum(sum(v[t]) for v in seeds.values() for t in v))
+        n = int(sum(len(v[t]) for v in seeds.values() for t in v))
+        per_task = {t: float(np.mean([x for v in seeds.values() for x in v.get(t, [])])) for t in tasks}
+        conds[c] = {"seeds": sorted(seeds), "per_seed_mean_rate": {str(k): v for k, v in per_seed.items()},
+                    "mean_rate": float(np.mean(list(per_seed.values()))),
+                    "seed_std": float(np.std(list(per_seed.values()), ddof=1)) if len(per_seed) > 1 else None,
+                    "per_task_rate": per_task,
+                    "pooled": {"successes": succ, "episodes": n, "ci95": wilson_interval(succ, n)}}
+    rng = np.random.default_rng(rng_seed)
+
+    def boot(cond: str) -> np.ndarray:
+        seeds = list(by[cond].values())
+        out = np.empty(draws)
+        for i in range(draws):
+            picks = rng.integers(0, len(seeds), len(seeds))
+            rates = []
+            for j in picks:
+                for t in tasks:
+                    ep = np.asarray(seeds[j].get(t, []))
+                    if len(ep):
+                        rates.append(ep[rng.integers(0, len(ep), len(ep))].mean())
+            out[i] = np.mean(rates)
+        return out
+
+    boots = {c: boot(c) for c in conds}
+    diffs = {}
+    names = list(conds)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pa, pb = conds[a]["pooled"], conds[b]["pooled"]
+            d, lo, hi = newcombe_diff(pa["successes"], pa["episodes"], pb["successes"], pb["episodes"])
+            bd = boots[a] - boots[b]
+            diffs[f"{a}-{b}"] = {"difference": d, "newcombe95": [lo, hi],
+                                 "bootstrap95": [float(np.percentile(bd, 2.5)), float(np.percentile(bd, 97.5))]}
+    return {"conditions": conds, "differences_conditions": diffs}
 
 
 def markdown(table: dict[str, Any]) -> str:
@@ -201,6 +270,19 @@ def markdown(table: dict[str, Any]) -> str:
     lines.append("")
     for k, (d, lo, hi) in table["differences_pooled"].items():
         lines.append(f"- {k}: {d:+.1%} (95% CI {lo:+.1%} to {hi:+.1%}), pooled over tasks")
+    if "conditions" in table:
+        lines += ["", "| condition | training seeds | mean success per seed | mean | " + " | ".join(tasks) + " |",
+                  "|---" * (len(tasks) + 4) + "|"]
+        for c, v in table["conditions"].items():
+            per = ", ".join(f"{x:.1%}" for x in v["per_seed_mean_rate"].values())
+            sd = f" ± {v['seed_std']:.1%}" if v["seed_std"] is not None else ""
+            lines.append(f"| {c} | {len(v['seeds'])} | {per} | {v['mean_rate']:.1%}{sd} | "
+                         + " | ".join(f"{v['per_task_rate'][t]:.0%}" for t in tasks) + " |")
+        lines += ["", "| conditions | difference | Newcombe 95 % (episodes) | bootstrap 95 % (seeds + episodes) |",
+                  "|---|---|---|---|"]
+        for k, v in table["differences_conditions"].items():
+            (nl, nh), (bl, bh) = v["newcombe95"], v["bootstrap95"]
+            lines.append(f"| {k} | {v['difference']:+.1%} | {nl:+.1%} to {nh:+.1%} | {bl:+.1%} to {bh:+.1%} |")
     return "\n".join(lines)
 
 
