@@ -324,3 +324,25 @@ def test_upload_with_depth_and_intrinsics_uses_them(tmp_path):
         w.predict(pred, "", 0, "", upload=color, depth_upload=depth, depth_unit=5.0)
     with pytest.raises(ValueError, match="without its colour frame"):
         w.predict(pred, "", 0, "", depth_upload=depth)
+
+
+def test_vipa_predict_reads_depth_png_counts_like_the_predict_tab(tmp_path):
+    """`vipa predict --depth` and the Predict tab read a 16-bit PNG the same way: counts x unit, 0 = no reading."""
+    from PIL import Image
+
+    from app.predict import load_upload_depth
+    from vipa.infer.cli import _read_depth
+
+    counts = np.array([[0, 1000], [2500, 65535]], np.uint16)
+    Image.fromarray(counts).save(tmp_path / "d.png")
+    cli = _read_depth(str(tmp_path / "d.png"), 0.001)
+    tab = load_upload_depth(tmp_path / "d.png", 0.001, (2, 2))
+    assert np.isnan(cli[0, 0]) and np.allclose(cli[0, 1:], [1.0]) and np.isclose(cli[1, 0], 2.5)
+    np.testing.assert_array_equal(np.isnan(cli), np.isnan(tab))
+    np.testing.assert_allclose(cli[~np.isnan(cli)], tab[~np.isnan(tab)])
+    np.save(tmp_path / "d.npy", np.array([[0.5, np.nan]], np.float32))  # .npy is already metres
+    npy = _read_depth(str(tmp_path / "d.npy"), 0.001)
+    assert npy[0, 0] == np.float32(0.5) and np.isnan(npy[0, 1])
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="single-channel"):
+        _read_depth(str(tmp_path / "rgb.png"), 0.001)

@@ -21,17 +21,23 @@ def _read_image(path: str) -> np.ndarray:
 
 
 def _read_depth(path: str, unit: float) -> np.ndarray:
+    """(H, W) float32 metres: a .npy in metres, or a 16-bit PNG of counts x ``unit`` (0 -> NaN)."""
     p = Path(path)
     if p.suffix == ".npy":
         d = np.load(p, allow_pickle=False).astype(np.float32)
     else:
         from PIL import Image
 
+        from vipa.data.depth import counts_to_metres
+
         with Image.open(p) as im:
-            d = np.asarray(im, dtype=np.float32)
+            counts = np.asarray(im)
+        if counts.ndim != 2:
+            raise ValueError(f"depth {path}: expected a single-channel image, got shape {counts.shape}")
+        return counts_to_metres(counts, unit, 1.0)  # count 0 = no reading -> NaN, as in the Predict tab
     if d.ndim != 2:
         raise ValueError(f"depth {path}: expected a single-channel image, got shape {d.shape}")
-    return d * np.float32(unit)
+    return d
 
 
 def _K(values: list[float] | None, width: int, height: int, fov: float) -> np.ndarray:
