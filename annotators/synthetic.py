@@ -770,6 +770,35 @@ def paste_background(rgb: np.ndarray, labels: np.ndarray, background: np.ndarray
     return out
 
 
+def background_frames(sources: list[str | Path], max_side: int = 256) -> list[list[np.ndarray]]:
+    """Frames of videos or images to paste as backgrounds: per source its frames (RGB uint8),
+    downsized to at most ``max_side`` px."""
+    import av
+    from PIL import Image
+
+    out = []
+    for src in sources:
+        frames = []
+        if Path(src).suffix.lower() in (".png", ".jpg", ".jpeg"):
+            ims = [Image.open(src)]
+        else:
+            with av.open(str(src)) as c:
+                ims = [f.to_image() for f in c.decode(video=0)]
+        for im in ims:
+            im.thumbnail((max_side, max_side))
+            frames.append(np.asarray(im.convert("RGB")))
+        if not frames:
+            raise ValueError(f"{src}: no frames")
+        out.append(frames)
+    return out
+
+
+def pick_background(backgrounds: list[list[np.ndarray]], i: int) -> np.ndarray:
+    """Episode i's background: frame (7 i) mod n of source i mod N (deterministic)."""
+    frames = backgrounds[i % len(backgrounds)]
+    return frames[(7 * i) % len(frames)]
+
+
 def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames: int = 48, fps: float = 15.0,
                      params: SceneParams | None = None, scene_seed: int | None = None, cull: bool = True,
                      return_labels: bool = False, background: np.ndarray | None = None):

@@ -120,9 +120,10 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path, dic
                           "failed": {o.source: o.error for o in rep.failed}, "max_frames": args.max_frames}
     syn = work / "syn"
     if not (syn / ".done").is_file():
-        from annotators.synthetic import generate_episode
+        from annotators.synthetic import background_frames, generate_episode, pick_background
         from vipa.data.dataset import Hand3DDataset
 
+        bgs = background_frames(args.synthetic_backgrounds) if args.synthetic_backgrounds else None
         sd = Hand3DDataset.create(syn, fps=15.0, exist_ok=True)
         done = set(sd.episode_ids())
         with warnings.catch_warnings():
@@ -130,7 +131,8 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path, dic
             for i in range(args.synthetic):
                 if f"syn_{i:05d}" not in done:
                     ep = generate_episode(i, width=args.synthetic_size, height=args.synthetic_size,
-                                          num_frames=args.synthetic_frames)
+                                          num_frames=args.synthetic_frames,
+                                          background=pick_background(bgs, i) if bgs else None)
                     ep.episode_id = f"syn_{i:05d}"
                     sd.write_episode(ep)
         (syn / ".done").write_text("")
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", type=int, default=60, help="synthetic episodes (seeds 0..N-1; 80%% train)")
     ap.add_argument("--synthetic-size", type=int, default=96)
     ap.add_argument("--synthetic-frames", type=int, default=32)
+    ap.add_argument("--synthetic-backgrounds", nargs="+", default=None, metavar="VIDEO_OR_IMAGE",
+                    help="paste these real frames over the synthetic table and background (default: off)")
     ap.add_argument("--every", type=int, default=4, help="evaluate every k-th frame of the held-out clip")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)

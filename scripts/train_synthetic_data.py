@@ -7,30 +7,10 @@ import argparse
 import sys
 import warnings
 
-import numpy as np
 from tqdm import tqdm
 
-from annotators.synthetic import generate_episode
+from annotators.synthetic import background_frames, generate_episode, pick_background
 from vipa.data.dataset import Hand3DDataset
-
-
-def _frames(videos: list[str], max_side: int = 256) -> list[list[np.ndarray]]:
-    """Every video's frames, downsized to at most ``max_side`` px (RGB uint8)."""
-    import av
-    from PIL import Image
-
-    out = []
-    for v in videos:
-        with av.open(v) as c:
-            frames = []
-            for f in c.decode(video=0):
-                im = f.to_image()
-                im.thumbnail((max_side, max_side))
-                frames.append(np.asarray(im.convert("RGB")))
-        if not frames:
-            raise ValueError(f"{v}: no video frames")
-        out.append(frames)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=96, help="image width = height, px")
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--real-backgrounds", nargs="+", default=None, metavar="VIDEO",
-                   help="paste frames of these real videos over the table and background (episode i: frame "
-                        "i * 7 of video i mod N); default: off, the rendered table")
+                   help="paste frames of these real videos over the table and background (episode i: "
+                        "annotators.synthetic.pick_background); default: off, the rendered table")
     a = p.parse_args(argv)
-    backgrounds = _frames(a.real_backgrounds) if a.real_backgrounds else None
+    backgrounds = background_frames(a.real_backgrounds) if a.real_backgrounds else None
     warnings.filterwarnings("ignore", category=RuntimeWarning)
     ds = Hand3DDataset.create(a.out, fps=15.0, exist_ok=True)
     done = set(ds.episode_ids())
@@ -52,10 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         episode_id = f"syn_{a.seed + i:05d}"
         if episode_id in done:  # resumable: finished episodes are neither regenerated nor rewritten
             continue
-        bg = None
-        if backgrounds:
-            frames = backgrounds[i % len(backgrounds)]
-            bg = frames[(i * 7) % len(frames)]
+        bg = pick_background(backgrounds, i) if backgrounds else None
         ep = generate_episode(a.seed + i, width=a.size, height=a.size, num_frames=a.frames, background=bg)
         ep.episode_id = episode_id
         ds.write_episode(ep)
