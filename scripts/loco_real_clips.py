@@ -22,6 +22,8 @@ all in cm against the annotated wrist (camera frame of t, metres, as the annotat
 * pointer: |predicted current wrist (pointer A) - annotated wrist|.
 
 A clip shorter than one horizon gives no sample; its fold is not trained (said in the report).
+``--real-weight 0`` is the control: the same continuation on synthetic episodes only (trained once,
+in WORK/synthetic_only), so the real clips' effect is told apart from more synthetic training.
 """
 
 from __future__ import annotations
@@ -154,8 +156,8 @@ def train_fold(args: argparse.Namespace, init: Path, syn: Path, real: Path, othe
     tc.log_every = max(1, min(10, args.steps))
     t0, w0 = time.process_time(), time.time()
     res = run_stage(cfg, "stage2", syn, out, steps=args.steps, init=init, test_fraction=0.2,
-                    frame_step=1, threads=args.threads, progress=False, device="cpu", real_data=real,
-                    real_episodes=others or None, real_weight=args.real_weight if others else 0.0,
+                    frame_step=1, threads=args.threads, progress=False, device="cpu",
+                    real_data=real if others else None, real_episodes=others or None, real_weight=args.real_weight,
                     real_frame_step=args.real_frame_step)
     return {"final": str(res.final), "steps": res.steps, "train_cpu_s": round(time.process_time() - t0, 1),
             "train_wall_s": round(time.time() - w0, 1), "last": res.metrics[-1] if res.metrics else {}}
@@ -193,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the continuation")
     ap.add_argument("--pointmap-dropout", type=float, default=0.3, help="synthetic samples shown RGB only, 0-1")
-    ap.add_argument("--real-weight", type=float, default=0.5, help="fraction of drawn samples from the real clips")
+    ap.add_argument("--real-weight", type=float, default=0.5,
+                    help="fraction of drawn samples from the real clips; 0: the synthetic-only control (one "
+                         "continuation without real clips, evaluated on every clip like the folds)")
     ap.add_argument("--real-frame-step", type=int, default=1, help="train on every k-th real frame")
     ap.add_argument("--synthetic", type=int, default=60, help="synthetic episodes (seeds 0..N-1; 80%% train)")
     ap.add_argument("--synthetic-size", type=int, default=96)
@@ -217,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(ids) < 2:
         raise SystemExit(f"{real}: leave-one-clip-out needs at least 2 annotated clips, got {ids}")
     zero = Predictor.load(init, threads=args.threads)
+    control = args.real_weight == 0  # the synthetic-only control: no real clip in training
     per_clip: dict = {}
     pooled: dict[str, list] = {"loco": []}
     for eid in ids:
@@ -237,16 +242,24 @@ def main(argv: list[str] | None = None) -> int:
         fdir = work / "folds" / eid
         epath = fdir / "eval.json"
         if not epath.is_file():
-            run = fdir / "run"
-            shutil.rmtree(run, ignore_errors=True)  # a fold cut short restarts
-            others = [i for i in ids if i != eid]
-            tr = train_fold(args, init, syn, real, others, run)
+            if control:  # one synthetic-only continuation, shared by every clip
+                run, others = work / "synthetic_only" / "run", []
+                if not (work / "synthetic_only" / "train.json").is_file():
+                    shutil.rmtree(run, ignore_errors=True)
+                    write_json(work / "synthetic_only" / "train.json", train_fold(args, init, syn, real, [], run))
+                tr = json.loads((work / "synthetic_only" / "train.json").read_text())
+            else:
+                run = fdir / "run"
+                shutil.rmtree(run, ignore_errors=True)  # a fold cut short restarts
+                others = [i for i in ids if i != eid]
+                tr = train_fold(args, init, syn, real, others, run)
             c0, w0 = time.process_time(), time.time()
             f = clip_samples(Predictor.load(tr["final"], threads=args.threads), ds, eid, args.every)
             f.update(train=tr, eval_cpu_s=round(time.process_time() - c0, 1), eval_wall_s=round(time.time() - w0, 1),
                      trained_on=others)
             write_json(epath, f)
-            shutil.rmtree(run / "checkpoints", ignore_errors=True)  # keep final/ only
+            if not control:
+                shutil.rmtree(run / "checkpoints", ignore_errors=True)  # keep final/ only
         f = json.loads(epath.read_text())
         rec.update(loco=summary(f["samples"]), train=f["train"])
         pooled["loco"] += f["samples"]

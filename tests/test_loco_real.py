@@ -1,5 +1,6 @@
 """scripts/loco_real_clips.py on a tiny setting: two real clips cut to 40 frames, 3 small synthetic
-episodes, 2 stage-2 steps per fold from checkpoints/tiny_sample; then resumed (nothing redone)."""
+episodes, 2 stage-2 steps per fold from checkpoints/tiny_sample; then resumed (nothing redone); then
+the synthetic-only control (--real-weight 0) on the same annotation."""
 
 from __future__ import annotations
 
@@ -49,3 +50,18 @@ def test_loco_two_short_clips(tmp_path, monkeypatch):
     assert loco.main(argv) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert json.loads((work / "report.json").read_text())["per_clip"] == rep["per_clip"]
+    # The synthetic-only control: one continuation without real clips, evaluated on the same samples.
+    ctrl = tmp_path / "control"
+    ctrl.mkdir()
+    for name in ("ds", "syn", "zero_shot"):
+        (ctrl / name).symlink_to(work / name)
+    assert loco.main([*argv[:1], str(ctrl), *argv[2:], "--real-weight", "0"]) == 0
+    rc = json.loads((ctrl / "report.json").read_text())
+    assert json.loads((ctrl / "synthetic_only" / "train.json").read_text())["steps"] == 2
+    assert not (ctrl / "folds" / "hand_reach" / "run").exists()
+    for eid, r in rc["per_clip"].items():
+        assert json.loads((ctrl / "folds" / eid / "eval.json").read_text())["trained_on"] == []
+        assert r["loco"]["n"] == rep["per_clip"][eid]["loco"]["n"]
+        assert r["loco"]["hold_ade"] == rep["per_clip"][eid]["loco"]["hold_ade"]
+    info = json.loads((ctrl / "synthetic_only" / "run" / "final" / "config.json").read_text())
+    assert "real_episodes" not in info
