@@ -163,24 +163,33 @@ def train_fold(args: argparse.Namespace, init: Path, syn: Path, real: Path, othe
             "train_wall_s": round(time.time() - w0, 1), "last": res.metrics[-1] if res.metrics else {}}
 
 
-def table(per_clip: dict, pooled: dict) -> str:
-    head = ("| clip | samples | zero-shot end-to-end ADE / FDE | LOCO end-to-end ADE / FDE | zero-shot motion ADE / FDE "
-            "| LOCO motion ADE / FDE | holding still ADE / FDE | pointer zero-shot / LOCO |\n|" + "---|" * 8)
+def table(per_clip: dict, pooled: dict, control: dict | None = None) -> str:
+    """Markdown table (cm): holding still, then zero-shot / [synthetic-only control /] LOCO for the
+    end-to-end and the motion ADE / FDE and the pointer; ``control``: the control run's report."""
+    runs = [("zero-shot", "zero_shot", None)] + ([("control", "loco", "control")] if control else []) + \
+        [("LOCO", "loco", None)]
+    names = " / ".join(n for n, _, _ in runs)
+    head = (f"| clip | samples | holding still ADE / FDE | end-to-end ADE / FDE: {names} "
+            f"| motion ADE / FDE: {names} | pointer: {names} |\n|" + "---|" * 6)
     lines = [head]
+    rows = list(per_clip.items()) + [("**pooled (all samples)**", pooled)]
+    ctrl = dict(control["per_clip"]) | {"**pooled (all samples)**": control["pooled"]} if control else {}
 
-    def pair(d: dict | None, a: str, b: str) -> str:
-        return f"{d[a]:.1f} / {d[b]:.1f}" if d and a in d else "-"
+    def get(name: str, r: dict, key: str, src: str | None) -> dict | None:
+        return (ctrl.get(name) or {}).get(key) if src == "control" else r.get(key)
 
-    for name, r in list(per_clip.items()) + [("**pooled (all samples)**", pooled)]:
-        z, f = r.get("zero_shot"), r.get("loco")
-        n = (z or f or {}).get("n", 0)
-        if not n:
-            lines.append(f"| {name} | 0 ({r.get('note', 'no sample')}) |" + " - |" * 6)
+    for name, r in rows:
+        z = r.get("zero_shot") or {}
+        if not z.get("n"):
+            lines.append(f"| {name} | 0 ({r.get('note', 'no sample')}) |" + " - |" * 4)
             continue
-        ptr = f"{z['pointer']:.1f} / {f['pointer']:.1f}" if z and f else (f"{z['pointer']:.1f} / -" if z else "-")
-        lines.append(f"| {name} | {n} | {pair(z, 'ade', 'fde')} | {pair(f, 'ade', 'fde')} | "
-                     f"{pair(z, 'motion_ade', 'motion_fde')} | {pair(f, 'motion_ade', 'motion_fde')} | "
-                     f"{pair(z or f, 'hold_ade', 'hold_fde')} | {ptr} |")
+        cells = []
+        for a, b in (("ade", "fde"), ("motion_ade", "motion_fde")):
+            cells.append(" ; ".join(f"{d[a]:.1f} / {d[b]:.1f}" if d and a in d else "-"
+                                    for d in (get(name, r, k, src) for _, k, src in runs)))
+        ptr = " / ".join(f"{d['pointer']:.1f}" if d and "pointer" in d else "-"
+                         for d in (get(name, r, k, src) for _, k, src in runs))
+        lines.append(f"| {name} | {z['n']} | {z['hold_ade']:.1f} / {z['hold_fde']:.1f} | {cells[0]} | {cells[1]} | {ptr} |")
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-frames", type=int, default=32)
     ap.add_argument("--synthetic-backgrounds", nargs="+", default=None, metavar="VIDEO_OR_IMAGE",
                     help="paste these real frames over the synthetic table and background (default: off)")
+    ap.add_argument("--control-report", default=None,
+                    help="report.json of a --real-weight 0 run on the same clips: its figures join the table")
     ap.add_argument("--every", type=int, default=4, help="evaluate every k-th frame of the held-out clip")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -273,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
               "horizon_waypoints": zero.mcfg.traj_horizon, "stride_s": zero.motion_stride_s,
               "per_clip": per_clip, "pooled": pool, "pooled_over": folded}
     write_json(work / "report.json", report)
-    (work / "table.md").write_text(table(per_clip, pool))
-    print(table(per_clip, pool))
+    control = json.loads(Path(args.control_report).read_text()) if args.control_report else None
+    (work / "table.md").write_text(table(per_clip, pool, control))
+    print(table(per_clip, pool, control))
     return 0
 
 
