@@ -117,9 +117,13 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path, dic
     w0 = time.time()
     cfg = AnnotateConfig(decode={"max_frames": args.max_frames}) if args.max_frames else None
     rep = annotate_to_dataset(clips, root, cfg, workers=1)
-    info["annotation"] = {"clips": [str(c) for c in clips], "wall_s": round(time.time() - w0, 1),
-                          "cpu_s": round(time.process_time() - t0, 1),
-                          "failed": {o.source: o.error for o in rep.failed}, "max_frames": args.max_frames}
+    run = {"clips": [str(c) for c in clips], "wall_s": round(time.time() - w0, 1),
+           "cpu_s": round(time.process_time() - t0, 1), "annotated": sum(o.status != "skipped" for o in rep.outcomes),
+           "failed": {o.source: o.error for o in rep.failed}, "max_frames": args.max_frames}
+    log = work / "annotation_runs.jsonl"  # every run's cost, the first (which annotated) included
+    with open(log, "a") as fh:
+        fh.write(json.dumps(run) + "\n")
+    info["annotation"] = [json.loads(x) for x in log.read_text().splitlines()]
     syn = work / "syn"
     if not (syn / ".done").is_file():
         from annotators.synthetic import background_frames, generate_episode, pick_background
