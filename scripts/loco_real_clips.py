@@ -22,6 +22,7 @@ all in cm against the annotated wrist (camera frame of t, metres, as the annotat
 * pointer: |predicted current wrist (pointer A) - annotated wrist|.
 
 A clip shorter than one horizon gives no sample; its fold is not trained (said in the report).
+``--seen`` also evaluates each fold's model on the clips it trained on (fit against transfer).
 ``--real-weight 0`` is the control: the same continuation on synthetic episodes only (trained once,
 in WORK/synthetic_only), so the real clips' effect is told apart from more synthetic training.
 """
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="paste these real frames over the synthetic table and background (default: off)")
     ap.add_argument("--control-report", default=None,
                     help="report.json of a --real-weight 0 run on the same clips: its figures join the table")
+    ap.add_argument("--seen", action="store_true",
+                    help="also evaluate each fold's model on the clips it trained on (WORK/folds/<clip>/seen.json)")
     ap.add_argument("--every", type=int, default=4, help="evaluate every k-th frame of the held-out clip")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -277,12 +280,23 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(run / "checkpoints", ignore_errors=True)  # keep final/ only
         f = json.loads(epath.read_text())
         rec.update(loco=summary(f["samples"]), train=f["train"])
+        spath = fdir / "seen.json"
+        if args.seen and f["trained_on"] and not spath.is_file():
+            p = Predictor.load(f["train"]["final"], threads=args.threads)
+            write_json(spath, {"clips": f["trained_on"],
+                               "samples": [r for e in f["trained_on"] for r in clip_samples(p, ds, e, args.every)["samples"]]})
+        if spath.is_file():
+            seen = json.loads(spath.read_text())["samples"]
+            rec["seen"] = summary(seen)
+            pooled.setdefault("seen", []).extend(seen)
         pooled["loco"] += f["samples"]
         per_clip[eid] = rec
         print(eid, json.dumps({"zero_shot": rec["zero_shot"], "loco": rec["loco"]}), flush=True)
     folded = [e for e, r in per_clip.items() if "loco" in r]
     pooled_z = [s for e in folded for s in json.loads((work / "zero_shot" / f"{e}.json").read_text())["samples"]]
     pool = {"zero_shot": summary(pooled_z), "loco": summary(pooled["loco"])}
+    if pooled.get("seen"):
+        pool["seen"] = summary(pooled["seen"])  # each fold's model on the clips it trained on
     report = {"init": info["init"], "annotation": info["annotation"], "inputs": "RGB only",
               "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
               "horizon_waypoints": zero.mcfg.traj_horizon, "stride_s": zero.motion_stride_s,

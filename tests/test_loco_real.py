@@ -26,7 +26,7 @@ def test_loco_two_short_clips(tmp_path, monkeypatch):
     monkeypatch.setenv("VIPA_CACHE_DIR", str(tmp_path / "frame_cache"))
     work = tmp_path / "loco"
     argv = ["--work", str(work), "--clips", *map(str, CLIPS), "--max-frames", "40", "--steps", "2",
-            "--batch-size", "4", "--synthetic", "3", "--synthetic-size", "48", "--synthetic-frames", "12", "--every", "4"]
+            "--batch-size", "4", "--synthetic", "3", "--synthetic-size", "48", "--synthetic-frames", "12", "--every", "4", "--seen"]
     loco = _script()
     assert loco.main(argv) == 0
     rep = json.loads((work / "report.json").read_text())
@@ -43,10 +43,13 @@ def test_loco_two_short_clips(tmp_path, monkeypatch):
         info = json.loads((work / "folds" / eid / "run" / "final" / "config.json").read_text())
         assert info["real_episodes"] == ev["trained_on"] and eid not in info["real_episodes"]
     assert rep["pooled"]["loco"]["n"] == sum(r["loco"]["n"] for r in rep["per_clip"].values())
+    # --seen: each fold's model on the clip it trained on (the other one here)
+    assert rep["per_clip"]["hand_reach"]["seen"]["n"] == rep["per_clip"]["typing"]["loco"]["n"]
+    assert rep["pooled"]["seen"]["n"] == rep["pooled"]["loco"]["n"]
     assert "| **pooled (all samples)** |" in (work / "table.md").read_text()
     # Resumable: finished folds and zero-shot evaluations are not redone.
     stamps = {p: p.stat().st_mtime_ns for p in work.glob("*/*.json") if p.parent.name in ("zero_shot",)}
-    stamps |= {p: p.stat().st_mtime_ns for p in work.glob("folds/*/eval.json")}
+    stamps |= {p: p.stat().st_mtime_ns for p in work.glob("folds/*/*.json")}
     assert loco.main(argv) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert json.loads((work / "report.json").read_text())["per_clip"] == rep["per_clip"]
