@@ -749,10 +749,64 @@ def _shadow(caster: RayCaster, scene: _Scene, k: int, joints_w: np.ndarray, T_wc
     return f
 
 
+def paste_background(rgb: np.ndarray, labels: np.ndarray, background: np.ndarray,
+                     table_albedo: tuple[float, float, float]) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames with ``background`` (any-size RGB uint8, resized bilinearly)
+    where ``labels`` is the table or nothing; on the table the rendered shading (light falloff,
+    the hand's soft shadow) multiplies the pasted image, so the shadow stays."""
+    from PIL import Image
+
+    bg = np.asarray(background)
+    if bg.ndim != 3 or bg.shape[2] != 3 or bg.dtype != np.uint8 or min(bg.shape[:2]) < 2:
+        raise ValueError(f"background: expected an (H, W, 3) uint8 RGB image, got {bg.shape} {bg.dtype}")
+    t, h, w = labels.shape
+    img = np.asarray(Image.fromarray(bg).resize((w, h), Image.BILINEAR), np.float32)
+    shade = rgb.astype(np.float32).mean(-1) / max(1e-3, 255.0 * float(np.mean(table_albedo)))
+    shade = np.where(labels == LABEL_TABLE, np.clip(shade, 0.0, 1.5), 1.0)
+    out = rgb.copy()
+    where = (labels == LABEL_TABLE) | (labels == LABEL_NONE)
+    pasted = np.clip(img[None] * shade[..., None], 0, 255).astype(np.uint8)
+    out[where] = pasted[where]
+    return out
+
+
+def background_frames(sources: list[str | Path], max_side: int = 256) -> list[list[np.ndarray]]:
+    """Frames of videos or images to paste as backgrounds: per source its frames (RGB uint8),
+    downsized to at most ``max_side`` px."""
+    import av
+    from PIL import Image
+
+    out = []
+    for src in sources:
+        frames = []
+        if Path(src).suffix.lower() in (".png", ".jpg", ".jpeg"):
+            ims = [Image.open(src)]
+        else:
+            with av.open(str(src)) as c:
+                ims = [f.to_image() for f in c.decode(video=0)]
+        for im in ims:
+            im.thumbnail((max_side, max_side))
+            frames.append(np.asarray(im.convert("RGB")))
+        if not frames:
+            raise ValueError(f"{src}: no frames")
+        out.append(frames)
+    return out
+
+
+def pick_background(backgrounds: list[list[np.ndarray]], i: int) -> np.ndarray:
+    """Episode i's background: frame (7 i) mod n of source i mod N (deterministic)."""
+    frames = backgrounds[i % len(backgrounds)]
+    return frames[(7 * i) % len(frames)]
+
+
 def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames: int = 48, fps: float = 15.0,
                      params: SceneParams | None = None, scene_seed: int | None = None, cull: bool = True,
-                     return_labels: bool = False):
+                     return_labels: bool = False, background: np.ndarray | None = None):
     """One synthetic episode (deterministic per seed) with rgb, depth_raw and exact ground truth.
+
+    ``background`` (off by default): an (H', W', 3) uint8 RGB image, e.g. a real video frame,
+    resized to the episode and pasted over the table and the empty background in every frame
+    (``paste_background``): the objects, the hand, depth and all ground truth stay as rendered.
 
     ``scene_seed`` (default: ``seed``) fixes the scene (camera, objects, table, light); ``seed``
     the task and the hand, so episodes sharing a scene_seed are different tasks in one scene.
@@ -771,6 +825,8 @@ def generate_episode(seed: int, width: int = 224, height: int = 224, num_frames:
     scene = _sample_scene(rs, rt, width, height, num_frames, p)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # misses carry inf/NaN
         rgb, depth, labels, joints = _render(scene, width, height, cull=cull, static_cache=cull)
+    if background is not None:
+        rgb = paste_background(rgb, labels, background, scene.table)
     T = num_frames
     K = scene.K
 

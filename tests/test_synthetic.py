@@ -370,3 +370,30 @@ def test_projection_is_vipa_geometry_with_the_full_K():
     assert skewed[0] == pytest.approx(K[0, 0] * 0.1 + 3.0 * -0.08 + K[0, 2], abs=1e-4)
     with pytest.raises(ValueError, match="skew"):
         RayCaster(ep.width, ep.height, K)
+
+
+def test_real_frame_pasted_as_background():
+    """Off by default; when given, the image replaces the table and the empty background (shaded on
+    the table), and nothing else: object and hand pixels, depth and ground truth stay as rendered."""
+    from annotators.synthetic import LABEL_NONE, LABEL_TABLE, generate_episode
+
+    rng = np.random.default_rng(0)
+    bg = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    plain, lab = generate_episode(5, width=48, height=40, num_frames=3, return_labels=True)
+    ep, lab2 = generate_episode(5, width=48, height=40, num_frames=3, return_labels=True, background=bg)
+    assert np.array_equal(lab, lab2) and np.array_equal(plain.depth_raw, ep.depth_raw, equal_nan=True)
+    assert all(np.array_equal(plain.hands[s].joints_3d, ep.hands[s].joints_3d, equal_nan=True) for s in ep.hands)
+    fg = (lab != LABEL_TABLE) & (lab != LABEL_NONE)
+    assert fg.any() and np.array_equal(plain.rgb[fg], ep.rgb[fg])
+    back = ~fg
+    assert (plain.rgb[back] != ep.rgb[back]).any(axis=-1).mean() > 0.9
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(bg).resize((48, 40), Image.BILINEAR), np.float32)
+    none = lab[0] == LABEL_NONE
+    if none.any():  # no shading off the table: the pasted image itself
+        assert np.abs(ep.rgb[0][none].astype(np.float32) - big[none]).max() <= 1
+    corr = np.corrcoef(ep.rgb[0][back[0]].astype(np.float32).ravel(), big[back[0]].ravel())[0, 1]
+    assert corr > 0.5
+    with pytest.raises(ValueError, match="background"):
+        generate_episode(5, width=48, height=40, num_frames=2, background=bg[..., :2])

@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. stage 1's final)")
     p.add_argument("--no-3d", action="store_true", help="ablation: without the 3D encoder")
     p.add_argument("--frame-step", type=int, default=1, help="use every k-th frame of each episode (k in frames)")
+    p.add_argument("--real-data", default=None,
+                   help="stage2: Hand3D dataset of annotated real RGB clips (no depth) mixed in beside --data")
+    p.add_argument("--real-episodes", nargs="+", default=None, help="stage2: the --real-data episodes to use (default: all)")
+    p.add_argument("--real-weight", type=float, default=0.5,
+                   help="stage2: fraction of the drawn samples that come from --real-data, 0-1")
+    p.add_argument("--real-frame-step", type=int, default=1, help="stage2: use every k-th frame of each real clip")
     p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of the episodes held out for evaluation, 0-1")
     p.add_argument("--max-episodes", type=int, default=None, help="use at most this many episodes (default: all)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads, count (default: torch's choice)")
@@ -53,11 +59,14 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
               steps: int | None = None, init: str | Path | None = None, resume: bool = False,
               budget_s: float | None = None, test_fraction: float = 0.2, frame_step: int = 1,
               max_episodes: int | None = None, threads: int | None = None, progress: bool = True,
-              device: str = "auto") -> RunResult:
+              device: str = "auto", real_data: str | Path | None = None,
+              real_episodes: Sequence[str] | None = None, real_weight: float = 0.5,
+              real_frame_step: int = 1) -> RunResult:
     """What ``vipa train STAGE`` does once its config is built: the tokenizer from the run's latest
     checkpoint (``resume``) or ``init`` (after checking ``init`` fits), the stage's data (Hand3D
     train split for stage1/2, robot demonstrations for post), then training; raises ValueError,
-    FileNotFoundError or CheckpointError naming the problem."""
+    FileNotFoundError or CheckpointError naming the problem. Stage 2 with ``real_data``: the
+    annotated real clips (RGB only) are mixed in, drawn with probability ``real_weight``."""
     from vipa.model.checkpoint import CheckpointError, checkpoint_config, read_checkpoint_info
     from vipa.model.config import init_fits
     from vipa.model.tokenizer import VIPATokenizer
@@ -85,12 +94,24 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
                           progress=progress, device=device)
     from vipa.train.data import build_tokenizer, load_split, stage_dataset
 
+    if real_data is not None and stage != "stage2":
+        raise ValueError(f"--real-data: real clips train stage 2 only, not {stage}")
     data = data if isinstance(data, (str, Path)) else data[0]
     caches, ids = load_split(data, cfg, "train", test_fraction, 0, frame_step, max_episodes)
     tok = tok or build_tokenizer(caches, cfg)
     train_set = stage_dataset(caches, tok, cfg, stage)
     meta = {"data": str(Path(data).resolve()), "train_episodes": ids, "test_fraction": test_fraction,
             "samples": len(train_set)}
+    if real_data is not None:
+        from vipa.train.data import load_real, mix_real, real_stage2_dataset
+
+        real_caches, real_ids = load_real(real_data, cfg, real_episodes, real_frame_step)
+        real_set = real_stage2_dataset(real_caches, tok, cfg)
+        meta.update(real_data=str(Path(real_data).resolve()), real_episodes=real_ids, real_weight=real_weight,
+                    real_samples=len(real_set), synthetic_samples=len(train_set))
+        train_set = mix_real(train_set, real_set, real_weight, cfg.train.seed)
+        print(f"vipa train {stage}: + {len(real_set)} real-clip samples ({len(real_ids)} clips, RGB only), "
+              f"drawn with probability {real_weight}", file=sys.stderr)
     print(f"vipa train {stage}: {len(train_set)} samples, config {cfg.name}{no3d}, out {out}", file=sys.stderr)
     return train(cfg, stage, train_set, tok, out, steps=steps, resume=resume, init=init, meta=meta,
                  progress=progress, num_threads=threads, device=device)
@@ -101,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.stage != "post" and len(args.data) != 1:
         print(f"vipa train {args.stage}: --data takes one Hand3D dataset folder, got {len(args.data)}", file=sys.stderr)
+        return 2
+    if args.real_data is not None and args.stage != "stage2":
+        print("vipa train: --real-data is a stage2 option", file=sys.stderr)
         return 2
     if (args.budget_s is not None or args.export_npz) and args.stage != "post":
         print("vipa train: --budget-s and --export-npz are post-training options", file=sys.stderr)
@@ -141,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         res = run_stage(cfg, args.stage, args.data, args.out, steps=args.steps, init=args.init, resume=args.resume,
                         budget_s=args.budget_s, test_fraction=args.test_fraction, frame_step=args.frame_step,
                         max_episodes=args.max_episodes, threads=args.threads, progress=not args.no_progress,
-                        device=args.device)
+                        device=args.device, real_data=args.real_data, real_episodes=args.real_episodes,
+                        real_weight=args.real_weight, real_frame_step=args.real_frame_step)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
         print(f"vipa train: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,11 @@ are those of the corrected annotations), or, for an episode without them (older 
 whose records were made with another motion stride, the same records derived in memory by
 ``vipa.tasks.build_records``. A record is used when its frame is usable here (frame valid,
 wrist known, depth valid, on the ``frame_step`` grid).
+
+Episodes without depth (annotated real RGB clips) are read with ``rgb_only=True``: their frames
+are usable without depth, with an all-zero point map and validity, so the model runs them with
+its 3D branch masked out and the point-estimate head gets no loss on them; their trajectory,
+motion-token and pointer targets are the annotation's (camera frame, metres).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from vipa.model.config import ModelConfig
 from vipa.model.processor import collate, encode_prompt, point_map_from_depth, prepare_image, prepare_points
 from vipa.model.tokenizer import VIPATokenizer
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def split_ids(ids: Sequence[str], test_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -60,22 +65,30 @@ class FrameCache:
     xyz: torch.Tensor  # (T, 3, S, S) float16 metres
     valid: torch.Tensor  # (T, 1, S, S) float16
     wrist: np.ndarray  # (T, 3) float32 metres (NaN where unknown)
-    usable: np.ndarray  # (T,) bool: frame valid, hand present, wrist valid, depth valid
+    usable: np.ndarray  # (T,) bool: frame valid, hand present, wrist valid, depth valid (or RGB only)
     objects: list[tuple[str, np.ndarray]]  # (name, (T, 3) centre)
     records: list[dict] = field(default_factory=list)  # task records of both stages, sample order
 
 
 def cache_episode(ep: Episode, size: int, rgb_frames: np.ndarray | None = None,
                   depth_frames: Iterable[np.ndarray | None] | None = None, frame_step: int = 1,
-                  records: list[dict] | None = None, params: tasks.TaskParams | None = None) -> FrameCache:
+                  records: list[dict] | None = None, params: tasks.TaskParams | None = None,
+                  rgb_only: bool = False) -> FrameCache:
     """Resize an episode's frames for the model. Media come from ``ep.rgb``/``ep.metric_depth``
-    unless given (``rgb_frames`` (T, H, W, 3) uint8, ``depth_frames`` metric metres per frame);
-    ``records`` default to ``vipa.tasks.build_records(ep, params=params)``."""
+    unless given (``rgb_frames`` (T, H, W, 3) uint8 or any sequence of such frames,
+    ``depth_frames`` metric metres per frame); ``records`` default to
+    ``vipa.tasks.build_records(ep, params=params)``. ``rgb_only``: frames without depth stay
+    usable with an all-zero point map and validity (otherwise they are dropped)."""
     t = ep.num_frames
     rgb = rgb_frames if rgb_frames is not None else ep.rgb
     if rgb is None:
         raise ValueError(f"episode {ep.episode_id}: no RGB frames")
-    depths = list(depth_frames) if depth_frames is not None else [ep.metric_depth(i) for i in range(t)]
+    if depth_frames is not None:
+        depths = list(depth_frames)
+    elif rgb_only and ep.depth_raw is None:
+        depths = [None] * t
+    else:
+        depths = [ep.metric_depth(i) for i in range(t)]
     view = tasks.episode_view(ep)
     wrist = view.wrist
     keep = np.zeros(t, bool)
@@ -87,7 +100,10 @@ def cache_episode(ep: Episode, size: int, rgb_frames: np.ndarray | None = None,
     for i in np.flatnonzero(usable):
         d = depths[i]
         if d is None or not np.isfinite(d).any():
-            usable[i] = False
+            if rgb_only:
+                imgs[i] = prepare_image(rgb[i], size)
+            else:
+                usable[i] = False
             continue
         imgs[i] = prepare_image(rgb[i], size)
         p, v = prepare_points(point_map_from_depth(d, ep.K), size)
@@ -150,9 +166,10 @@ def _other_params(r: dict, p: tasks.TaskParams) -> bool:
 
 def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_step: int = 1,
                        cache_dir: str | Path | None = None,
-                       params: tasks.TaskParams | None = None) -> list[FrameCache]:
+                       params: tasks.TaskParams | None = None, rgb_only: bool = False) -> list[FrameCache]:
     """FrameCaches read through a ``vipa.data.dataset.Hand3DDataset`` (corrections applied), with
-    their task records (``episode_records``).
+    their task records (``episode_records``). ``rgb_only``: episodes without depth (real RGB
+    clips) are read RGB only (``cache_episode``) instead of raising.
 
     Resized frames are cached as .npz under ``cache_dir`` (default ``$VIPA_CACHE_DIR`` or
     ~/.cache/vipa/frames), keyed by dataset path, episode, size, frame step and the episode
@@ -169,7 +186,7 @@ def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_ste
                         + [p.stat().st_mtime_ns for p in corr])
         except (AttributeError, OSError):
             stamp = 0
-        key = hashlib.sha1(f"{root.resolve()}|{eid}|{size}|{frame_step}|{stamp}|{CACHE_VERSION}".encode()).hexdigest()[:20]
+        key = hashlib.sha1(f"{root.resolve()}|{eid}|{size}|{frame_step}|{stamp}|{int(rgb_only)}|{CACHE_VERSION}".encode()).hexdigest()[:20]
         path = cdir / f"{key}.npz"
         if path.is_file():
             try:
@@ -180,12 +197,13 @@ def cache_from_dataset(ds: Any, episode_ids: Sequence[str], size: int, frame_ste
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)
         ep = ds.load_episode(eid, media=False)
-        if not ds.has_depth(eid):
-            raise ValueError(f"episode {eid}: no depth; the 3D branch needs metric depth")
+        has_depth = ds.has_depth(eid)
+        if not has_depth and not rgb_only:
+            raise ValueError(f"episode {eid}: no depth; the 3D branch needs metric depth (RGB-only clips: rgb_only)")
         rgb = ds.rgb_frames(eid)
-        depth = [ds.depth_frame(eid, i) if ep.frame_valid[i] and i % frame_step == 0 else None
+        depth = [ds.depth_frame(eid, i) if has_depth and ep.frame_valid[i] and i % frame_step == 0 else None
                  for i in range(ep.num_frames)]
-        c = cache_episode(ep, size, rgb, depth, frame_step, episode_records(ds, eid, params, ep)[0])
+        c = cache_episode(ep, size, rgb, depth, frame_step, episode_records(ds, eid, params, ep)[0], rgb_only=rgb_only)
         _save_cache(path, c)
         out.append(c)
     return out
