@@ -85,9 +85,24 @@ SHORTCUTS_JS = """
       clearInterval(clock);
     }
   }, 100);
+  // The Inspect tab's plots are mounted once its viewer shows the recording (or 20 s after the
+  // tab was first opened, should the viewer fail), so that they do not slow the viewer's start.
+  let plotsShown = false;
+  const showPlots = function () {
+    const b = document.getElementById('vipa-show-plots');
+    if (plotsShown || !b) return;
+    plotsShown = true;
+    b.click();
+  };
+  const plotsClock = setInterval(function () {
+    if (window.__vipaShown && document.querySelector('#vipa-rerun canvas')) { showPlots(); clearInterval(plotsClock); }
+  }, 200);
   document.addEventListener('click', function (e) {
     const t = e.target && e.target.closest && e.target.closest('button[role=tab]');
-    if (t && !window.__vipaInspectAt && t.textContent.trim() === 'Inspect') window.__vipaInspectAt = performance.now();
+    if (t && !window.__vipaInspectAt && t.textContent.trim() === 'Inspect') {
+      window.__vipaInspectAt = performance.now();
+      setTimeout(showPlots, 20000);
+    }
   }, true);
   window.vipaShowFrame = function (rid, frame) {
     if (!rid) return false;
@@ -140,15 +155,18 @@ def parse_view_key(key: str | None) -> tuple[str | None, int | None]:
 CSP_META = ('<meta http-equiv="Content-Security-Policy" content="connect-src \'self\' blob: data:; '
             'font-src \'self\' blob: data:">')
 # The wasm viewer logs tens of thousands of console.debug lines while it loads (26 000 for one
-# recording; with developer tools or a test driver listening, each one costs): silent unless the
-# page is opened with ?vipa_debug.
+# recording) and its info lines through console.info; Gradio and the viewer's wrapper log with
+# console.log. With developer tools or a test driver listening, each line costs: silent unless
+# the page is opened with ?vipa_debug (warnings and errors always show).
 QUIET_CONSOLE_JS = """
 <script>
-if (!/[?&]vipa_debug\\b/.test(window.location.search)) console.debug = function () {};
+if (!/[?&]vipa_debug\\b/.test(window.location.search)) {
+  console.debug = console.info = console.log = function () {};
+}
 </script>
 """
 WARM_VIEWER_CSS = ("<style>#vipa-rerun-warm{position:fixed !important;left:-5000px;top:0;width:320px;"
-                   "pointer-events:none;} #vipa-client-timing{display:none !important;}</style>")
+                   "pointer-events:none;} #vipa-client-timing, #vipa-show-plots{display:none !important;}</style>")
 PAGE_HEAD = CSP_META + QUIET_CONSOLE_JS + WARM_VIEWER_CSS + SHORTCUTS_JS
 
 CLICK_MODES = ("moves the joint", "sets the box's top-left corner", "sets the box's bottom-right corner")
@@ -364,9 +382,14 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 rid_tb = gr.Textbox(visible=False, elem_id="vipa-rid")
                 viewer = Rerun(height=620, elem_id="vipa-rerun", panel_states={"blueprint": "collapsed",
                                                                             "selection": "collapsed"})
+                # Mounted (made visible) once the viewer above shows its recording: mounting them
+                # loads and runs Plotly (a 4.6 MB script, seconds of the page's main thread),
+                # which would otherwise compete with the viewer's start. They hold their
+                # figures while hidden.
                 with gr.Row():
-                    wrist_plot = gr.Plot(label="wrist x/y/z")
-                    conf_plot = gr.Plot(label="per-joint confidence")
+                    wrist_plot = gr.Plot(label="wrist x/y/z", visible=False, elem_id="vipa-wrist-plot")
+                    conf_plot = gr.Plot(label="per-joint confidence", visible=False, elem_id="vipa-conf-plot")
+                show_plots_btn = gr.Button("show plots", elem_id="vipa-show-plots")  # clicked by the page; hidden by CSS
 
             with gr.Tab("Align", id="align"):
                 with gr.Row():
@@ -605,6 +628,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         prev_btn.click(None, [frame_sl], [frame_sl], js=step_js(-1), api_visibility="private")
         next_btn.click(None, [frame_sl], [frame_sl], js=step_js(+1), api_visibility="private")
         inspect_tab.select(None, [rid_tb, frame_sl], None, js=SHOW_JS)
+        show_plots_btn.click(lambda: (gr.update(visible=True), gr.update(visible=True)), None, [wrist_plot, conf_plot],
+                             api_visibility="private", show_progress="hidden", queue=False)
 
         @_guard
         def jump(evt: gr.SelectData, rows, episode_id):
