@@ -62,6 +62,7 @@ class SplitBundle:
     js: bytes
     wasm: bytes
     wasm_name: str
+    glue_name: str | None  # the wasm-bindgen glue module the bundle imports (re_viewer-<hash>.js)
 
 
 def split_bundle(data: bytes) -> SplitBundle | None:
@@ -81,7 +82,31 @@ def split_bundle(data: bytes) -> SplitBundle | None:
     if n != 1:
         return None
     js = WASM_COMPILE.sub(rb"(!\1 || !\2) && ([\1, \2] = await (globalThis.__vipaViewerWasm ??= \3));", js, count=1)
-    return SplitBundle(js, wasm, name)
+    glue = re.findall(rb'import\("\./(re_viewer-[\w.-]+\.js)"\)', js)
+    return SplitBundle(js, wasm, name, glue[0].decode() if len(glue) == 1 and b"__vipaViewerWasm" in js else None)
+
+
+WARM_SCRIPT = "component/vipa-warm.js"
+WARM_JS = """// Fetch and compile the viewer's wasm (and import its glue) before any viewer starts; the
+// bundle's viewers take the module from globalThis.__vipaViewerWasm (app/assets.py).
+export default function warm() {
+  globalThis.__vipaViewerWasm ??= Promise.all([
+    import(new URL("./%(glue)s", import.meta.url)).then((m) => m.default),
+    WebAssembly.compileStreaming(fetch(new URL("./%(wasm)s", import.meta.url))),
+  ]).catch((e) => { globalThis.__vipaViewerWasm = undefined; throw e; });
+  return globalThis.__vipaViewerWasm;
+}
+"""
+
+
+def warm_url(prefix: str = API_PREFIX) -> str:
+    """URL of the module whose default export starts the viewer's wasm compile (empty without
+    gradio_rerun)."""
+    try:
+        cid, _ = rerun_component()
+    except ImportError:
+        return ""
+    return f"{prefix}/custom_component/{cid}/client/{WARM_SCRIPT}"
 
 
 @dataclass
@@ -145,21 +170,34 @@ class AssetStore:
                 self._split = (split_bundle(src.read_bytes()) if src is not None else None,)
             return self._split[0]
 
-    def wasm_name(self) -> str | None:
-        """File name of the split-off wasm (remembered on disk, so a restart does not split again)."""
+    def names(self) -> tuple[str | None, str | None]:
+        """File names of the split-off wasm and of the glue module the bundle imports (remembered
+        on disk, so a restart does not split again); (None, None) when not split."""
         src = self.file(BUNDLE)
         if src is None or not self.split_wasm:
-            return None
-        note = self.cache_dir / f"wasm-name-{self._tag(src, 'split')}.txt" if self.cache_dir is not None else None
+            return None, None
+        note = self.cache_dir / f"split-names-{self._tag(src, 'split')}.txt" if self.cache_dir is not None else None
         if note is not None and note.is_file():
-            return note.read_text().strip() or None
+            parts = note.read_text().split() + [None, None]
+            return parts[0], parts[1] if parts[0] else None
         sp = self.split()
         if note is not None:
-            _write(note, (sp.wasm_name if sp else "").encode())
-        return sp.wasm_name if sp else None
+            _write(note, (f"{sp.wasm_name} {sp.glue_name or ''}" if sp else "").encode())
+        return (sp.wasm_name, sp.glue_name) if sp else (None, None)
+
+    def wasm_name(self) -> str | None:
+        """File name of the split-off wasm, or None."""
+        return self.names()[0]
+
+    def warm_script(self) -> bytes | None:
+        """The ``WARM_SCRIPT`` module's text, or None (bundle not split, or no glue module found)."""
+        wasm, glue = self.names()
+        return (WARM_JS % {"glue": glue, "wasm": wasm}).encode() if wasm and glue else None
 
     def is_asset(self, rel: str) -> bool:
         """Whether ``rel`` is one of the files this store answers."""
+        if rel == WARM_SCRIPT:
+            return self.warm_script() is not None
         return self.file(rel) is not None or (rel.endswith(".wasm") and rel == f"component/{self.wasm_name()}")
 
     def get(self, rel: str, encoding: str) -> Compressed | None:
@@ -188,6 +226,10 @@ class AssetStore:
 
     def _make(self, rel: str, encoding: str) -> Compressed | None:
         bundle = self.file(BUNDLE)
+        if rel == WARM_SCRIPT:
+            body = self.warm_script()
+            tag = hashlib.sha256(body or b"").hexdigest()[:24]
+            return Compressed(body, f'"{tag}"', "identity", "text/javascript; charset=utf-8") if body else None
         if rel == BUNDLE and self.wasm_name() is not None:
             src, what, media, cache = bundle, "split", "text/javascript; charset=utf-8", "no-cache"
             body_of = lambda: self.split().js  # noqa: E731

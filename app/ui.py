@@ -12,6 +12,7 @@ Named API endpoints (``gradio_client``): the JSON ones defined with ``gr.api`` a
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,7 @@ import numpy as np
 from gradio_rerun import Rerun
 
 from app.api_docs import describe
+from app.assets import warm_url
 from app.workbench import TABLE_HEADERS, Workbench, load_upload_image
 from vipa.conventions import HANDS, JOINT_NAMES
 from vipa.data._io import atomic_write_bytes
@@ -85,7 +87,7 @@ SHORTCUTS_JS = """
       clearInterval(clock);
     }
   }, 100);
-  // The Inspect tab's plots are mounted once its viewer shows the recording (or 20 s after the
+  // The Inspect tab's plots are mounted once its viewer shows the recording (or 60 s after the
   // tab was first opened, should the viewer fail), so that they do not slow the viewer's start.
   let plotsShown = false;
   const showPlots = function () {
@@ -101,7 +103,7 @@ SHORTCUTS_JS = """
     const t = e.target && e.target.closest && e.target.closest('button[role=tab]');
     if (t && !window.__vipaInspectAt && t.textContent.trim() === 'Inspect') {
       window.__vipaInspectAt = performance.now();
-      setTimeout(showPlots, 20000);
+      setTimeout(showPlots, 60000);
     }
   }, true);
   window.vipaShowFrame = function (rid, frame) {
@@ -178,6 +180,9 @@ EXPECTED_ERRORS = (ValueError, KeyError, IndexError, FileNotFoundError, Permissi
 
 
 DEBUG = {"tracebacks": False}  # launch_app --debug turns tracebacks on in the terminal
+# How the viewer is warmed while the user is on Browse (see build_ui): "wasm" or "viewer"
+# ($VIPA_WARM_VIEWER overrides, for comparisons).
+WARM = {"mode": os.environ.get("VIPA_WARM_VIEWER", "wasm")}
 
 
 def report_error(where: str, exc: BaseException) -> None:
@@ -351,11 +356,13 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         progress_sl = gr.Slider(0, 1, value=0, label="preparing dataset", interactive=False, visible=False,
                                 elem_id="vipa-progress")
         timer = gr.Timer(1.0)
-        # An empty viewer, off screen, mounted with the first tab: the wasm viewer (50 MB) is decoded
-        # and compiled while the user is on Browse, and the Inspect tab's viewer reuses the
-        # compiled module instead of starting from scratch when it is opened. Shown (mounted) once
-        # the page's own data is in, so that it does not delay the first page.
-        warm_viewer = Rerun(height=240, elem_id="vipa-rerun-warm", visible=False)
+        # Once the page's own data is in (so that it does not delay the first page), the viewer's
+        # wasm (52 MB) is fetched and compiled while the user is on Browse, and the Inspect
+        # tab's viewer starts from the compiled module. WARM["mode"] "wasm": only the compile
+        # (app/assets.py's warm module); "viewer": an empty viewer mounted off screen (a whole
+        # viewer started and drawing, GL context and shaders included).
+        warm_mode = WARM["mode"] if WARM["mode"] == "viewer" or warm_url() else "viewer"
+        warm_viewer = Rerun(height=240, elem_id="vipa-rerun-warm", visible=False) if warm_mode == "viewer" else None
         view_key = gr.Textbox(visible=False, elem_id="vipa-view-key")  # "episode@frame" of the picture shown
         client_timing = gr.Textbox(elem_id="vipa-client-timing", container=False, show_label=False)  # hidden by CSS
         with gr.Row():
@@ -543,9 +550,14 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             return (st.get("message", ""), gr.update(choices=ids, value=ids[0] if ids else None),
                     w.table(), w.failed(), gr.update(active=not ready), _predict_status(predictor))
 
-        demo.load(on_load, outputs=[status_md, episode_dd, table_df, failed_df, timer, predict_md],
-                  api_visibility="private").then(lambda: gr.update(visible=True), None, warm_viewer,
-                                                 api_visibility="private", show_progress="hidden")
+        loaded = demo.load(on_load, outputs=[status_md, episode_dd, table_df, failed_df, timer, predict_md],
+                           api_visibility="private")
+        if warm_viewer is not None:
+            loaded.then(lambda: gr.update(visible=True), None, warm_viewer, api_visibility="private",
+                        show_progress="hidden")
+        else:
+            loaded.then(None, None, None, js=f"() => {{ import({json.dumps(warm_url())}).then((m) => m.default())"
+                                             ".catch((e) => console.warn('viewer warm-up failed', e)); }")
 
         @_guard
         def refresh_table(query, review, sort_by, desc):

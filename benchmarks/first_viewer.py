@@ -47,7 +47,10 @@ VARIANTS: dict[str, list[str]] = {
 # Server configurations (environment of launch_app.py): "whole" serves the viewer bundle as
 # gradio_rerun ships it (wasm inlined as base64), "split" (the default) as module + wasm file.
 # "base": the checkout given with --base (e.g. `git archive <commit>` of the code before a change).
-SERVERS: dict[str, dict[str, str]] = {"split": {}, "whole": {"VIPA_VIEWER_WASM_SPLIT": "0"}, "base": {}}
+# "viewerwarm": split, warmed by an empty viewer off screen instead of the wasm compile alone.
+SERVERS: dict[str, dict[str, str]] = {"split": {}, "viewerwarm": {"VIPA_WARM_VIEWER": "viewer"},
+                                      "whole": {"VIPA_VIEWER_WASM_SPLIT": "0", "VIPA_WARM_VIEWER": "viewer"},
+                                      "base": {}}
 
 INIT_JS = """
 (() => {
@@ -291,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="append one JSON line per visit here")
     ap.add_argument("--base", type=Path, help="checkout whose launch_app.py the @base variants run")
     a = ap.parse_args(argv)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the apps and browsers on kill
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     for v in variants:
         try:

@@ -76,6 +76,7 @@ def test_other_requests_go_to_the_app(bundle, tmp_path):
     mw = PrecompressedAssets(inner_app, CID, tdir, tmp_path / "cache", warm=False)
     enc = {"Accept-Encoding": "br, gzip"}
     for path in (f"/gradio_api/custom_component/{CID}/client/component/small.js",  # small: the app compresses it
+                 f"/gradio_api/custom_component/{CID}/client/component/vipa-warm.js",  # bundle not split: no warm-up
                  f"/gradio_api/custom_component/{'cd' * 32}/client/component/index.js",  # another component
                  f"/gradio_api/custom_component/{CID}/client/component/../../../../etc/passwd",
                  "/config", "/"):
@@ -93,7 +94,16 @@ def test_the_page_preloads_the_bundle_and_launch_installs_the_middleware():
     assert [m.cls for m in middleware()] == [PrecompressedAssets]
 
 
-WRAPPER_JS = """async function MD(A, I) {
+WRAPPER_JS = """async function ND(A) {
+  return (await import("./re_viewer-Ab1.js")).default;
+}
+async function hD(A, I) {
+  (!tI || !eI) && ([tI, eI] = await Promise.all([
+    ND(),
+    WebAssembly.compileStreaming(MD(A, I))
+  ]));
+}
+async function MD(A, I) {
   const g = A ? new URL("./re_viewer_bg.wasm", A) : new URL("data:application/wasm;base64,%s", import.meta.url), B = await fetch(g);
   if (!B.ok)
     throw new Error(`Failed to fetch viewer Wasm: ${B.status} ${B.statusText}`);
@@ -125,13 +135,18 @@ def test_a_bundle_with_inlined_wasm_is_served_as_module_plus_wasm_file(tmp_path)
     # no compression accepted: the split parts come as they are (the app has no such wasm file)
     status, h, body = call(mw, base + name, {})
     assert status == 200 and body == wasm and "content-encoding" not in h
-    # another wasm name, and a bundle without an inlined wasm, go to the app
+    # another wasm name goes to the app
     assert call(mw, base + "re_viewer_bg-0000000000000000.wasm", {"Accept-Encoding": "br"})[1].get("x-inner") == "1"
     # the next start finds the split parts on disk (same name, same ETag) without splitting again
     again = PrecompressedAssets(inner_app, CID, tdir, cache, warm=False)
     assert again.store.wasm_name() == name
     assert call(again, base + "index.js", {"Accept-Encoding": "br"})[2] == call(mw, base + "index.js", {"Accept-Encoding": "br"})[2]
     assert again.store._split is None
+    # the warm-up module names the same wasm and the glue module, and shares the bundle's promise
+    status, h, body = call(mw, base + "vipa-warm.js", {"Accept-Encoding": "br"})
+    assert status == 200 and "javascript" in h["content-type"] and "content-encoding" not in h
+    assert f'new URL("./{name}"' in body.decode() and 'new URL("./re_viewer-Ab1.js"' in body.decode()
+    assert "globalThis.__vipaViewerWasm ??=" in body.decode() and "globalThis.__vipaViewerWasm ??=" in js
 
 
 def test_the_installed_viewer_bundle_can_be_split():
@@ -144,3 +159,4 @@ def test_the_installed_viewer_bundle_can_be_split():
     sp = split_bundle((tdir / "component" / "index.js").read_bytes())
     assert sp is not None and sp.wasm[:4] == b"\0asm" and len(sp.js) < 1_000_000
     assert b"globalThis.__vipaViewerWasm ??= Promise.all(" in sp.js  # one compile per page
+    assert sp.glue_name and f'import("./{sp.glue_name}")'.encode() in sp.js and (tdir / "component" / sp.glue_name).is_file()
