@@ -19,9 +19,11 @@ and the browser parses a 70 MB script. ``split_bundle`` rewrites the bundle once
 to ``re_viewer_bg-<hash>.wasm`` beside it (``application/wasm``, immutable: its name changes with
 its content) and is compiled straight from that fetch, so a returning visit loads the compiled
 module from the browser's code cache instead of compiling 52 MB again; the module left is 170 KB.
-Two viewers that start before the first compile ends (the page's warm viewer and the Inspect
-tab's) share one compile instead of compiling twice side by side.
-A bundle that does not have exactly that shape is served as it is.
+Everything that starts before the first compile ends (the page's warm-up, the Inspect tab's
+viewer, a second viewer) shares one compile through ``globalThis.__vipaViewerWasm`` instead of
+compiling side by side. ``component/vipa-warm.js`` (``warm_url()``) is a small module whose
+default export starts that compile; the page calls it once its data is in, while the user is on
+Browse. A bundle that does not have exactly that shape is served as it is (and no warm-up module).
 
 No gradio import at module level (the middleware is plain ASGI)."""
 
@@ -47,8 +49,8 @@ BUNDLE = "component/index.js"
 # the inlined wasm, and the progress wrapper around its fetch (gradio_rerun 0.39's bundle)
 WASM_DATA_URL = re.compile(rb'new URL\("data:application/wasm;base64,([A-Za-z0-9+/=]+)", import\.meta\.url\)')
 WASM_WRAPPER = re.compile(rb"(Failed to fetch viewer Wasm: [^`]*`\);\s*return )[\w$]+\(([\w$]+), [\w$]+\);")
-# two viewers started before the first compile ends (the warm one and Inspect's) each fetch and
-# compile the wasm: the compile is shared through one promise
+# viewers started before the first compile ends each fetch and compile the wasm: the compile is
+# shared through one promise
 WASM_COMPILE = re.compile(rb"\(!([\w$]+) \|\| !([\w$]+)\) && \(\[\1, \2\] = await (Promise\.all\(\[\s*[\w$]+\(\),\s*"
                           rb"WebAssembly\.compileStreaming\([\w$]+\([\w$]+, [\w$]+\)\)\s*\]\))\);")
 IMMUTABLE = b"public, max-age=31536000, immutable"
