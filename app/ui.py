@@ -180,7 +180,7 @@ EXPECTED_ERRORS = (ValueError, KeyError, IndexError, FileNotFoundError, Permissi
 
 
 DEBUG = {"tracebacks": False}  # launch_app --debug turns tracebacks on in the terminal
-# How the viewer is warmed while the user is on Browse (see build_ui): "wasm" or "viewer"
+# How the viewer is warmed while the user is on Browse (see build_ui): "wasm", "early" or "viewer"
 # ($VIPA_WARM_VIEWER overrides, for comparisons).
 WARM = {"mode": os.environ.get("VIPA_WARM_VIEWER", "wasm")}
 
@@ -361,7 +361,7 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         # tab's viewer starts from the compiled module. WARM["mode"] "wasm": only the compile
         # (app/assets.py's warm module); "viewer": an empty viewer mounted off screen (a whole
         # viewer started and drawing, GL context and shaders included).
-        warm_mode = WARM["mode"] if WARM["mode"] == "viewer" or warm_url() else "viewer"
+        warm_mode = WARM["mode"] if WARM["mode"] == "viewer" or warm_url() else "viewer"  # "wasm", "early", "viewer"
         warm_viewer = Rerun(height=240, elem_id="vipa-rerun-warm", visible=False) if warm_mode == "viewer" else None
         view_key = gr.Textbox(visible=False, elem_id="vipa-view-key")  # "episode@frame" of the picture shown
         client_timing = gr.Textbox(elem_id="vipa-client-timing", container=False, show_label=False)  # hidden by CSS
@@ -556,8 +556,10 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             loaded.then(lambda: gr.update(visible=True), None, warm_viewer, api_visibility="private",
                         show_progress="hidden")
         else:
-            loaded.then(None, None, None, js=f"() => {{ import({json.dumps(warm_url())}).then((m) => m.default())"
-                                             ".catch((e) => console.warn('viewer warm-up failed', e)); }")
+            warm_js = (f"() => {{ import({json.dumps(warm_url())}).then((m) => m.default())"
+                       ".catch((e) => console.warn('viewer warm-up failed', e)); }")
+            # "early": as the page mounts, beside its first data request; "wasm": once the data is in
+            (demo.load if warm_mode == "early" else loaded.then)(None, None, None, js=warm_js)
 
         @_guard
         def refresh_table(query, review, sort_by, desc):

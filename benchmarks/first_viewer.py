@@ -51,7 +51,9 @@ VARIANTS: dict[str, list[str]] = {
 # gradio_rerun ships it (wasm inlined as base64), "split" (the default) as module + wasm file.
 # "base": the checkout given with --base (e.g. `git archive <commit>` of the code before a change).
 # "viewerwarm": split, warmed by an empty viewer off screen instead of the wasm compile alone.
+# "early": split, the wasm compile started as the page mounts instead of once its data is in.
 SERVERS: dict[str, dict[str, str]] = {"split": {}, "viewerwarm": {"VIPA_WARM_VIEWER": "viewer"},
+                                      "early": {"VIPA_WARM_VIEWER": "early"},
                                       "whole": {"VIPA_VIEWER_WASM_SPLIT": "0", "VIPA_WARM_VIEWER": "viewer"},
                                       "base": {}}
 
