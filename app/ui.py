@@ -12,6 +12,7 @@ Named API endpoints (``gradio_client``): the JSON ones defined with ``gr.api`` a
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,7 @@ import numpy as np
 from gradio_rerun import Rerun
 
 from app.api_docs import describe
+from app.assets import warm_url
 from app.workbench import TABLE_HEADERS, Workbench, load_upload_image
 from vipa.conventions import HANDS, JOINT_NAMES
 from vipa.data._io import atomic_write_bytes
@@ -85,9 +87,24 @@ SHORTCUTS_JS = """
       clearInterval(clock);
     }
   }, 100);
+  // The Inspect tab's plots are mounted once its viewer shows the recording (or 60 s after the
+  // tab was first opened, should the viewer fail), so that they do not slow the viewer's start.
+  let plotsShown = false;
+  const showPlots = function () {
+    const b = document.getElementById('vipa-show-plots');
+    if (plotsShown || !b) return;
+    plotsShown = true;
+    b.click();
+  };
+  const plotsClock = setInterval(function () {
+    if (window.__vipaShown && document.querySelector('#vipa-rerun canvas')) { showPlots(); clearInterval(plotsClock); }
+  }, 200);
   document.addEventListener('click', function (e) {
     const t = e.target && e.target.closest && e.target.closest('button[role=tab]');
-    if (t && !window.__vipaInspectAt && t.textContent.trim() === 'Inspect') window.__vipaInspectAt = performance.now();
+    if (t && !window.__vipaInspectAt && t.textContent.trim() === 'Inspect') {
+      window.__vipaInspectAt = performance.now();
+      setTimeout(showPlots, 60000);
+    }
   }, true);
   window.vipaShowFrame = function (rid, frame) {
     if (!rid) return false;
@@ -140,15 +157,18 @@ def parse_view_key(key: str | None) -> tuple[str | None, int | None]:
 CSP_META = ('<meta http-equiv="Content-Security-Policy" content="connect-src \'self\' blob: data:; '
             'font-src \'self\' blob: data:">')
 # The wasm viewer logs tens of thousands of console.debug lines while it loads (26 000 for one
-# recording; with developer tools or a test driver listening, each one costs): silent unless the
-# page is opened with ?vipa_debug.
+# recording) and its info lines through console.info; Gradio and the viewer's wrapper log with
+# console.log. With developer tools or a test driver listening, each line costs: silent unless
+# the page is opened with ?vipa_debug (warnings and errors always show).
 QUIET_CONSOLE_JS = """
 <script>
-if (!/[?&]vipa_debug\\b/.test(window.location.search)) console.debug = function () {};
+if (!/[?&]vipa_debug\\b/.test(window.location.search)) {
+  console.debug = console.info = console.log = function () {};
+}
 </script>
 """
 WARM_VIEWER_CSS = ("<style>#vipa-rerun-warm{position:fixed !important;left:-5000px;top:0;width:320px;"
-                   "pointer-events:none;} #vipa-client-timing{display:none !important;}</style>")
+                   "pointer-events:none;} #vipa-client-timing, #vipa-show-plots{display:none !important;}</style>")
 PAGE_HEAD = CSP_META + QUIET_CONSOLE_JS + WARM_VIEWER_CSS + SHORTCUTS_JS
 
 CLICK_MODES = ("moves the joint", "sets the box's top-left corner", "sets the box's bottom-right corner")
@@ -160,6 +180,9 @@ EXPECTED_ERRORS = (ValueError, KeyError, IndexError, FileNotFoundError, Permissi
 
 
 DEBUG = {"tracebacks": False}  # launch_app --debug turns tracebacks on in the terminal
+# How the viewer is warmed while the user is on Browse (see build_ui): "wasm", "early" or "viewer"
+# ($VIPA_WARM_VIEWER overrides, for comparisons).
+WARM = {"mode": os.environ.get("VIPA_WARM_VIEWER", "wasm")}
 
 
 def report_error(where: str, exc: BaseException) -> None:
@@ -333,11 +356,13 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         progress_sl = gr.Slider(0, 1, value=0, label="preparing dataset", interactive=False, visible=False,
                                 elem_id="vipa-progress")
         timer = gr.Timer(1.0)
-        # An empty viewer, off screen, mounted with the first tab: the wasm viewer (50 MB) is decoded
-        # and compiled while the user is on Browse, and the Inspect tab's viewer reuses the
-        # compiled module instead of starting from scratch when it is opened. Shown (mounted) once
-        # the page's own data is in, so that it does not delay the first page.
-        warm_viewer = Rerun(height=240, elem_id="vipa-rerun-warm", visible=False)
+        # Once the page's own data is in (so that it does not delay the first page), the viewer's
+        # wasm (52 MB) is fetched and compiled while the user is on Browse, and the Inspect
+        # tab's viewer starts from the compiled module. WARM["mode"] "wasm": only the compile
+        # (app/assets.py's warm module); "viewer": an empty viewer mounted off screen (a whole
+        # viewer started and drawing, GL context and shaders included).
+        warm_mode = WARM["mode"] if WARM["mode"] == "viewer" or warm_url() else "viewer"  # "wasm", "early", "viewer"
+        warm_viewer = Rerun(height=240, elem_id="vipa-rerun-warm", visible=False) if warm_mode == "viewer" else None
         view_key = gr.Textbox(visible=False, elem_id="vipa-view-key")  # "episode@frame" of the picture shown
         client_timing = gr.Textbox(elem_id="vipa-client-timing", container=False, show_label=False)  # hidden by CSS
         with gr.Row():
@@ -364,9 +389,14 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
                 rid_tb = gr.Textbox(visible=False, elem_id="vipa-rid")
                 viewer = Rerun(height=620, elem_id="vipa-rerun", panel_states={"blueprint": "collapsed",
                                                                             "selection": "collapsed"})
+                # Mounted (made visible) once the viewer above shows its recording: mounting them
+                # loads and runs Plotly (a 4.6 MB script, seconds of the page's main thread),
+                # which would otherwise compete with the viewer's start. They hold their
+                # figures while hidden.
                 with gr.Row():
-                    wrist_plot = gr.Plot(label="wrist x/y/z")
-                    conf_plot = gr.Plot(label="per-joint confidence")
+                    wrist_plot = gr.Plot(label="wrist x/y/z", visible=False, elem_id="vipa-wrist-plot")
+                    conf_plot = gr.Plot(label="per-joint confidence", visible=False, elem_id="vipa-conf-plot")
+                show_plots_btn = gr.Button("show plots", elem_id="vipa-show-plots")  # clicked by the page; hidden by CSS
 
             with gr.Tab("Align", id="align"):
                 with gr.Row():
@@ -520,9 +550,16 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
             return (st.get("message", ""), gr.update(choices=ids, value=ids[0] if ids else None),
                     w.table(), w.failed(), gr.update(active=not ready), _predict_status(predictor))
 
-        demo.load(on_load, outputs=[status_md, episode_dd, table_df, failed_df, timer, predict_md],
-                  api_visibility="private").then(lambda: gr.update(visible=True), None, warm_viewer,
-                                                 api_visibility="private", show_progress="hidden")
+        loaded = demo.load(on_load, outputs=[status_md, episode_dd, table_df, failed_df, timer, predict_md],
+                           api_visibility="private")
+        if warm_viewer is not None:
+            loaded.then(lambda: gr.update(visible=True), None, warm_viewer, api_visibility="private",
+                        show_progress="hidden")
+        else:
+            warm_js = (f"() => {{ import({json.dumps(warm_url())}).then((m) => m.default())"
+                       ".catch((e) => console.warn('viewer warm-up failed', e)); }")
+            # "early": as the page mounts, beside its first data request; "wasm": once the data is in
+            (demo.load if warm_mode == "early" else loaded.then)(None, None, None, js=warm_js)
 
         @_guard
         def refresh_table(query, review, sort_by, desc):
@@ -605,6 +642,8 @@ def build_ui(wb_ref: Callable[[], Workbench | None], status: Callable[[], dict],
         prev_btn.click(None, [frame_sl], [frame_sl], js=step_js(-1), api_visibility="private")
         next_btn.click(None, [frame_sl], [frame_sl], js=step_js(+1), api_visibility="private")
         inspect_tab.select(None, [rid_tb, frame_sl], None, js=SHOW_JS)
+        show_plots_btn.click(lambda: (gr.update(visible=True), gr.update(visible=True)), None, [wrist_plot, conf_plot],
+                             api_visibility="private", show_progress="hidden", queue=False)
 
         @_guard
         def jump(evt: gr.SelectData, rows, episode_id):

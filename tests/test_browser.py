@@ -17,8 +17,12 @@ pytestmark = pytest.mark.browser
 playwright_sync = pytest.importorskip("playwright.sync_api")
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+# SwiftShader (software Vulkan under ANGLE) stands in for the GPU: WebGL frames stay in the GPU
+# process and are composited there, as in a browser with a GPU. With --disable-gpu the compositor
+# is software and reads every WebGL frame of the viewer back (glReadPixels, about 1 s a frame
+# here, blocking the page's main thread); see docs/WORKBENCH_RESULTS.md, item 2.
+ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def _outside(url: str) -> bool:
@@ -71,9 +75,15 @@ def test_page_loads_and_rerun_canvas_is_not_blank(page):
     page.wait_for_function("() => document.querySelector('#vipa-episode input')?.value === 'synthetic_00'")
     t_usable = time.time()  # the page is up with the first episode selected
     page.get_by_role("tab", name="Inspect").click()
-    page.wait_for_function("() => window.__vipaShown", timeout=90_000)
+    page.wait_for_function("() => window.__vipaShown", timeout=90_000, polling=50)
     first_viewer = time.time() - t_usable
-    (ARTIFACTS / "browser_timings.json").write_text(json.dumps({"first_viewer_after_usable_s": first_viewer}))
+    webgl = page.evaluate("""() => {
+      const g = document.createElement('canvas').getContext('webgl2');
+      const e = g && g.getExtension('WEBGL_debug_renderer_info');
+      return e ? g.getParameter(e.UNMASKED_RENDERER_WEBGL) : String(g && g.getParameter(g.RENDERER));
+    }""")
+    (ARTIFACTS / "browser_timings.json").write_text(json.dumps(
+        {"first_viewer_after_usable_s": first_viewer, "click": "at once", "chromium_args": ARGS, "webgl_renderer": webgl}))
     canvas = page.wait_for_selector("#vipa-rerun canvas", state="attached")
     # the viewer needs a moment to load the wasm and the recording; wait for the picture to settle
     deadline = time.time() + 90
@@ -86,6 +96,8 @@ def test_page_loads_and_rerun_canvas_is_not_blank(page):
         if busy > 0.05:
             break
     (ARTIFACTS / "browser_inspect_rerun.png").write_bytes(page.locator("#vipa-rerun").screenshot())
+    # the tab's plots are mounted once the viewer shows the recording
+    page.wait_for_selector("#vipa-wrist-plot .js-plotly-plot", timeout=120_000)
     page.screenshot(path=str(ARTIFACTS / "browser_page.png"), full_page=True)
     box = canvas.bounding_box()
     assert box is not None and box["width"] > 200 and box["height"] > 200, f"viewer canvas has no size: {box}"
