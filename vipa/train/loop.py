@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
+from vipa.conventions import MOTION_BINS
 from vipa.model.batch import Batch
 from vipa.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
 from vipa.model.config import STAGES, TrainConfig, VIPAConfig, init_fits
@@ -133,6 +134,10 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
         else:  # post-training with another action head than the init's: everything but the head
             sd = {k: v for k, v in m0.state_dict().items() if not k.startswith("action_head.")}
             model.load_state_dict(sd, strict=False)
+    m0 = tok.motion_start[0]
+    if list(tok.motion_start) != [m0 + a * MOTION_BINS for a in range(3)]:
+        raise ValueError(f"tokenizer: the x, y, z motion-token ranges are not consecutive ({tok.motion_start})")
+    model.motion_start = m0
     model.to(dev)
     model.set_trainable(tc.trainable[stage])
     params = [p for p in model.parameters() if p.requires_grad]
