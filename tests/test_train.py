@@ -317,3 +317,32 @@ def test_device_resolution():
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_stage2_continuation_adds_the_geometry_token(prepared, small_cfg, tmp_path):
+    """A stage-2 run with the geometry token (and the ordinal motion loss) may start from a checkpoint
+    without it: every other weight is the init's, the token's embedding starts fresh and trains."""
+    import dataclasses
+
+    from vipa.model.checkpoint import load_checkpoint
+    from vipa.model.config import init_fits
+
+    caches, tok = prepared
+    ds = Hand3DTorchDataset(caches, tok, small_cfg.model, "stage2")
+    base = train(small_cfg, "stage2", ds, tok, tmp_path / "base", steps=1, progress=False).final
+    m0, c0, *_ = load_checkpoint(base)
+    cfg = dataclasses.replace(small_cfg, model=dataclasses.replace(small_cfg.model, geometry_token=True,
+                                                                   motion_decoding="expectation"),
+                              train=dataclasses.replace(small_cfg.train, motion_label_sigma=8.0))
+    assert init_fits(c0.model, cfg.model, "stage2") and not init_fits(cfg.model, c0.model, "stage2")
+    assert not init_fits(c0.model, dataclasses.replace(cfg.model, d_vision=64), "stage2")
+    res = train(cfg, "stage2", ds, tok, tmp_path / "cont", steps=2, init=base, progress=False)
+    m1, c1, *_ = load_checkpoint(res.final)
+    assert c1.model.geometry_token and c1.model.motion_decoding == "expectation"
+    assert c1.train.motion_label_sigma == 8.0
+    assert m1.geo_embed is not None and m1.geo_embed[0].weight.abs().sum() > 0
+    # the init's weights, not a fresh start: only the token's embedding is new, the LLM moved two small steps
+    s0, s1 = m0.state_dict(), m1.state_dict()
+    assert set(s1) - set(s0) == {k for k in s1 if k.startswith("geo_embed.")}
+    emb0, emb1 = s0["llm.model.embed_tokens.weight"], s1["llm.model.embed_tokens.weight"]
+    assert (emb1 - emb0).abs().max() < 0.05  # two small steps from the init, not a re-initialisation

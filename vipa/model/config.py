@@ -374,19 +374,42 @@ ACTION_HEAD_FIELDS = ("action_dim", "state_dim", "chunk_len", "dit_dim", "dit_la
                       "action_geometry")
 
 
-def same_backbone(a: ModelConfig, b: ModelConfig) -> bool:
-    """True when two model configs differ at most in their action-head fields."""
+def same_config(a: ModelConfig, b: ModelConfig) -> bool:
+    """True when two model configs are equal up to ``motion_decoding`` (a decoding choice, no weights)."""
     da, db = a.to_dict(), b.to_dict()
-    for k in ACTION_HEAD_FIELDS:
+    da.pop("motion_decoding"), db.pop("motion_decoding")
+    return da == db
+
+
+def same_backbone(a: ModelConfig, b: ModelConfig) -> bool:
+    """True when two model configs differ at most in their action-head fields (and ``motion_decoding``)."""
+    da, db = a.to_dict(), b.to_dict()
+    for k in ACTION_HEAD_FIELDS + ("motion_decoding",):
         da.pop(k, None)
         db.pop(k, None)
     return da == db
 
 
+# Fields a stage-1/2 run may turn on against its --init checkpoint: the geometry token (its embedding
+# starts fresh, every other weight is the init's) and how motion tokens are decoded (no weights).
+ADDABLE_FIELDS = ("geometry_token", "motion_decoding")
+
+
+def adds_geometry_token(init: ModelConfig, model: ModelConfig) -> bool:
+    """True when ``model`` is ``init`` with the geometry token turned on (and perhaps another decoding)."""
+    da, db = init.to_dict(), model.to_dict()
+    if da.pop("geometry_token") or not db.pop("geometry_token"):
+        return False
+    da.pop("motion_decoding"), db.pop("motion_decoding")
+    return da == db
+
+
 def init_fits(init: ModelConfig, model: ModelConfig, stage: str) -> bool:
     """Whether a checkpoint of model config ``init`` can initialise a ``stage`` run of ``model``: the same
-    config, or for post-training the same backbone with another action head."""
-    return init.to_dict() == model.to_dict() or (stage == "post" and same_backbone(init, model))
+    config up to ``motion_decoding``; for stages 1-2 also with the geometry token added
+    (``adds_geometry_token``); for post-training the same backbone with another action head."""
+    return same_config(init, model) or (stage in ("stage1", "stage2") and adds_geometry_token(init, model)) or \
+        (stage == "post" and same_backbone(init, model))
 
 
 REGISTRY = {"tiny": _tiny, "small": _small, "paper": _paper}
