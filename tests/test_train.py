@@ -245,7 +245,7 @@ def test_ddp_two_cpu_processes_identical_weights(hand3d_root, tmp_path):
 @pytest.mark.slow
 def test_sample_checkpoint_recipe_still_runs(tmp_path):
     """scripts/train_sample_checkpoint.sh end to end at a toy budget (the committed checkpoint's recipe)."""
-    env = {**os.environ, "PY": sys.executable, "EPISODES": "3", "MAX_EPISODES": "2", "STEPS1": "1", "STEPS2": "1",
+    env = {**os.environ, "PY": sys.executable, "EPISODES": "3", "MAX_EPISODES": "2", "STEPS1": "1", "STEPS2": "1", "STEPS3": "1",
            "WORK": str(tmp_path / "work"), "DEST": str(tmp_path / "dest"), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(["bash", str(REPO / "scripts" / "train_sample_checkpoint.sh")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)
@@ -254,6 +254,7 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
 
     pred = Predictor.load(tmp_path / "dest")
     assert pred.cfg.name == "tiny" and (tmp_path / "dest" / "eval_report.json").is_file()
+    assert pred.mcfg.geometry_token and pred.mcfg.motion_decoding == "expectation"  # the continuation step ran
 
 
 class _ToyRobot(torch.utils.data.Dataset):
