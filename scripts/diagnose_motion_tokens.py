@@ -8,7 +8,8 @@
   accuracy, the probability mass within +-10 bins of the truth, and the ADE / FDE (cm) of the
   trajectory read off those bins; beside it the numeric trajectory head and holding the wrist still;
 * free-running constrained decoding, greedy and expectation (ADE / FDE, cm; waypoints decoded);
-* how many of the held-out target bins the training targets ever contain (per axis).
+* how many of the held-out target bins the training targets ever contain (per axis), and the error of
+  an unconditional answer (every waypoint at the training targets' mean position).
 
     python scripts/diagnose_motion_tokens.py checkpoints/tiny_sample --data runs/tiny_sample/data --out runs/diag.json
 """
@@ -124,6 +125,10 @@ def main() -> None:
     trs = Hand3DTorchDataset(tr_caches, tok, cfg.model, "stage2")
     train_bins = quantize(np.concatenate([s.traj for s in trs.samples if s.kind == "gen"]))
     rep["train_gen_samples"] = sum(s.kind == "gen" for s in trs.samples)
+    # an unconditional answer: every waypoint at the training targets' mean position (camera frame)
+    mean_pos = np.concatenate([s.traj for s in trs.samples if s.kind == "gen"]).mean(0)
+    rep["constant_train_mean_position"] = ade_fde(np.broadcast_to(mean_pos, gt.shape))
+    rep["constant_train_mean_bin_error_mm_per_axis"] = (np.abs(quantize(mean_pos)[None, None] - T).mean((0, 1)) * width).tolist()
     rep["heldout_bins_seen_in_training_per_axis"] = [
         float(np.isin(T[..., ax], np.unique(train_bins[:, ax])).mean()) for ax in range(3)]
     rep["distinct_train_bins_per_axis"] = [int(len(np.unique(train_bins[:, ax]))) for ax in range(3)]
