@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces checkpoints/tiny_sample: synthetic Hand3D episodes -> tiny stage 1 -> tiny stage 2
-# (init from stage 1) -> held-out evaluation -> the RGB point-estimate head -> evaluation per input
-# mode (point map from depth + K; RGB only) -> copy of the final checkpoint.
-# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, WORK, DEST, THREADS.
+# (init from stage 1) -> stage 2 continued with the geometry token and the ordinal motion-token loss
+# (#13 item 3) -> the RGB point-estimate head -> held-out evaluation per input mode (point map from
+# depth + K; RGB only) -> copy of the final checkpoint.
+# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, STEPS3, LR3, SIGMA, WORK, DEST, THREADS.
+# S2_FROM=CHECKPOINT skips stages 1 and 2 and continues from that stage-2 checkpoint (how the committed
+# checkpoint was made: S2_FROM=checkpoints/tiny_sample, the stage-2 checkpoint of the recipe without step 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -10,32 +13,54 @@ EPISODES=${EPISODES:-300}        # generated (seeds 0..EPISODES-1), 96x96, 32 fr
 MAX_EPISODES=${MAX_EPISODES:-240} # training episodes used (all 240 of the 80% training split)
 STEPS1=${STEPS1:-1200}
 STEPS2=${STEPS2:-400}              # stage 2 replays stage-1 QA (config stage2_replay), so QA survives it
+STEPS3=${STEPS3:-300}              # stage 2 continued with the geometry token
+LR3=${LR3:-1e-3}
+SIGMA=${SIGMA:-16}                 # motion-token labels: Gaussian over neighbouring bins, std in bins (~1 mm each)
+S2_FROM=${S2_FROM:-}
 THREADS=${THREADS:-2}
 START=$(date +%s)
 WORK=${WORK:-runs/tiny_sample}
 DEST=${DEST:-checkpoints/tiny_sample}
 
 $PY scripts/train_synthetic_data.py "$WORK/data" --episodes "$EPISODES" --size 96 --frames 32
-$PY -m vipa.cli train stage1 --config tiny --data "$WORK/data" --out "$WORK/s1" --steps "$STEPS1" \
-    --max-episodes "$MAX_EPISODES" --threads "$THREADS" --no-progress
-$PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2" --steps "$STEPS2" \
-    --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$WORK/s1/final" --no-progress
-echo "training (stage 1 + stage 2) took $(( $(date +%s) - START )) s including data generation"
-$PY -m vipa.cli eval "$WORK/s1/final" --data "$WORK/data" --out "$WORK/eval_s1" --threads "$THREADS" --max-qa 300 --max-motion 200
-$PY -m vipa.cli eval "$WORK/s2/final" --data "$WORK/data" --out "$WORK/eval" --threads "$THREADS" --max-qa 300 --max-motion 200
+if [ -z "$S2_FROM" ]; then
+  $PY -m vipa.cli train stage1 --config tiny --data "$WORK/data" --out "$WORK/s1" --steps "$STEPS1" \
+      --max-episodes "$MAX_EPISODES" --threads "$THREADS" --no-progress
+  $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2" --steps "$STEPS2" \
+      --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$WORK/s1/final" --no-progress
+  echo "training (stage 1 + stage 2) took $(( $(date +%s) - START )) s including data generation"
+  $PY -m vipa.cli eval "$WORK/s1/final" --data "$WORK/data" --out "$WORK/eval_s1" --threads "$THREADS" --max-qa 300 --max-motion 200
+  S2_FROM="$WORK/s2/final"
+fi
+# The text outputs (#13 item 3): the readout's pointers, B - A, |B - A| and trajectory enter the LLM as one
+# token before the text (geometry_token; its embedding starts fresh), motion-token labels are Gaussian
+# over neighbouring bins (motion_label_sigma), and the checkpoint decodes motion tokens by expectation.
+S3=$(date +%s)
+$PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2g" --steps "$STEPS3" --lr "$LR3" \
+    --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$S2_FROM" --no-progress \
+    --geometry-token --motion-label-sigma "$SIGMA" --motion-decoding expectation
+echo "stage 2 with the geometry token took $(( $(date +%s) - S3 )) s"
 # The RGB-only point-estimate head (mono_points). The committed checkpoint was trained before the head
 # existed and got it fitted alone afterwards (every other tensor as stage 2 left it); with today's
 # default (mono_points on) stages 1 and 2 train it jointly and this step copies the checkpoint as it is.
 P0=$(date +%s)
-$PY scripts/fit_point_head.py "$WORK/s2/final" --data "$WORK/data" --out "$WORK/mono" --threads "$THREADS" \
+$PY scripts/fit_point_head.py "$WORK/s2g/final" --data "$WORK/data" --out "$WORK/mono" --threads "$THREADS" \
     --keep-if-present
 echo "point head took $(( $(date +%s) - P0 )) s"
+# One evaluation of the final checkpoint per input mode; its first mode (points) is eval_report.json.
 $PY -m vipa.cli eval "$WORK/mono" --data "$WORK/data" --out "$WORK/eval_by_inputs" --threads "$THREADS" \
     --max-qa 300 --max-motion 200 --inputs points rgb
 mkdir -p "$DEST"
-cp "$WORK"/mono/{model.safetensors,config.json,tokenizer.json,metrics_point_head.jsonl} "$DEST"/
-cp "$WORK"/eval/report.json "$DEST"/eval_report.json
-cp "$WORK"/eval_s1/report.json "$DEST"/eval_report_stage1.json
+# the point head's history: S2_FROM's fit (if it had one), then this run's record
+cat $( [ -f "$S2_FROM"/metrics_point_head.jsonl ] && echo "$S2_FROM"/metrics_point_head.jsonl ) \
+    "$WORK"/mono/metrics_point_head.jsonl > "$WORK"/metrics_point_head.jsonl
+cp "$WORK"/mono/{model.safetensors,config.json,tokenizer.json} "$WORK"/metrics_point_head.jsonl "$DEST"/
+cp "$WORK"/eval_by_inputs/report.json "$DEST"/eval_report.json
+[ -f "$WORK"/eval_s1/report.json ] && cp "$WORK"/eval_s1/report.json "$DEST"/eval_report_stage1.json
 cp "$WORK"/eval_by_inputs/report.json "$DEST"/eval_report_by_inputs.json
-cat "$WORK"/s1/metrics.jsonl "$WORK"/s2/metrics.jsonl > "$DEST"/metrics.jsonl
+if [ -f "$WORK"/s1/metrics.jsonl ]; then
+  cat "$WORK"/s1/metrics.jsonl "$WORK"/s2/metrics.jsonl "$WORK"/s2g/metrics.jsonl > "$DEST"/metrics.jsonl
+else  # continued from S2_FROM: its stage 1-2 curves, then the continuation's
+  cat "$S2_FROM"/metrics.jsonl "$WORK"/s2g/metrics.jsonl > "$DEST"/metrics.jsonl.new && mv "$DEST"/metrics.jsonl.new "$DEST"/metrics.jsonl
+fi
 echo "wrote $DEST in $(( $(date +%s) - START )) s"

@@ -170,7 +170,7 @@ def test_train_checkpoint_resume_and_predict(prepared, small_cfg, tmp_path):
     pts = np.transpose(c.xyz[0].float().numpy(), (1, 2, 0))
     out = pred.predict(ep_img, points=pts, instruction=f"Predict the right wrist motion to {c.instruction}.")
     assert out.mode == "trajectory" and out.trajectory.shape == (small_cfg.model.traj_horizon, 3)
-    assert out.trajectory_tokens.shape[1] == 3 and 1 <= len(out.trajectory_tokens) <= small_cfg.model.traj_horizon
+    assert out.trajectory_tokens.shape == (small_cfg.model.traj_horizon, 3)  # always the full horizon
     plain = pred.predict(ep_img, points=pts, instruction=c.instruction, mode="trajectory")  # app-style instruction
     assert np.array_equal(plain.trajectory, out.trajectory)
     ans = pred.predict(ep_img, points=pts, instruction="Where is the red cube relative to the right hand?")
@@ -223,6 +223,8 @@ def test_cli_train_and_eval(hand3d_root, tmp_path):
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert rep["test_episodes"] == 1 and 0 <= rep["qa"]["model"]["mean_direction_score"] <= 3
     assert rep["motion"]["model_head"]["ade_cm"] >= 0 and (tmp_path / "ev" / "report.html").is_file()
+    mo = rep["motion"]
+    assert mo["model_tokens"] == mo["model_tokens_greedy"] and mo["model_tokens_expectation"]["fde_cm"] >= 0
 
 
 @pytest.mark.slow
@@ -243,7 +245,7 @@ def test_ddp_two_cpu_processes_identical_weights(hand3d_root, tmp_path):
 @pytest.mark.slow
 def test_sample_checkpoint_recipe_still_runs(tmp_path):
     """scripts/train_sample_checkpoint.sh end to end at a toy budget (the committed checkpoint's recipe)."""
-    env = {**os.environ, "PY": sys.executable, "EPISODES": "3", "MAX_EPISODES": "2", "STEPS1": "1", "STEPS2": "1",
+    env = {**os.environ, "PY": sys.executable, "EPISODES": "3", "MAX_EPISODES": "2", "STEPS1": "1", "STEPS2": "1", "STEPS3": "1",
            "WORK": str(tmp_path / "work"), "DEST": str(tmp_path / "dest"), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(["bash", str(REPO / "scripts" / "train_sample_checkpoint.sh")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)
@@ -252,6 +254,7 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
 
     pred = Predictor.load(tmp_path / "dest")
     assert pred.cfg.name == "tiny" and (tmp_path / "dest" / "eval_report.json").is_file()
+    assert pred.mcfg.geometry_token and pred.mcfg.motion_decoding == "expectation"  # the continuation step ran
 
 
 class _ToyRobot(torch.utils.data.Dataset):
@@ -315,3 +318,32 @@ def test_device_resolution():
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_stage2_continuation_adds_the_geometry_token(prepared, small_cfg, tmp_path):
+    """A stage-2 run with the geometry token (and the ordinal motion loss) may start from a checkpoint
+    without it: every other weight is the init's, the token's embedding starts fresh and trains."""
+    import dataclasses
+
+    from vipa.model.checkpoint import load_checkpoint
+    from vipa.model.config import init_fits
+
+    caches, tok = prepared
+    ds = Hand3DTorchDataset(caches, tok, small_cfg.model, "stage2")
+    base = train(small_cfg, "stage2", ds, tok, tmp_path / "base", steps=1, progress=False).final
+    m0, c0, *_ = load_checkpoint(base)
+    cfg = dataclasses.replace(small_cfg, model=dataclasses.replace(small_cfg.model, geometry_token=True,
+                                                                   motion_decoding="expectation"),
+                              train=dataclasses.replace(small_cfg.train, motion_label_sigma=8.0))
+    assert init_fits(c0.model, cfg.model, "stage2") and not init_fits(cfg.model, c0.model, "stage2")
+    assert not init_fits(c0.model, dataclasses.replace(cfg.model, d_vision=64), "stage2")
+    res = train(cfg, "stage2", ds, tok, tmp_path / "cont", steps=2, init=base, progress=False)
+    m1, c1, *_ = load_checkpoint(res.final)
+    assert c1.model.geometry_token and c1.model.motion_decoding == "expectation"
+    assert c1.train.motion_label_sigma == 8.0
+    assert m1.geo_embed is not None and m1.geo_embed[0].weight.abs().sum() > 0
+    # the init's weights, not a fresh start: only the token's embedding is new, the LLM moved two small steps
+    s0, s1 = m0.state_dict(), m1.state_dict()
+    assert set(s1) - set(s0) == {k for k in s1 if k.startswith("geo_embed.")}
+    emb0, emb1 = s0["llm.model.embed_tokens.weight"], s1["llm.model.embed_tokens.weight"]
+    assert (emb1 - emb0).abs().max() < 0.05  # two small steps from the init, not a re-initialisation

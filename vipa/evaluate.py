@@ -4,7 +4,8 @@
   score (0-3) via ``vipa.data.qa.score_predictions``, for the model's answers (numeric head, and
   the LLM's own decoded text), next to a constant predictor (the mean ground-truth vector).
 * Wrist trajectory (stage-2 instructional motion generation): ADE / FDE in cm of the numeric
-  trajectory head and of the constrained motion-token decoding, next to constant-position
+  trajectory head and of the constrained motion-token decoding (always the full horizon; the
+  checkpoint's ``motion_decoding`` as "model_tokens", greedy and expectation by name), next to constant-position
   baselines (the true current wrist held still; the model's own wrist estimate held still).
 Writes ``report.json`` and ``report.html`` (plotly) in ``--out``.
 
@@ -26,7 +27,7 @@ import torch
 
 from vipa.data.qa import encode_direction_distance, score_predictions
 from vipa.train.datasets import Hand3DTorchDataset
-from vipa.infer.constrained import motion_allowed_fn, split_motion
+from vipa.infer.constrained import MOTION_DECODING, decode_motion
 from vipa.model.checkpoint import load_checkpoint
 from vipa.model.processor import collate
 
@@ -93,7 +94,8 @@ def evaluate_motion(model, tok, cfg, caches, max_samples: int = 300, batch_size:
     idx = [idx[i] for i in _subsample(len(idx), max_samples)]
     gt = np.stack([ds.samples[i].traj for i in idx])
     cur = np.stack([ds.samples[i].point_a for i in idx])
-    head, wrist, tok_traj = [], [], []
+    head, wrist = [], []
+    tok_traj: dict[str, list[np.ndarray]] = {}
     n = cfg.model.traj_horizon
     for b in _batches(ds, idx, batch_size, tok.pad_id):
         args = _obs(b, inputs)
@@ -101,10 +103,8 @@ def evaluate_motion(model, tok, cfg, caches, max_samples: int = 300, batch_size:
         head.append(out.traj.numpy())
         wrist.append(out.point_a.numpy())
         if tokens:
-            ids, _ = model.generate(*args, bos_id=tok.bos_id, eos_id=tok.eos_id, max_new_tokens=3 * n + 1,
-                                    allowed_fn=motion_allowed_fn(tok, model.vocab_size, n, min_waypoints=n))
-            for r in ids:
-                tok_traj.append(tok.ids_to_waypoints(split_motion(tok, r.tolist())))
+            for dec in MOTION_DECODING:
+                tok_traj.setdefault(dec, []).extend(decode_motion(model, args, tok, dec)[0])
     head_a, wrist_a = np.concatenate(head), np.concatenate(wrist)
 
     def ade_fde(pred: np.ndarray) -> dict[str, float]:
@@ -116,7 +116,10 @@ def evaluate_motion(model, tok, cfg, caches, max_samples: int = 300, batch_size:
            "constant_model_wrist": ade_fde(np.repeat(wrist_a[:, None], n, 1)),
            "wrist_error_cm": float(np.linalg.norm(wrist_a - cur, axis=-1).mean() * 100)}
     if tokens:
-        rep["model_tokens"] = ade_fde(np.stack(tok_traj))
+        # The checkpoint's own decoding (config motion_decoding) as "model_tokens", every one by name.
+        for dec, trajs in tok_traj.items():
+            rep[f"model_tokens_{dec}"] = ade_fde(np.stack(trajs))
+        rep["model_tokens"] = rep[f"model_tokens_{cfg.model.motion_decoding}"]
     return rep
 
 

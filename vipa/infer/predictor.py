@@ -22,7 +22,7 @@ import torch
 
 from vipa import tasks
 from vipa.data.qa import AnswerParseError, encode_direction_distance, parse_direction_distance
-from vipa.infer.constrained import motion_allowed_fn, split_motion
+from vipa.infer.constrained import decode_motion
 from vipa.model.batch import Batch
 from vipa.model.checkpoint import load_checkpoint
 from vipa.model.processor import Processor, encode_prompt
@@ -38,7 +38,7 @@ class Prediction:
     text: str | None = None  # answer or motion description
     lm_text: str | None = None  # the LLM's own decoded text (before the numeric head fills in numbers)
     trajectory: np.ndarray | None = None  # (H, 3) float32 camera-frame metres, future wrist (numeric head)
-    trajectory_tokens: np.ndarray | None = None  # (N, 3) float32 from constrained motion-token decoding
+    trajectory_tokens: np.ndarray | None = None  # (H, 3) float32 from constrained motion-token decoding
     wrist: np.ndarray | None = None  # (3,) current wrist estimate (pointer A), metres
     target: np.ndarray | None = None  # (3,) pointer B (object / goal), metres
     actions: np.ndarray | None = None  # (chunk, action_dim) in the robot's units
@@ -120,11 +120,9 @@ class Predictor:
             pred_out = m(*args)
             pred.trajectory = pred_out.traj[0].numpy().astype(np.float32)
         elif mode == "trajectory":
-            n = self.mcfg.traj_horizon
-            ids, pred_out = m.generate(*args, bos_id=self.tok.bos_id, eos_id=self.tok.eos_id, max_new_tokens=3 * n + 1,
-                                       allowed_fn=motion_allowed_fn(self.tok, m.vocab_size, n))
-            mids = split_motion(self.tok, ids[0].tolist())
-            pred.trajectory_tokens = self.tok.ids_to_waypoints(mids) if mids else np.zeros((0, 3), np.float32)
+            # Always the full horizon (traj_horizon waypoints), decoded as the checkpoint says.
+            trajs, pred_out = decode_motion(m, args, self.tok, self.mcfg.motion_decoding)
+            pred.trajectory_tokens = trajs[0]
             pred.trajectory = pred_out.traj[0].numpy().astype(np.float32)
         else:
             ids, pred_out = m.generate(*args, bos_id=self.tok.bos_id, eos_id=self.tok.eos_id,

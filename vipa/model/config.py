@@ -128,6 +128,9 @@ class ModelConfig:
     # the readout's geometry (pointers A, B, B - A, |B - A|, the trajectory; detached), so the LLM's
     # generated numbers and motion tokens can say what the readout measured. Old checkpoints: off.
     geometry_token: bool = False
+    # How constrained decoding picks each motion token (vipa.infer.constrained.MOTION_DECODING):
+    # "greedy" (the argmax) or "expectation" (the bin nearest the expected bin of that axis).
+    motion_decoding: str = "greedy"
     # Action head (post-training): DiT trained by flow matching.
     action_dim: int = 4
     state_dim: int = 4
@@ -166,6 +169,8 @@ class ModelConfig:
         return self.num_visual_tokens + self.max_prompt_len + self.num_queries + self.max_target_len + 1
 
     def validate(self) -> "ModelConfig":
+        if self.motion_decoding not in ("greedy", "expectation"):
+            raise ValueError(f"motion_decoding: expected greedy or expectation, got {self.motion_decoding!r}")
         if not self.motion_stride_s > 0:
             raise ValueError(f"motion_stride_s: must be > 0 seconds, got {self.motion_stride_s}")
         if self.image_size % self.patch_size or self.image_size % self.fine_stride:
@@ -226,6 +231,7 @@ class ModelConfig:
         d.setdefault("action_geometry", False)  # checkpoints from before the field existed
         d.setdefault("mono_points", False)
         d.setdefault("geometry_token", False)
+        d.setdefault("motion_decoding", "greedy")
         d.setdefault("motion_stride_s", LEGACY_MOTION_STRIDE_S)  # what checkpoints before the field trained with
         d["llm"] = LLMConfig(**d["llm"])
         if "stem_channels" in d:
@@ -262,6 +268,9 @@ class TrainConfig:
     # point-estimate head still learn from it), so the same weights run with RGB only.
     pointmap_dropout: float = 0.3
     w_mono: float = 1.0  # weight of the point-estimate head's L1 (metres) against the point map
+    # Motion-token labels: 0 = one-hot cross-entropy; > 0 = a Gaussian target of this standard deviation
+    # (in bins, ~1 mm each) over the neighbouring bins of the same axis, so near misses are credited.
+    motion_label_sigma: float = 0.0
     trainable: dict[str, list[str]] = field(
         default_factory=lambda: {s: list(GROUPS) for s in STAGES}
     )
@@ -274,6 +283,9 @@ class TrainConfig:
         """A checked TrainConfig from its JSON form; ConfigError names ``source`` and the field."""
         d = _check_types(cls, d, where, source)
         d.setdefault("pointmap_dropout", 0.0)  # checkpoints from before the field trained without it
+        d.setdefault("motion_label_sigma", 0.0)
+        if d["motion_label_sigma"] < 0:
+            raise ConfigError(source, f"{where}.motion_label_sigma", f"must be >= 0 bins, got {d['motion_label_sigma']}")
         if not 0.0 <= d["pointmap_dropout"] <= 1.0:
             raise ConfigError(source, f"{where}.pointmap_dropout", f"must be in [0, 1], got {d['pointmap_dropout']}")
         for k in ("lr", "batch_size", "steps", "trainable"):
@@ -362,19 +374,42 @@ ACTION_HEAD_FIELDS = ("action_dim", "state_dim", "chunk_len", "dit_dim", "dit_la
                       "action_geometry")
 
 
-def same_backbone(a: ModelConfig, b: ModelConfig) -> bool:
-    """True when two model configs differ at most in their action-head fields."""
+def same_config(a: ModelConfig, b: ModelConfig) -> bool:
+    """True when two model configs are equal up to ``motion_decoding`` (a decoding choice, no weights)."""
     da, db = a.to_dict(), b.to_dict()
-    for k in ACTION_HEAD_FIELDS:
+    da.pop("motion_decoding"), db.pop("motion_decoding")
+    return da == db
+
+
+def same_backbone(a: ModelConfig, b: ModelConfig) -> bool:
+    """True when two model configs differ at most in their action-head fields (and ``motion_decoding``)."""
+    da, db = a.to_dict(), b.to_dict()
+    for k in ACTION_HEAD_FIELDS + ("motion_decoding",):
         da.pop(k, None)
         db.pop(k, None)
     return da == db
 
 
+# Fields a stage-1/2 run may turn on against its --init checkpoint: the geometry token (its embedding
+# starts fresh, every other weight is the init's) and how motion tokens are decoded (no weights).
+ADDABLE_FIELDS = ("geometry_token", "motion_decoding")
+
+
+def adds_geometry_token(init: ModelConfig, model: ModelConfig) -> bool:
+    """True when ``model`` is ``init`` with the geometry token turned on (and perhaps another decoding)."""
+    da, db = init.to_dict(), model.to_dict()
+    if da.pop("geometry_token") or not db.pop("geometry_token"):
+        return False
+    da.pop("motion_decoding"), db.pop("motion_decoding")
+    return da == db
+
+
 def init_fits(init: ModelConfig, model: ModelConfig, stage: str) -> bool:
     """Whether a checkpoint of model config ``init`` can initialise a ``stage`` run of ``model``: the same
-    config, or for post-training the same backbone with another action head."""
-    return init.to_dict() == model.to_dict() or (stage == "post" and same_backbone(init, model))
+    config up to ``motion_decoding``; for stages 1-2 also with the geometry token added
+    (``adds_geometry_token``); for post-training the same backbone with another action head."""
+    return same_config(init, model) or (stage in ("stage1", "stage2") and adds_geometry_token(init, model)) or \
+        (stage == "post" and same_backbone(init, model))
 
 
 REGISTRY = {"tiny": _tiny, "small": _small, "paper": _paper}

@@ -28,7 +28,8 @@ from vipa.model.action_head import FlowMatchingDiT
 from vipa.model.batch import Batch
 from vipa.model.config import STAGES, ModelConfig, TrainConfig
 from vipa.model.encoders import PointHead, PointMapEncoder, SemanticEncoder, SpatialFusion, pool_points
-from vipa.model.losses import IGNORE, masked_l1
+from vipa.conventions import MOTION_BINS
+from vipa.model.losses import IGNORE, masked_l1, text_cross_entropy
 
 
 
@@ -110,6 +111,9 @@ class VIPAModel(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.pad_id = pad_id
+        # First motion-token id: VIPATokenizer appends the 3 x MOTION_BINS motion tokens last (the
+        # training loop sets it from the tokenizer); the ordinal motion-token loss needs it.
+        self.motion_start: int | None = vocab_size - 3 * MOTION_BINS if vocab_size >= 3 * MOTION_BINS else None
         self.pretrained = bool(cfg.vlm_path or cfg.encoder3d_path or cfg.name == "paper")  # which parts
         parts = pretrained_parts(cfg, vocab_size, load_pretrained) if self.pretrained else tiny_parts(cfg, vocab_size)
         self.semantic, self.spatial, self.spatial_proj = parts.semantic, parts.spatial, parts.spatial_proj
@@ -317,7 +321,8 @@ class VIPAModel(nn.Module):
         """The training loss of ``stage`` on ``batch`` -> (total, named parts); ``weights``: the
         loss weights of a TrainConfig (w_lm, w_point, w_traj, w_post_spatial; defaults otherwise).
 
-        stage1 / stage2: next-token cross-entropy on the target text ("lm") and L1 in metres on
+        stage1 / stage2: next-token cross-entropy on the target text ("lm"; motion tokens with the
+        ordinal target of ``motion_label_sigma``, ``vipa.model.losses.text_cross_entropy``) and L1 in metres on
         pointer A, pointer B, their difference (the QA "vector") and the trajectory.
         post: the action head's flow-matching loss ("flow"), conditioned on the query states and
         the readout geometry; when the batch carries them, the same readout targets keep the
@@ -349,8 +354,7 @@ class VIPAModel(nn.Module):
             xyz, valid = xyz * keep[:, None, None, None], valid * keep[:, None, None, None]
         out = self(image, ids, pmask, xyz, valid, target_in=tgt[:, :-1], target_mask=tmask[:, :-1])
         labels = tgt[:, 1:].masked_fill(tmask[:, 1:] == 0, IGNORE)
-        lm = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), labels.reshape(-1),
-                             ignore_index=IGNORE)
+        lm = text_cross_entropy(out.logits, labels, self.motion_start, w.motion_label_sigma)
         ma, mb, mt = batch.point_a_mask, batch.point_b_mask, batch.traj_mask
         pa = masked_l1(out.point_a, batch.point_a, ma)
         pb = masked_l1(out.point_b, batch.point_b, mb)
@@ -368,9 +372,11 @@ class VIPAModel(nn.Module):
     # ---- text generation ----
     @torch.no_grad()
     def generate(self, image, prompt_ids, prompt_mask, xyz=None, valid=None, bos_id: int = 1, eos_id: int = 2,
-                 max_new_tokens: int = 32, allowed_fn=None) -> tuple[torch.Tensor, VLAOutput]:
-        """Greedy decoding after the query tokens. ``allowed_fn(step, generated (B, t)) -> (B, V) bool``
-        restricts each step (constrained decoding); returns (B, t) ids (eos-terminated or max length)."""
+                 max_new_tokens: int = 32, allowed_fn=None, pick_fn=None) -> tuple[torch.Tensor, VLAOutput]:
+        """Decoding after the query tokens. ``allowed_fn(step, generated (B, t)) -> (B, V) bool``
+        restricts each step (constrained decoding); ``pick_fn(logits (B, V), -inf where not allowed)
+        -> (B,) ids`` chooses the token (default greedy: the argmax; see
+        ``vipa.infer.constrained.motion_pick_fn``); returns (B, t) ids (eos-terminated or max length)."""
         b = image.shape[0]
         cur = torch.full((b, 1), bos_id, dtype=torch.long, device=image.device)
         first = self.forward(image, prompt_ids, prompt_mask, xyz, valid, target_in=cur, use_cache=True)
@@ -381,7 +387,7 @@ class VIPAModel(nn.Module):
             logits = logits.float()
             if allowed_fn is not None:
                 logits = logits.masked_fill(~allowed_fn(step, cur[:, 1:]), float("-inf"))
-            nxt = logits.argmax(-1)
+            nxt = logits.argmax(-1) if pick_fn is None else pick_fn(logits)
             nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
             cur = torch.cat([cur, nxt[:, None]], 1)
             done |= nxt == eos_id

@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="post: train as many steps as fit in this many seconds, timed by a 10-step calibration run (default: no budget, --steps)")
     p.add_argument("--export-npz", default=None, metavar="FILE",
                    help="post: write the demonstrations as one .npz and exit (no training)")
+    p.add_argument("--geometry-token", action="store_true",
+                   help="the readout's geometry enters the LLM as one token before the text (config geometry_token)")
+    p.add_argument("--motion-label-sigma", type=float, default=None,
+                   help="motion-token labels: Gaussian over neighbouring bins, std in bins (0 = one-hot; default: the config's)")
+    p.add_argument("--motion-decoding", choices=("greedy", "expectation"), default=None,
+                   help="how constrained decoding picks motion tokens, stored in the checkpoint (default: the config's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -140,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         overrides = {"use_3d": False} if args.no_3d else {}
+        if args.geometry_token:
+            overrides["geometry_token"] = True
+        if args.motion_decoding:
+            overrides["motion_decoding"] = args.motion_decoding
         if args.vlm_path:
             overrides["vlm_path"] = args.vlm_path
         if args.encoder3d_path:
@@ -161,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
         tc.lr[args.stage] = args.lr
     if args.seed is not None:
         tc.seed = args.seed
+    if args.motion_label_sigma is not None:
+        if args.motion_label_sigma < 0:
+            print(f"vipa train: --motion-label-sigma must be >= 0 bins, got {args.motion_label_sigma}", file=sys.stderr)
+            return 2
+        tc.motion_label_sigma = args.motion_label_sigma
     try:
         res = run_stage(cfg, args.stage, args.data, args.out, steps=args.steps, init=args.init, resume=args.resume,
                         budget_s=args.budget_s, test_fraction=args.test_fraction, frame_step=args.frame_step,

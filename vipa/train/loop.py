@@ -24,9 +24,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
+from vipa.conventions import MOTION_BINS
 from vipa.model.batch import Batch
 from vipa.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
-from vipa.model.config import STAGES, TrainConfig, VIPAConfig, init_fits
+from vipa.model.config import STAGES, TrainConfig, VIPAConfig, adds_geometry_token, init_fits, same_config
 from vipa.model.processor import collate
 from vipa.model.tokenizer import VIPATokenizer
 from vipa.model.vla import VIPAModel
@@ -128,11 +129,19 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
         m0, c0, t0, _ = load_checkpoint(init)
         if t0.vocab_size != tok.vocab_size or not init_fits(c0.model, cfg.model, stage):
             raise ValueError(f"--init {init}: its config/tokenizer differ from this run's")
-        if c0.model.to_dict() == cfg.model.to_dict():
+        if same_config(c0.model, cfg.model):
             model.load_state_dict(m0.state_dict())
+        elif adds_geometry_token(c0.model, cfg.model):  # the new token's embedding starts fresh
+            missing, unexpected = model.load_state_dict(m0.state_dict(), strict=False)
+            if unexpected or any(not k.startswith("geo_embed.") for k in missing):
+                raise ValueError(f"--init {init}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
         else:  # post-training with another action head than the init's: everything but the head
             sd = {k: v for k, v in m0.state_dict().items() if not k.startswith("action_head.")}
             model.load_state_dict(sd, strict=False)
+    ms = tok.motion_start[0]
+    if list(tok.motion_start) != [ms + a * MOTION_BINS for a in range(3)]:
+        raise ValueError(f"tokenizer: the x, y, z motion-token ranges are not consecutive ({tok.motion_start})")
+    model.motion_start = ms
     model.to(dev)
     model.set_trainable(tc.trainable[stage])
     params = [p for p in model.parameters() if p.requires_grad]
