@@ -154,3 +154,21 @@ def test_vipa_train_post_is_the_one_post_training_command(tmp_path: Path):
     info = json.loads((run / "final" / "config.json").read_text())
     assert info["budget"]["steps"] == 10 and (run / "calibration" / "final").is_dir()
     assert main(["train", "stage1", "--data", str(merged), "--out", str(run), "--budget-s", "1"]) == 2
+
+
+def test_post_training_from_the_sample_checkpoint_keeps_its_parts(tmp_path: Path):
+    """`vipa train post --init checkpoints/tiny_sample` with the default flags: the checkpoint's geometry
+    token and motion decoding are parts of the init, kept (a plain `--config tiny` run once refused it)."""
+    import json
+
+    from vipa.cli import main
+
+    sample = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny_sample"
+    init = json.loads((sample / "config.json").read_text())["config"]["model"]
+    a = _arrays(8)
+    np.savez_compressed(tmp_path / "d.npz", **a)
+    run = tmp_path / "run"
+    assert main(["train", "post", "--data", str(tmp_path / "d.npz"), "--out", str(run), "--init", str(sample),
+                 "--steps", "1", "--batch-size", "4", "--threads", "1", "--no-progress"]) == 0
+    got = json.loads((run / "final" / "config.json").read_text())["config"]["model"]
+    assert (got["geometry_token"], got["motion_decoding"]) == (init["geometry_token"], init["motion_decoding"])

@@ -86,6 +86,7 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
         info = read_checkpoint_info(init)
         init_model = checkpoint_config(init, info).model
         cfg.model.mono_points = init_model.mono_points  # a part the init checkpoint has or lacks, kept as it is
+        cfg.model.geometry_token = cfg.model.geometry_token or init_model.geometry_token  # kept; may be added
         if not init_fits(init_model, cfg.model, stage):
             raise CheckpointError(f"--init {init} was trained with config {info['config']['name']!r} "
                                   f"(model differs from {cfg.name!r}{'' if cfg.model.use_3d else ' without 3D'})")
@@ -150,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
             overrides["geometry_token"] = True
         if args.motion_decoding:
             overrides["motion_decoding"] = args.motion_decoding
+        elif args.init and not args.resume:  # continue with the init checkpoint's decoding
+            from vipa.model.checkpoint import checkpoint_config
+
+            overrides["motion_decoding"] = checkpoint_config(args.init).model.motion_decoding
         if args.vlm_path:
             overrides["vlm_path"] = args.vlm_path
         if args.encoder3d_path:
