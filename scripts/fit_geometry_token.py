@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vipa.model.checkpoint import load_checkpoint, save_derived_checkpoint
+from vipa.model.checkpoint import load_checkpoint, load_with_new_part, save_derived_checkpoint
 from vipa.model.processor import collate
 from vipa.model.vla import VIPAModel
 from vipa.train.data import load_split, stage_dataset
@@ -46,9 +46,10 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint}: already has the geometry token")
     cfg.model = dataclasses.replace(cfg.model, geometry_token=True)
     model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id, load_pretrained=False)
-    missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("geo_embed.") for k in missing):
-        raise SystemExit(f"unexpected weights: missing {missing}, unexpected {unexpected}")
+    try:
+        load_with_new_part(model, old.state_dict(), "geo_embed.", str(args.checkpoint))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     model.set_trainable(["llm"])
     for p in model.geo_embed.parameters():
         p.requires_grad_(True)

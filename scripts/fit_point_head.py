@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vipa.model.checkpoint import load_checkpoint, save_derived_checkpoint
+from vipa.model.checkpoint import load_checkpoint, load_with_new_part, save_derived_checkpoint
 from vipa.model.encoders import pool_points
 from vipa.model.vla import VIPAModel
 from vipa.train.data import load_split
@@ -54,9 +54,10 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint}: has no 3D encoder or already has the point head")
     cfg.model = dataclasses.replace(cfg.model, mono_points=True)
     model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id, load_pretrained=False)
-    missing, unexpected = model.load_state_dict(old.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("point_head.") for k in missing):
-        raise SystemExit(f"unexpected weights: missing {missing}, unexpected {unexpected}")
+    try:
+        load_with_new_part(model, old.state_dict(), "point_head.", str(args.checkpoint))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

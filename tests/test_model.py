@@ -354,3 +354,24 @@ def test_every_3d_encoder_has_one_signature(cfg, tok, tmp_path):
     with torch.no_grad():  # same weights -> same tokens through either path
         args = (x["image"], x["xyz"], x["valid"])
         assert torch.allclose(tiny(*args)[1], wrapped(*args)[1], atol=1e-5)
+
+
+def test_load_with_new_part_keeps_every_old_weight_and_refuses_others(cfg, tok):
+    import dataclasses
+
+    from vipa.model.checkpoint import load_with_new_part
+
+    torch.manual_seed(0)
+    old = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id)
+    new = VIPAModel(dataclasses.replace(cfg.model, geometry_token=True), tok.vocab_size, tok.pad_id)
+    fresh = {k: v.clone() for k, v in new.state_dict().items() if k.startswith("geo_embed.")}
+    load_with_new_part(new, old.state_dict(), "geo_embed.", "old.ckpt")
+    for k, v in old.state_dict().items():
+        assert torch.equal(new.state_dict()[k], v), k
+    for k, v in fresh.items():  # the new part stays as initialised
+        assert torch.equal(new.state_dict()[k], v), k
+    with pytest.raises(ValueError, match=r"old.ckpt: weights do not fit .*missing \['geo_embed"):
+        load_with_new_part(new, old.state_dict(), "point_head.", "old.ckpt")  # geo_embed.* missing too
+    extra = {**old.state_dict(), "bogus.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match="unexpected \\['bogus.weight'\\]"):
+        load_with_new_part(new, extra, "geo_embed.", "old.ckpt")

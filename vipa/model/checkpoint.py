@@ -138,6 +138,17 @@ def load_checkpoint(path: str | Path, expect_config: str | None = None, vlm_path
     return model, cfg, tok, info
 
 
+def load_with_new_part(model: torch.nn.Module, state: dict[str, torch.Tensor], new_prefix: str,
+                       where: str) -> None:
+    """Load ``state`` (an older model's weights) into ``model``, which has one part more (the
+    parameters named ``new_prefix``..., left as initialised); ValueError naming ``where`` when any
+    other weight is missing or ``state`` has weights ``model`` lacks."""
+    missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
+    wrong = [k for k in missing if not k.startswith(new_prefix)]
+    if unexpected or wrong:
+        raise ValueError(f"{where}: weights do not fit (missing {wrong[:3]}, unexpected {unexpected[:3]})")
+
+
 def load_weights(model: torch.nn.Module, file: str | Path, strict: bool = True) -> None:
     """Load safetensors weights into ``model`` with clear errors for corrupted or mismatched files."""
     try:

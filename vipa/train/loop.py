@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from vipa.conventions import MOTION_BINS
 from vipa.model.batch import Batch
-from vipa.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
+from vipa.model.checkpoint import load_checkpoint, load_weights, load_with_new_part, save_checkpoint, unwrap
 from vipa.model.config import STAGES, TrainConfig, VIPAConfig, adds_geometry_token, init_fits, same_config
 from vipa.model.processor import collate
 from vipa.model.tokenizer import VIPATokenizer
@@ -132,9 +132,7 @@ def train(cfg: VIPAConfig, stage: str, train_set: Dataset, tok: VIPATokenizer, r
         if same_config(c0.model, cfg.model):
             model.load_state_dict(m0.state_dict())
         elif adds_geometry_token(c0.model, cfg.model):  # the new token's embedding starts fresh
-            missing, unexpected = model.load_state_dict(m0.state_dict(), strict=False)
-            if unexpected or any(not k.startswith("geo_embed.") for k in missing):
-                raise ValueError(f"--init {init}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            load_with_new_part(model, m0.state_dict(), "geo_embed.", f"--init {init}")
         else:  # post-training with another action head than the init's: everything but the head
             sd = {k: v for k, v in m0.state_dict().items() if not k.startswith("action_head.")}
             model.load_state_dict(sd, strict=False)
