@@ -6,6 +6,7 @@
 #   without the 3D encoder (skipped when INIT_NO3D is not set).
 #   RUNS="b@s1 c@s1 b@s2 c@s2" OUT=runs/sim_seeds ./scripts/sim_seeds_cpu.sh
 #   SMOKE=1 OUT=/tmp/simseeds RUNS="b@s1 c@s1" ./scripts/sim_seeds_cpu.sh      (the plumbing in a few minutes)
+# A run named without @s (a3, b, c) is trained with seed 0: scripts/sim_experiment_cpu.sh is that case.
 # Each run: train post for STEPS steps with --seed N, then the seeded evaluation (EPISODES per task, the same
 # evaluation seeds for every run). The report pools each condition over its seeds
 # (`python -m vipa.sim.experiment report OUT/all`); PRIOR=docs/sim_results/episodes.jsonl adds the committed
@@ -31,7 +32,8 @@ mkdir -p "$OUT"
 [ -f "$OUT/demos/collect.json" ] || $PY -m vipa.sim.experiment collect --tasks $TASKS --episodes "$DEMOS" \
     --size 64 --workers "$WORKERS" --out "$OUT/demos"
 for run in $RUNS; do
-  cond=${run%@s*}; seed=${run##*@s}
+  cond=${run%@s*}; seed=0
+  [ "$cond" = "$run" ] || seed=${run##*@s}  # a plain name (a3, b, c) is seed 0
   case $cond in
     a3) extra=(--init "$INIT") ;;
     b) extra=() ;;
