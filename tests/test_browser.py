@@ -5,6 +5,8 @@ on screen, however the frame was changed and however fast. Screenshots go to art
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import time
 from pathlib import Path
@@ -54,18 +56,28 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app, tmp_path_factory):
+    with open_page(app.url, height=1000, timeout_ms=90_000) as pg:
+        yield pg
+
+
+@contextlib.contextmanager
+def open_page(url: str, height: int, timeout_ms: int):
+    """The workbench at ``url`` in headless Chromium (1400 px wide, ``height`` px tall), with the URLs
+    of requests to any other machine collected in ``page.outside``."""
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx = browser.new_context(viewport={"width": 1400, "height": height})
         pg = ctx.new_page()
-        pg.set_default_timeout(90_000)
+        pg.set_default_timeout(timeout_ms)
         pg.outside = []  # requests the page made to any other machine
         pg.on("request", lambda r: pg.outside.append(r.url) if _outside(r.url) else None)
-        pg.goto(app.url)
-        yield pg
-        ctx.close()
-        browser.close()
+        pg.goto(url)
+        try:
+            yield pg
+        finally:
+            ctx.close()
+            browser.close()
 
 
 def test_page_loads_and_rerun_canvas_is_not_blank(page):

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_browser import ARGS, ARTIFACTS, CHROMIUM, _outside, png
+from test_browser import ARTIFACTS, CHROMIUM, open_page, png
 
 pytestmark = pytest.mark.browser
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "checkpoints" / "tiny_sample"
 REAL_CLIP = REPO / "samples" / "real_clips" / "egoloc" / "jar_shelf.mp4"  # 32 frames
@@ -47,20 +46,10 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        ctx = browser.new_context(viewport={"width": 1400, "height": 1100})
-        pg = ctx.new_page()
-        pg.set_default_timeout(120_000)
-        pg.outside = []
-        pg.on("request", lambda r: pg.outside.append(r.url) if _outside(r.url) else None)
-        pg.goto(app.url)
+    with open_page(app.url, height=1100, timeout_ms=120_000) as pg:
         pg.wait_for_selector("#vipa-episode")
         pg.wait_for_function("() => document.querySelector('#vipa-episode input')?.value")
         yield pg
-        ctx.close()
-        browser.close()
 
 
 @pytest.fixture(scope="module")
