@@ -16,6 +16,8 @@ from vipa.viz import paths
 from vipa.viz.rollout import (END_EFFECTOR, PREDICTED_2D, PREDICTED_PATH, ROBOT_IMAGE, integrate_chunk, load_rollout,
                               save_rollout_rrd)
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _rrd_rows(path: Path) -> dict[str, list[int]]:
     rerun_bin = Path(sys.executable).parent / "rerun"
@@ -243,3 +245,40 @@ def test_experiment_report_pools_training_seeds_per_condition(tmp_path):
     assert bh - bl > nh - nl and bl < d["difference"] < bh
     from vipa.sim.experiment import markdown
     assert "| bad-good |" in markdown(t)
+
+
+def test_diagnose_post_3d_measures_runs_on_training_and_unseen_demos(tmp_path):
+    """scripts/diagnose_post_3d.py: the same figures for a 3D and a 3D-free post-trained model, on two
+    sets of demonstrations; the same data gives the same figures (the noise is fixed per checkpoint)."""
+    import importlib.util
+    import json
+
+    from vipa.train.robot import post_train
+
+    spec = importlib.util.spec_from_file_location("diagnose_post_3d", REPO / "scripts" / "diagnose_post_3d.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    demos = []
+    for name, eps in (("a", [0, 1]), ("b", [0])):
+        p = _toy_npz(tmp_path / f"{name}.npz", "reach the red goal point", eps, t=6)
+        z = dict(np.load(p))
+        pose = np.repeat(np.eye(4, dtype=np.float32)[None], len(z["action"]), 0)
+        pose[:, 2, 3] = -1.0  # the camera 1 m behind the world origin, looking along +z
+        np.savez_compressed(p, **z, camera_pose=pose)
+        demos.append(str(p))
+    runs = []
+    for tag, use_3d in (("full", True), ("no3d", False)):
+        res = post_train(demos[0], tmp_path / f"post_{tag}", use_3d=use_3d, steps=2, batch_size=4, progress=False)
+        runs += ["--run", f"{tag}={res.final}"]
+    out = tmp_path / "diag"
+    assert diag.main([*runs, "--train", demos[0], "--heldout", demos[0], "--every", "2", "--out", str(out)]) == 0
+    rows = json.loads((out / "diagnose_post_3d.json").read_text())
+    assert [(r["run"], r["split"]) for r in rows] == [("full", "train"), ("full", "heldout"),
+                                                      ("no3d", "train"), ("no3d", "heldout")]
+    keys = ("flow", "action_l1", "point_a_cm", "point_b_cm", "point_b_first_cm", "traj_cm")
+    for r in rows:
+        assert r["frames"] == 6  # frames 0, 2, 4 of each 6-frame episode
+        assert all(np.isfinite(r[k]) and r[k] >= 0 for k in keys)
+    assert all(rows[0][k] == rows[1][k] for k in keys)  # same data, same noise -> same figures
+    assert rows[0]["alpha"] is not None and rows[2]["alpha"] is None
+    assert "| full | train | 6 |" in (out / "diagnose_post_3d.md").read_text()
