@@ -282,3 +282,43 @@ def test_diagnose_post_3d_measures_runs_on_training_and_unseen_demos(tmp_path):
     assert all(rows[0][k] == rows[1][k] for k in keys)  # same data, same noise -> same figures
     assert rows[0]["alpha"] is not None and rows[2]["alpha"] is None
     assert "| full | train | 6 |" in (out / "diagnose_post_3d.md").read_text()
+
+
+def test_probe_closed_loop_logs_the_readout_against_the_truth(tmp_path):
+    """scripts/probe_closed_loop.py on a 2-step toy policy: one row per episode, one entry per replanning
+    step, pointer A against proprioception; --anchor swaps pointer A for the proprioceptive end effector."""
+    import importlib.util
+    import json
+
+    import torch
+
+    from vipa.train.robot import post_train
+
+    spec = importlib.util.spec_from_file_location("probe_closed_loop", REPO / "scripts" / "probe_closed_loop.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    p = _toy_npz(tmp_path / "a.npz", "reach the red goal point", [0], t=6)
+    ckpt = post_train(p, tmp_path / "post", steps=1, batch_size=2, progress=False).final
+    out = tmp_path / "probe.jsonl"
+    assert probe.main([str(ckpt), "--task", "reach-v3", "--episodes", "1", "--max-steps", "10", "--out", str(out)]) == 0
+    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert row["seed"] == 100000 and row["steps"] == 10 and not row["anchor"]
+    assert [r["step"] for r in row["replans"]] == [0, 8]
+    assert all(np.isfinite(r["pa_err"]) and len(r["pb_goal"]) == 3 for r in row["replans"])
+    # the anchored geometry puts the given end effector where pointer A was, and moves B - A with it
+    from vipa.model.checkpoint import load_checkpoint
+
+    model, cfg, *_ = load_checkpoint(ckpt)
+    x = torch.zeros(1, 3, 64, 64)
+    ids = torch.ones(1, cfg.model.max_prompt_len, dtype=torch.long)
+    xyz = torch.zeros(1, 3, 64, 64)
+    xyz[:, 2] = 0.8
+    with torch.no_grad():
+        out_ = model(x, ids, torch.ones_like(ids), xyz, torch.ones(1, 1, 64, 64))
+        geom = probe.anchored_geometry(model, {"now": np.array([0.1, 0.2, 0.3], np.float32)})(out_)
+        ref = model.action_geometry(out_)
+    assert geom.shape == ref.shape
+    np.testing.assert_allclose(geom[0, :3].numpy(), [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(geom[0, 3:6].numpy(), ref[0, 3:6].numpy())  # pointer B unchanged
+    np.testing.assert_allclose(geom[0, 6:9].numpy(), (out_.point_b[0] - torch.tensor([0.1, 0.2, 0.3])).numpy(),
+                               rtol=1e-5, atol=1e-6)

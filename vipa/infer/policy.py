@@ -22,6 +22,7 @@ class PredictorPolicy:
         self.predictor = predictor
         self.flow_steps = flow_steps
         self._calls = 0
+        self.last: Any = None  # the vipa.infer.Prediction of the last call (readout, timings)
         cfg = predictor.cfg
         self.metadata: dict[str, Any] = {
             "name": "vipa", "config": cfg.name, "use_3d": bool(predictor.mcfg.use_3d),
@@ -45,4 +46,5 @@ class PredictorPolicy:
                                       instruction=observation["instruction"], mode="action",
                                       state=observation["state"], flow_steps=self.flow_steps, seed=self._calls)
         self._calls += 1
+        self.last = pred
         return pred.actions
