@@ -30,13 +30,13 @@ import torch
 
 from vipa.model.checkpoint import load_checkpoint
 from vipa.model.processor import collate
-from vipa.train.robot import RobotFrames, read_arrays
+from vipa.train.robot import RobotFrames, episode_last_frame, read_arrays
 
 
 def episode_starts(episode: np.ndarray) -> np.ndarray:
-    """(N,) bool: True on each episode's first frame (frames of one episode are contiguous)."""
-    episode = np.asarray(episode)
-    return np.r_[True, episode[1:] != episode[:-1]]
+    """(N,) bool: True on each episode's first frame (from ``episode_last_frame``)."""
+    last = episode_last_frame(np.asarray(episode))
+    return np.r_[True, last[1:] != last[:-1]]
 
 
 def kept_frames(episode: np.ndarray, every: int) -> np.ndarray:
@@ -48,13 +48,13 @@ def kept_frames(episode: np.ndarray, every: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def measure(ckpt: str, data: list[str], every: int, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
-    """The figures of the module docstring for one checkpoint on one set of demonstrations."""
-    model, cfg, tok, info = load_checkpoint(ckpt)
+def measure(loaded: tuple, arrays: dict[str, Any], every: int, batch_size: int = 64, seed: int = 0,
+            ) -> dict[str, Any]:
+    """The figures of the module docstring for one checkpoint (``load_checkpoint``'s result) on one set
+    of demonstrations (``read_arrays``: whole episodes, the spatial targets need them; only the kept
+    frames are measured)."""
+    model, cfg, tok, info = loaded
     stats = info["action_stats"]
-    if stats is None:
-        raise SystemExit(f"{ckpt}: no action_stats.json (not a post-trained checkpoint)")
-    arrays = read_arrays(data)  # the spatial targets need whole episodes; only the kept frames are measured
     keep = kept_frames(arrays["episode"], every)
     ds = RobotFrames(arrays, cfg, tok, stats, shift=0)
     first = set(np.flatnonzero(episode_starts(arrays["episode"])).tolist())
@@ -102,11 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    splits = {"train": read_arrays(a.train), "heldout": read_arrays(a.heldout)}
     rows = []
     for spec in a.run:
         name, ckpt = spec.split("=", 1)
-        for split, data in (("train", a.train), ("heldout", a.heldout)):
-            r = {"run": name, "split": split, **measure(ckpt, data, a.every)}
+        loaded = load_checkpoint(ckpt)
+        if loaded[3]["action_stats"] is None:
+            raise SystemExit(f"{ckpt}: no action_stats.json (not a post-trained checkpoint)")
+        for split, arrays in splits.items():
+            r = {"run": name, "split": split, **measure(loaded, arrays, a.every)}
             print(json.dumps(r), flush=True)
             rows.append(r)
     (out / "diagnose_post_3d.json").write_text(json.dumps(rows, indent=2))

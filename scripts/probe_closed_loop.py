@@ -19,6 +19,7 @@ failures come from pointer A drifting, anchored rollouts succeed more often.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -34,12 +35,13 @@ from vipa.sim.metaworld_env import MetaWorldEnv
 
 def anchored_geometry(model, ee_cam: dict[str, np.ndarray]):
     """A replacement for ``model.action_geometry`` that puts the proprioceptive end effector
-    ``ee_cam["now"]`` (camera frame, metres) where pointer A was."""
+    ``ee_cam["now"]`` (camera frame, metres) where pointer A was, the trajectory moved with it; the
+    layout stays the model's own (its ``action_geometry`` on the changed output)."""
+    original = model.action_geometry
+
     def geometry(out) -> torch.Tensor:
-        ee = torch.as_tensor(ee_cam["now"], dtype=out.point_a.dtype)[None]
-        shift = ee - out.point_a
-        b = out.point_a.shape[0]
-        return torch.cat([ee, out.point_b, out.point_b - ee, (out.traj + shift[:, None]).reshape(b, -1)], 1)
+        ee = torch.as_tensor(ee_cam["now"], dtype=out.point_a.dtype)[None].expand_as(out.point_a)
+        return original(dataclasses.replace(out, point_a=ee, traj=out.traj + (ee - out.point_a)[:, None]))
     return geometry
 
 
