@@ -11,6 +11,8 @@
 # evaluation seeds for every run). The report pools each condition over its seeds
 # (`python -m vipa.sim.experiment report OUT/all`); PRIOR=docs/sim_results/episodes.jsonl adds the committed
 # seed-0 runs (a3, b, c) of session 2 to it.
+# NOISE=0.3 adds, beside the clean demonstrations, the same number with perturbed execution (the same
+# episode seeds; the expert's action recorded, a noisy one executed: DART), and trains on both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl} PYTHONUNBUFFERED=1
@@ -26,11 +28,18 @@ WORKERS=${WORKERS:-2}
 EPISODES=${EPISODES:-50}
 INIT=${INIT:-checkpoints/tiny_sample}
 INIT_NO3D=${INIT_NO3D:-}
+NOISE=${NOISE:-}
 if [ -n "${SMOKE:-}" ]; then DEMOS=2; STEPS=3; EPISODES=1; fi
 mkdir -p "$OUT"
 
 [ -f "$OUT/demos/collect.json" ] || $PY -m vipa.sim.experiment collect --tasks $TASKS --episodes "$DEMOS" \
     --size 64 --workers "$WORKERS" --out "$OUT/demos"
+data=("$OUT"/demos/*.npz)
+if [ -n "$NOISE" ]; then
+  [ -f "$OUT/demos_noisy/collect.json" ] || $PY -m vipa.sim.experiment collect --tasks $TASKS --episodes "$DEMOS" \
+      --size 64 --workers "$WORKERS" --noise "$NOISE" --out "$OUT/demos_noisy"
+  data+=("$OUT"/demos_noisy/*.npz)
+fi
 for run in $RUNS; do
   cond=${run%@s*}; seed=0
   [ "$cond" = "$run" ] || seed=${run##*@s}  # a plain name (a3, b, c) is seed 0
@@ -43,7 +52,7 @@ for run in $RUNS; do
     *) echo "unknown condition in $run (a3, b, c or d)" >&2; exit 2 ;;
   esac
   t0=$(date +%s)
-  [ -f "$OUT/post_$run/final/model.safetensors" ] || $PY -m vipa.cli train post --data "$OUT"/demos/*.npz \
+  [ -f "$OUT/post_$run/final/model.safetensors" ] || $PY -m vipa.cli train post --data "${data[@]}" \
       --out "$OUT/post_$run" --steps "$STEPS" --threads "$THREADS" --seed "$seed" --no-progress "${extra[@]}"
   t1=$(date +%s)
   [ -f "$OUT/eval_$run/report.json" ] || $PY -m vipa.sim.experiment eval --run "$run=$OUT/post_$run/final" \

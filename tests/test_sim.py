@@ -163,3 +163,38 @@ def test_message_codec_refuses_unsafe_arrays():
     short = msgpack.packb({b"__ndarray__": True, b"dtype": "<f4", b"shape": [4], b"data": b"x" * 8})
     with pytest.raises(MessageError, match="needs 16"):
         unpackb(short)
+
+
+def test_perturb_adds_noise_to_the_xyz_deltas_only():
+    from vipa.sim.collect import noise_rng, perturb
+
+    a = np.array([0.2, -0.4, 0.9, 1.0], np.float32)
+    assert perturb(a, noise_rng(0), 0.0) is a
+    out = np.stack([perturb(a, noise_rng(s), 0.3) for s in range(400)])
+    assert np.all(out[:, 3] == 1.0), "the gripper command is executed as given"
+    assert np.all(np.abs(out) <= 1.0)
+    free = out[:, 0] - a[0]  # x and y are far from the clip
+    assert abs(free.mean()) < 0.05 and 0.25 < free.std() < 0.35
+    np.testing.assert_array_equal(perturb(a, noise_rng(5), 0.3), perturb(a, noise_rng(5), 0.3))
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        perturb(a, noise_rng(0), -0.1)
+
+
+def test_collect_with_execution_noise_records_expert_labels_off_the_clean_path(tmp_path):
+    clean = collect_demos(tmp_path / "clean", ["reach-v3"], episodes=1, seed=0, size=32, max_steps=150)
+    noisy = collect_demos(tmp_path / "noisy", ["reach-v3"], episodes=1, seed=0, size=32, max_steps=150, noise=0.3)
+    assert clean[0].kept == noisy[0].kept == 1, "the expert recovers from the perturbations"
+    c, n = LeRobotDataset(tmp_path / "clean").episode(0), LeRobotDataset(tmp_path / "noisy").episode(0)
+    np.testing.assert_allclose(c["observation.state"][0], n["observation.state"][0])  # the same start
+    k = min(len(c["action"]), len(n["action"]))
+    assert np.abs(c["observation.state"][:k, :3] - n["observation.state"][:k, :3]).max() > 0.002
+    # the label is the expert's action, not the executed one: with noise it explains the motion less well
+    def residual(ep):
+        moved = np.diff(ep["observation.state"][:, :3], axis=0)
+        fit = np.linalg.lstsq(ep["action"][:-1, :3], moved, rcond=None)
+        return float(np.mean((ep["action"][:-1, :3] @ fit[0] - moved) ** 2))
+    assert residual(n) > 2 * residual(c)
+    assert json.loads(LeRobotDataset(tmp_path / "noisy").episodes[0]["extra"])["noise"] == 0.3
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        collect_demos(tmp_path / "bad", ["reach-v3"], episodes=1, size=32, noise=-1.0)
+    assert not (tmp_path / "bad").exists(), "a bad noise fails before anything is written"

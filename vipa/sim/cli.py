@@ -13,7 +13,8 @@ def _collect(args: argparse.Namespace) -> int:
     from vipa.sim.collect import collect_demos
 
     stats = collect_demos(args.out, args.tasks, args.episodes, seed=args.seed, camera=args.camera,
-                          size=args.size, max_steps=args.max_steps, only_success=not args.keep_failures)
+                          size=args.size, max_steps=args.max_steps, only_success=not args.keep_failures,
+                          noise=args.noise)
     for s in stats:
         print(json.dumps({"task": s.task, "attempted": s.attempted, "kept": s.kept, "expert_successes": s.successes}))
     return 0
@@ -67,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(c)
     c.add_argument("--out", required=True, help="new LeRobot v3 dataset folder")
     c.add_argument("--keep-failures", action="store_true", help="also keep demonstrations that failed")
+    c.add_argument("--noise", type=float, default=0.0, help="execution noise (sd, action units) on the xyz deltas: "
+                   "the expert's action is recorded, a perturbed one executed, so the data shows recoveries (DART)")
     c.set_defaults(func=_collect)
 
     e = ssub.add_parser("eval", help="roll a checkpoint out; success rate per task with 95%% intervals")

@@ -2,7 +2,12 @@
 
 Per frame: the camera image (video), metric depth (uint16 millimetres, 0 = no surface), K,
 camera pose (world_from_camera, OpenCV axes), robot state (end-effector xyz m + gripper) and
-the expert's action (4,). Episode extras: task, seed, success, steps.
+the expert's action (4,). Episode extras: task, seed, success, steps, noise.
+
+With ``noise`` > 0 the demonstrations are recorded with perturbed execution (DART, Laskey et al.
+2017): the label is always the expert's action for the state the robot is in, but the action
+executed is that plus Gaussian noise, so the data shows how the expert recovers from the small
+errors a learned policy makes in closed loop.
 """
 
 from __future__ import annotations
@@ -46,6 +51,26 @@ def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
     return np.clip(np.round(mm), 0, 65535).astype(np.uint16)
 
 
+NOISE_DIMS = 3  # the xyz deltas; the gripper command is executed as the expert gives it
+
+
+def noise_rng(seed: int) -> np.random.Generator:
+    """The execution-noise generator of the demonstration with episode seed ``seed``."""
+    return np.random.default_rng([0x5EED, seed])
+
+
+def perturb(action: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """The executed action (4,): ``action`` plus N(0, noise^2) on its xyz deltas (action units,
+    [-1, 1] full scale), clipped to [-1, 1]. ``noise`` 0 returns ``action`` unchanged."""
+    if noise < 0:
+        raise ValueError(f"execution noise must be >= 0, got {noise}")
+    if noise == 0:
+        return action
+    out = np.array(action, np.float32, copy=True)
+    out[:NOISE_DIMS] += rng.normal(0.0, noise, NOISE_DIMS).astype(np.float32)
+    return np.clip(out, -1.0, 1.0)
+
+
 @dataclass
 class CollectStats:
     task: str
@@ -56,9 +81,11 @@ class CollectStats:
 
 def collect_demos(out: str | Path, tasks: list[str], episodes: int, seed: int = 0, camera: str = "workspace",
                   size: int = 96, max_steps: int = 200, only_success: bool = True,
-                  progress: Callable[[str], None] | None = None) -> list[CollectStats]:
+                  progress: Callable[[str], None] | None = None, noise: float = 0.0) -> list[CollectStats]:
     """Run the scripted expert ``episodes`` times per task (seeds seed, seed+1, ...) and write a
-    LeRobot v3 dataset at ``out``. Failed demos are dropped when ``only_success``."""
+    LeRobot v3 dataset at ``out``. Failed demos are dropped when ``only_success``. ``noise`` > 0
+    records the expert's action but executes it perturbed (see ``perturb``)."""
+    perturb(np.zeros(ACTION_DIM, np.float32), noise_rng(0), noise)  # a negative noise fails before anything is written
     writer = LeRobotWriter(Path(out), fps=SIM_FPS, features=sim_features(size, size), robot_type="sawyer")
     stats = []
     for task in tasks:
@@ -67,6 +94,7 @@ def collect_demos(out: str | Path, tasks: list[str], episodes: int, seed: int = 
             for i in tqdm(range(episodes), desc=f"collect {task}", disable=progress is not None):
                 s = seed + i
                 obs = env.reset(seed=s)
+                rng = noise_rng(s)
                 frames: dict[str, list] = {k: [] for k in sim_features(size, size)}
                 done = success = False
                 while not done:
@@ -77,12 +105,13 @@ def collect_demos(out: str | Path, tasks: list[str], episodes: int, seed: int = 
                     frames["observation.camera_pose"].append(obs.camera_pose)
                     frames["observation.state"].append(obs.state)
                     frames["action"].append(action)
-                    obs, success, done = env.step(action)
+                    obs, success, done = env.step(perturb(action, rng, noise))
                     frames["next.success"].append(success)
                 successes += success
                 if success or not only_success:
                     writer.add_episode({k: np.stack(v) for k, v in frames.items()}, task=obs.instruction,
-                                       extra={"task": task, "seed": s, "success": success, "steps": env.steps})
+                                       extra={"task": task, "seed": s, "success": success, "steps": env.steps,
+                                              "noise": noise})
                     kept += 1
                 if progress:
                     progress(f"{task}: {i + 1}/{episodes}")

@@ -31,19 +31,20 @@ _POLICIES: dict[str, Any] = {}
 _ENVS: dict[str, Any] = {}
 
 
-def _collect_job(job: tuple[str, list[int], int, int, str]) -> dict[str, Any]:
+def _collect_job(job: tuple[str, list[int], int, int, str, float]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from vipa.sim.collect import DEPTH_UNIT_M
+    from vipa.sim.collect import DEPTH_UNIT_M, noise_rng, perturb
     from vipa.sim.metaworld_env import MetaWorldEnv
 
-    task, seeds, size, max_steps, camera = job
+    task, seeds, size, max_steps, camera, noise = job
     cols: dict[str, list] = {k: [] for k in ("rgb", "depth_mm", "K", "camera_pose", "state", "action", "episode")}
     kept, instruction = [], ""
     with MetaWorldEnv(task, camera=camera, width=size, height=size, max_steps=max_steps) as env:
         for s in seeds:
             obs = env.reset(seed=s)
+            rng = noise_rng(s)
             ep: dict[str, list] = {k: [] for k in cols}
             done = success = False
             while not done:
@@ -55,7 +56,7 @@ def _collect_job(job: tuple[str, list[int], int, int, str]) -> dict[str, Any]:
                 ep["state"].append(obs.state)
                 ep["action"].append(a)
                 ep["episode"].append(s)
-                obs, success, done = env.step(a)
+                obs, success, done = env.step(perturb(a, rng, noise))
             instruction = obs.instruction
             if success:  # only successful demonstrations, as `vipa sim collect` keeps by default
                 kept.append(s)
@@ -66,12 +67,16 @@ def _collect_job(job: tuple[str, list[int], int, int, str]) -> dict[str, Any]:
 
 
 def collect(tasks: list[str], episodes: int, out: str | Path, seed: int = 0, size: int = 64, max_steps: int = 200,
-            workers: int = 4, camera: str = "workspace") -> list[dict[str, Any]]:
-    """Expert demos for each task on seeds seed..seed+episodes-1, in parallel; DEMOS/{task}.npz."""
+            workers: int = 4, camera: str = "workspace", noise: float = 0.0) -> list[dict[str, Any]]:
+    """Expert demos for each task on seeds seed..seed+episodes-1, in parallel; DEMOS/{task}.npz.
+    ``noise`` > 0: the expert's action is recorded, a perturbed one executed (vipa.sim.collect.perturb)."""
+    from vipa.sim.collect import perturb
+
+    perturb(np.zeros(4, np.float32), np.random.default_rng(0), noise)  # a negative noise fails before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per = max(1, math.ceil(episodes * len(tasks) / max(1, workers)))
-    jobs = [(t, list(range(seed + i, seed + min(i + per, episodes))), size, max_steps, camera)
+    jobs = [(t, list(range(seed + i, seed + min(i + per, episodes))), size, max_steps, camera, noise)
             for t in tasks for i in range(0, episodes, per)]
     with mp.get_context("fork").Pool(workers) as pool:
         results = pool.map(_collect_job, jobs, chunksize=1)
@@ -84,7 +89,7 @@ def collect(tasks: list[str], episodes: int, out: str | Path, seed: int = 0, siz
         if arrays is not None:
             np.savez_compressed(out / f"{t}.npz", **arrays, task_index=np.zeros(len(arrays["action"]), np.int64),
                                 instructions=np.array([parts[0]["instruction"]]))
-        stats.append({"task": t, "attempted": n_att, "kept": kept,
+        stats.append({"task": t, "attempted": n_att, "kept": kept, "noise": noise,
                       "frames": 0 if arrays is None else int(len(arrays["action"]))})
     (out / "collect.json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -306,11 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--out", required=True)
         q.add_argument("--camera", default="workspace", help="workspace (default) or a Meta-World camera name; "
                        "evaluate with the camera the demonstrations were collected with")
+    c.add_argument("--noise", type=float, default=0.0, help="execution noise (sd, action units) on the xyz "
+                   "deltas: the expert's action is recorded, a perturbed one executed (DART)")
     r = sub.add_parser("report")
     r.add_argument("eval_dir")
     a = p.parse_args(argv)
     if a.cmd == "collect":
-        for s in collect(a.tasks, a.episodes, a.out, a.seed, a.size, a.max_steps, a.workers, a.camera):
+        for s in collect(a.tasks, a.episodes, a.out, a.seed, a.size, a.max_steps, a.workers, a.camera, a.noise):
             print(json.dumps(s))
     elif a.cmd == "eval":
         runs = dict(x.split("=", 1) for x in a.run)
