@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from vipa.data.lerobot import LeRobotWriter
-from vipa.sim.metaworld_env import ACTION_DIM, STATE_DIM, MetaWorldEnv
+from vipa.sim.metaworld_env import ACTION_DIM, STATE_DIM, MetaWorldEnv, SimObservation
 
 DEPTH_UNIT_M = 0.001  # observation.depth counts are millimetres
 SIM_FPS = 80.0  # Meta-World control rate: MuJoCo dt 2.5 ms x frame_skip 5
@@ -59,16 +59,35 @@ def noise_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([0x5EED, seed])
 
 
+def check_noise(noise: float) -> float:
+    """``noise`` if it is a valid execution-noise sd (>= 0, action units), else ValueError."""
+    if not noise >= 0:
+        raise ValueError(f"execution noise must be >= 0, got {noise}")
+    return noise
+
+
 def perturb(action: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
     """The executed action (4,): ``action`` plus N(0, noise^2) on its xyz deltas (action units,
     [-1, 1] full scale), clipped to [-1, 1]. ``noise`` 0 returns ``action`` unchanged."""
-    if noise < 0:
-        raise ValueError(f"execution noise must be >= 0, got {noise}")
-    if noise == 0:
+    if check_noise(noise) == 0:
         return action
     out = np.array(action, np.float32, copy=True)
     out[:NOISE_DIMS] += rng.normal(0.0, noise, NOISE_DIMS).astype(np.float32)
     return np.clip(out, -1.0, 1.0)
+
+
+def expert_episode(env: MetaWorldEnv, seed: int, noise: float = 0.0
+                   ) -> Iterator[tuple[SimObservation, np.ndarray, bool]]:
+    """One scripted-expert episode from a seeded reset: per control step yields (the observation,
+    the expert's action for it, success after executing ``perturb(action)``) until the episode ends."""
+    obs = env.reset(seed=seed)
+    rng = noise_rng(seed)
+    done = False
+    while not done:
+        action = env.expert_action()
+        nxt, success, done = env.step(perturb(action, rng, noise))
+        yield obs, action, success
+        obs = nxt
 
 
 @dataclass
@@ -85,7 +104,7 @@ def collect_demos(out: str | Path, tasks: list[str], episodes: int, seed: int = 
     """Run the scripted expert ``episodes`` times per task (seeds seed, seed+1, ...) and write a
     LeRobot v3 dataset at ``out``. Failed demos are dropped when ``only_success``. ``noise`` > 0
     records the expert's action but executes it perturbed (see ``perturb``)."""
-    perturb(np.zeros(ACTION_DIM, np.float32), noise_rng(0), noise)  # a negative noise fails before anything is written
+    check_noise(noise)  # before anything is written
     writer = LeRobotWriter(Path(out), fps=SIM_FPS, features=sim_features(size, size), robot_type="sawyer")
     stats = []
     for task in tasks:
@@ -93,19 +112,15 @@ def collect_demos(out: str | Path, tasks: list[str], episodes: int, seed: int = 
         with MetaWorldEnv(task, camera=camera, width=size, height=size, max_steps=max_steps) as env:
             for i in tqdm(range(episodes), desc=f"collect {task}", disable=progress is not None):
                 s = seed + i
-                obs = env.reset(seed=s)
-                rng = noise_rng(s)
                 frames: dict[str, list] = {k: [] for k in sim_features(size, size)}
-                done = success = False
-                while not done:
-                    action = env.expert_action()
+                success = False
+                for obs, action, success in expert_episode(env, s, noise):
                     frames["observation.images.main"].append(obs.rgb)
                     frames["observation.depth"].append(depth_to_mm(obs.depth))
                     frames["observation.camera_intrinsics"].append(obs.K)
                     frames["observation.camera_pose"].append(obs.camera_pose)
                     frames["observation.state"].append(obs.state)
                     frames["action"].append(action)
-                    obs, success, done = env.step(perturb(action, rng, noise))
                     frames["next.success"].append(success)
                 successes += success
                 if success or not only_success:

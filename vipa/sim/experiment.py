@@ -35,7 +35,7 @@ def _collect_job(job: tuple[str, list[int], int, int, str, float]) -> dict[str, 
     import torch
 
     torch.set_num_threads(1)
-    from vipa.sim.collect import DEPTH_UNIT_M, noise_rng, perturb
+    from vipa.sim.collect import depth_to_mm, expert_episode
     from vipa.sim.metaworld_env import MetaWorldEnv
 
     task, seeds, size, max_steps, camera, noise = job
@@ -43,20 +43,16 @@ def _collect_job(job: tuple[str, list[int], int, int, str, float]) -> dict[str, 
     kept, instruction = [], ""
     with MetaWorldEnv(task, camera=camera, width=size, height=size, max_steps=max_steps) as env:
         for s in seeds:
-            obs = env.reset(seed=s)
-            rng = noise_rng(s)
             ep: dict[str, list] = {k: [] for k in cols}
-            done = success = False
-            while not done:
-                a = env.expert_action()
+            success = False
+            for obs, a, success in expert_episode(env, s, noise):
                 ep["rgb"].append(obs.rgb)
-                ep["depth_mm"].append(np.clip(np.round(np.nan_to_num(obs.depth / DEPTH_UNIT_M)), 0, 65535).astype(np.uint16))
+                ep["depth_mm"].append(depth_to_mm(obs.depth))
                 ep["K"].append(obs.K)
                 ep["camera_pose"].append(obs.camera_pose)
                 ep["state"].append(obs.state)
                 ep["action"].append(a)
                 ep["episode"].append(s)
-                obs, success, done = env.step(perturb(a, rng, noise))
             instruction = obs.instruction
             if success:  # only successful demonstrations, as `vipa sim collect` keeps by default
                 kept.append(s)
@@ -70,9 +66,9 @@ def collect(tasks: list[str], episodes: int, out: str | Path, seed: int = 0, siz
             workers: int = 4, camera: str = "workspace", noise: float = 0.0) -> list[dict[str, Any]]:
     """Expert demos for each task on seeds seed..seed+episodes-1, in parallel; DEMOS/{task}.npz.
     ``noise`` > 0: the expert's action is recorded, a perturbed one executed (vipa.sim.collect.perturb)."""
-    from vipa.sim.collect import perturb
+    from vipa.sim.collect import check_noise
 
-    perturb(np.zeros(4, np.float32), np.random.default_rng(0), noise)  # a negative noise fails before any work
+    check_noise(noise)  # before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per = max(1, math.ceil(episodes * len(tasks) / max(1, workers)))
