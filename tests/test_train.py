@@ -227,6 +227,30 @@ def test_cli_train_and_eval(hand3d_root, tmp_path):
     assert mo["model_tokens"] == mo["model_tokens_greedy"] and mo["model_tokens_expectation"]["fde_cm"] >= 0
 
 
+def test_ablations_with_step3_resume_and_timing(hand3d_root, tmp_path):
+    """The ablation table with the sample recipe's step 3: every variant continues with the geometry
+    token, the table records each phase's wall time, and a second call reuses the finished runs."""
+    from vipa.evaluate import ABLATIONS, run_ablations
+    from vipa.model.checkpoint import checkpoint_config
+
+    out = tmp_path / "abl"
+    rep = run_ablations(hand3d_root, out, [0], 1, 1, threads=1, max_qa=4, max_motion=2, steps3=1)
+    assert set(rep["table"]) == set(ABLATIONS) and rep["steps3"] == 1 and rep["lr3"] == 1e-3
+    for name, (use_3d, stage1) in ABLATIONS.items():
+        mc = checkpoint_config(out / f"{name}_seed0" / "s2g" / "final").model
+        assert mc.geometry_token and mc.motion_decoding == "expectation" and mc.use_3d == use_3d
+        t = rep["wall_s"][f"{name}_seed0"]
+        assert {"stage2_s", "step3_s", "eval_s"} <= set(t) and ("stage1_s" in t) == stage1
+        assert all(v > 0 for v in t.values())
+        assert rep["table"][name]["traj_ade_cm"]["n"] == 1
+    stamp = (out / "full_seed0" / "s2g" / "final" / "model.safetensors").stat().st_mtime_ns
+    again = run_ablations(hand3d_root, out, [0], 1, 1, threads=1, max_qa=4, max_motion=2, steps3=1)
+    assert again["table"] == rep["table"] and again["wall_s"] == rep["wall_s"]
+    assert (out / "full_seed0" / "s2g" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="steps3"):
+        run_ablations(hand3d_root, out, [0], 1, 1, steps3=-1)
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_identical_weights(hand3d_root, tmp_path):
     out = tmp_path / "ddp"

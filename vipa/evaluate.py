@@ -195,39 +195,73 @@ ABLATIONS = {  # name: (use the 3D encoder, run stage 1 before stage 2)
 
 def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: int, steps2: int,
                   threads: int | None = None, max_episodes: int | None = None, max_qa: int = 200,
-                  max_motion: int = 150) -> dict[str, Any]:
+                  max_motion: int = 150, steps3: int = 0, lr3: float = 1e-3,
+                  sigma3: float = 16.0) -> dict[str, Any]:
     """The paper's ablation table at this scale: every variant trained with the same data, step
     budget per stage and seeds (``vipa.train.cli.run_stage``, what ``vipa train`` runs), then evaluated
     on the held-out split.
     Variants without stage 1 train stage 2 only (their QA figures show what stage 2 alone gives).
-    Writes OUT/ablations.json; finished runs are reused, so an interrupted table resumes."""
+    ``steps3`` > 0 continues stage 2 as the sample checkpoint's recipe does (step 3): that many steps
+    at learning rate ``lr3`` with the geometry token, motion-token labels Gaussian over ``sigma3`` bins
+    and expectation decoding; the table is then of the continued checkpoints.
+    Writes OUT/ablations.json (with each run's wall seconds per phase); finished runs are reused, so an
+    interrupted table resumes."""
     from vipa.model.config import get_config
     from vipa.train.cli import run_stage
 
+    if steps3 < 0 or lr3 <= 0 or sigma3 < 0:
+        raise ValueError(f"ablations: steps3 must be >= 0, lr3 > 0 and sigma3 >= 0 bins "
+                         f"(got {steps3}, {lr3}, {sigma3})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {}
+    timings: dict[str, dict[str, float]] = {}
     for seed in seeds:  # seeds outermost: an interrupted table still has every variant
         for name, (use_3d, stage1) in ABLATIONS.items():
             rd = out / f"{name}_seed{seed}"
+            rd.mkdir(parents=True, exist_ok=True)
+            tpath = rd / "timing.json"
+            timing = json.loads(tpath.read_text()) if tpath.is_file() else {}
+
+            def phase(key: str, fn: Any) -> None:
+                t0 = time.time()
+                fn()
+                timing[key] = round(time.time() - t0, 1)
+                tpath.write_text(json.dumps(timing, indent=2))
+
             cfg = get_config("tiny", **({} if use_3d else {"use_3d": False}))
             cfg.train.seed = seed
             common = dict(max_episodes=max_episodes, threads=threads, progress=False)
+            final = rd / ("s2g" if steps3 else "s2") / "final"
             try:
                 if stage1 and not (rd / "s1" / "final").is_dir():
-                    run_stage(cfg, "stage1", data, rd / "s1", steps=steps1, **common)
+                    phase("stage1_s", lambda: run_stage(cfg, "stage1", data, rd / "s1", steps=steps1, **common))
                 if not (rd / "s2" / "final").is_dir():
-                    run_stage(cfg, "stage2", data, rd / "s2", steps=steps2,
-                              init=rd / "s1" / "final" if stage1 else None, **common)
+                    phase("stage2_s", lambda: run_stage(cfg, "stage2", data, rd / "s2", steps=steps2,
+                                                        init=rd / "s1" / "final" if stage1 else None, **common))
+                if steps3 and not final.is_dir():
+                    cfg3 = get_config("tiny", geometry_token=True, motion_decoding="expectation",
+                                      **({} if use_3d else {"use_3d": False}))
+                    cfg3.train.seed = seed
+                    cfg3.train.lr["stage2"] = lr3
+                    cfg3.train.motion_label_sigma = sigma3
+                    phase("step3_s", lambda: run_stage(cfg3, "stage2", data, rd / "s2g", steps=steps3,
+                                                       init=rd / "s2" / "final", **common))
             except (ValueError, FileNotFoundError) as exc:
                 raise RuntimeError(f"ablation {name} seed {seed}: training failed ({exc})") from exc
             rep_path = rd / "eval" / "report.json"
             if rep_path.is_file():
                 rep = json.loads(rep_path.read_text())
             else:
-                rep = evaluate_checkpoint(rd / "s2" / "final", data, max_qa, max_motion, tokens=False, threads=threads)
-                write_report(rep, rd / "eval", [p for p in (rd / "s1" / "metrics.jsonl", rd / "s2" / "metrics.jsonl") if p.is_file()])
+                logs = [p for p in (rd / "s1" / "metrics.jsonl", rd / "s2" / "metrics.jsonl", rd / "s2g" / "metrics.jsonl")
+                        if p.is_file()]
+                t0 = time.time()
+                rep = evaluate_checkpoint(final, data, max_qa, max_motion, tokens=False, threads=threads)
+                timing["eval_s"] = round(time.time() - t0, 1)
+                tpath.write_text(json.dumps(timing, indent=2))
+                write_report(rep, rd / "eval", logs)
             runs.setdefault(name, []).append(rep)
+            timings[f"{name}_seed{seed}"] = timing
 
     def stat(vals: list[float]) -> dict[str, float]:
         a = np.asarray(vals, float)
@@ -239,7 +273,9 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                     "traj_fde_cm": stat([r["motion"]["model_head"]["fde_cm"] for r in rs]),
                     "constant_ade_cm": stat([r["motion"]["constant_true_current"]["ade_cm"] for r in rs])}
              for name, rs in runs.items()}
-    rep = {"seeds": seeds, "steps1": steps1, "steps2": steps2, "table": table}
+    rep = {"seeds": seeds, "steps1": steps1, "steps2": steps2, "steps3": steps3,
+           **({"lr3": lr3, "sigma3": sigma3} if steps3 else {}), "max_episodes": max_episodes,
+           "max_qa": max_qa, "max_motion": max_motion, "table": table, "wall_s": timings}
     (out / "ablations.json").write_text(json.dumps(rep, indent=2))
     return rep
 
@@ -261,6 +297,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ablations: random seeds, one run per seed")
     p.add_argument("--steps1", type=int, default=300, help="ablations: stage-1 optimizer steps per run")
     p.add_argument("--steps2", type=int, default=300, help="ablations: stage-2 optimizer steps per run")
+    p.add_argument("--steps3", type=int, default=0,
+                   help="ablations: steps of stage 2 continued with the geometry token, as the sample "
+                        "checkpoint's recipe (0 = none)")
+    p.add_argument("--lr3", type=float, default=1e-3, help="ablations: learning rate of that continuation")
     p.add_argument("--max-episodes", type=int, default=None, help="ablations: training episodes per run, count (default: all)")
     p.set_defaults(func=run)
 
@@ -272,7 +312,8 @@ def run(args: argparse.Namespace) -> int:
         if args.ablations:
             out = Path(args.out or "runs/ablations")
             rep = run_ablations(args.data, out, args.seeds, args.steps1, args.steps2, threads=args.threads,
-                                max_episodes=args.max_episodes)
+                                max_episodes=args.max_episodes, max_qa=args.max_qa, max_motion=args.max_motion,
+                                steps3=args.steps3, lr3=args.lr3)
             print(json.dumps(rep["table"], indent=2))
             return 0
         if not args.checkpoint:
