@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vipa.model.checkpoint import load_checkpoint, load_with_new_part, save_derived_checkpoint
+from vipa.model.config import GEOMETRY_FEATURES
 from vipa.model.processor import collate
 from vipa.model.vla import VIPAModel
 from vipa.train.data import load_split, stage_dataset
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--frame-step", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--features", choices=GEOMETRY_FEATURES, default="fourier",
+                    help="the token's input: raw metres, or with sin / cos features (config geometry_features)")
     ap.add_argument("--budget-s", type=float, default=None, help="stop after this many seconds of training")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,7 +47,7 @@ def main() -> None:
     old, cfg, tok, info = load_checkpoint(args.checkpoint)
     if cfg.model.geometry_token:
         raise SystemExit(f"{args.checkpoint}: already has the geometry token")
-    cfg.model = dataclasses.replace(cfg.model, geometry_token=True)
+    cfg.model = dataclasses.replace(cfg.model, geometry_token=True, geometry_features=args.features)
     model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id, load_pretrained=False)
     try:
         load_with_new_part(model, old.state_dict(), "geo_embed.", str(args.checkpoint))
@@ -89,7 +92,7 @@ def main() -> None:
             log.append({"step": step, "stage": "geometry_token", **losses, "time": round(time.time() - t0, 1)})
             print(json.dumps(log[-1]), flush=True)
     model.eval()
-    record = {"from": str(args.checkpoint), "steps": step, "batch_size": args.batch_size, "lr": args.lr,
+    record = {"from": str(args.checkpoint), "features": args.features, "steps": step, "batch_size": args.batch_size, "lr": args.lr,
               "stage2_mix": args.stage2_mix, "frame_step": args.frame_step,
               "seconds": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
     out = save_derived_checkpoint(args.out, model, cfg, tok, info, "geometry_token", record, log)

@@ -253,11 +253,12 @@ def test_cached_generation_matches_full_recompute(cfg, tok):
     assert_cached_generation_matches(model, b, tok.bos_id)
 
 
-def test_geometry_token_carries_the_readout_into_the_text(tok):
+@pytest.mark.parametrize("features", ["raw", "fourier"])
+def test_geometry_token_carries_the_readout_into_the_text(tok, features):
     """With ``geometry_token`` the text target attends to one token made from the readout (the
     queries and readout are unchanged by it); cached generation still equals full recompute;
     the text loss does not reach the readout; changing the readout changes the text logits."""
-    cfg = get_config("tiny", geometry_token=True)
+    cfg = get_config("tiny", geometry_token=True, geometry_features=features)
     torch.manual_seed(0)
     model = VIPAModel(cfg.model, tok.vocab_size).eval()
     for p in model.llm.parameters():
@@ -280,6 +281,22 @@ def test_geometry_token_carries_the_readout_into_the_text(tok):
     model(**b, target_in=tgt).logits.sum().backward()
     assert model.geo_embed[0].weight.grad.abs().sum() > 0
     assert model.offset[-1].weight.grad is None or model.offset[-1].weight.grad.abs().sum() == 0
+
+
+def test_fourier_geometry_features_resolve_centimetres(tok):
+    """The "fourier" encoding gives the token's MLP inputs that move by O(1) for the 1 cm the text
+    answers are written to (raw metres move by 0.01); "raw" is the geometry as it is."""
+    from vipa.model.config import GEOMETRY_FREQS
+
+    g = torch.tensor([[0.10] * 34, [0.11] + [0.10] * 33])
+    four = VIPAModel(get_config("tiny", geometry_token=True).model, tok.vocab_size).geometry_input(g)
+    raw = VIPAModel(get_config("tiny", geometry_token=True, geometry_features="raw").model,
+                    tok.vocab_size).geometry_input(g)
+    assert four.shape == (2, 34 * (1 + 2 * len(GEOMETRY_FREQS))) and torch.equal(raw, g)
+    assert (four[0] - four[1]).norm() > 1.0 > 100 * (raw[0] - raw[1]).norm() - 0.01
+    assert four[:, :34].abs().max() <= 1.1  # the linear part, 10 x metres
+    with pytest.raises(ValueError, match="geometry_features: expected one of raw, fourier, got 'sine'"):
+        get_config("tiny", geometry_features="sine").model.validate()
 
 
 def test_processor_observation_and_collate(cfg, tok):

@@ -191,6 +191,7 @@ def test_config_json_of_the_wrong_type(ckpt):
     (("config", "model", "flux"), 3, r"config\.model: unknown fields \['flux'\]"),
     (("config", "train", "pointmap_dropout"), 1.5, r"config\.train\.pointmap_dropout: must be in \[0, 1\]"),
     (("config", "model", "fusion_heads"), 3, r"config\.model: fusion_heads 3 must divide d_vision 128"),
+    (("config", "model", "geometry_features"), "sine", r"config\.model: geometry_features: expected one of raw, fourier"),
     (("config", "model", "name"), "small", r"config\.model\.name: 'small' disagrees with config\.name 'tiny'"),
 ])
 def test_fields_of_the_wrong_type_or_value(ckpt, path, value, match):
@@ -216,6 +217,13 @@ def test_fields_of_the_wrong_type_or_value(ckpt, path, value, match):
 def test_fields_that_disagree_with_the_weights(ckpt, path, value, match):
     _edit(ckpt, _set(path, value))
     _one_line_error(ckpt, match)
+
+
+def test_geometry_features_that_disagree_with_the_token_weights(tmp_path, tok):
+    cfg = get_config("tiny", geometry_token=True, geometry_features="raw")
+    ck = save_checkpoint(tmp_path / "geo", VIPAModel(cfg.model, tok.vocab_size, tok.pad_id), cfg, tok)
+    _edit(ck, _set(("config", "model", "geometry_features"), "fourier"))
+    _one_line_error(ck, r"config\.model\.geometry_features / traj_horizon: geometry-token input width 510 disagrees")
 
 
 def test_cli_prints_config_errors_in_one_line(ckpt, tmp_path, capsys):

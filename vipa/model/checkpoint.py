@@ -177,6 +177,7 @@ _SHAPE_FIELDS = (
     (r"key_pos", 2, "config.model.image_size / fine_stride", "fine grid"),
     (r"query_embed", 0, "config.model.num_queries", "query tokens"),
     (r"traj_head\.2\.weight", 0, "config.model.traj_horizon", "3 x waypoints"),
+    (r"geo_embed\.0\.weight", 1, "config.model.geometry_features / traj_horizon", "geometry-token input width"),
     (r"action_head\..*", None, "config.model (action head: action_dim, state_dim, chunk_len, dit_*)", "shape"),
 )
 # Parameter prefixes whose presence a boolean / count field decides.

@@ -94,6 +94,12 @@ class LLMConfig:
     intermediate_size: int = 384
 
 
+# Encodings of the geometry token's input (ModelConfig.geometry_features); "fourier" uses these
+# frequencies, cycles per metre.
+GEOMETRY_FEATURES = ("raw", "fourier")
+GEOMETRY_FREQS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
 @dataclass
 class ModelConfig:
     """Architecture. Image side ``image_size`` px; visual tokens on a (image_size/patch_size)^2 grid;
@@ -128,6 +134,10 @@ class ModelConfig:
     # the readout's geometry (pointers A, B, B - A, |B - A|, the trajectory; detached), so the LLM's
     # generated numbers and motion tokens can say what the readout measured. Old checkpoints: off.
     geometry_token: bool = False
+    # How the geometry token sees its numbers (``GEOMETRY_FEATURES``): "raw" metres (checkpoints from
+    # before the field), or "fourier": each value also as sin / cos at 1 to 64 cycles per metre, so a
+    # centimetre moves the token's input by as much as a metre does (the text is written to 1 cm).
+    geometry_features: str = "fourier"
     # How constrained decoding picks each motion token (vipa.infer.constrained.MOTION_DECODING):
     # "greedy" (the argmax) or "expectation" (the bin nearest the expected bin of that axis).
     motion_decoding: str = "greedy"
@@ -169,6 +179,9 @@ class ModelConfig:
         return self.num_visual_tokens + self.max_prompt_len + self.num_queries + self.max_target_len + 1
 
     def validate(self) -> "ModelConfig":
+        if self.geometry_features not in GEOMETRY_FEATURES:
+            raise ValueError(f"geometry_features: expected one of {', '.join(GEOMETRY_FEATURES)}, "
+                             f"got {self.geometry_features!r}")
         if self.motion_decoding not in ("greedy", "expectation"):
             raise ValueError(f"motion_decoding: expected greedy or expectation, got {self.motion_decoding!r}")
         if not self.motion_stride_s > 0:
@@ -231,6 +244,7 @@ class ModelConfig:
         d.setdefault("action_geometry", False)  # checkpoints from before the field existed
         d.setdefault("mono_points", False)
         d.setdefault("geometry_token", False)
+        d.setdefault("geometry_features", "raw")  # checkpoints from before the field
         d.setdefault("motion_decoding", "greedy")
         d.setdefault("motion_stride_s", LEGACY_MOTION_STRIDE_S)  # what checkpoints before the field trained with
         d["llm"] = LLMConfig(**d["llm"])
@@ -400,8 +414,18 @@ def adds_geometry_token(init: ModelConfig, model: ModelConfig) -> bool:
     da, db = init.to_dict(), model.to_dict()
     if da.pop("geometry_token") or not db.pop("geometry_token"):
         return False
+    da.pop("geometry_features"), db.pop("geometry_features")  # the init has no token to see them
     da.pop("motion_decoding"), db.pop("motion_decoding")
     return da == db
+
+
+def adopt_init_parts(model: ModelConfig, init: ModelConfig) -> None:
+    """Set in ``model`` (in place) the optional parts an ``--init`` checkpoint has or lacks, kept as they
+    are: the RGB point-estimate head, the geometry token (``model`` may add it) and its encoding."""
+    model.mono_points = init.mono_points
+    model.geometry_token = model.geometry_token or init.geometry_token
+    if init.geometry_token:  # the token's encoding is part of its weights
+        model.geometry_features = init.geometry_features
 
 
 def init_fits(init: ModelConfig, model: ModelConfig, stage: str) -> bool:

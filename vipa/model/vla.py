@@ -26,7 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from vipa.model.action_head import FlowMatchingDiT
 from vipa.model.batch import Batch
-from vipa.model.config import STAGES, ModelConfig, TrainConfig
+from vipa.model.config import GEOMETRY_FREQS, STAGES, ModelConfig, TrainConfig
 from vipa.model.encoders import PointHead, PointMapEncoder, SemanticEncoder, SpatialFusion, pool_points
 from vipa.conventions import MOTION_BINS
 from vipa.model.losses import IGNORE, masked_l1, text_cross_entropy
@@ -140,8 +140,8 @@ class VIPAModel(nn.Module):
         # readout's points for frames without depth or point map.
         self.point_head = PointHead(self.semantic.fine_ch, cfg.fine_grid) if cfg.use_3d and cfg.mono_points else None
         # The readout's geometry as one input token before the text target (``geometry_token``).
-        self.geo_embed = nn.Sequential(nn.Linear(10 + 3 * cfg.traj_horizon, h), nn.GELU(), nn.Linear(h, h)) \
-            if cfg.geometry_token else None
+        n_geo = (10 + 3 * cfg.traj_horizon) * (1 if cfg.geometry_features == "raw" else 1 + 2 * len(GEOMETRY_FREQS))
+        self.geo_embed = nn.Sequential(nn.Linear(n_geo, h), nn.GELU(), nn.Linear(h, h)) if cfg.geometry_token else None
         self.action_head = FlowMatchingDiT(h, cfg.action_dim, cfg.state_dim, cfg.chunk_len,
                                            cfg.dit_dim, cfg.dit_layers, cfg.dit_heads, cfg.geometry_dim)
 
@@ -248,7 +248,7 @@ class VIPAModel(nn.Module):
             hid = prefix.last_hidden_state
             queries = hid[:, q0:q0 + cfg.num_queries]
             pa, pb, traj, attn_a = self.readout(hid[:, :n], queries, fine, xyz, valid, est)
-            geo = self.geo_embed(self.text_geometry(pa, pb, traj))[:, None]
+            geo = self.geo_embed(self.geometry_input(self.text_geometry(pa, pb, traj)))[:, None]
             mask = torch.cat(masks[:-1] + [masks[-1].new_ones(b, 1), masks[-1]], 1)
             out = self.llm.model(inputs_embeds=torch.cat([geo, parts[-1]], 1), attention_mask=mask,
                                  cache=prefix.cache, use_cache=True)
@@ -274,6 +274,16 @@ class VIPAModel(nn.Module):
         (the text loss does not move the readout)."""
         v = pb - pa
         return torch.cat([pa, pb, v, v.norm(dim=-1, keepdim=True), traj.flatten(1)], 1).detach()
+
+    def geometry_input(self, g: torch.Tensor) -> torch.Tensor:
+        """The geometry token's input from ``text_geometry`` (B, D) metres: as it is ("raw"), or
+        ("fourier") each value x as 10 x, sin(2 pi f x), cos(2 pi f x) for f in GEOMETRY_FREQS
+        cycles per metre: (B, D * (1 + 2 F))."""
+        if self.cfg.geometry_features == "raw":
+            return g
+        f = g.new_tensor(GEOMETRY_FREQS)
+        ang = 2 * math.pi * g[..., None] * f  # (B, D, F)
+        return torch.cat([10.0 * g, ang.sin().flatten(1), ang.cos().flatten(1)], 1)
 
     def readout(self, vis_hidden, queries, fine, xyz, valid, est=None):
         """Pointers A and B (softmax over the fine grid of the cells' 3D points + offsets) and the

@@ -74,7 +74,7 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
     FileNotFoundError or CheckpointError naming the problem. Stage 2 with ``real_data``: the
     annotated real clips (RGB only) are mixed in, drawn with probability ``real_weight``."""
     from vipa.model.checkpoint import CheckpointError, checkpoint_config, read_checkpoint_info
-    from vipa.model.config import init_fits
+    from vipa.model.config import adopt_init_parts, init_fits
     from vipa.model.tokenizer import VIPATokenizer
     from vipa.train.loop import latest_checkpoint, train
 
@@ -85,8 +85,7 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
     elif init:
         info = read_checkpoint_info(init)
         init_model = checkpoint_config(init, info).model
-        cfg.model.mono_points = init_model.mono_points  # a part the init checkpoint has or lacks, kept as it is
-        cfg.model.geometry_token = cfg.model.geometry_token or init_model.geometry_token  # kept; may be added
+        adopt_init_parts(cfg.model, init_model)
         if not init_fits(init_model, cfg.model, stage):
             raise CheckpointError(f"--init {init} was trained with config {info['config']['name']!r} "
                                   f"(model differs from {cfg.name!r}{'' if cfg.model.use_3d else ' without 3D'})")

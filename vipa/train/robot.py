@@ -303,6 +303,7 @@ def post_train(data: str | Path | Sequence[str | Path], out: str | Path, config:
                budget_s: float | None = None, calibrate_steps: int = 10):
     """``train_post`` from a config name and options (the Python form of ``vipa train post``)."""
     from vipa.model.checkpoint import checkpoint_config, read_checkpoint_info
+    from vipa.model.config import adopt_init_parts
 
     cfg = get_config(config, **({} if use_3d else {"use_3d": False}))
     if batch_size:
@@ -317,7 +318,7 @@ def post_train(data: str | Path | Sequence[str | Path], out: str | Path, config:
         info = read_checkpoint_info(init)
         # through VIPAConfig so JSON lists compare equal to the config's tuples (stem_channels)
         init_model = checkpoint_config(init, info).model
-        cfg.model.mono_points = init_model.mono_points  # a part the init checkpoint has or lacks, kept as it is
+        adopt_init_parts(cfg.model, init_model)
         if not init_fits(init_model, cfg.model, "post"):
             raise ValueError(f"init {init}: trained with a different model config than {config!r}"
                              f"{'' if use_3d else ' without 3D'}")
