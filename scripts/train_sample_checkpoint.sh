@@ -3,7 +3,8 @@
 # (init from stage 1) -> stage 2 continued with the geometry token and the ordinal motion-token loss
 # (#13 item 3) -> the RGB point-estimate head -> held-out evaluation per input mode (point map from
 # depth + K; RGB only) -> copy of the final checkpoint.
-# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, STEPS3, LR3, SIGMA, WORK, DEST, THREADS.
+# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, STEPS3, LR3, SIGMA, GEO_FEATURES, WORK,
+# DEST, THREADS.
 # S2_FROM=CHECKPOINT skips stages 1 and 2 and continues from that stage-2 checkpoint (how the committed
 # checkpoint was made: S2_FROM=checkpoints/tiny_sample, the stage-2 checkpoint of the recipe without step 3).
 set -euo pipefail
@@ -16,6 +17,9 @@ STEPS2=${STEPS2:-400}              # stage 2 replays stage-1 QA (config stage2_r
 STEPS3=${STEPS3:-300}              # stage 2 continued with the geometry token
 LR3=${LR3:-1e-3}
 SIGMA=${SIGMA:-16}                 # motion-token labels: Gaussian over neighbouring bins, std in bins (~1 mm each)
+# The geometry token's encoding: raw metres is what the committed checkpoint was made with; fourier
+# (the config default since) reads centimetres far better (README: generated text), next retrain.
+GEO_FEATURES=${GEO_FEATURES:-raw}
 S2_FROM=${S2_FROM:-}
 THREADS=${THREADS:-2}
 START=$(date +%s)
@@ -38,7 +42,7 @@ fi
 S3=$(date +%s)
 $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2g" --steps "$STEPS3" --lr "$LR3" \
     --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$S2_FROM" --no-progress \
-    --geometry-token --motion-label-sigma "$SIGMA" --motion-decoding expectation
+    --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding expectation
 echo "stage 2 with the geometry token took $(( $(date +%s) - S3 )) s"
 # The RGB-only point-estimate head (mono_points). The committed checkpoint was trained before the head
 # existed and got it fitted alone afterwards (every other tensor as stage 2 left it); with today's

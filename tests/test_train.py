@@ -217,6 +217,12 @@ def test_cli_train_and_eval(hand3d_root, tmp_path):
     rc = main(["train", "stage2", "--config", "tiny", "--no-3d", "--data", str(hand3d_root), "--out", str(tmp_path / "x"),
                "--steps", "1", "--init", str(out / "final"), "--no-progress"])
     assert rc == 1  # a 3D checkpoint cannot initialise a no-3D model
+    for features in ("raw", "fourier"):  # the token added to an init without one, in either encoding
+        rc = main(["train", "stage2", "--config", "tiny", "--data", str(hand3d_root), "--out", str(tmp_path / features),
+                   "--steps", "1", "--batch-size", "4", "--test-fraction", "0.34", "--init", str(out / "final"),
+                   "--geometry-token", "--geometry-features", features, "--no-progress"])
+        info = json.loads((tmp_path / features / "final" / "config.json").read_text())
+        assert rc == 0 and info["config"]["model"]["geometry_features"] == features
     rc = main(["eval", str(tmp_path / "s2" / "final"), "--data", str(hand3d_root), "--out", str(tmp_path / "ev"),
                "--max-qa", "8", "--max-motion", "4"])
     assert rc == 0
@@ -239,6 +245,7 @@ def test_ablations_with_step3_resume_and_timing(hand3d_root, tmp_path):
     for name, (use_3d, stage1) in ABLATIONS.items():
         mc = checkpoint_config(out / f"{name}_seed0" / "s2g" / "final").model
         assert mc.geometry_token and mc.motion_decoding == "expectation" and mc.use_3d == use_3d
+        assert mc.geometry_features == "raw"  # the committed checkpoint's encoding (features3's default)
         t = rep["wall_s"][f"{name}_seed0"]
         assert {"stage2_s", "step3_s", "eval_s"} <= set(t) and ("stage1_s" in t) == stage1
         assert all(v > 0 for v in t.values())

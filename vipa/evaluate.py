@@ -196,14 +196,15 @@ ABLATIONS = {  # name: (use the 3D encoder, run stage 1 before stage 2)
 def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: int, steps2: int,
                   threads: int | None = None, max_episodes: int | None = None, max_qa: int = 200,
                   max_motion: int = 150, steps3: int = 0, lr3: float = 1e-3,
-                  sigma3: float = 16.0) -> dict[str, Any]:
+                  sigma3: float = 16.0, features3: str = "raw") -> dict[str, Any]:
     """The paper's ablation table at this scale: every variant trained with the same data, step
     budget per stage and seeds (``vipa.train.cli.run_stage``, what ``vipa train`` runs), then evaluated
     on the held-out split.
     Variants without stage 1 train stage 2 only (their QA figures show what stage 2 alone gives).
     ``steps3`` > 0 continues stage 2 as the sample checkpoint's recipe does (step 3): that many steps
-    at learning rate ``lr3`` with the geometry token, motion-token labels Gaussian over ``sigma3`` bins
-    and expectation decoding; the table is then of the continued checkpoints.
+    at learning rate ``lr3`` with the geometry token (encoded as ``features3``; "raw" is what the
+    committed checkpoint was made with), motion-token labels Gaussian over ``sigma3`` bins and
+    expectation decoding; the table is then of the continued checkpoints.
     Writes OUT/ablations.json (with each run's wall seconds per phase); finished runs are reused, so an
     interrupted table resumes."""
     from vipa.model.config import get_config
@@ -240,8 +241,8 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                     phase("stage2_s", lambda: run_stage(cfg, "stage2", data, rd / "s2", steps=steps2,
                                                         init=rd / "s1" / "final" if stage1 else None, **common))
                 if steps3 and not final.is_dir():
-                    cfg3 = get_config("tiny", geometry_token=True, motion_decoding="expectation",
-                                      **({} if use_3d else {"use_3d": False}))
+                    cfg3 = get_config("tiny", geometry_token=True, geometry_features=features3,
+                                      motion_decoding="expectation", **({} if use_3d else {"use_3d": False}))
                     cfg3.train.seed = seed
                     cfg3.train.lr["stage2"] = lr3
                     cfg3.train.motion_label_sigma = sigma3
@@ -274,7 +275,7 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                     "constant_ade_cm": stat([r["motion"]["constant_true_current"]["ade_cm"] for r in rs])}
              for name, rs in runs.items()}
     rep = {"seeds": seeds, "steps1": steps1, "steps2": steps2, "steps3": steps3,
-           **({"lr3": lr3, "sigma3": sigma3} if steps3 else {}), "max_episodes": max_episodes,
+           **({"lr3": lr3, "sigma3": sigma3, "features3": features3} if steps3 else {}), "max_episodes": max_episodes,
            "max_qa": max_qa, "max_motion": max_motion, "table": table, "wall_s": timings}
     (out / "ablations.json").write_text(json.dumps(rep, indent=2))
     return rep
@@ -301,6 +302,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ablations: steps of stage 2 continued with the geometry token, as the sample "
                         "checkpoint's recipe (0 = none)")
     p.add_argument("--lr3", type=float, default=1e-3, help="ablations: learning rate of that continuation")
+    p.add_argument("--features3", choices=("raw", "fourier"), default="raw",
+                   help="ablations: the geometry token's encoding in that continuation (raw: as the "
+                        "committed sample checkpoint was made)")
     p.add_argument("--max-episodes", type=int, default=None, help="ablations: training episodes per run, count (default: all)")
     p.set_defaults(func=run)
 
@@ -313,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
             out = Path(args.out or "runs/ablations")
             rep = run_ablations(args.data, out, args.seeds, args.steps1, args.steps2, threads=args.threads,
                                 max_episodes=args.max_episodes, max_qa=args.max_qa, max_motion=args.max_motion,
-                                steps3=args.steps3, lr3=args.lr3)
+                                steps3=args.steps3, lr3=args.lr3, features3=args.features3)
             print(json.dumps(rep["table"], indent=2))
             return 0
         if not args.checkpoint:

@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="post: write the demonstrations as one .npz and exit (no training)")
     p.add_argument("--geometry-token", action="store_true",
                    help="the readout's geometry enters the LLM as one token before the text (config geometry_token)")
+    p.add_argument("--geometry-features", choices=("raw", "fourier"), default=None,
+                   help="how the geometry token sees its numbers: raw metres, or with sin / cos features "
+                        "(config geometry_features; default: the config's, fourier; an --init checkpoint's "
+                        "token keeps its own)")
     p.add_argument("--motion-label-sigma", type=float, default=None,
                    help="motion-token labels: Gaussian over neighbouring bins, std in bins (0 = one-hot; default: the config's)")
     p.add_argument("--motion-decoding", choices=("greedy", "expectation"), default=None,
@@ -148,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         overrides = {"use_3d": False} if args.no_3d else {}
         if args.geometry_token:
             overrides["geometry_token"] = True
+        if args.geometry_features:
+            overrides["geometry_features"] = args.geometry_features
         if args.motion_decoding:
             overrides["motion_decoding"] = args.motion_decoding
         elif args.init and not args.resume:  # continue with the init checkpoint's decoding
