@@ -136,7 +136,7 @@ class ModelConfig:
     geometry_token: bool = False
     # How the geometry token sees its numbers (``GEOMETRY_FEATURES``): "raw" metres (checkpoints from
     # before the field), or "fourier": each value also as sin / cos at 1 to 64 cycles per metre, so a
-    # centimetre moves the token's input by as much as a metre does (the text is written to 1 cm).
+    # centimetre (what the text is written to) moves the token's input by O(1), not by 0.01.
     geometry_features: str = "fourier"
     # How constrained decoding picks each motion token (vipa.infer.constrained.MOTION_DECODING):
     # "greedy" (the argmax) or "expectation" (the bin nearest the expected bin of that axis).
