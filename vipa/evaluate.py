@@ -301,7 +301,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps3", type=int, default=0,
                    help="ablations: steps of stage 2 continued with the geometry token, as the sample "
                         "checkpoint's recipe (0 = none)")
-    p.add_argument("--lr3", type=float, default=1e-3, help="ablations: learning rate of that continuation")
+    p.add_argument("--lr3", type=float, default=1e-3, help="ablations: peak learning rate of that continuation, per step, unitless")
     p.add_argument("--features3", choices=("raw", "fourier"), default="raw",
                    help="ablations: the geometry token's encoding in that continuation (raw: as the "
                         "committed sample checkpoint was made)")
