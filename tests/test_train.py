@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -202,7 +203,7 @@ def test_train_checkpoint_resume_and_predict(prepared, small_cfg, tmp_path):
     assert main(args[:-1] + ["move " * 200]) == 1
 
 
-def test_cli_train_and_eval(hand3d_root, tmp_path):
+def test_cli_train_and_eval(hand3d_root, tmp_path, capsys):
     from vipa.cli import main
 
     out = tmp_path / "cli_run"
@@ -216,7 +217,19 @@ def test_cli_train_and_eval(hand3d_root, tmp_path):
     assert rc == 0
     rc = main(["train", "stage2", "--config", "tiny", "--no-3d", "--data", str(hand3d_root), "--out", str(tmp_path / "x"),
                "--steps", "1", "--init", str(out / "final"), "--no-progress"])
-    assert rc == 1  # a 3D checkpoint cannot initialise a no-3D model
+    assert rc == 1  # a 3D checkpoint cannot initialise a no-3D model, and the error names the field
+    assert "use_3d: True != False" in capsys.readouterr().err
+    # a stage-1 checkpoint from before geometry_features (reads "raw") still initialises stage 2 of
+    # today's config (default "fourier"): without the token the encoding touches no weight
+    old = tmp_path / "old_s1"
+    shutil.copytree(out / "final", old)
+    info = json.loads((old / "config.json").read_text())
+    del info["config"]["model"]["geometry_features"]
+    (old / "config.json").write_text(json.dumps(info))
+    rc = main(["train", "stage2", "--config", "tiny", "--data", str(hand3d_root), "--out", str(tmp_path / "from_old"),
+               "--steps", "1", "--batch-size", "4", "--test-fraction", "0.34", "--init", str(old), "--no-progress"])
+    got = json.loads((tmp_path / "from_old" / "final" / "config.json").read_text())["config"]["model"]
+    assert rc == 0 and got["geometry_features"] == "raw" and not got["geometry_token"]
     for features in ("raw", "fourier"):  # the token added to an init without one, in either encoding
         rc = main(["train", "stage2", "--config", "tiny", "--data", str(hand3d_root), "--out", str(tmp_path / features),
                    "--steps", "1", "--batch-size", "4", "--test-fraction", "0.34", "--init", str(out / "final"),
@@ -254,8 +267,13 @@ def test_ablations_with_step3_resume_and_timing(hand3d_root, tmp_path):
     again = run_ablations(hand3d_root, out, [0], 1, 1, threads=1, max_qa=4, max_motion=2, steps3=1)
     assert again["table"] == rep["table"] and again["wall_s"] == rep["wall_s"]
     assert (out / "full_seed0" / "s2g" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    rows = run_ablations(hand3d_root, out, [0], 1, 1, threads=1, max_qa=4, max_motion=2, steps3=1,
+                         variants=["no_3d"])  # one row, as a side-by-side process trains it
+    assert rows["variants"] == ["no_3d"] and rows["table"] == {"no_3d": rep["table"]["no_3d"]}
     with pytest.raises(ValueError, match="steps3"):
         run_ablations(hand3d_root, out, [0], 1, 1, steps3=-1)
+    with pytest.raises(ValueError, match="unknown or no variants.*no_2d"):
+        run_ablations(hand3d_root, out, [0], 1, 1, variants=["no_2d"])
 
 
 @pytest.mark.slow

@@ -196,7 +196,8 @@ ABLATIONS = {  # name: (use the 3D encoder, run stage 1 before stage 2)
 def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: int, steps2: int,
                   threads: int | None = None, max_episodes: int | None = None, max_qa: int = 200,
                   max_motion: int = 150, steps3: int = 0, lr3: float = 1e-3,
-                  sigma3: float = 16.0, features3: str = "raw") -> dict[str, Any]:
+                  sigma3: float = 16.0, features3: str = "raw",
+                  variants: list[str] | None = None) -> dict[str, Any]:
     """The paper's ablation table at this scale: every variant trained with the same data, step
     budget per stage and seeds (``vipa.train.cli.run_stage``, what ``vipa train`` runs), then evaluated
     on the held-out split.
@@ -205,6 +206,8 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     at learning rate ``lr3`` with the geometry token (encoded as ``features3``; "raw" is what the
     committed checkpoint was made with), motion-token labels Gaussian over ``sigma3`` bins and
     expectation decoding; the table is then of the continued checkpoints.
+    ``variants`` (default: all of ``ABLATIONS``) picks the rows, so one table can be trained by several
+    processes side by side in the same OUT, each on its own rows, and then gathered by a call with all.
     Writes OUT/ablations.json (with each run's wall seconds per phase); finished runs are reused, so an
     interrupted table resumes."""
     from vipa.model.config import get_config
@@ -213,12 +216,17 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     if steps3 < 0 or lr3 <= 0 or sigma3 < 0:
         raise ValueError(f"ablations: steps3 must be >= 0, lr3 > 0 and sigma3 >= 0 bins "
                          f"(got {steps3}, {lr3}, {sigma3})")
+    variants = list(ABLATIONS) if variants is None else list(variants)
+    unknown = [v for v in variants if v not in ABLATIONS]
+    if unknown or not variants:
+        raise ValueError(f"ablations: unknown or no variants {unknown or variants} (known: {', '.join(ABLATIONS)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, dict[str, float]] = {}
     for seed in seeds:  # seeds outermost: an interrupted table still has every variant
-        for name, (use_3d, stage1) in ABLATIONS.items():
+        for name in variants:
+            use_3d, stage1 = ABLATIONS[name]
             rd = out / f"{name}_seed{seed}"
             rd.mkdir(parents=True, exist_ok=True)
             tpath = rd / "timing.json"
@@ -274,7 +282,7 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                     "traj_fde_cm": stat([r["motion"]["model_head"]["fde_cm"] for r in rs]),
                     "constant_ade_cm": stat([r["motion"]["constant_true_current"]["ade_cm"] for r in rs])}
              for name, rs in runs.items()}
-    rep = {"seeds": seeds, "steps1": steps1, "steps2": steps2, "steps3": steps3,
+    rep = {"seeds": seeds, "variants": variants, "steps1": steps1, "steps2": steps2, "steps3": steps3,
            **({"lr3": lr3, "sigma3": sigma3, "features3": features3} if steps3 else {}), "max_episodes": max_episodes,
            "max_qa": max_qa, "max_motion": max_motion, "table": table, "wall_s": timings}
     (out / "ablations.json").write_text(json.dumps(rep, indent=2))
@@ -305,6 +313,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--features3", choices=("raw", "fourier"), default="raw",
                    help="ablations: the geometry token's encoding in that continuation (raw: as the "
                         "committed sample checkpoint was made)")
+    p.add_argument("--variants", nargs="+", choices=list(ABLATIONS), default=None,
+                   help="ablations: the rows to train (default: all); processes on different rows can "
+                        "share one --out, and a last call with all of them gathers the table")
     p.add_argument("--max-episodes", type=int, default=None, help="ablations: training episodes per run, count (default: all)")
     p.set_defaults(func=run)
 
@@ -317,7 +328,8 @@ def run(args: argparse.Namespace) -> int:
             out = Path(args.out or "runs/ablations")
             rep = run_ablations(args.data, out, args.seeds, args.steps1, args.steps2, threads=args.threads,
                                 max_episodes=args.max_episodes, max_qa=args.max_qa, max_motion=args.max_motion,
-                                steps3=args.steps3, lr3=args.lr3, features3=args.features3)
+                                steps3=args.steps3, lr3=args.lr3, features3=args.features3,
+                                variants=args.variants)
             print(json.dumps(rep["table"], indent=2))
             return 0
         if not args.checkpoint:

@@ -424,8 +424,18 @@ def adopt_init_parts(model: ModelConfig, init: ModelConfig) -> None:
     are: the RGB point-estimate head, the geometry token (``model`` may add it) and its encoding."""
     model.mono_points = init.mono_points
     model.geometry_token = model.geometry_token or init.geometry_token
-    if init.geometry_token:  # the token's encoding is part of its weights
+    # with the init's token its encoding is part of the weights; with no token at all it touches no
+    # weight, and keeping the init's (a checkpoint from before the field reads "raw") keeps them equal
+    if init.geometry_token or not model.geometry_token:
         model.geometry_features = init.geometry_features
+
+
+def config_diff(a: ModelConfig, b: ModelConfig, ignore: tuple[str, ...] = ("motion_decoding",)) -> list[str]:
+    """The model-config fields (but ``ignore``) whose values differ between ``a`` and ``b``, as
+    "field: A != B"."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{k}: {da.get(k)!r} != {db.get(k)!r}" for k in sorted(set(da) | set(db))
+            if k not in ignore and da.get(k) != db.get(k)]
 
 
 def init_fits(init: ModelConfig, model: ModelConfig, stage: str) -> bool:

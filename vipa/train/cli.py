@@ -78,7 +78,7 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
     FileNotFoundError or CheckpointError naming the problem. Stage 2 with ``real_data``: the
     annotated real clips (RGB only) are mixed in, drawn with probability ``real_weight``."""
     from vipa.model.checkpoint import CheckpointError, checkpoint_config, read_checkpoint_info
-    from vipa.model.config import adopt_init_parts, init_fits
+    from vipa.model.config import adopt_init_parts, config_diff, init_fits
     from vipa.model.tokenizer import VIPATokenizer
     from vipa.train.loop import latest_checkpoint, train
 
@@ -92,7 +92,8 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
         adopt_init_parts(cfg.model, init_model)
         if not init_fits(init_model, cfg.model, stage):
             raise CheckpointError(f"--init {init} was trained with config {info['config']['name']!r} "
-                                  f"(model differs from {cfg.name!r}{'' if cfg.model.use_3d else ' without 3D'})")
+                                  f"(model differs from {cfg.name!r}{'' if cfg.model.use_3d else ' without 3D'}: "
+                                  f"{'; '.join(config_diff(init_model, cfg.model))})")
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")
     no3d = "" if cfg.model.use_3d else " (no 3D)"
     if stage == "post":

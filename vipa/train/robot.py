@@ -303,7 +303,7 @@ def post_train(data: str | Path | Sequence[str | Path], out: str | Path, config:
                budget_s: float | None = None, calibrate_steps: int = 10):
     """``train_post`` from a config name and options (the Python form of ``vipa train post``)."""
     from vipa.model.checkpoint import checkpoint_config, read_checkpoint_info
-    from vipa.model.config import adopt_init_parts
+    from vipa.model.config import ACTION_HEAD_FIELDS, adopt_init_parts, config_diff
 
     cfg = get_config(config, **({} if use_3d else {"use_3d": False}))
     if batch_size:
@@ -320,7 +320,8 @@ def post_train(data: str | Path | Sequence[str | Path], out: str | Path, config:
         init_model = checkpoint_config(init, info).model
         adopt_init_parts(cfg.model, init_model)
         if not init_fits(init_model, cfg.model, "post"):
+            diff = config_diff(init_model, cfg.model, ACTION_HEAD_FIELDS + ("motion_decoding",))
             raise ValueError(f"init {init}: trained with a different model config than {config!r}"
-                             f"{'' if use_3d else ' without 3D'}")
+                             f"{'' if use_3d else ' without 3D'} ({'; '.join(diff)})")
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")
     return train_post(cfg, data, out, tok, init, steps, budget_s, calibrate_steps, threads=threads, progress=progress)
