@@ -246,6 +246,22 @@ def test_cli_train_and_eval(hand3d_root, tmp_path, capsys):
     assert mo["model_tokens"] == mo["model_tokens_greedy"] and mo["model_tokens_expectation"]["fde_cm"] >= 0
 
 
+def test_train_flags_for_the_rgb_only_parts(hand3d_root, tmp_path, capsys):
+    """--pointmap-dropout and --no-mono-points reach the run's recorded config; a dropout outside
+    [0, 1] is refused in one line before any training."""
+    from vipa.cli import main
+
+    out = tmp_path / "nodrop"
+    rc = main(["train", "stage1", "--config", "tiny", "--data", str(hand3d_root), "--out", str(out), "--steps", "1",
+               "--batch-size", "4", "--test-fraction", "0.34", "--no-progress", "--pointmap-dropout", "0",
+               "--no-mono-points"])
+    cfg = json.loads((out / "final" / "config.json").read_text())["config"]
+    assert rc == 0 and cfg["train"]["pointmap_dropout"] == 0.0 and cfg["model"]["mono_points"] is False
+    rc = main(["train", "stage1", "--data", str(hand3d_root), "--out", str(tmp_path / "bad"), "--pointmap-dropout", "1.5"])
+    assert rc == 2 and "--pointmap-dropout must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_ablations_with_step3_resume_and_timing(hand3d_root, tmp_path):
     """The ablation table with the sample recipe's step 3: every variant continues with the geometry
     token, the table records each phase's wall time, and a second call reuses the finished runs."""

@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="motion-token labels: Gaussian over neighbouring bins, std in bins (0 = one-hot; default: the config's)")
     p.add_argument("--motion-decoding", choices=("greedy", "expectation"), default=None,
                    help="how constrained decoding picks motion tokens, stored in the checkpoint (default: the config's)")
+    p.add_argument("--pointmap-dropout", type=float, default=None,
+                   help="stages 1/2: fraction of samples trained with their point map hidden (RGB only), 0-1 "
+                        "(default: the config's, 0.3)")
+    p.add_argument("--no-mono-points", action="store_true",
+                   help="without the RGB point-estimate head (config mono_points; RGB-only inputs then get no "
+                        "3D readout); an --init checkpoint keeps its own")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -155,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
             overrides["geometry_token"] = True
         if args.geometry_features:
             overrides["geometry_features"] = args.geometry_features
+        if args.no_mono_points:
+            overrides["mono_points"] = False
         if args.motion_decoding:
             overrides["motion_decoding"] = args.motion_decoding
         elif args.init and not args.resume:  # continue with the init checkpoint's decoding
@@ -182,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
         tc.lr[args.stage] = args.lr
     if args.seed is not None:
         tc.seed = args.seed
+    if args.pointmap_dropout is not None:
+        if not 0.0 <= args.pointmap_dropout <= 1.0:
+            print(f"vipa train: --pointmap-dropout must be in [0, 1], got {args.pointmap_dropout}", file=sys.stderr)
+            return 2
+        tc.pointmap_dropout = args.pointmap_dropout
     if args.motion_label_sigma is not None:
         if args.motion_label_sigma < 0:
             print(f"vipa train: --motion-label-sigma must be >= 0 bins, got {args.motion_label_sigma}", file=sys.stderr)
