@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Reproduces checkpoints/tiny_sample: synthetic Hand3D episodes -> tiny stage 1 -> tiny stage 2
-# (init from stage 1) -> stage 2 continued with the geometry token and the ordinal motion-token loss
-# (#13 item 3) -> the RGB point-estimate head -> held-out evaluation per input mode (point map from
-# depth + K; RGB only) -> copy of the final checkpoint.
-# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, STEPS3, LR3, SIGMA, GEO_FEATURES, WORK,
-# DEST, THREADS.
-# S2_FROM=CHECKPOINT skips stages 1 and 2 and continues from that stage-2 checkpoint (how the committed
-# checkpoint was made: S2_FROM=checkpoints/tiny_sample, the stage-2 checkpoint of the recipe without step 3).
+# (init from stage 1), both without point-map dropout and without the RGB point-estimate head -> the
+# head fitted alone -> stage 2 continued with the geometry token, the ordinal motion-token loss (#13
+# item 3) and point-map dropout -> held-out evaluation per input mode (point map from depth + K; RGB
+# only) -> copy of the final checkpoint. Training the RGB-only parts from stage 1 halved the readout's
+# precision with depth at this budget and gave no better RGB-only mode (tiny_sample/README.md).
+# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, STEPS3, LR3, SIGMA, GEO_FEATURES,
+# HEAD_STEPS, WORK, DEST, THREADS.
+# S2_FROM=CHECKPOINT skips stages 1 and 2 (and the head's fit before step 3) and continues from that
+# stage-2 checkpoint (how the committed checkpoint was made: S2_FROM = checkpoints/tiny_sample at
+# e835091, the e7a1556 stage-2 checkpoint with the head fitted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,6 +19,7 @@ STEPS1=${STEPS1:-1200}
 STEPS2=${STEPS2:-400}              # stage 2 replays stage-1 QA (config stage2_replay), so QA survives it
 STEPS3=${STEPS3:-300}              # stage 2 continued with the geometry token
 LR3=${LR3:-1e-3}
+HEAD_STEPS=${HEAD_STEPS:-300}     # the point-estimate head's fit, batch 64
 SIGMA=${SIGMA:-16}                 # motion-token labels: Gaussian over neighbouring bins, std in bins (~1 mm each)
 # The geometry token's encoding: raw metres is what the committed checkpoint was made with; fourier
 # (the config default since) reads centimetres far better (README: generated text), next retrain.
@@ -29,12 +33,17 @@ DEST=${DEST:-checkpoints/tiny_sample}
 $PY scripts/train_synthetic_data.py "$WORK/data" --episodes "$EPISODES" --size 96 --frames 32
 if [ -z "$S2_FROM" ]; then
   $PY -m vipa.cli train stage1 --config tiny --data "$WORK/data" --out "$WORK/s1" --steps "$STEPS1" \
-      --max-episodes "$MAX_EPISODES" --threads "$THREADS" --no-progress
+      --max-episodes "$MAX_EPISODES" --threads "$THREADS" --no-progress --pointmap-dropout 0 --no-mono-points
   $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2" --steps "$STEPS2" \
-      --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$WORK/s1/final" --no-progress
+      --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$WORK/s1/final" --no-progress --pointmap-dropout 0
   echo "training (stage 1 + stage 2) took $(( $(date +%s) - START )) s including data generation"
   $PY -m vipa.cli eval "$WORK/s1/final" --data "$WORK/data" --out "$WORK/eval_s1" --threads "$THREADS" --max-qa 300 --max-motion 200
-  S2_FROM="$WORK/s2/final"
+  # the RGB point-estimate head, fitted alone (every other tensor as stage 2 left it)
+  H0=$(date +%s)
+  $PY scripts/fit_point_head.py "$WORK/s2/final" --data "$WORK/data" --out "$WORK/s2h" --threads "$THREADS" \
+      --steps "$HEAD_STEPS"
+  echo "point head before step 3 took $(( $(date +%s) - H0 )) s"
+  S2_FROM="$WORK/s2h"
 fi
 # The text outputs (#13 item 3): the readout's pointers, B - A, |B - A| and trajectory enter the LLM as one
 # token before the text (geometry_token; its embedding starts fresh), motion-token labels are Gaussian
@@ -44,12 +53,12 @@ $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2g"
     --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$S2_FROM" --no-progress \
     --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding expectation
 echo "stage 2 with the geometry token took $(( $(date +%s) - S3 )) s"
-# The RGB-only point-estimate head (mono_points). The committed checkpoint was trained before the head
-# existed and got it fitted alone afterwards (every other tensor as stage 2 left it); with today's
-# default (mono_points on) stages 1 and 2 train it jointly and this step copies the checkpoint as it is.
+# The RGB-only point-estimate head (mono_points): fitted before step 3 above (or present in S2_FROM), so
+# step 3 trained it jointly and this step copies the checkpoint as it is; an S2_FROM without the head
+# gets it fitted here.
 P0=$(date +%s)
 $PY scripts/fit_point_head.py "$WORK/s2g/final" --data "$WORK/data" --out "$WORK/mono" --threads "$THREADS" \
-    --keep-if-present
+    --steps "$HEAD_STEPS" --keep-if-present
 echo "point head took $(( $(date +%s) - P0 )) s"
 # One evaluation of the final checkpoint per input mode; its first mode (points) is eval_report.json.
 $PY -m vipa.cli eval "$WORK/mono" --data "$WORK/data" --out "$WORK/eval_by_inputs" --threads "$THREADS" \

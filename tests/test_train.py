@@ -278,7 +278,7 @@ def test_ablations_with_step3_resume_and_timing(hand3d_root, tmp_path):
         t = rep["wall_s"][f"{name}_seed0"]
         assert {"stage2_s", "step3_s", "eval_s"} <= set(t) and ("stage1_s" in t) == stage1
         assert all(v > 0 for v in t.values())
-        assert rep["table"][name]["traj_ade_cm"]["n"] == 1
+        assert rep["table"][name]["traj_ade_cm"]["n"] == 1 and rep["table"][name]["wrist_pointer_error_cm"]["mean"] >= 0
     stamp = (out / "full_seed0" / "s2g" / "final" / "model.safetensors").stat().st_mtime_ns
     again = run_ablations(hand3d_root, out, [0], 1, 1, threads=1, max_qa=4, max_motion=2, steps3=1)
     assert again["table"] == rep["table"] and again["wall_s"] == rep["wall_s"]
@@ -311,7 +311,7 @@ def test_ddp_two_cpu_processes_identical_weights(hand3d_root, tmp_path):
 def test_sample_checkpoint_recipe_still_runs(tmp_path):
     """scripts/train_sample_checkpoint.sh end to end at a toy budget (the committed checkpoint's recipe)."""
     env = {**os.environ, "PY": sys.executable, "EPISODES": "3", "MAX_EPISODES": "2", "STEPS1": "1", "STEPS2": "1", "STEPS3": "1",
-           "WORK": str(tmp_path / "work"), "DEST": str(tmp_path / "dest"), "OMP_NUM_THREADS": "1"}
+           "HEAD_STEPS": "1", "WORK": str(tmp_path / "work"), "DEST": str(tmp_path / "dest"), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(["bash", str(REPO / "scripts" / "train_sample_checkpoint.sh")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -320,6 +320,11 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
     pred = Predictor.load(tmp_path / "dest")
     assert pred.cfg.name == "tiny" and (tmp_path / "dest" / "eval_report.json").is_file()
     assert pred.mcfg.geometry_token and pred.mcfg.motion_decoding == "expectation"  # the continuation step ran
+    # stages 1-2 without the RGB-only parts, the head fitted before step 3, dropout in step 3 only
+    s1 = json.loads((tmp_path / "work" / "s1" / "final" / "config.json").read_text())["config"]
+    assert s1["train"]["pointmap_dropout"] == 0.0 and not s1["model"]["mono_points"]
+    dest = json.loads((tmp_path / "dest" / "config.json").read_text())["config"]
+    assert dest["model"]["mono_points"] and dest["train"]["pointmap_dropout"] == 0.3
 
 
 class _ToyRobot(torch.utils.data.Dataset):

@@ -280,7 +280,9 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                     "qa_direction_score": stat([r["qa"]["model"]["mean_direction_score"] for r in rs]),
                     "traj_ade_cm": stat([r["motion"]["model_head"]["ade_cm"] for r in rs]),
                     "traj_fde_cm": stat([r["motion"]["model_head"]["fde_cm"] for r in rs]),
-                    "constant_ade_cm": stat([r["motion"]["constant_true_current"]["ade_cm"] for r in rs])}
+                    "wrist_pointer_error_cm": stat([r["motion"]["wrist_error_cm"] for r in rs]),
+                    "constant_ade_cm": stat([r["motion"]["constant_true_current"]["ade_cm"] for r in rs]),
+                    "constant_fde_cm": stat([r["motion"]["constant_true_current"]["fde_cm"] for r in rs])}
              for name, rs in runs.items()}
     rep = {"seeds": seeds, "variants": variants, "steps1": steps1, "steps2": steps2, "steps3": steps3,
            **({"lr3": lr3, "sigma3": sigma3, "features3": features3} if steps3 else {}), "max_episodes": max_episodes,
