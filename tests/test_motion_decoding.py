@@ -55,6 +55,25 @@ def test_ordinal_loss_is_plain_ce_at_sigma_0_and_credits_near_misses(tok):
     assert wrong_axis > 20
 
 
+def test_per_sample_text_loss_weighs_short_and_long_answers_alike(tok):
+    """lm_per_sample: a 2-token answer and an 8-token one each count half, whatever their lengths;
+    with equal lengths it is the plain token mean; ordinal motion labels go through unchanged."""
+    g = torch.Generator().manual_seed(0)
+    v, m0 = tok.vocab_size, tok.motion_start[0]
+    lg = torch.randn(2, 8, v, generator=g)
+    lab = torch.randint(0, v, (2, 8), generator=g)
+    lab[0, 2:] = IGNORE  # a short (QA-like) answer beside a long (motion-like) one
+    per = [F.cross_entropy(lg[i], lab[i], ignore_index=IGNORE) for i in range(2)]
+    torch.testing.assert_close(text_cross_entropy(lg, lab, per_sample=True), (per[0] + per[1]) / 2)
+    token = text_cross_entropy(lg, lab)
+    torch.testing.assert_close(token, (2 * per[0] + 8 * per[1]) / 10)  # the long answer weighs 4x
+    full = torch.randint(0, v, (2, 8), generator=g)
+    torch.testing.assert_close(text_cross_entropy(lg, full, per_sample=True), text_cross_entropy(lg, full))
+    mot = torch.full((2, 8), IGNORE)
+    mot[:, :3] = m0 + 500
+    torch.testing.assert_close(text_cross_entropy(lg, mot, m0, 4.0, per_sample=True), text_cross_entropy(lg, mot, m0, 4.0))
+
+
 def test_expectation_pick_takes_the_expected_bin_and_keeps_the_end_token(tok):
     v = tok.vocab_size
     s = tok.motion_start[2]

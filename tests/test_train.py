@@ -247,19 +247,22 @@ def test_cli_train_and_eval(hand3d_root, tmp_path, capsys):
 
 
 def test_train_flags_for_the_rgb_only_parts(hand3d_root, tmp_path, capsys):
-    """--pointmap-dropout and --no-mono-points reach the run's recorded config; a dropout outside
-    [0, 1] is refused in one line before any training."""
+    """--pointmap-dropout, --no-mono-points, --lm-per-sample and --stage2-replay reach the run's recorded
+    config; values out of range are refused in one line before any training."""
     from vipa.cli import main
 
     out = tmp_path / "nodrop"
     rc = main(["train", "stage1", "--config", "tiny", "--data", str(hand3d_root), "--out", str(out), "--steps", "1",
                "--batch-size", "4", "--test-fraction", "0.34", "--no-progress", "--pointmap-dropout", "0",
-               "--no-mono-points"])
+               "--no-mono-points", "--lm-per-sample", "--stage2-replay", "1"])
     cfg = json.loads((out / "final" / "config.json").read_text())["config"]
     assert rc == 0 and cfg["train"]["pointmap_dropout"] == 0.0 and cfg["model"]["mono_points"] is False
-    rc = main(["train", "stage1", "--data", str(hand3d_root), "--out", str(tmp_path / "bad"), "--pointmap-dropout", "1.5"])
-    assert rc == 2 and "--pointmap-dropout must be in [0, 1], got 1.5" in capsys.readouterr().err
-    assert not (tmp_path / "bad").exists()
+    assert cfg["train"]["lm_per_sample"] is True and cfg["train"]["stage2_replay"] == 1.0
+    for flag, value, msg in (("--pointmap-dropout", "1.5", "--pointmap-dropout must be in [0, 1], got 1.5"),
+                             ("--stage2-replay", "-1", "--stage2-replay must be >= 0, got -1.0")):
+        rc = main(["train", "stage1", "--data", str(hand3d_root), "--out", str(tmp_path / "bad"), flag, value])
+        assert rc == 2 and msg in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
 
 
 def test_ablations_with_step3_resume_and_timing(hand3d_root, tmp_path):

@@ -285,6 +285,9 @@ class TrainConfig:
     # Motion-token labels: 0 = one-hot cross-entropy; > 0 = a Gaussian target of this standard deviation
     # (in bins, ~1 mm each) over the neighbouring bins of the same axis, so near misses are credited.
     motion_label_sigma: float = 0.0
+    # The text loss: False = the mean over the batch's tokens (a motion answer's many tokens outweigh a
+    # QA answer's few); True = each sample's mean first, then the samples' mean.
+    lm_per_sample: bool = False
     trainable: dict[str, list[str]] = field(
         default_factory=lambda: {s: list(GROUPS) for s in STAGES}
     )

@@ -17,8 +17,12 @@ def masked_l1(pred: torch.Tensor, true: torch.Tensor, m: torch.Tensor) -> torch.
 
 
 def text_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, motion_start: int | None = None,
-                       sigma: float = 0.0) -> torch.Tensor:
+                       sigma: float = 0.0, per_sample: bool = False) -> torch.Tensor:
     """Mean next-token cross-entropy of ``logits`` (..., V) against ``labels`` (...), IGNORE skipped.
+
+    ``per_sample``: each sample's (first axis) tokens are averaged first, then the samples, so a long
+    answer (a motion-token sequence) weighs as much as a short one (a QA answer); otherwise every
+    token of the batch weighs the same.
 
     ``sigma`` > 0 (in bins): a label that is a motion token (ids ``motion_start`` ..
     ``motion_start + 3 * MOTION_BINS``, x bins then y then z) of axis a and bin i gets the ordinal
@@ -28,9 +32,11 @@ def text_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, motion_start:
     from vipa.conventions import MOTION_BINS
 
     v = logits.shape[-1]
+    n_samples = labels.shape[0] if labels.dim() > 1 else 1
+    sample = torch.arange(n_samples, device=labels.device).repeat_interleave(labels.numel() // n_samples)
     logits, labels = logits.reshape(-1, v).float(), labels.reshape(-1)
     keep = labels != IGNORE
-    logits, labels = logits[keep], labels[keep]
+    logits, labels, sample = logits[keep], labels[keep], sample[keep]
     if labels.numel() == 0:
         return logits.sum() * 0.0
     logp = torch.log_softmax(logits, -1)
@@ -45,4 +51,9 @@ def text_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, motion_start:
             w = w / w.sum(1, keepdim=True)
             cols = motion_start + (r // MOTION_BINS)[:, None] * MOTION_BINS + j[None]
             nll = nll.masked_scatter(mot, -(w * logp[mot].gather(1, cols)).sum(1))
+    if per_sample:
+        tot = torch.zeros(n_samples, device=nll.device).index_add(0, sample, nll)
+        cnt = torch.zeros(n_samples, device=nll.device).index_add(0, sample, torch.ones_like(nll))
+        has = cnt > 0
+        return (tot[has] / cnt[has]).mean()
     return nll.mean()

@@ -364,7 +364,7 @@ class VIPAModel(nn.Module):
             xyz, valid = xyz * keep[:, None, None, None], valid * keep[:, None, None, None]
         out = self(image, ids, pmask, xyz, valid, target_in=tgt[:, :-1], target_mask=tmask[:, :-1])
         labels = tgt[:, 1:].masked_fill(tmask[:, 1:] == 0, IGNORE)
-        lm = text_cross_entropy(out.logits, labels, self.motion_start, w.motion_label_sigma)
+        lm = text_cross_entropy(out.logits, labels, self.motion_start, w.motion_label_sigma, w.lm_per_sample)
         ma, mb, mt = batch.point_a_mask, batch.point_b_mask, batch.traj_mask
         pa = masked_l1(out.point_a, batch.point_a, ma)
         pb = masked_l1(out.point_b, batch.point_b, mb)

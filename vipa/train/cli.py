@@ -67,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mono-points", action="store_true",
                    help="without the RGB point-estimate head (config mono_points; RGB-only inputs then get no "
                         "3D readout); an --init checkpoint keeps its own")
+    p.add_argument("--lm-per-sample", action="store_true",
+                   help="the text loss averages each sample's tokens first, so a QA answer weighs as much as a "
+                        "motion-token sequence (config lm_per_sample; default: every token weighs the same)")
+    p.add_argument("--stage2-replay", type=float, default=None,
+                   help="stage 2: stage-1 QA samples mixed in, as a fraction of the motion samples, >= 0 "
+                        "(default: the config's, 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -195,6 +201,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"vipa train: --pointmap-dropout must be in [0, 1], got {args.pointmap_dropout}", file=sys.stderr)
             return 2
         tc.pointmap_dropout = args.pointmap_dropout
+    if args.lm_per_sample:
+        tc.lm_per_sample = True
+    if args.stage2_replay is not None:
+        if args.stage2_replay < 0:
+            print(f"vipa train: --stage2-replay must be >= 0, got {args.stage2_replay}", file=sys.stderr)
+            return 2
+        tc.stage2_replay = args.stage2_replay
     if args.motion_label_sigma is not None:
         if args.motion_label_sigma < 0:
             print(f"vipa train: --motion-label-sigma must be >= 0 bins, got {args.motion_label_sigma}", file=sys.stderr)
