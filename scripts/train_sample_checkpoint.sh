@@ -5,8 +5,8 @@
 # item 3) and point-map dropout -> held-out evaluation per input mode (point map from depth + K; RGB
 # only) -> copy of the final checkpoint. Training the RGB-only parts from stage 1 halved the readout's
 # precision with depth at this budget and gave no better RGB-only mode (tiny_sample/README.md).
-# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, STEPS3, LR3, SIGMA, GEO_FEATURES,
-# HEAD_STEPS, WORK, DEST, THREADS.
+# Overridable for a quick check: EPISODES, MAX_EPISODES, STEPS1, STEPS2, STEPS3, LR3, REPLAY3, LM3, SIGMA,
+# GEO_FEATURES, HEAD_STEPS, WORK, DEST, THREADS.
 # S2_FROM=CHECKPOINT skips stages 1 and 2 (and the head's fit before step 3) and continues from that
 # stage-2 checkpoint (how the committed checkpoint was made: S2_FROM = checkpoints/tiny_sample at
 # e835091, the e7a1556 stage-2 checkpoint with the head fitted).
@@ -17,13 +17,15 @@ EPISODES=${EPISODES:-300}        # generated (seeds 0..EPISODES-1), 96x96, 32 fr
 MAX_EPISODES=${MAX_EPISODES:-240} # training episodes used (all 240 of the 80% training split)
 STEPS1=${STEPS1:-1200}
 STEPS2=${STEPS2:-400}              # stage 2 replays stage-1 QA (config stage2_replay), so QA survives it
-STEPS3=${STEPS3:-300}              # stage 2 continued with the geometry token
+STEPS3=${STEPS3:-1200}             # stage 2 continued with the geometry token
+REPLAY3=${REPLAY3:-1.0}            # ... with as many replayed stage-1 QA samples as motion samples
+LM3=${LM3---lm-per-sample}         # ... and the text loss per sample (LM3= : per token)
 LR3=${LR3:-1e-3}
 HEAD_STEPS=${HEAD_STEPS:-300}     # the point-estimate head's fit, batch 64
 SIGMA=${SIGMA:-16}                 # motion-token labels: Gaussian over neighbouring bins, std in bins (~1 mm each)
-# The geometry token's encoding: raw metres is what the committed checkpoint was made with; fourier
-# (the config default since) reads centimetres far better (README: generated text), next retrain.
-GEO_FEATURES=${GEO_FEATURES:-raw}
+# The geometry token's encoding: fourier (sin / cos of its numbers) reads centimetres far better than
+# raw metres (README: generated text).
+GEO_FEATURES=${GEO_FEATURES:-fourier}
 S2_FROM=${S2_FROM:-}
 THREADS=${THREADS:-2}
 START=$(date +%s)
@@ -51,7 +53,8 @@ fi
 S3=$(date +%s)
 $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2g" --steps "$STEPS3" --lr "$LR3" \
     --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$S2_FROM" --no-progress \
-    --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding expectation
+    --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding expectation \
+    --stage2-replay "$REPLAY3" $LM3
 echo "stage 2 with the geometry token took $(( $(date +%s) - S3 )) s"
 # The RGB-only point-estimate head (mono_points): fitted before step 3 above (or present in S2_FROM), so
 # step 3 trained it jointly and this step copies the checkpoint as it is; an S2_FROM without the head

@@ -172,10 +172,10 @@ def test_post_training_from_the_sample_checkpoint_keeps_its_parts(tmp_path: Path
                  "--steps", "1", "--batch-size", "4", "--threads", "1", "--no-progress"]) == 0
     got = json.loads((run / "final" / "config.json").read_text())["config"]["model"]
     assert (got["geometry_token"], got["motion_decoding"]) == (init["geometry_token"], init["motion_decoding"])
-    assert "geometry_features" not in init and got["geometry_features"] == "raw"  # made before the field: raw
+    assert got["geometry_features"] == init.get("geometry_features", "raw")  # "raw" if made before the field
     from vipa.train.robot import post_train  # the Python form keeps them too
 
     res = post_train(tmp_path / "d.npz", tmp_path / "run_py", init=sample, steps=1, batch_size=4, threads=1,
                      progress=False)
     got = json.loads((res.final / "config.json").read_text())["config"]["model"]
-    assert (got["geometry_token"], got["geometry_features"]) == (True, "raw")
+    assert (got["geometry_token"], got["geometry_features"]) == (True, init.get("geometry_features", "raw"))

@@ -328,6 +328,8 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
     assert s1["train"]["pointmap_dropout"] == 0.0 and not s1["model"]["mono_points"]
     dest = json.loads((tmp_path / "dest" / "config.json").read_text())["config"]
     assert dest["model"]["mono_points"] and dest["train"]["pointmap_dropout"] == 0.3
+    assert dest["model"]["geometry_features"] == "fourier" and dest["train"]["lm_per_sample"]
+    assert dest["train"]["stage2_replay"] == 1.0
 
 
 class _ToyRobot(torch.utils.data.Dataset):
