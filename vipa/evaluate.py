@@ -28,6 +28,7 @@ import torch
 from vipa.data.qa import encode_direction_distance, score_predictions
 from vipa.train.datasets import Hand3DTorchDataset
 from vipa.infer.constrained import MOTION_DECODING, decode_motion
+from vipa.model.config import GEOMETRY_FEATURES
 from vipa.model.checkpoint import load_checkpoint
 from vipa.model.processor import collate
 
@@ -312,7 +313,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ablations: steps of stage 2 continued with the geometry token, as the sample "
                         "checkpoint's recipe (0 = none)")
     p.add_argument("--lr3", type=float, default=1e-3, help="ablations: peak learning rate of that continuation, per step, unitless")
-    p.add_argument("--features3", choices=("raw", "fourier"), default="raw",
+    p.add_argument("--features3", choices=GEOMETRY_FEATURES, default="raw",
                    help="ablations: the geometry token's encoding in that continuation (raw: as the "
                         "committed sample checkpoint was made)")
     p.add_argument("--variants", nargs="+", choices=list(ABLATIONS), default=None,

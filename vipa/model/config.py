@@ -391,20 +391,22 @@ ACTION_HEAD_FIELDS = ("action_dim", "state_dim", "chunk_len", "dit_dim", "dit_la
                       "action_geometry")
 
 
+def config_diff(a: ModelConfig, b: ModelConfig, ignore: tuple[str, ...] = ("motion_decoding",)) -> list[str]:
+    """The model-config fields (but ``ignore``) whose values differ between ``a`` and ``b``, as
+    "field: A != B"."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{k}: {da.get(k)!r} != {db.get(k)!r}" for k in sorted(set(da) | set(db))
+            if k not in ignore and da.get(k) != db.get(k)]
+
+
 def same_config(a: ModelConfig, b: ModelConfig) -> bool:
     """True when two model configs are equal up to ``motion_decoding`` (a decoding choice, no weights)."""
-    da, db = a.to_dict(), b.to_dict()
-    da.pop("motion_decoding"), db.pop("motion_decoding")
-    return da == db
+    return not config_diff(a, b)
 
 
 def same_backbone(a: ModelConfig, b: ModelConfig) -> bool:
     """True when two model configs differ at most in their action-head fields (and ``motion_decoding``)."""
-    da, db = a.to_dict(), b.to_dict()
-    for k in ACTION_HEAD_FIELDS + ("motion_decoding",):
-        da.pop(k, None)
-        db.pop(k, None)
-    return da == db
+    return not config_diff(a, b, ACTION_HEAD_FIELDS + ("motion_decoding",))
 
 
 # Fields a stage-1/2 run may turn on against its --init checkpoint: the geometry token (its embedding
@@ -432,13 +434,6 @@ def adopt_init_parts(model: ModelConfig, init: ModelConfig) -> None:
     if init.geometry_token or not model.geometry_token:
         model.geometry_features = init.geometry_features
 
-
-def config_diff(a: ModelConfig, b: ModelConfig, ignore: tuple[str, ...] = ("motion_decoding",)) -> list[str]:
-    """The model-config fields (but ``ignore``) whose values differ between ``a`` and ``b``, as
-    "field: A != B"."""
-    da, db = a.to_dict(), b.to_dict()
-    return [f"{k}: {da.get(k)!r} != {db.get(k)!r}" for k in sorted(set(da) | set(db))
-            if k not in ignore and da.get(k) != db.get(k)]
 
 
 def init_fits(init: ModelConfig, model: ModelConfig, stage: str) -> bool:

@@ -33,10 +33,10 @@ def text_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, motion_start:
 
     v = logits.shape[-1]
     n_samples = labels.shape[0] if labels.dim() > 1 else 1
-    sample = torch.arange(n_samples, device=labels.device).repeat_interleave(labels.numel() // n_samples)
+    tokens_per_sample = labels.numel() // n_samples
     logits, labels = logits.reshape(-1, v).float(), labels.reshape(-1)
     keep = labels != IGNORE
-    logits, labels, sample = logits[keep], labels[keep], sample[keep]
+    logits, labels = logits[keep], labels[keep]
     if labels.numel() == 0:
         return logits.sum() * 0.0
     logp = torch.log_softmax(logits, -1)
@@ -51,7 +51,8 @@ def text_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, motion_start:
             w = w / w.sum(1, keepdim=True)
             cols = motion_start + (r // MOTION_BINS)[:, None] * MOTION_BINS + j[None]
             nll = nll.masked_scatter(mot, -(w * logp[mot].gather(1, cols)).sum(1))
-    if per_sample:
+    if per_sample:  # the sample of each kept token: its flat position // tokens per sample
+        sample = keep.nonzero()[:, 0] // tokens_per_sample
         tot = torch.zeros(n_samples, device=nll.device).index_add(0, sample, nll)
         cnt = torch.zeros(n_samples, device=nll.device).index_add(0, sample, torch.ones_like(nll))
         has = cnt > 0

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vipa.model.config import STAGES, VIPAConfig, get_config
+from vipa.model.config import GEOMETRY_FEATURES, STAGES, VIPAConfig, get_config
 
 if TYPE_CHECKING:
     from vipa.train.loop import RunResult
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="post: write the demonstrations as one .npz and exit (no training)")
     p.add_argument("--geometry-token", action="store_true",
                    help="the readout's geometry enters the LLM as one token before the text (config geometry_token)")
-    p.add_argument("--geometry-features", choices=("raw", "fourier"), default=None,
+    p.add_argument("--geometry-features", choices=GEOMETRY_FEATURES, default=None,
                    help="how the geometry token sees its numbers: raw metres, or with sin / cos features "
                         "(config geometry_features; default: the config's, fourier; an --init checkpoint's "
                         "token keeps its own)")
