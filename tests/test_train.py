@@ -295,6 +295,80 @@ def test_ablations_with_step3_resume_and_timing(hand3d_root, tmp_path):
         run_ablations(hand3d_root, out, [0], 1, 1, variants=["no_2d"])
 
 
+def test_ablations_with_the_sample_recipe(hand3d_root, tmp_path, capsys):
+    """Rows trained as checkpoints/tiny_sample is: stages 1-2 without dropout or the RGB point head,
+    the head fitted alone (3D rows only), step 3 with QA replay and the per-sample text loss; the CLI's
+    --recipe sample passes the same, with --steps* overriding the budget."""
+    from vipa.cli import main
+    from vipa.evaluate import run_ablations
+    from vipa.model.checkpoint import checkpoint_config
+
+    out = tmp_path / "abl"
+    rep = run_ablations(hand3d_root, out, [0], 1, 1, threads=1, max_qa=4, max_motion=2, steps3=1,
+                        features3="fourier", variants=["full", "no_3d"], dropout12=0.0, mono12=False,
+                        head_steps=2, replay3=1.0, lm_per_sample3=True)
+    s1 = checkpoint_config(out / "full_seed0" / "s1" / "final")
+    assert s1.train.pointmap_dropout == 0.0 and not s1.model.mono_points
+    head = json.loads((out / "full_seed0" / "s2h" / "config.json").read_text())
+    assert head["config"]["model"]["mono_points"] and head["point_head"]["steps"] == 2
+    s3 = checkpoint_config(out / "full_seed0" / "s2g" / "final")
+    assert s3.model.mono_points and s3.train.lm_per_sample and s3.train.stage2_replay == 1.0
+    assert s3.train.pointmap_dropout == 0.3 and s3.model.geometry_features == "fourier"  # dropout in step 3 only
+    assert not (out / "no_3d_seed0" / "s2h").exists()  # no 3D encoder, no point head
+    assert "head_s" in rep["wall_s"]["full_seed0"] and "head_s" not in rep["wall_s"]["no_3d_seed0"]
+    assert rep["head_steps"] == 2 and rep["replay3"] == 1.0 and rep["lm_per_sample3"] is True
+    with pytest.raises(ValueError, match="dropout12"):
+        run_ablations(hand3d_root, out, [0], 1, 1, dropout12=1.5)
+
+    rc = main(["eval", "--ablations", "--data", str(hand3d_root), "--out", str(tmp_path / "cli"), "--recipe", "sample",
+               "--steps1", "1", "--steps2", "1", "--steps3", "1", "--seeds", "0", "--variants", "no_3d",
+               "--max-qa", "4", "--max-motion", "2", "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    got = json.loads((tmp_path / "cli" / "ablations.json").read_text())
+    assert (got["steps1"], got["steps3"], got["features3"], got["head_steps"]) == (1, 1, "fourier", 300)
+    s3 = checkpoint_config(tmp_path / "cli" / "no_3d_seed0" / "s2g" / "final")
+    assert s3.train.lm_per_sample and s3.train.stage2_replay == 1.0 and not s3.model.use_3d
+
+
+def test_sample_recipe_matches_the_script():
+    """SAMPLE_RECIPE (the ablation table's --recipe sample) and scripts/train_sample_checkpoint.sh
+    train the same way: the script's defaults are the recipe's values."""
+    import re
+
+    from vipa.evaluate import SAMPLE_RECIPE
+
+    text = (REPO / "scripts" / "train_sample_checkpoint.sh").read_text()
+    default = dict(re.findall(r"^(\w+)=\$\{\1:-([^}]*)\}", text, re.M))
+    r = SAMPLE_RECIPE
+    assert (int(default["STEPS1"]), int(default["STEPS2"]), int(default["STEPS3"])) == (r["steps1"], r["steps2"], r["steps3"])
+    assert float(default["LR3"]) == r["lr3"] and float(default["SIGMA"]) == r["sigma3"]
+    assert default["GEO_FEATURES"] == r["features3"] and int(default["HEAD_STEPS"]) == r["head_steps"]
+    assert float(default["REPLAY3"]) == r["replay3"]
+    assert ("LM3=${LM3---lm-per-sample}" in text) == r["lm_per_sample3"]
+    assert r["dropout12"] == 0.0 and not r["mono12"]
+    assert text.count("--pointmap-dropout 0") == 2 and "--no-mono-points" in text  # stages 1 and 2
+
+
+def test_fit_point_head_refuses_what_it_cannot_fit(hand3d_root, tmp_path):
+    """The head fit names the problem: a checkpoint without the 3D encoder, one that has the head
+    (copied unchanged with keep_if_present), bad step counts."""
+    from vipa.cli import main
+    from vipa.train.point_head import fit_point_head
+
+    for name, extra in (("no3d", ["--no-3d"]), ("mono", [])):
+        assert main(["train", "stage1", "--config", "tiny", "--data", str(hand3d_root), "--out", str(tmp_path / name),
+                     "--steps", "1", "--batch-size", "2", "--no-progress", *extra]) == 0
+    with pytest.raises(ValueError, match="has no 3D encoder"):
+        fit_point_head(tmp_path / "no3d" / "final", hand3d_root, tmp_path / "x", steps=1)
+    with pytest.raises(ValueError, match="already has the point head"):
+        fit_point_head(tmp_path / "mono" / "final", hand3d_root, tmp_path / "x", steps=1)
+    with pytest.raises(ValueError, match="steps and batch_size"):
+        fit_point_head(tmp_path / "mono" / "final", hand3d_root, tmp_path / "x", steps=0)
+    kept = fit_point_head(tmp_path / "mono" / "final", hand3d_root, tmp_path / "kept", keep_if_present=True)
+    assert (kept / "model.safetensors").read_bytes() == (tmp_path / "mono" / "final" / "model.safetensors").read_bytes()
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_identical_weights(hand3d_root, tmp_path):
     out = tmp_path / "ddp"

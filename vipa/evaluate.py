@@ -10,7 +10,8 @@
 Writes ``report.json`` and ``report.html`` (plotly) in ``--out``.
 
 ``--ablations`` trains and evaluates the paper's ablation table at this scale instead (full;
-without the 3D encoder; without stage 1; without both), same data, budget and seeds.
+without the 3D encoder; without stage 1; without both), same data, budget and seeds; with
+``--recipe sample`` each row is trained as checkpoints/tiny_sample is (``SAMPLE_RECIPE``).
 """
 
 from __future__ import annotations
@@ -194,11 +195,23 @@ ABLATIONS = {  # name: (use the 3D encoder, run stage 1 before stage 2)
 }
 
 
+# scripts/train_sample_checkpoint.sh's recipe (how checkpoints/tiny_sample is made), as run_ablations'
+# arguments: stages 1-2 without point-map dropout or the RGB point head, the head fitted alone, then
+# step 3 with the fourier geometry token, dropout (the config's), QA replayed 1:1 and the text loss
+# per sample. tests/test_train.py checks the script's defaults against it.
+SAMPLE_RECIPE: dict[str, Any] = {
+    "steps1": 1200, "steps2": 400, "steps3": 1200, "lr3": 1e-3, "sigma3": 16.0, "features3": "fourier",
+    "dropout12": 0.0, "mono12": False, "head_steps": 300, "replay3": 1.0, "lm_per_sample3": True,
+}
+
+
 def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: int, steps2: int,
                   threads: int | None = None, max_episodes: int | None = None, max_qa: int = 200,
                   max_motion: int = 150, steps3: int = 0, lr3: float = 1e-3,
                   sigma3: float = 16.0, features3: str = "raw",
-                  variants: list[str] | None = None) -> dict[str, Any]:
+                  variants: list[str] | None = None, dropout12: float | None = None, mono12: bool = True,
+                  head_steps: int = 0, replay3: float | None = None,
+                  lm_per_sample3: bool = False) -> dict[str, Any]:
     """The paper's ablation table at this scale: every variant trained with the same data, step
     budget per stage and seeds (``vipa.train.cli.run_stage``, what ``vipa train`` runs), then evaluated
     on the held-out split.
@@ -207,6 +220,11 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     at learning rate ``lr3`` with the geometry token (encoded as ``features3``; "raw" is what the
     committed checkpoint was made with), motion-token labels Gaussian over ``sigma3`` bins and
     expectation decoding; the table is then of the continued checkpoints.
+    Stages 1-2 train with point-map dropout ``dropout12`` (None: the config's) and, when ``mono12``
+    is off, without the RGB point head; ``head_steps`` > 0 then fits the head alone before step 3
+    (variants with the 3D encoder). Step 3 mixes in ``replay3`` QA per motion sample (None: the
+    config's) and takes the text loss per sample with ``lm_per_sample3``. ``SAMPLE_RECIPE`` holds
+    the sample checkpoint's values of all of these.
     ``variants`` (default: all of ``ABLATIONS``) picks the rows, so one table can be trained by several
     processes side by side in the same OUT, each on its own rows, and then gathered by a call with all.
     Writes OUT/ablations.json (with each run's wall seconds per phase); finished runs are reused, so an
@@ -217,6 +235,10 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     if steps3 < 0 or lr3 <= 0 or sigma3 < 0:
         raise ValueError(f"ablations: steps3 must be >= 0, lr3 > 0 and sigma3 >= 0 bins "
                          f"(got {steps3}, {lr3}, {sigma3})")
+    if (dropout12 is not None and not 0.0 <= dropout12 <= 1.0) or head_steps < 0 or (replay3 is not None and replay3 < 0):
+        raise ValueError(f"ablations: dropout12 must be in [0, 1], head_steps >= 0 and replay3 >= 0 "
+                         f"(got {dropout12}, {head_steps}, {replay3})")
+    from vipa.train.point_head import fit_point_head
     variants = list(ABLATIONS) if variants is None else list(variants)
     unknown = [v for v in variants if v not in ABLATIONS]
     if unknown or not variants:
@@ -239,31 +261,43 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                 timing[key] = round(time.time() - t0, 1)
                 tpath.write_text(json.dumps(timing, indent=2))
 
-            cfg = get_config("tiny", **({} if use_3d else {"use_3d": False}))
+            no3d = {} if use_3d else {"use_3d": False}
+            cfg = get_config("tiny", **no3d, **({} if mono12 else {"mono_points": False}))
             cfg.train.seed = seed
+            if dropout12 is not None:
+                cfg.train.pointmap_dropout = dropout12
             common = dict(max_episodes=max_episodes, threads=threads, progress=False)
-            final = rd / ("s2g" if steps3 else "s2") / "final"
+            fit_head = bool(head_steps) and use_3d and not mono12
+            s2_final = rd / "s2h" if fit_head else rd / "s2" / "final"  # stage 2 (+ the fitted head)
+            final = rd / "s2g" / "final" if steps3 else s2_final
             try:
                 if stage1 and not (rd / "s1" / "final").is_dir():
                     phase("stage1_s", lambda: run_stage(cfg, "stage1", data, rd / "s1", steps=steps1, **common))
                 if not (rd / "s2" / "final").is_dir():
                     phase("stage2_s", lambda: run_stage(cfg, "stage2", data, rd / "s2", steps=steps2,
                                                         init=rd / "s1" / "final" if stage1 else None, **common))
+                if fit_head and not (s2_final / "model.safetensors").is_file():
+                    phase("head_s", lambda: fit_point_head(rd / "s2" / "final", data, s2_final, steps=head_steps,
+                                                           threads=threads, seed=seed, max_episodes=max_episodes))
                 if steps3 and not final.is_dir():
                     cfg3 = get_config("tiny", geometry_token=True, geometry_features=features3,
-                                      motion_decoding="expectation", **({} if use_3d else {"use_3d": False}))
+                                      motion_decoding="expectation", **no3d)
                     cfg3.train.seed = seed
                     cfg3.train.lr["stage2"] = lr3
                     cfg3.train.motion_label_sigma = sigma3
+                    cfg3.train.lm_per_sample = lm_per_sample3
+                    if replay3 is not None:
+                        cfg3.train.stage2_replay = replay3
                     phase("step3_s", lambda: run_stage(cfg3, "stage2", data, rd / "s2g", steps=steps3,
-                                                       init=rd / "s2" / "final", **common))
+                                                       init=s2_final, **common))
             except (ValueError, FileNotFoundError) as exc:
                 raise RuntimeError(f"ablation {name} seed {seed}: training failed ({exc})") from exc
             rep_path = rd / "eval" / "report.json"
             if rep_path.is_file():
                 rep = json.loads(rep_path.read_text())
             else:
-                logs = [p for p in (rd / "s1" / "metrics.jsonl", rd / "s2" / "metrics.jsonl", rd / "s2g" / "metrics.jsonl")
+                logs = [p for p in (rd / "s1" / "metrics.jsonl", rd / "s2" / "metrics.jsonl",
+                                    rd / "s2h" / "metrics_point_head.jsonl", rd / "s2g" / "metrics.jsonl")
                         if p.is_file()]
                 t0 = time.time()
                 rep = evaluate_checkpoint(final, data, max_qa, max_motion, tokens=False, threads=threads)
@@ -286,7 +320,9 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                     "constant_fde_cm": stat([r["motion"]["constant_true_current"]["fde_cm"] for r in rs])}
              for name, rs in runs.items()}
     rep = {"seeds": seeds, "variants": variants, "steps1": steps1, "steps2": steps2, "steps3": steps3,
-           **({"lr3": lr3, "sigma3": sigma3, "features3": features3} if steps3 else {}), "max_episodes": max_episodes,
+           **({"lr3": lr3, "sigma3": sigma3, "features3": features3, "replay3": replay3,
+              "lm_per_sample3": lm_per_sample3} if steps3 else {}),
+           "dropout12": dropout12, "mono12": mono12, "head_steps": head_steps, "max_episodes": max_episodes,
            "max_qa": max_qa, "max_motion": max_motion, "table": table, "wall_s": timings}
     (out / "ablations.json").write_text(json.dumps(rep, indent=2))
     return rep
@@ -307,15 +343,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "several = a report per mode")
     p.add_argument("--ablations", action="store_true", help="train + evaluate the ablation table into --out")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ablations: random seeds, one run per seed")
-    p.add_argument("--steps1", type=int, default=300, help="ablations: stage-1 optimizer steps per run")
-    p.add_argument("--steps2", type=int, default=300, help="ablations: stage-2 optimizer steps per run")
-    p.add_argument("--steps3", type=int, default=0,
+    p.add_argument("--recipe", choices=["plain", "sample"], default="plain",
+                   help="ablations: plain = stages 1-2 with the config's defaults (and step 3 only with "
+                        "--steps3); sample = scripts/train_sample_checkpoint.sh's recipe (stages 1-2 "
+                        "1200 / 400 steps without point-map dropout or the RGB point head, the head fitted "
+                        "alone, step 3 of 1200 steps with the fourier geometry token, QA replay 1 and the "
+                        "text loss per sample); --steps1/2/3, --lr3 and --features3 override either")
+    p.add_argument("--steps1", type=int, default=None, help="ablations: stage-1 optimizer steps per run (plain: 300)")
+    p.add_argument("--steps2", type=int, default=None, help="ablations: stage-2 optimizer steps per run (plain: 300)")
+    p.add_argument("--steps3", type=int, default=None,
                    help="ablations: steps of stage 2 continued with the geometry token, as the sample "
-                        "checkpoint's recipe (0 = none)")
-    p.add_argument("--lr3", type=float, default=1e-3, help="ablations: peak learning rate of that continuation, per step, unitless")
-    p.add_argument("--features3", choices=GEOMETRY_FEATURES, default="raw",
-                   help="ablations: the geometry token's encoding in that continuation (raw: as the "
-                        "committed sample checkpoint was made)")
+                        "checkpoint's recipe (plain: 0 = none)")
+    p.add_argument("--lr3", type=float, default=None,
+                   help="ablations: peak learning rate of that continuation, per step, unitless (1e-3)")
+    p.add_argument("--features3", choices=GEOMETRY_FEATURES, default=None,
+                   help="ablations: the geometry token's encoding in that continuation (plain: raw, as "
+                        "checkpoints made before the fourier encoding)")
     p.add_argument("--variants", nargs="+", choices=list(ABLATIONS), default=None,
                    help="ablations: the rows to train (default: all); processes on different rows can "
                         "share one --out, and a last call with all of them gathers the table")
@@ -329,10 +372,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.ablations:
             out = Path(args.out or "runs/ablations")
-            rep = run_ablations(args.data, out, args.seeds, args.steps1, args.steps2, threads=args.threads,
-                                max_episodes=args.max_episodes, max_qa=args.max_qa, max_motion=args.max_motion,
-                                steps3=args.steps3, lr3=args.lr3, features3=args.features3,
-                                variants=args.variants)
+            kw: dict[str, Any] = dict(SAMPLE_RECIPE) if args.recipe == "sample" else {
+                "steps1": 300, "steps2": 300, "steps3": 0, "lr3": 1e-3, "features3": "raw"}
+            kw.update({k: v for k in ("steps1", "steps2", "steps3", "lr3", "features3")
+                       if (v := getattr(args, k)) is not None})
+            rep = run_ablations(args.data, out, args.seeds, threads=args.threads, max_episodes=args.max_episodes,
+                                max_qa=args.max_qa, max_motion=args.max_motion, variants=args.variants, **kw)
             print(json.dumps(rep["table"], indent=2))
             return 0
         if not args.checkpoint:
