@@ -49,11 +49,12 @@ if [ -z "$S2_FROM" ]; then
 fi
 # The text outputs (#13 item 3): the readout's pointers, B - A, |B - A| and trajectory enter the LLM as one
 # token before the text (geometry_token; its embedding starts fresh), motion-token labels are Gaussian
-# over neighbouring bins (motion_label_sigma), and the checkpoint decodes motion tokens by expectation.
+# over neighbouring bins (motion_label_sigma), and the checkpoint decodes motion tokens by expectation
+# under a prior around its own numeric trajectory ("readout" decoding, vipa.infer.constrained).
 S3=$(date +%s)
 $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2g" --steps "$STEPS3" --lr "$LR3" \
     --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$S2_FROM" --no-progress \
-    --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding expectation \
+    --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding readout \
     --stage2-replay "$REPLAY3" $LM3
 echo "stage 2 with the geometry token took $(( $(date +%s) - S3 )) s"
 # The RGB-only point-estimate head (mono_points): fitted before step 3 above (or present in S2_FROM), so

@@ -89,6 +89,38 @@ def test_expectation_pick_takes_the_expected_bin_and_keeps_the_end_token(tok):
         motion_pick_fn(tok, "beam")
 
 
+def test_readout_pick_is_the_product_of_the_llm_and_a_gaussian_around_the_readout(tok):
+    """"readout" decoding: the expected bin under p_LLM(i) * N(i; readout bin, prior), per waypoint
+    and axis of the model's numeric trajectory; past its horizon, plain expectation; without it, an
+    error that says what is missing."""
+    from types import SimpleNamespace
+
+    from vipa.data.motion import MotionTokenizer
+
+    v, mt = tok.vocab_size, MotionTokenizer()
+    s = tok.motion_start[1]  # y axis: step 1 of waypoint 0, step 4 of waypoint 1
+    llm_sd, llm_mode = 200.0, 700
+    lg = torch.full((1, v), float("-inf"))
+    j = torch.arange(MOTION_BINS).float()
+    lg[0, s:s + MOTION_BINS] = -((j - llm_mode) ** 2) / (2 * llm_sd ** 2)
+    traj = torch.zeros(1, 2, 3)
+    traj[0, 0, 1], traj[0, 1, 1] = -0.2, 0.3  # metres; waypoint 1 is the one step 4 reads
+    first = SimpleNamespace(traj=traj)
+    pick = motion_pick_fn(tok, "readout", prior_cm=5.0)
+    c = (0.3 - mt.ranges[1][0]) / mt.bin_width[1] - 0.5  # the readout's bin coordinate
+    sd = 0.05 / mt.bin_width[1]
+    want = (llm_mode / llm_sd ** 2 + c / sd ** 2) / (1 / llm_sd ** 2 + 1 / sd ** 2)  # product of two Gaussians
+    got = int(pick(lg, 4, first)[0]) - s
+    assert abs(got - want) <= 1 and abs(got - c) < 0.1 * abs(llm_mode - c)
+    assert pick(lg, 4 + 3 * 2, first).tolist() == motion_pick_fn(tok, "expectation")(lg).tolist()  # past the horizon
+    wide = int(motion_pick_fn(tok, "readout", prior_cm=500.0)(lg, 4, first)[0]) - s
+    assert abs(wide - llm_mode) < abs(got - llm_mode)  # a wide prior leaves the LLM's choice
+    with pytest.raises(ValueError, match="first output"):
+        pick(lg, 4, None)
+    with pytest.raises(ValueError, match="prior's std"):
+        motion_pick_fn(tok, "readout", prior_cm=0.0)
+
+
 def test_full_length_constrained_decoding_even_when_the_model_wants_to_stop(tok):
     """The model prefers the end token at every step; decoding still gives traj_horizon waypoints,
     each x, y, z in order (Predictor and evaluation both decode through ``decode_motion``)."""
@@ -108,7 +140,7 @@ def test_full_length_constrained_decoding_even_when_the_model_wants_to_stop(tok)
     ids, _ = model.generate(*b, bos_id=tok.bos_id, eos_id=tok.eos_id, max_new_tokens=13,
                             allowed_fn=motion_allowed_fn(tok, tok.vocab_size, 4))
     assert (ids[:, 3] == tok.eos_id).all()  # min_waypoints 1 lets it stop after one waypoint
-    for dec in ("greedy", "expectation"):
+    for dec in ("greedy", "expectation", "readout"):
         trajs, _ = decode_motion(model, b, tok, dec)
         assert [t.shape for t in trajs] == [(4, 3), (4, 3)]
         assert np.isfinite(np.stack(trajs)).all()

@@ -396,7 +396,7 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
 
     pred = Predictor.load(tmp_path / "dest")
     assert pred.cfg.name == "tiny" and (tmp_path / "dest" / "eval_report.json").is_file()
-    assert pred.mcfg.geometry_token and pred.mcfg.motion_decoding == "expectation"  # the continuation step ran
+    assert pred.mcfg.geometry_token and pred.mcfg.motion_decoding == "readout"  # the continuation step ran
     # stages 1-2 without the RGB-only parts, the head fitted before step 3, dropout in step 3 only
     s1 = json.loads((tmp_path / "work" / "s1" / "final" / "config.json").read_text())["config"]
     assert s1["train"]["pointmap_dropout"] == 0.0 and not s1["model"]["mono_points"]

@@ -97,6 +97,8 @@ class LLMConfig:
 # Encodings of the geometry token's input (ModelConfig.geometry_features); "fourier" uses these
 # frequencies, cycles per metre.
 GEOMETRY_FEATURES = ("raw", "fourier")
+# How constrained decoding picks motion tokens (vipa.infer.constrained.motion_pick_fn).
+MOTION_DECODING = ("greedy", "expectation", "readout")
 GEOMETRY_FREQS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 
@@ -139,7 +141,8 @@ class ModelConfig:
     # centimetre (what the text is written to) moves the token's input by O(1), not by 0.01.
     geometry_features: str = "fourier"
     # How constrained decoding picks each motion token (vipa.infer.constrained.MOTION_DECODING):
-    # "greedy" (the argmax) or "expectation" (the bin nearest the expected bin of that axis).
+    # "greedy" (the argmax), "expectation" (the bin nearest the expected bin of that axis) or
+    # "readout" (expectation with a Gaussian prior around the model's own numeric trajectory).
     motion_decoding: str = "greedy"
     # Action head (post-training): DiT trained by flow matching.
     action_dim: int = 4
@@ -182,8 +185,8 @@ class ModelConfig:
         if self.geometry_features not in GEOMETRY_FEATURES:
             raise ValueError(f"geometry_features: expected one of {', '.join(GEOMETRY_FEATURES)}, "
                              f"got {self.geometry_features!r}")
-        if self.motion_decoding not in ("greedy", "expectation"):
-            raise ValueError(f"motion_decoding: expected greedy or expectation, got {self.motion_decoding!r}")
+        if self.motion_decoding not in MOTION_DECODING:
+            raise ValueError(f"motion_decoding: expected one of {', '.join(MOTION_DECODING)}, got {self.motion_decoding!r}")
         if not self.motion_stride_s > 0:
             raise ValueError(f"motion_stride_s: must be > 0 seconds, got {self.motion_stride_s}")
         if self.image_size % self.patch_size or self.image_size % self.fine_stride:

@@ -384,8 +384,8 @@ class VIPAModel(nn.Module):
     def generate(self, image, prompt_ids, prompt_mask, xyz=None, valid=None, bos_id: int = 1, eos_id: int = 2,
                  max_new_tokens: int = 32, allowed_fn=None, pick_fn=None) -> tuple[torch.Tensor, VLAOutput]:
         """Decoding after the query tokens. ``allowed_fn(step, generated (B, t)) -> (B, V) bool``
-        restricts each step (constrained decoding); ``pick_fn(logits (B, V), -inf where not allowed)
-        -> (B,) ids`` chooses the token (default greedy: the argmax; see
+        restricts each step (constrained decoding); ``pick_fn(logits (B, V), -inf where not allowed,
+        step, first output) -> (B,) ids`` chooses the token (default greedy: the argmax; see
         ``vipa.infer.constrained.motion_pick_fn``); returns (B, t) ids (eos-terminated or max length)."""
         b = image.shape[0]
         cur = torch.full((b, 1), bos_id, dtype=torch.long, device=image.device)
@@ -397,7 +397,7 @@ class VIPAModel(nn.Module):
             logits = logits.float()
             if allowed_fn is not None:
                 logits = logits.masked_fill(~allowed_fn(step, cur[:, 1:]), float("-inf"))
-            nxt = logits.argmax(-1) if pick_fn is None else pick_fn(logits)
+            nxt = logits.argmax(-1) if pick_fn is None else pick_fn(logits, step, first)
             nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
             cur = torch.cat([cur, nxt[:, None]], 1)
             done |= nxt == eos_id

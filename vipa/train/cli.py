@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vipa.model.config import GEOMETRY_FEATURES, STAGES, VIPAConfig, get_config
+from vipa.model.config import GEOMETRY_FEATURES, MOTION_DECODING, STAGES, VIPAConfig, get_config
 
 if TYPE_CHECKING:
     from vipa.train.loop import RunResult
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "token keeps its own)")
     p.add_argument("--motion-label-sigma", type=float, default=None,
                    help="motion-token labels: Gaussian over neighbouring bins, std in bins (0 = one-hot; default: the config's)")
-    p.add_argument("--motion-decoding", choices=("greedy", "expectation"), default=None,
+    p.add_argument("--motion-decoding", choices=MOTION_DECODING, default=None,
                    help="how constrained decoding picks motion tokens, stored in the checkpoint (default: the config's)")
     p.add_argument("--pointmap-dropout", type=float, default=None,
                    help="stages 1/2: fraction of samples trained with their point map hidden (RGB only), 0-1 "
