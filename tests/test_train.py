@@ -321,13 +321,18 @@ def test_ablations_with_the_sample_recipe(hand3d_root, tmp_path, capsys):
         run_ablations(hand3d_root, out, [0], 1, 1, dropout12=1.5)
 
     rc = main(["eval", "--ablations", "--data", str(hand3d_root), "--out", str(tmp_path / "cli"), "--recipe", "sample",
-               "--steps1", "1", "--steps2", "1", "--steps3", "1", "--seeds", "0", "--variants", "no_3d",
+               "--steps1", "1", "--steps2", "1", "--steps3", "1", "--steps4", "1", "--seeds", "0", "--variants", "no_3d",
                "--max-qa", "4", "--max-motion", "2", "--threads", "1"])
     assert rc == 0, capsys.readouterr().err
     got = json.loads((tmp_path / "cli" / "ablations.json").read_text())
     assert (got["steps1"], got["steps3"], got["features3"], got["head_steps"]) == (1, 1, "fourier", 300)
     s3 = checkpoint_config(tmp_path / "cli" / "no_3d_seed0" / "s2g" / "final")
     assert s3.train.lm_per_sample and s3.train.stage2_replay == 1.0 and not s3.model.use_3d
+    s4 = checkpoint_config(tmp_path / "cli" / "no_3d_seed0" / "s2t1" / "final")  # step 4: replay 3, lr 5e-4
+    assert got["steps4"] == [1] and s4.train.stage2_replay == 3.0 and s4.train.lr["stage2"] == 5e-4
+    assert "step4_1_s" in got["wall_s"]["no_3d_seed0"]
+    with pytest.raises(ValueError, match="steps4 needs steps3"):
+        run_ablations(hand3d_root, out, [0], 1, 1, steps4=[1])
 
 
 def test_sample_recipe_matches_the_script():
@@ -343,7 +348,9 @@ def test_sample_recipe_matches_the_script():
     assert (int(default["STEPS1"]), int(default["STEPS2"]), int(default["STEPS3"])) == (r["steps1"], r["steps2"], r["steps3"])
     assert float(default["LR3"]) == r["lr3"] and float(default["SIGMA"]) == r["sigma3"]
     assert default["GEO_FEATURES"] == r["features3"] and int(default["HEAD_STEPS"]) == r["head_steps"]
-    assert float(default["REPLAY3"]) == r["replay3"]
+    assert float(default["REPLAY3"]) == r["replay3"] and float(default["REPLAY4"]) == r["replay4"]
+    assert float(default["LR4"]) == r["lr4"]
+    assert [int(n) for n in re.search(r"^STEPS4=\$\{STEPS4-([^}]*)\}", text, re.M).group(1).split()] == r["steps4"]
     assert ("LM3=${LM3---lm-per-sample}" in text) == r["lm_per_sample3"]
     assert r["dropout12"] == 0.0 and not r["mono12"]
     assert text.count("--pointmap-dropout 0") == 2 and "--no-mono-points" in text  # stages 1 and 2
@@ -387,7 +394,7 @@ def test_ddp_two_cpu_processes_identical_weights(hand3d_root, tmp_path):
 @pytest.mark.slow
 def test_sample_checkpoint_recipe_still_runs(tmp_path):
     """scripts/train_sample_checkpoint.sh end to end at a toy budget (the committed checkpoint's recipe)."""
-    env = {**os.environ, "PY": sys.executable, "EPISODES": "3", "MAX_EPISODES": "2", "STEPS1": "1", "STEPS2": "1", "STEPS3": "1",
+    env = {**os.environ, "PY": sys.executable, "EPISODES": "3", "MAX_EPISODES": "2", "STEPS1": "1", "STEPS2": "1", "STEPS3": "1", "STEPS4": "1 1",
            "HEAD_STEPS": "1", "WORK": str(tmp_path / "work"), "DEST": str(tmp_path / "dest"), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(["bash", str(REPO / "scripts" / "train_sample_checkpoint.sh")], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)
@@ -403,7 +410,10 @@ def test_sample_checkpoint_recipe_still_runs(tmp_path):
     dest = json.loads((tmp_path / "dest" / "config.json").read_text())["config"]
     assert dest["model"]["mono_points"] and dest["train"]["pointmap_dropout"] == 0.3
     assert dest["model"]["geometry_features"] == "fourier" and dest["train"]["lm_per_sample"]
-    assert dest["train"]["stage2_replay"] == 1.0
+    assert dest["train"]["stage2_replay"] == 3.0  # step 4's, two runs each from the one before
+    s2t1 = json.loads((tmp_path / "work" / "s2t1" / "final" / "config.json").read_text())["config"]
+    assert s2t1["train"]["stage2_replay"] == 3.0 and (tmp_path / "work" / "s2t2" / "final").is_dir()
+    assert len((tmp_path / "dest" / "metrics.jsonl").read_text().splitlines()) >= 5  # s1, s2, s2g, s2t1, s2t2
 
 
 class _ToyRobot(torch.utils.data.Dataset):

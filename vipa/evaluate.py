@@ -198,10 +198,12 @@ ABLATIONS = {  # name: (use the 3D encoder, run stage 1 before stage 2)
 # scripts/train_sample_checkpoint.sh's recipe (how checkpoints/tiny_sample is made), as run_ablations'
 # arguments: stages 1-2 without point-map dropout or the RGB point head, the head fitted alone, then
 # step 3 with the fourier geometry token, dropout (the config's), QA replayed 1:1 and the text loss
-# per sample. tests/test_train.py checks the script's defaults against it.
+# per sample, then step 4: the same continued in two runs with three replayed QA per motion sample.
+# tests/test_train.py checks the script's defaults against it.
 SAMPLE_RECIPE: dict[str, Any] = {
     "steps1": 1200, "steps2": 400, "steps3": 1200, "lr3": 1e-3, "sigma3": 16.0, "features3": "fourier",
     "dropout12": 0.0, "mono12": False, "head_steps": 300, "replay3": 1.0, "lm_per_sample3": True,
+    "steps4": [600, 900], "lr4": 5e-4, "replay4": 3.0,
 }
 
 
@@ -211,7 +213,8 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                   sigma3: float = 16.0, features3: str = "raw",
                   variants: list[str] | None = None, dropout12: float | None = None, mono12: bool = True,
                   head_steps: int = 0, replay3: float | None = None,
-                  lm_per_sample3: bool = False) -> dict[str, Any]:
+                  lm_per_sample3: bool = False, steps4: list[int] | None = None, lr4: float = 5e-4,
+                  replay4: float = 3.0) -> dict[str, Any]:
     """The paper's ablation table at this scale: every variant trained with the same data, step
     budget per stage and seeds (``vipa.train.cli.run_stage``, what ``vipa train`` runs), then evaluated
     on the held-out split.
@@ -223,7 +226,9 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     Stages 1-2 train with point-map dropout ``dropout12`` (None: the config's) and, when ``mono12``
     is off, without the RGB point head; ``head_steps`` > 0 then fits the head alone before step 3
     (variants with the 3D encoder). Step 3 mixes in ``replay3`` QA per motion sample (None: the
-    config's) and takes the text loss per sample with ``lm_per_sample3``. ``SAMPLE_RECIPE`` holds
+    config's) and takes the text loss per sample with ``lm_per_sample3``. ``steps4`` (step 4, only
+    after step 3): one more stage-2 run per entry, each from the one before, at ``lr4`` with ``replay4``
+    and step 3's other settings; the table is then of the last. ``SAMPLE_RECIPE`` holds
     the sample checkpoint's values of all of these.
     ``variants`` (default: all of ``ABLATIONS``) picks the rows, so one table can be trained by several
     processes side by side in the same OUT, each on its own rows, and then gathered by a call with all.
@@ -238,6 +243,10 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     if (dropout12 is not None and not 0.0 <= dropout12 <= 1.0) or head_steps < 0 or (replay3 is not None and replay3 < 0):
         raise ValueError(f"ablations: dropout12 must be in [0, 1], head_steps >= 0 and replay3 >= 0 "
                          f"(got {dropout12}, {head_steps}, {replay3})")
+    steps4 = list(steps4 or [])
+    if steps4 and (not steps3 or min(steps4) < 1 or lr4 <= 0 or replay4 < 0):
+        raise ValueError(f"ablations: steps4 needs steps3 > 0, every entry >= 1, lr4 > 0 and replay4 >= 0 "
+                         f"(got steps3 {steps3}, steps4 {steps4}, lr4 {lr4}, replay4 {replay4})")
     from vipa.train.point_head import fit_point_head
     variants = list(ABLATIONS) if variants is None else list(variants)
     unknown = [v for v in variants if v not in ABLATIONS]
@@ -270,6 +279,9 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
             fit_head = bool(head_steps) and use_3d and not mono12
             s2_final = rd / "s2h" if fit_head else rd / "s2" / "final"  # stage 2 (+ the fitted head)
             final = rd / "s2g" / "final" if steps3 else s2_final
+            runs4 = [(n4, rd / f"s2t{k}") for k, n4 in enumerate(steps4, 1)]
+            if runs4:
+                final = runs4[-1][1] / "final"
             try:
                 if stage1 and not (rd / "s1" / "final").is_dir():
                     phase("stage1_s", lambda: run_stage(cfg, "stage1", data, rd / "s1", steps=steps1, **common))
@@ -279,17 +291,26 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                 if fit_head and not (s2_final / "model.safetensors").is_file():
                     phase("head_s", lambda: fit_point_head(rd / "s2" / "final", data, s2_final, steps=head_steps,
                                                            threads=threads, seed=seed, max_episodes=max_episodes))
-                if steps3 and not final.is_dir():
-                    cfg3 = get_config("tiny", geometry_token=True, geometry_features=features3,
-                                      motion_decoding="expectation", **no3d)
-                    cfg3.train.seed = seed
-                    cfg3.train.lr["stage2"] = lr3
-                    cfg3.train.motion_label_sigma = sigma3
-                    cfg3.train.lm_per_sample = lm_per_sample3
-                    if replay3 is not None:
-                        cfg3.train.stage2_replay = replay3
-                    phase("step3_s", lambda: run_stage(cfg3, "stage2", data, rd / "s2g", steps=steps3,
-                                                       init=s2_final, **common))
+                def step_cfg(lr: float, replay: float | None):  # step 3's config, at lr / replay
+                    c = get_config("tiny", geometry_token=True, geometry_features=features3,
+                                   motion_decoding="expectation", **no3d)
+                    c.train.seed = seed
+                    c.train.lr["stage2"] = lr
+                    c.train.motion_label_sigma = sigma3
+                    c.train.lm_per_sample = lm_per_sample3
+                    if replay is not None:
+                        c.train.stage2_replay = replay
+                    return c
+
+                if steps3 and not (rd / "s2g" / "final").is_dir():
+                    phase("step3_s", lambda: run_stage(step_cfg(lr3, replay3), "stage2", data, rd / "s2g",
+                                                       steps=steps3, init=s2_final, **common))
+                prev = rd / "s2g" / "final"
+                for k, (n4, d4) in enumerate(runs4, 1):
+                    if not (d4 / "final").is_dir():
+                        phase(f"step4_{k}_s", lambda: run_stage(step_cfg(lr4, replay4), "stage2", data, d4,
+                                                                steps=n4, init=prev, **common))
+                    prev = d4 / "final"
             except (ValueError, FileNotFoundError) as exc:
                 raise RuntimeError(f"ablation {name} seed {seed}: training failed ({exc})") from exc
             rep_path = rd / "eval" / "report.json"
@@ -297,7 +318,8 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                 rep = json.loads(rep_path.read_text())
             else:
                 logs = [p for p in (rd / "s1" / "metrics.jsonl", rd / "s2" / "metrics.jsonl",
-                                    rd / "s2h" / "metrics_point_head.jsonl", rd / "s2g" / "metrics.jsonl")
+                                    rd / "s2h" / "metrics_point_head.jsonl", rd / "s2g" / "metrics.jsonl",
+                                    *(d4 / "metrics.jsonl" for _, d4 in runs4))
                         if p.is_file()]
                 t0 = time.time()
                 rep = evaluate_checkpoint(final, data, max_qa, max_motion, tokens=False, threads=threads)
@@ -322,6 +344,7 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     rep = {"seeds": seeds, "variants": variants, "steps1": steps1, "steps2": steps2, "steps3": steps3,
            **({"lr3": lr3, "sigma3": sigma3, "features3": features3, "replay3": replay3,
               "lm_per_sample3": lm_per_sample3} if steps3 else {}),
+           **({"steps4": steps4, "lr4": lr4, "replay4": replay4} if steps4 else {}),
            "dropout12": dropout12, "mono12": mono12, "head_steps": head_steps, "max_episodes": max_episodes,
            "max_qa": max_qa, "max_motion": max_motion, "table": table, "wall_s": timings}
     (out / "ablations.json").write_text(json.dumps(rep, indent=2))
@@ -348,12 +371,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--steps3); sample = scripts/train_sample_checkpoint.sh's recipe (stages 1-2 "
                         "1200 / 400 steps without point-map dropout or the RGB point head, the head fitted "
                         "alone, step 3 of 1200 steps with the fourier geometry token, QA replay 1 and the "
-                        "text loss per sample); --steps1/2/3, --lr3 and --features3 override either")
+                        "text loss per sample, step 4 of 600 + 900 steps with QA replay 3); --steps1/2/3, "
+                        "--steps4, --lr3 and --features3 override either")
     p.add_argument("--steps1", type=int, default=None, help="ablations: stage-1 optimizer steps per run (plain: 300)")
     p.add_argument("--steps2", type=int, default=None, help="ablations: stage-2 optimizer steps per run (plain: 300)")
     p.add_argument("--steps3", type=int, default=None,
                    help="ablations: steps of stage 2 continued with the geometry token, as the sample "
                         "checkpoint's recipe (plain: 0 = none)")
+    p.add_argument("--steps4", type=int, nargs="*", default=None,
+                   help="ablations: step 4, one more continuation per number (plain: none; --steps4 with no "
+                        "number: none)")
     p.add_argument("--lr3", type=float, default=None,
                    help="ablations: peak learning rate of that continuation, per step, unitless (1e-3)")
     p.add_argument("--features3", choices=GEOMETRY_FEATURES, default=None,
@@ -374,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
             out = Path(args.out or "runs/ablations")
             kw: dict[str, Any] = dict(SAMPLE_RECIPE) if args.recipe == "sample" else {
                 "steps1": 300, "steps2": 300, "steps3": 0, "lr3": 1e-3, "features3": "raw"}
-            kw.update({k: v for k in ("steps1", "steps2", "steps3", "lr3", "features3")
+            kw.update({k: v for k in ("steps1", "steps2", "steps3", "steps4", "lr3", "features3")
                        if (v := getattr(args, k)) is not None})
             rep = run_ablations(args.data, out, args.seeds, threads=args.threads, max_episodes=args.max_episodes,
                                 max_qa=args.max_qa, max_motion=args.max_motion, variants=args.variants, **kw)
