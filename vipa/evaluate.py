@@ -373,16 +373,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "alone, step 3 of 1200 steps with the fourier geometry token, QA replay 1 and the "
                         "text loss per sample, step 4 of 600 + 900 steps with QA replay 3); --steps1/2/3, "
                         "--steps4, --lr3 and --features3 override either")
-    p.add_argument("--steps1", type=int, default=None, help="ablations: stage-1 optimizer steps per run (plain: 300)")
-    p.add_argument("--steps2", type=int, default=None, help="ablations: stage-2 optimizer steps per run (plain: 300)")
+    p.add_argument("--steps1", type=int, default=None, help="ablations: stage-1 optimizer steps per run (default: the recipe's; plain 300, sample 1200)")
+    p.add_argument("--steps2", type=int, default=None, help="ablations: stage-2 optimizer steps per run (default: the recipe's; plain 300, sample 400)")
     p.add_argument("--steps3", type=int, default=None,
                    help="ablations: steps of stage 2 continued with the geometry token, as the sample "
-                        "checkpoint's recipe (plain: 0 = none)")
+                        "checkpoint's recipe (default: the recipe's; plain 0 = none, sample 1200)")
     p.add_argument("--steps4", type=int, nargs="*", default=None,
-                   help="ablations: step 4, one more continuation per number (plain: none; --steps4 with no "
-                        "number: none)")
+                   help="ablations: step 4, one more continuation of so many steps per number (default: the "
+                        "recipe's; plain none, sample 600 900; --steps4 with no number: none)")
     p.add_argument("--lr3", type=float, default=None,
-                   help="ablations: peak learning rate of that continuation, per step, unitless (1e-3)")
+                   help="ablations: peak learning rate of that continuation, per step, unitless (default: 1e-3)")
     p.add_argument("--features3", choices=GEOMETRY_FEATURES, default=None,
                    help="ablations: the geometry token's encoding in that continuation (plain: raw, as "
                         "checkpoints made before the fourier encoding)")
