@@ -190,6 +190,8 @@ def test_config_json_of_the_wrong_type(ckpt):
     (("config", "model", "llm"), [128], r"config\.model\.llm: expected a JSON object, got list"),
     (("config", "model", "flux"), 3, r"config\.model: unknown fields \['flux'\]"),
     (("config", "train", "pointmap_dropout"), 1.5, r"config\.train\.pointmap_dropout: must be in \[0, 1\]"),
+    (("config", "train", "stage2_replay"), -1.0, r"config\.train\.stage2_replay: must be >= 0"),
+    (("config", "model", "motion_decoding"), "beam", r"config\.model: motion_decoding: expected one of greedy, expectation, readout"),
     (("config", "model", "fusion_heads"), 3, r"config\.model: fusion_heads 3 must divide d_vision 128"),
     (("config", "model", "geometry_features"), "sine", r"config\.model: geometry_features: expected one of raw, fourier"),
     (("config", "model", "name"), "small", r"config\.model\.name: 'small' disagrees with config\.name 'tiny'"),

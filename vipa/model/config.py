@@ -308,6 +308,8 @@ class TrainConfig:
             raise ConfigError(source, f"{where}.motion_label_sigma", f"must be >= 0 bins, got {d['motion_label_sigma']}")
         if not 0.0 <= d["pointmap_dropout"] <= 1.0:
             raise ConfigError(source, f"{where}.pointmap_dropout", f"must be in [0, 1], got {d['pointmap_dropout']}")
+        if d.get("stage2_replay", 0.0) < 0:
+            raise ConfigError(source, f"{where}.stage2_replay", f"must be >= 0 (QA samples per motion sample), got {d['stage2_replay']}")
         for k in ("lr", "batch_size", "steps", "trainable"):
             bad = sorted(set(d.get(k, {})) - set(STAGES))
             if bad:
