@@ -56,12 +56,17 @@ fi
 # token before the text (geometry_token; its embedding starts fresh), motion-token labels are Gaussian
 # over neighbouring bins (motion_label_sigma), and the checkpoint decodes motion tokens by expectation
 # under a prior around its own numeric trajectory ("readout" decoding, vipa.infer.constrained).
-S3=$(date +%s)
-$PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2g" --steps "$STEPS3" --lr "$LR3" \
-    --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$S2_FROM" --no-progress \
-    --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding readout \
-    --stage2-replay "$REPLAY3" $LM3
-echo "stage 2 with the geometry token took $(( $(date +%s) - S3 )) s"
+# continue_stage2 OUT STEPS LR REPLAY INIT: stage 2 continued with the geometry token (steps 3 and 4)
+continue_stage2() {
+  local t0
+  t0=$(date +%s)
+  $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$1" --steps "$2" --lr "$3" \
+      --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$5" --no-progress \
+      --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding readout \
+      --stage2-replay "$4" $LM3
+  echo "stage 2 continued into $1 ($2 steps) took $(( $(date +%s) - t0 )) s"
+}
+continue_stage2 "$WORK/s2g" "$STEPS3" "$LR3" "$REPLAY3" "$S2_FROM"
 # Step 4 (session 11): stage 2 continued with three replayed QA samples per motion sample, one run per
 # number in STEPS4 (each with its own warm-up and cosine), so the generated text learns to read the
 # geometry token (held-out text 0.091 -> 0.041 m). STEPS4= skips it.
@@ -69,12 +74,7 @@ LAST="$WORK/s2g/final"
 k=0
 for n4 in $STEPS4; do
   k=$((k + 1))
-  S4=$(date +%s)
-  $PY -m vipa.cli train stage2 --config tiny --data "$WORK/data" --out "$WORK/s2t$k" --steps "$n4" --lr "$LR4" \
-      --max-episodes "$MAX_EPISODES" --threads "$THREADS" --init "$LAST" --no-progress \
-      --geometry-token --geometry-features "$GEO_FEATURES" --motion-label-sigma "$SIGMA" --motion-decoding readout \
-      --stage2-replay "$REPLAY4" $LM3
-  echo "step 4, run $k ($n4 steps) took $(( $(date +%s) - S4 )) s"
+  continue_stage2 "$WORK/s2t$k" "$n4" "$LR4" "$REPLAY4" "$LAST"
   LAST="$WORK/s2t$k/final"
 done
 # The RGB-only point-estimate head (mono_points): fitted before step 3 above (or present in S2_FROM), so
