@@ -47,6 +47,13 @@ def test_loco_two_short_clips(tmp_path, monkeypatch):
     assert rep["per_clip"]["hand_reach"]["seen"]["n"] == rep["per_clip"]["typing"]["loco"]["n"]
     assert rep["pooled"]["seen"]["n"] == rep["pooled"]["loco"]["n"]
     assert "| **pooled (all samples)** |" in (work / "table.md").read_text()
+    # The displacement scale fitted on the training clips: scale 1 is the motion figure, 0 holding still.
+    for eid, r in rep["per_clip"].items():
+        rows = json.loads((work / "folds" / eid / "eval.json").read_text())["samples"]
+        one, zero = loco.scaled_motion(rows, 1.0), loco.scaled_motion(rows, 0.0)
+        assert abs(one["motion_ade"] - r["loco"]["motion_ade"]) < 0.02 and abs(zero["motion_ade"] - r["loco"]["hold_ade"]) < 0.02
+        assert r["loco_scaled"]["scale"] in loco.SCALES
+    assert rep["pooled"]["loco_scaled"]["n"] == rep["pooled"]["loco"]["n"]
     # Resumable: finished folds and zero-shot evaluations are not redone.
     stamps = {p: p.stat().st_mtime_ns for p in work.glob("*/*.json") if p.parent.name in ("zero_shot",)}
     stamps |= {p: p.stat().st_mtime_ns for p in work.glob("folds/*/*.json")}
@@ -68,3 +75,18 @@ def test_loco_two_short_clips(tmp_path, monkeypatch):
         assert r["loco"]["hold_ade"] == rep["per_clip"][eid]["loco"]["hold_ade"]
     info = json.loads((ctrl / "synthetic_only" / "run" / "final" / "config.json").read_text())
     assert "real_episodes" not in info
+
+
+def test_fit_scale_finds_the_displacement_factor():
+    """fit_scale picks the grid factor that turns the predicted displacement into the true one."""
+    import numpy as np
+
+    loco = _script()
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(20):
+        disp = rng.normal(0, 0.05, (8, 3))
+        rows.append({"disp": disp.tolist(), "future": (0.35 * disp + rng.normal(0, 0.002, (8, 3))).tolist()})
+    assert loco.fit_scale(rows) == pytest.approx(0.35)
+    assert loco.scaled_motion(rows, 0.35)["motion_ade"] < loco.scaled_motion(rows, 0.0)["motion_ade"]
+    assert loco.fit_scale([{"disp": r["disp"], "future": np.zeros((8, 3)).tolist()} for r in rows]) == 0.0

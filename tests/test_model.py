@@ -351,6 +351,45 @@ def test_compute_loss_per_stage(cfg, tok):
         model.compute_loss(collate([{k: v[0] for k, v in obs.items()}]), "stage2")
 
 
+def test_motion_loss_is_the_displacement_from_pointer_a(cfg, tok):
+    """w_motion > 0 adds the L1 (metres) of the trajectory relative to pointer A against the
+    demonstrated displacement: a wrist estimate that is off shifts the absolute trajectory loss,
+    not this one; samples without a trajectory or a wrist are left out."""
+    import copy
+
+    from vipa.model.processor import collate
+
+    torch.manual_seed(0)
+    model = VIPAModel(cfg.model, tok.vocab_size, tok.pad_id).eval()
+    obs = make_batch(cfg, tok, b=2)
+    h = cfg.model.traj_horizon
+    items = [{**{k: v[i] for k, v in obs.items()}, "target": torch.tensor([tok.bos_id, 7, 8, tok.eos_id]),
+              "point_a": torch.tensor([0.1, 0.0, 0.5]), "point_a_mask": torch.tensor(1.0), "point_b": torch.zeros(3),
+              "point_b_mask": torch.tensor(0.0), "traj": torch.tensor([0.1, 0.0, 0.5]) + torch.rand(h, 3) * 0.1,
+              "traj_mask": torch.tensor(float(i == 0))} for i in range(2)]
+    batch = collate(items, tok.pad_id)
+    t = copy.deepcopy(cfg.train)
+    t.pointmap_dropout = 0.0
+    _, off = model.compute_loss(batch, "stage2", t)
+    assert "motion" not in off
+    t.w_motion = 3.0
+    loss, parts = model.compute_loss(batch, "stage2", t)
+    with torch.no_grad():
+        out = model(*batch.observation())
+    disp = (out.traj - out.point_a[:, None])[0]
+    want = (disp - (batch.traj - batch.point_a[:, None])[0]).abs().sum(-1).mean()
+    assert torch.allclose(parts["motion"], want, atol=1e-5)  # sample 1 has no trajectory: masked out
+    assert torch.allclose(loss, _weighted(t, parts) + 3.0 * parts["motion"])
+    moved = collate([{**it, "point_a": it["point_a"] + 0.2, "traj": it["traj"] + 0.2} for it in items], tok.pad_id)
+    _, p2 = model.compute_loss(moved, "stage2", t)
+    assert torch.allclose(p2["motion"], parts["motion"], atol=1e-5) and not torch.allclose(p2["traj"], parts["traj"])
+
+
+def _weighted(t, parts):
+    return t.w_lm * parts["lm"] + t.w_point * (parts["point_a"] + parts["point_b"] + parts["vector"]) + \
+        t.w_traj * parts["traj"] + t.w_mono * parts.get("mono", 0.0)
+
+
 def test_every_3d_encoder_has_one_signature(cfg, tok, tmp_path):
     """The tiny point-map encoder and the pretrained wrapper both map (image, xyz, valid) to (fine map,
     spatial tokens on the patch grid); the model calls them the same way."""

@@ -191,6 +191,7 @@ def test_config_json_of_the_wrong_type(ckpt):
     (("config", "model", "flux"), 3, r"config\.model: unknown fields \['flux'\]"),
     (("config", "train", "pointmap_dropout"), 1.5, r"config\.train\.pointmap_dropout: must be in \[0, 1\]"),
     (("config", "train", "stage2_replay"), -1.0, r"config\.train\.stage2_replay: must be >= 0"),
+    (("config", "train", "w_motion"), -0.5, r"config\.train\.w_motion: must be >= 0"),
     (("config", "model", "motion_decoding"), "beam", r"config\.model: motion_decoding: expected one of greedy, expectation, readout"),
     (("config", "model", "fusion_heads"), 3, r"config\.model: fusion_heads 3 must divide d_vision 128"),
     (("config", "model", "geometry_features"), "sine", r"config\.model: geometry_features: expected one of raw, fourier"),

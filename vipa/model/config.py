@@ -279,6 +279,11 @@ class TrainConfig:
     w_lm: float = 1.0
     w_point: float = 10.0
     w_traj: float = 10.0
+    # Stages 1 / 2: weight of the L1 (metres) on the trajectory relative to pointer A (the predicted
+    # displacement from the wrist now) against the demonstrated displacement. The absolute trajectory
+    # loss alone lets the displacement absorb pointer A's error; this term teaches the motion itself.
+    # 0 = off (the absolute trajectory only).
+    w_motion: float = 0.0
     w_post_spatial: float = 2.0  # post-training: weight of the end-effector readout targets (metres, L1)
     stage2_replay: float = 0.5  # stage 2: stage-1 QA samples mixed in, as a fraction of the motion samples
     # Stages 1 / 2: probability that a sample's point map is hidden from the model (the readout and the
@@ -308,6 +313,8 @@ class TrainConfig:
             raise ConfigError(source, f"{where}.motion_label_sigma", f"must be >= 0 bins, got {d['motion_label_sigma']}")
         if not 0.0 <= d["pointmap_dropout"] <= 1.0:
             raise ConfigError(source, f"{where}.pointmap_dropout", f"must be in [0, 1], got {d['pointmap_dropout']}")
+        if d.get("w_motion", 0.0) < 0:
+            raise ConfigError(source, f"{where}.w_motion", f"must be >= 0 (loss weight), got {d['w_motion']}")
         if d.get("stage2_replay", 0.0) < 0:
             raise ConfigError(source, f"{where}.stage2_replay", f"must be >= 0 (QA samples per motion sample), got {d['stage2_replay']}")
         for k in ("lr", "batch_size", "steps", "trainable"):

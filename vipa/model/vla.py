@@ -333,7 +333,8 @@ class VIPAModel(nn.Module):
 
         stage1 / stage2: next-token cross-entropy on the target text ("lm"; motion tokens with the
         ordinal target of ``motion_label_sigma``, ``vipa.model.losses.text_cross_entropy``) and L1 in metres on
-        pointer A, pointer B, their difference (the QA "vector") and the trajectory.
+        pointer A, pointer B, their difference (the QA "vector") and the trajectory; with
+        ``w_motion`` > 0 also on the trajectory relative to pointer A ("motion", the displacement).
         post: the action head's flow-matching loss ("flow"), conditioned on the query states and
         the readout geometry; when the batch carries them, the same readout targets keep the
         pointers aligned on robot data (pointer A = the end effector now, B = where it ends the
@@ -372,6 +373,11 @@ class VIPAModel(nn.Module):
         traj = masked_l1(out.traj, batch.traj, mt)
         total = w.w_lm * lm + w.w_point * (pa + pb + vec) + w.w_traj * traj
         parts = {"lm": lm, "point_a": pa, "point_b": pb, "vector": vec, "traj": traj}
+        if w.w_motion > 0:
+            # The displacement from the wrist now, predicted against demonstrated (motion samples carry
+            # the wrist at t as point A's target).
+            parts["motion"] = masked_l1(out.traj - out.point_a[:, None], batch.traj - batch.point_a[:, None], mt * ma)
+            total = total + w.w_motion * parts["motion"]
         if out.point_est is not None and batch.valid is not None:
             # The RGB-only point estimate against the (unhidden) point map, L1 metres over valid cells.
             cells, cv = pool_points(batch.xyz, batch.valid, self.cfg.fine_grid)

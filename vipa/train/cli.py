@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage2-replay", type=float, default=None,
                    help="stage 2: stage-1 QA samples mixed in, as a fraction of the motion samples, >= 0 "
                         "(default: the config's, 0.5)")
+    p.add_argument("--w-motion", type=float, default=None,
+                   help="stages 1/2: weight of the L1 in metres on the trajectory relative to pointer A (the "
+                        "displacement from the wrist now), >= 0 (default: the config's, 0 = off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -208,6 +211,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"vipa train: --stage2-replay must be >= 0, got {args.stage2_replay}", file=sys.stderr)
             return 2
         tc.stage2_replay = args.stage2_replay
+    if args.w_motion is not None:
+        if args.w_motion < 0:
+            print(f"vipa train: --w-motion must be >= 0, got {args.w_motion}", file=sys.stderr)
+            return 2
+        tc.w_motion = args.w_motion
     if args.motion_label_sigma is not None:
         if args.motion_label_sigma < 0:
             print(f"vipa train: --motion-label-sigma must be >= 0 bins, got {args.motion_label_sigma}", file=sys.stderr)
