@@ -92,12 +92,14 @@ def summary(rows: list[dict]) -> dict:
 SCALES = np.round(np.arange(0.0, 1.501, 0.05), 2)
 
 
-def scaled_motion(rows: list[dict], scale: float) -> dict:
-    """Motion ADE / FDE (cm) with the predicted displacement times ``scale`` (0 = holding still)."""
-    d = np.array([r["disp"] for r in rows]) * scale - np.array([r["future"] for r in rows])  # (S, n, 3)
+def scaled_motion(rows: list[dict], scale: float | np.ndarray) -> dict:
+    """Motion ADE / FDE (cm) with the predicted displacement times ``scale`` (0 = holding still);
+    ``scale``: one factor, or one per row (S,)."""
+    k = np.asarray(scale, float)
+    d = np.array([r["disp"] for r in rows]) * k.reshape(-1, 1, 1) - np.array([r["future"] for r in rows])  # (S, n, 3)
     e = np.linalg.norm(d, axis=-1) * 100.0
-    return {"n": len(rows), "scale": float(scale), "motion_ade": round(float(e.mean()), 2),
-            "motion_fde": round(float(e[:, -1].mean()), 2)}
+    return {"n": len(rows), **({"scale": float(k)} if k.ndim == 0 else {}),
+            "motion_ade": round(float(e.mean()), 2), "motion_fde": round(float(e[:, -1].mean()), 2)}
 
 
 def fit_scale(rows: list[dict]) -> float:
@@ -332,12 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     if pooled.get("seen"):
         pool["seen"] = summary(pooled["seen"])  # each fold's model on the clips it trained on
     if pooled.get("scaled"):
-        rows = pooled["scaled"]
-        d = np.array([np.array(r["disp"]) * r["scale"] - np.array(r["future"]) for r in rows])
-        e = np.linalg.norm(d, axis=-1) * 100.0
-        pool["loco_scaled"] = {"n": len(rows), "motion_ade": round(float(e.mean()), 2),
-                               "motion_fde": round(float(e[:, -1].mean()), 2),
-                               "scales": {e_: r["loco_scaled"]["scale"] for e_, r in per_clip.items() if "loco_scaled" in r}}
+        rows = pooled["scaled"]  # each held-out sample with its fold's fitted scale
+        pool["loco_scaled"] = scaled_motion(rows, np.array([r["scale"] for r in rows])) | \
+            {"scales": {e: r["loco_scaled"]["scale"] for e, r in per_clip.items() if "loco_scaled" in r}}
     report = {"init": info["init"], "annotation": info["annotation"], "inputs": "RGB only",
               "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
               "horizon_waypoints": zero.mcfg.traj_horizon, "stride_s": zero.motion_stride_s,
