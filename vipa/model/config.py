@@ -261,6 +261,20 @@ class ModelConfig:
             raise ConfigError(source, where, str(exc)) from exc
 
 
+# TrainConfig fields with a range: (low, high or None), checked on load and by `vipa train`'s flags.
+TRAIN_RANGES: dict[str, tuple[float, float | None]] = {
+    "pointmap_dropout": (0.0, 1.0), "motion_label_sigma": (0.0, None), "stage2_replay": (0.0, None),
+    "w_motion": (0.0, None)}
+
+
+def train_range_problem(name: str, value: float) -> str | None:
+    """What is wrong with ``value`` for the TrainConfig field ``name`` (TRAIN_RANGES), or None."""
+    lo, hi = TRAIN_RANGES[name]
+    if hi is None:
+        return None if value >= lo else f"must be >= {lo:g}, got {value}"
+    return None if lo <= value <= hi else f"must be in [{lo:g}, {hi:g}], got {value}"
+
+
 @dataclass
 class TrainConfig:
     """Optimisation per stage. ``trainable[stage]`` lists the parameter groups that train."""
@@ -309,14 +323,10 @@ class TrainConfig:
         d = _check_types(cls, d, where, source)
         d.setdefault("pointmap_dropout", 0.0)  # checkpoints from before the field trained without it
         d.setdefault("motion_label_sigma", 0.0)
-        if d["motion_label_sigma"] < 0:
-            raise ConfigError(source, f"{where}.motion_label_sigma", f"must be >= 0 bins, got {d['motion_label_sigma']}")
-        if not 0.0 <= d["pointmap_dropout"] <= 1.0:
-            raise ConfigError(source, f"{where}.pointmap_dropout", f"must be in [0, 1], got {d['pointmap_dropout']}")
-        if d.get("w_motion", 0.0) < 0:
-            raise ConfigError(source, f"{where}.w_motion", f"must be >= 0 (loss weight), got {d['w_motion']}")
-        if d.get("stage2_replay", 0.0) < 0:
-            raise ConfigError(source, f"{where}.stage2_replay", f"must be >= 0 (QA samples per motion sample), got {d['stage2_replay']}")
+        for k in TRAIN_RANGES:
+            problem = train_range_problem(k, d[k]) if k in d else None
+            if problem:
+                raise ConfigError(source, f"{where}.{k}", problem)
         for k in ("lr", "batch_size", "steps", "trainable"):
             bad = sorted(set(d.get(k, {})) - set(STAGES))
             if bad:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vipa.model.config import GEOMETRY_FEATURES, MOTION_DECODING, STAGES, VIPAConfig, get_config
+from vipa.model.config import GEOMETRY_FEATURES, MOTION_DECODING, STAGES, VIPAConfig, get_config, train_range_problem
 
 if TYPE_CHECKING:
     from vipa.train.loop import RunResult
@@ -199,28 +199,16 @@ def run(args: argparse.Namespace) -> int:
         tc.lr[args.stage] = args.lr
     if args.seed is not None:
         tc.seed = args.seed
-    if args.pointmap_dropout is not None:
-        if not 0.0 <= args.pointmap_dropout <= 1.0:
-            print(f"vipa train: --pointmap-dropout must be in [0, 1], got {args.pointmap_dropout}", file=sys.stderr)
-            return 2
-        tc.pointmap_dropout = args.pointmap_dropout
     if args.lm_per_sample:
         tc.lm_per_sample = True
-    if args.stage2_replay is not None:
-        if args.stage2_replay < 0:
-            print(f"vipa train: --stage2-replay must be >= 0, got {args.stage2_replay}", file=sys.stderr)
-            return 2
-        tc.stage2_replay = args.stage2_replay
-    if args.w_motion is not None:
-        if args.w_motion < 0:
-            print(f"vipa train: --w-motion must be >= 0, got {args.w_motion}", file=sys.stderr)
-            return 2
-        tc.w_motion = args.w_motion
-    if args.motion_label_sigma is not None:
-        if args.motion_label_sigma < 0:
-            print(f"vipa train: --motion-label-sigma must be >= 0 bins, got {args.motion_label_sigma}", file=sys.stderr)
-            return 2
-        tc.motion_label_sigma = args.motion_label_sigma
+    for field in ("pointmap_dropout", "stage2_replay", "w_motion", "motion_label_sigma"):
+        value = getattr(args, field)
+        if value is not None:
+            problem = train_range_problem(field, value)
+            if problem:
+                print(f"vipa train: --{field.replace('_', '-')} {problem}", file=sys.stderr)
+                return 2
+            setattr(tc, field, value)
     try:
         res = run_stage(cfg, args.stage, args.data, args.out, steps=args.steps, init=args.init, resume=args.resume,
                         budget_s=args.budget_s, test_fraction=args.test_fraction, frame_step=args.frame_step,
