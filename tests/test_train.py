@@ -248,7 +248,8 @@ def test_cli_train_and_eval(hand3d_root, tmp_path, capsys):
 
 def test_train_flags_for_the_rgb_only_parts(hand3d_root, tmp_path, capsys):
     """--pointmap-dropout, --no-mono-points, --lm-per-sample and --stage2-replay reach the run's recorded
-    config; values out of range are refused in one line before any training."""
+    config; values out of range (these flags', --lr's, --batch-size's, ...) are refused in one line before
+    anything is read or written."""
     from vipa.cli import main
 
     out = tmp_path / "nodrop"
@@ -259,7 +260,12 @@ def test_train_flags_for_the_rgb_only_parts(hand3d_root, tmp_path, capsys):
     assert rc == 0 and cfg["train"]["pointmap_dropout"] == 0.0 and cfg["model"]["mono_points"] is False
     assert cfg["train"]["lm_per_sample"] is True and cfg["train"]["stage2_replay"] == 1.0
     for flag, value, msg in (("--pointmap-dropout", "1.5", "--pointmap-dropout must be in [0, 1], got 1.5"),
-                             ("--stage2-replay", "-1", "--stage2-replay must be >= 0, got -1.0")):
+                             ("--stage2-replay", "-1", "--stage2-replay must be >= 0, got -1.0"),
+                             ("--lr", "-0.001", "--lr must be > 0, got -0.001"),
+                             ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+                             ("--steps", "-5", "--steps must be >= 0, got -5"),
+                             ("--real-weight", "1.5", "--real-weight must be in [0, 1], got 1.5"),
+                             ("--threads", "0", "--threads must be >= 1, got 0")):
         rc = main(["train", "stage1", "--data", str(hand3d_root), "--out", str(tmp_path / "bad"), flag, value])
         assert rc == 2 and msg in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()

@@ -16,7 +16,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from vipa.tasks import LEGACY_MOTION_STRIDE_S, MOTION_STRIDE_S
 
@@ -261,18 +261,39 @@ class ModelConfig:
             raise ConfigError(source, where, str(exc)) from exc
 
 
-# TrainConfig fields with a range: (low, high or None), checked on load and by `vipa train`'s flags.
-TRAIN_RANGES: dict[str, tuple[float, float | None]] = {
-    "pointmap_dropout": (0.0, 1.0), "motion_label_sigma": (0.0, None), "stage2_replay": (0.0, None),
-    "w_motion": (0.0, None)}
+class Range(NamedTuple):
+    """Allowed values of a number: ``lo`` <= v (``lo`` < v when ``above``), v <= ``hi`` unless None, and a
+    whole number when ``integer``."""
+
+    lo: float
+    hi: float | None = None
+    above: bool = False
+    integer: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (a one-line phrase), or None."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {json.dumps(value)[:40]}"
+        if self.integer and not isinstance(value, int):
+            return f"expected an integer, got {value}"
+        if self.hi is not None:
+            ok = (self.lo < value if self.above else self.lo <= value) and value <= self.hi
+            return None if ok else f"must be in {'(' if self.above else '['}{self.lo:g}, {self.hi:g}], got {value}"
+        if self.above:
+            return None if value > self.lo else f"must be > {self.lo:g}, got {value}"
+        return None if value >= self.lo else f"must be >= {self.lo:g}, got {value}"
 
 
-def train_range_problem(name: str, value: float) -> str | None:
-    """What is wrong with ``value`` for the TrainConfig field ``name`` (TRAIN_RANGES), or None."""
-    lo, hi = TRAIN_RANGES[name]
-    if hi is None:
-        return None if value >= lo else f"must be >= {lo:g}, got {value}"
-    return None if lo <= value <= hi else f"must be in [{lo:g}, {hi:g}], got {value}"
+# TrainConfig fields with a range, checked on load and by `vipa train`'s flags; for lr, batch_size and
+# steps the range holds for each stage's value (steps 0 = one epoch). A negative lr climbs the loss, grad_clip 0 zeroes every
+# gradient and log_every 0 divides by zero: all three would otherwise run without a word.
+TRAIN_RANGES: dict[str, Range] = {
+    "lr": Range(0.0, above=True), "batch_size": Range(1, integer=True), "steps": Range(0, integer=True),
+    "warmup_steps": Range(0, integer=True), "weight_decay": Range(0.0), "grad_clip": Range(0.0, above=True),
+    "min_lr_ratio": Range(0.0, 1.0), "log_every": Range(1, integer=True), "ckpt_every": Range(0, integer=True),
+    "w_lm": Range(0.0), "w_point": Range(0.0), "w_traj": Range(0.0), "w_motion": Range(0.0),
+    "w_post_spatial": Range(0.0), "w_mono": Range(0.0),
+    "pointmap_dropout": Range(0.0, 1.0), "motion_label_sigma": Range(0.0), "stage2_replay": Range(0.0)}
 
 
 @dataclass
@@ -323,14 +344,16 @@ class TrainConfig:
         d = _check_types(cls, d, where, source)
         d.setdefault("pointmap_dropout", 0.0)  # checkpoints from before the field trained without it
         d.setdefault("motion_label_sigma", 0.0)
-        for k in TRAIN_RANGES:
-            problem = train_range_problem(k, d[k]) if k in d else None
-            if problem:
-                raise ConfigError(source, f"{where}.{k}", problem)
         for k in ("lr", "batch_size", "steps", "trainable"):
             bad = sorted(set(d.get(k, {})) - set(STAGES))
             if bad:
                 raise ConfigError(source, f"{where}.{k}", f"unknown stages {bad}; known: {', '.join(STAGES)}")
+        for k in TRAIN_RANGES:
+            values = d[k].items() if isinstance(d.get(k), dict) else [("", d[k])] if k in d else []
+            for stage, v in values:
+                problem = TRAIN_RANGES[k].problem(v)
+                if problem:
+                    raise ConfigError(source, f"{where}.{k}{'.' + stage if stage else ''}", problem)
         for g in d.get("trainable", {}).values():
             if not isinstance(g, list) or set(g) - set(GROUPS):
                 raise ConfigError(source, f"{where}.trainable", f"expected lists of {', '.join(GROUPS)}, got {g}")

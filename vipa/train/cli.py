@@ -13,10 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vipa.model.config import GEOMETRY_FEATURES, MOTION_DECODING, STAGES, VIPAConfig, get_config, train_range_problem
+from vipa.model.config import GEOMETRY_FEATURES, MOTION_DECODING, STAGES, TRAIN_RANGES, Range, VIPAConfig, get_config
 
 if TYPE_CHECKING:
     from vipa.train.loop import RunResult
+
+
+# `vipa train`'s numeric flags and their allowed values (TrainConfig's own where the flag sets a field),
+# checked before anything is read or written.
+FLAG_RANGES: dict[str, Range] = {
+    **{f: TRAIN_RANGES[f] for f in ("steps", "batch_size", "lr", "pointmap_dropout", "stage2_replay", "w_motion",
+                                    "motion_label_sigma")},
+    "frame_step": Range(1, integer=True), "real_frame_step": Range(1, integer=True),
+    "real_weight": Range(0.0, 1.0), "test_fraction": Range(0.0, 1.0), "max_episodes": Range(1, integer=True),
+    "threads": Range(1, integer=True), "budget_s": Range(0.0, above=True)}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, nargs="+",
                    help="Hand3D dataset folder (stage1/2); post: LeRobot v3 folder(s) or .npz array export(s)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps, count (default: the config's)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps, count, 0 = one epoch (default: the config's)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per optimizer step (default: the config's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate, per step, unitless (default: the config's)")
     p.add_argument("--seed", type=int, default=None, help="random seed, integer (default: the config's)")
@@ -146,6 +156,12 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
 def run(args: argparse.Namespace) -> int:
     from vipa.model.checkpoint import CheckpointError
 
+    for field, rng in FLAG_RANGES.items():
+        value = getattr(args, field)
+        problem = rng.problem(value) if value is not None else None
+        if problem:
+            print(f"vipa train: --{field.replace('_', '-')} {problem}", file=sys.stderr)
+            return 2
     if args.stage != "post" and len(args.data) != 1:
         print(f"vipa train {args.stage}: --data takes one Hand3D dataset folder, got {len(args.data)}", file=sys.stderr)
         return 2
@@ -193,22 +209,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"vipa train: {exc}", file=sys.stderr)
             return 2
     tc = cfg.train
-    if args.batch_size:
+    if args.batch_size is not None:
         tc.batch_size[args.stage] = args.batch_size
-    if args.lr:
+    if args.lr is not None:
         tc.lr[args.stage] = args.lr
     if args.seed is not None:
         tc.seed = args.seed
     if args.lm_per_sample:
         tc.lm_per_sample = True
     for field in ("pointmap_dropout", "stage2_replay", "w_motion", "motion_label_sigma"):
-        value = getattr(args, field)
-        if value is not None:
-            problem = train_range_problem(field, value)
-            if problem:
-                print(f"vipa train: --{field.replace('_', '-')} {problem}", file=sys.stderr)
-                return 2
-            setattr(tc, field, value)
+        if getattr(args, field) is not None:
+            setattr(tc, field, getattr(args, field))
     try:
         res = run_stage(cfg, args.stage, args.data, args.out, steps=args.steps, init=args.init, resume=args.resume,
                         budget_s=args.budget_s, test_fraction=args.test_fraction, frame_step=args.frame_step,
