@@ -20,18 +20,21 @@ import sys
 import threading
 from pathlib import Path
 
+from vipa.ranges import Range, count, flag
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="VIPA workbench (Gradio + Rerun)")
     p.add_argument("--data", type=Path, help="Hand3D dataset folder (default: the bundled sample)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("VIPA_PORT", 7860)))
+    p.add_argument("--port", type=flag(Range(0, 65535, integer=True)), default=int(os.environ.get("VIPA_PORT", 7860)),
+                   help="TCP port (default: $VIPA_PORT, else 7860)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint for the Predict tab")
     p.add_argument("--author", default=None, help="name recorded with every correction (default: the OS user)")
     p.add_argument("--sample-root", type=Path, help="where the bundled sample is built (default cache/sample_dataset)")
-    p.add_argument("--max-upload-mb", type=int, default=20)
+    p.add_argument("--max-upload-mb", type=count(), default=20, help="largest upload in MB (default 20)")
     p.add_argument("--rollouts", type=Path,
                    help="a folder of simulator results to show in the Rollouts tab (`vipa sim eval --out DIR`, "
                         "or docs/sim_results)")

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from annotators.io import IMAGE_EXTS
+from vipa.ranges import Range, count, flag, fraction, positive
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -81,15 +82,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="object backend option (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE", dest="stage_set",
                    help="set a stage's config field (repeatable; see the stages below)")
-    p.add_argument("--fps", type=float, default=None, help="sample the input at about this frame rate, frames/s (default: every frame)")
-    p.add_argument("--max-width", type=int, default=640, help="downscale wider frames to this width in pixels (0 = keep)")
-    p.add_argument("--max-frames", type=int, default=None, help="annotate at most this many frames per input (default: all)")
-    p.add_argument("--fov", type=float, default=None, help="horizontal field of view in degrees assumed when K is unknown (default: 60, vipa.conventions.DEFAULT_FOV_DEG)")
+    p.add_argument("--fps", type=positive(), default=None, help="sample the input at about this frame rate, frames/s (default: every frame)")
+    p.add_argument("--max-width", type=count(0), default=640, help="downscale wider frames to this width in pixels (0 = keep)")
+    p.add_argument("--max-frames", type=count(), default=None, help="annotate at most this many frames per input (default: all)")
+    p.add_argument("--fov", type=flag(Range(0.0, 180.0, above=True)), default=None, help="horizontal field of view in degrees assumed when K is unknown (default: 60, vipa.conventions.DEFAULT_FOV_DEG)")
     p.add_argument("--intrinsics", default=None, metavar="FILE", help="K of the input (json fx/fy/cx/cy, Open3D or ROS camera file, or 3x3 text); a file stating "
                         "another width/height is scaled to the input (same aspect ratio) or refused")
-    p.add_argument("--depth-factor", type=float, default=None, help="uint16 depth counts per metre, e.g. 1000 for millimetres (default: the layout's meta file, else 5000 as TUM)")
+    p.add_argument("--depth-factor", type=positive(), default=None, help="uint16 depth counts per metre, e.g. 1000 for millimetres (default: the layout's meta file, else 5000 as TUM)")
     p.add_argument("--instruction", default=None, help="task instruction for every input (default: sidecar files, else a template)")
-    p.add_argument("--gamma", type=float, default=None, help="QA direction threshold: an axis is named when its share of the unit displacement exceeds it, 0-1 (default: 0.3, vipa.data.qa.DEFAULT_GAMMA)")
+    p.add_argument("--gamma", type=fraction(), default=None, help="QA direction threshold: an axis is named when its share of the unit displacement exceeds it, 0-1 (default: 0.3, vipa.data.qa.DEFAULT_GAMMA)")
     p.add_argument("--no-smooth", action="store_true", help="keep the raw lifted 3D joints (no temporal filter)")
     p.add_argument("--no-objects", action="store_true", help="no object backends (same as --objects '')")
     p.add_argument("--require-hands", action="store_true",
@@ -97,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default=None, metavar="PATH",
                    help="local zero-shot detector (OWLv2 / Grounding DINO): adds detector:PATH to --objects")
     p.add_argument("--labels", default="", help="comma-separated object names for --detector")
-    p.add_argument("--workers", type=int, default=1, help="worker processes, count (or Ray CPUs with --ray local)")
+    p.add_argument("--workers", type=count(), default=1, help="worker processes, count (or Ray CPUs with --ray local)")
     p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run episodes as Ray tasks")
     p.add_argument("--no-resume", action="store_true", help="re-annotate episodes already in the dataset")
     p.add_argument("--no-overlap-write", action="store_true",

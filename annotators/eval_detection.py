@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from annotators.errors import InputError
+from vipa.ranges import count
 
 LABELS_FORMAT = "vipa-hand-labels/1"
 DEFAULT_LABELS = Path(__file__).resolve().parents[1] / "samples" / "real_clips" / "hand_labels.json"
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="backend keyword (JSON value)")
     p.add_argument("--clips", default=None, help="comma-separated clip names (default: all)")
     p.add_argument("--frames", choices=("all", "labelled"), default="all", help="run every frame (tracking) or the labelled ones")
-    p.add_argument("--max-width", type=int, default=640, help="downscale frames to this width first (0: full size)")
+    p.add_argument("--max-width", type=count(0), default=640, help="downscale frames to this width first (0: full size)")
     p.add_argument("--json", default=None, help="write the per-clip figures here")
     p.add_argument("--look-back", action="store_true", help="score the backend's revisions() pass (look-back)")
     a = p.parse_args(argv)

@@ -57,6 +57,7 @@ from annotators.hand_model import (
 from vipa import geometry
 from vipa.conventions import NUM_JOINTS
 from vipa.data.episode import Episode, HandTrack, ObjectTrack
+from vipa.ranges import count, fraction, positive
 
 GENERATOR_VERSION = 1
 
@@ -1016,17 +1017,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m annotators.synthetic",
                                  description="Write synthetic Hand3D episodes with exact ground truth.")
     ap.add_argument("--out", required=True, help="dataset folder (created or extended)")
-    ap.add_argument("--episodes", type=int, required=True, help="number of episodes")
-    ap.add_argument("--seed", type=int, default=0, help="dataset seed (episode seeds are seed*100000+k)")
-    ap.add_argument("--width", type=int, default=224)
-    ap.add_argument("--height", type=int, default=224)
-    ap.add_argument("--frames", type=int, default=48, help="frames per episode")
-    ap.add_argument("--fps", type=float, default=15.0)
-    ap.add_argument("--per-scene", type=int, default=1, help="episodes (tasks) per scene")
-    ap.add_argument("--test-fraction", type=float, default=0.2, help="fraction of scenes held out for test")
+    ap.add_argument("--episodes", type=count(), required=True, help="number of episodes")
+    ap.add_argument("--seed", type=count(0), default=0, help="dataset seed (episode seeds are seed*100000+k)")
+    ap.add_argument("--width", type=count(8), default=224)
+    ap.add_argument("--height", type=count(8), default=224)
+    ap.add_argument("--frames", type=count(), default=48, help="frames per episode")
+    ap.add_argument("--fps", type=positive(), default=15.0)
+    ap.add_argument("--per-scene", type=count(), default=1, help="episodes (tasks) per scene")
+    ap.add_argument("--test-fraction", type=fraction(), default=0.2, help="fraction of scenes held out for test")
     ap.add_argument("--split", choices=("train", "test"), default=None, help="put every episode in one split")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="default", help="scene parameter ranges")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=count(), default=1)
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:

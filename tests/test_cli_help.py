@@ -55,7 +55,8 @@ def _numeric(action: argparse.Action) -> bool:
                            argparse._VersionAction)):
         return False
     d = action.default
-    return action.type in (int, float) or (isinstance(d, (int, float)) and not isinstance(d, bool))
+    return action.type in (int, float) or hasattr(action.type, "range") or \
+        (isinstance(d, (int, float)) and not isinstance(d, bool))
 
 
 def test_numeric_options_show_default_and_unit():
@@ -75,3 +76,51 @@ def test_numeric_options_show_default_and_unit():
             if not UNIT.search(a.help):
                 problems.append(f"{where}: no unit ({a.help})")
     assert problems == [], "\n".join(problems)
+
+
+# numeric options that take any number on purpose: intrinsics and a robot state in SI units
+UNBOUNDED = {"--K", "--state"}
+
+
+def _outside(rng) -> str:
+    """A value just outside ``rng``, as the command line would give it."""
+    if rng.hi is not None:
+        return str(int(rng.hi) + 1 if rng.integer else rng.hi + 0.5)
+    return str(int(rng.lo) if rng.above else int(rng.lo) - 1)
+
+
+def test_numeric_options_refuse_values_out_of_range(capsys):
+    """Every numeric option has a range (vipa.ranges) and refuses a value outside it at parsing, with
+    argparse's error naming the flag, before the command runs."""
+    unchecked, checked = [], 0
+    for path, p in PARSERS:
+        for a in p._actions:
+            if not _numeric(a) or a.option_strings[-1] in UNBOUNDED:
+                continue
+            where = f"vipa {' '.join(path)} {a.option_strings[-1]}"
+            rng = getattr(a.type, "range", None)
+            if rng is None:
+                unchecked.append(where)
+                continue
+            with pytest.raises(SystemExit) as done:
+                p.parse_args([a.option_strings[-1], _outside(rng)])
+            err = capsys.readouterr().err
+            assert done.value.code == 2 and f"argument {a.option_strings[-1]}: must be" in err, (where, err)
+            checked += 1
+    assert unchecked == [], "numeric options without a range:\n" + "\n".join(unchecked)
+    assert checked >= 40
+
+
+def test_numeric_option_errors_name_the_flag_and_value(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "stage1", "--data", "d", "--out", "o", "--lr", "-0.001"])
+    assert "argument --lr: must be > 0, got -0.001" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "ck", "--data", "d", "--max-qa", "many"])
+    assert "argument --max-qa: expected an integer, got 'many'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["sim", "eval", "expert", "--episodes", "nan"])
+    assert "argument --episodes: expected an integer, got 'nan'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "ck", "--max-request-mb", "nan"])
+    assert "argument --max-request-mb: expected a number, got nan" in capsys.readouterr().err

@@ -203,5 +203,6 @@ def test_config_fields_and_cli_reach_the_recipe(tmp_path, capsys):
         main(["train", "stage2", "--help"])
     helptext = capsys.readouterr().out
     assert all(f in helptext for f in ("--geometry-token", "--motion-label-sigma", "--motion-decoding"))
-    assert main(["train", "stage2", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-                 "--motion-label-sigma", "-2"]) == 2
+    with pytest.raises(SystemExit) as done:
+        main(["train", "stage2", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--motion-label-sigma", "-2"])
+    assert done.value.code == 2 and "--motion-label-sigma: must be >= 0" in capsys.readouterr().err

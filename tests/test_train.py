@@ -259,15 +259,16 @@ def test_train_flags_for_the_rgb_only_parts(hand3d_root, tmp_path, capsys):
     cfg = json.loads((out / "final" / "config.json").read_text())["config"]
     assert rc == 0 and cfg["train"]["pointmap_dropout"] == 0.0 and cfg["model"]["mono_points"] is False
     assert cfg["train"]["lm_per_sample"] is True and cfg["train"]["stage2_replay"] == 1.0
-    for flag, value, msg in (("--pointmap-dropout", "1.5", "--pointmap-dropout must be in [0, 1], got 1.5"),
-                             ("--stage2-replay", "-1", "--stage2-replay must be >= 0, got -1.0"),
-                             ("--lr", "-0.001", "--lr must be > 0, got -0.001"),
-                             ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
-                             ("--steps", "-5", "--steps must be >= 0, got -5"),
-                             ("--real-weight", "1.5", "--real-weight must be in [0, 1], got 1.5"),
-                             ("--threads", "0", "--threads must be >= 1, got 0")):
-        rc = main(["train", "stage1", "--data", str(hand3d_root), "--out", str(tmp_path / "bad"), flag, value])
-        assert rc == 2 and msg in capsys.readouterr().err
+    for flag, value, msg in (("--pointmap-dropout", "1.5", "--pointmap-dropout: must be in [0, 1], got 1.5"),
+                             ("--stage2-replay", "-1", "--stage2-replay: must be >= 0, got -1.0"),
+                             ("--lr", "-0.001", "--lr: must be > 0, got -0.001"),
+                             ("--batch-size", "0", "--batch-size: must be >= 1, got 0"),
+                             ("--steps", "-5", "--steps: must be >= 0, got -5"),
+                             ("--real-weight", "1.5", "--real-weight: must be in [0, 1], got 1.5"),
+                             ("--threads", "0", "--threads: must be >= 1, got 0")):
+        with pytest.raises(SystemExit) as done:
+            main(["train", "stage1", "--data", str(hand3d_root), "--out", str(tmp_path / "bad"), flag, value])
+        assert done.value.code == 2 and msg in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
 
 

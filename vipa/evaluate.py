@@ -32,6 +32,7 @@ from vipa.infer.constrained import MOTION_DECODING, decode_motion
 from vipa.model.config import GEOMETRY_FEATURES
 from vipa.model.checkpoint import load_checkpoint
 from vipa.model.processor import collate
+from vipa.ranges import count, positive
 
 
 def _batches(ds: Hand3DTorchDataset, idx: list[int], bs: int, pad_id: int):
@@ -357,15 +358,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", help="checkpoint folder (a run's final/)")
     p.add_argument("--data", required=True, help="Hand3D dataset (the held-out split is evaluated)")
     p.add_argument("--out", default=None, help="report folder (default: CHECKPOINT/../eval)")
-    p.add_argument("--max-qa", type=int, default=400, help="QA samples evaluated at most, count")
-    p.add_argument("--max-motion", type=int, default=300, help="motion samples evaluated at most, count")
+    p.add_argument("--max-qa", type=count(), default=400, help="QA samples evaluated at most, count")
+    p.add_argument("--max-motion", type=count(), default=300, help="motion samples evaluated at most, count")
     p.add_argument("--no-tokens", action="store_true", help="skip LLM text / motion-token decoding (faster)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, count (default: torch's choice)")
+    p.add_argument("--threads", type=count(), default=None, help="torch CPU threads, count (default: torch's choice)")
     p.add_argument("--inputs", nargs="+", choices=INPUTS, default=["points"],
                    help="what the model is given: points (the point map from depth + K), rgb (RGB only); "
                         "several = a report per mode")
     p.add_argument("--ablations", action="store_true", help="train + evaluate the ablation table into --out")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ablations: random seeds, one run per seed")
+    p.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1, 2], help="ablations: random seeds, one run per seed")
     p.add_argument("--recipe", choices=["plain", "sample"], default="plain",
                    help="ablations: plain = stages 1-2 with the config's defaults (and step 3 only with "
                         "--steps3); sample = scripts/train_sample_checkpoint.sh's recipe (stages 1-2 "
@@ -373,15 +374,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "alone, step 3 of 1200 steps with the fourier geometry token, QA replay 1 and the "
                         "text loss per sample, step 4 of 600 + 900 steps with QA replay 3); --steps1/2/3, "
                         "--steps4, --lr3 and --features3 override either")
-    p.add_argument("--steps1", type=int, default=None, help="ablations: stage-1 optimizer steps per run (default: the recipe's; plain 300, sample 1200)")
-    p.add_argument("--steps2", type=int, default=None, help="ablations: stage-2 optimizer steps per run (default: the recipe's; plain 300, sample 400)")
-    p.add_argument("--steps3", type=int, default=None,
+    p.add_argument("--steps1", type=count(), default=None, help="ablations: stage-1 optimizer steps per run (default: the recipe's; plain 300, sample 1200)")
+    p.add_argument("--steps2", type=count(), default=None, help="ablations: stage-2 optimizer steps per run (default: the recipe's; plain 300, sample 400)")
+    p.add_argument("--steps3", type=count(0), default=None,
                    help="ablations: steps of stage 2 continued with the geometry token, as the sample "
                         "checkpoint's recipe (default: the recipe's; plain 0 = none, sample 1200)")
-    p.add_argument("--steps4", type=int, nargs="*", default=None,
+    p.add_argument("--steps4", type=count(), nargs="*", default=None,
                    help="ablations: step 4, one more continuation of so many steps per number (default: the "
                         "recipe's; plain none, sample 600 900; --steps4 with no number: none)")
-    p.add_argument("--lr3", type=float, default=None,
+    p.add_argument("--lr3", type=positive(), default=None,
                    help="ablations: peak learning rate of that continuation, per step, unitless (default: 1e-3)")
     p.add_argument("--features3", choices=GEOMETRY_FEATURES, default=None,
                    help="ablations: the geometry token's encoding in that continuation (plain: raw, as "
@@ -389,7 +390,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", nargs="+", choices=list(ABLATIONS), default=None,
                    help="ablations: the rows to train (default: all); processes on different rows can "
                         "share one --out, and a last call with all of them gathers the table")
-    p.add_argument("--max-episodes", type=int, default=None, help="ablations: training episodes per run, count (default: all)")
+    p.add_argument("--max-episodes", type=count(), default=None, help="ablations: training episodes per run, count (default: all)")
     p.set_defaults(func=run)
 
 

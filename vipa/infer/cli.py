@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vipa.ranges import Range, count, flag, positive
+
 
 def _read_image(path: str) -> np.ndarray:
     from PIL import Image
@@ -55,17 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--image", required=True, help="RGB image file")
     p.add_argument("--depth", help="metric depth: 16-bit PNG (times --depth-unit) or .npy")
-    p.add_argument("--depth-unit", type=float, default=0.001, help="metres per depth count (PNG)")
+    p.add_argument("--depth-unit", type=positive(), default=0.001, help="metres per depth count (PNG)")
     p.add_argument("--points", help="(H, W, 3) camera-frame point map .npy, metres (instead of depth)")
     p.add_argument("--K", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                    help="intrinsics (pixels); default: 60 degree horizontal field of view")
-    p.add_argument("--fov", type=float, default=60.0, help="horizontal field of view in degrees, used when --K is not given")
+    p.add_argument("--fov", type=flag(Range(0.0, 180.0, above=True)), default=60.0, help="horizontal field of view in degrees, used when --K is not given")
     p.add_argument("--instruction", required=True, help="the task in words")
     p.add_argument("--mode", default="auto", choices=("auto", "answer", "trajectory", "action"),
                    help="auto: action when the checkpoint is post-trained and --state is given, else by the instruction")
     p.add_argument("--state", type=float, nargs="+", help="robot state in SI units (m, rad), action mode (default: none)")
-    p.add_argument("--flow-steps", type=int, default=None, help="flow-matching integration steps (default: the checkpoint's)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--flow-steps", type=count(), default=None, help="flow-matching integration steps (default: the checkpoint's)")
+    p.add_argument("--threads", type=count(), default=None, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=run)
 
 

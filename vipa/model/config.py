@@ -16,8 +16,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from vipa.ranges import Range
 from vipa.tasks import LEGACY_MOTION_STRIDE_S, MOTION_STRIDE_S
 
 STAGES = ("stage1", "stage2", "post")
@@ -259,29 +260,6 @@ class ModelConfig:
             return cls(**d).validate()
         except ValueError as exc:
             raise ConfigError(source, where, str(exc)) from exc
-
-
-class Range(NamedTuple):
-    """Allowed values of a number: ``lo`` <= v (``lo`` < v when ``above``), v <= ``hi`` unless None, and a
-    whole number when ``integer``."""
-
-    lo: float
-    hi: float | None = None
-    above: bool = False
-    integer: bool = False
-
-    def problem(self, value: Any) -> str | None:
-        """What is wrong with ``value`` (a one-line phrase), or None."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"expected a number, got {json.dumps(value)[:40]}"
-        if self.integer and not isinstance(value, int):
-            return f"expected an integer, got {value}"
-        if self.hi is not None:
-            ok = (self.lo < value if self.above else self.lo <= value) and value <= self.hi
-            return None if ok else f"must be in {'(' if self.above else '['}{self.lo:g}, {self.hi:g}], got {value}"
-        if self.above:
-            return None if value > self.lo else f"must be > {self.lo:g}, got {value}"
-        return None if value >= self.lo else f"must be >= {self.lo:g}, got {value}"
 
 
 # TrainConfig fields with a range, checked on load and by `vipa train`'s flags; for lr, batch_size and

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from vipa.ranges import count, nonnegative
+
 DEFAULT_TASKS = ["reach-v3", "push-v3", "button-press-topdown-v3", "drawer-open-v3"]
 
 
@@ -58,25 +60,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--env", default="metaworld", choices=["metaworld"], help="simulator")
         q.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help="Meta-World task names")
-        q.add_argument("--episodes", type=int, default=50, help="episodes per task")
-        q.add_argument("--seed", type=int, default=0, help="first episode seed (then seed+1, ...)")
+        q.add_argument("--episodes", type=count(), default=50, help="episodes per task")
+        q.add_argument("--seed", type=count(0), default=0, help="first episode seed (then seed+1, ...)")
         q.add_argument("--camera", default="workspace", help="workspace (framed on the table; default) or a Meta-World camera name")
-        q.add_argument("--size", type=int, default=96, help="square image size in pixels")
-        q.add_argument("--max-steps", type=int, default=200, help="episode cap in control steps (80 per second)")
+        q.add_argument("--size", type=count(8), default=96, help="square image size in pixels")
+        q.add_argument("--max-steps", type=count(), default=200, help="episode cap in control steps (80 per second)")
 
     c = ssub.add_parser("collect", help="record scripted-expert demonstrations as a LeRobot v3 dataset")
     common(c)
     c.add_argument("--out", required=True, help="new LeRobot v3 dataset folder")
     c.add_argument("--keep-failures", action="store_true", help="also keep demonstrations that failed")
-    c.add_argument("--noise", type=float, default=0.0, help="execution noise (sd, action units) on the xyz deltas: "
+    c.add_argument("--noise", type=nonnegative(), default=0.0, help="execution noise (sd, action units) on the xyz deltas: "
                    "the expert's action is recorded, a perturbed one executed, so the data shows recoveries (DART)")
     c.set_defaults(func=_collect)
 
     e = ssub.add_parser("eval", help="roll a checkpoint out; success rate per task with 95%% intervals")
     e.add_argument("checkpoint", help="checkpoint folder (from `vipa train post`), or 'expert' for the ceiling")
     common(e)
-    e.add_argument("--replan", type=int, default=8, help="actions executed from each predicted chunk")
+    e.add_argument("--replan", type=count(), default=8, help="actions executed from each predicted chunk")
     e.add_argument("--server", help="HOST:PORT of a running `vipa serve` instead of loading the checkpoint")
     e.add_argument("--out", help="folder for report.json, videos and rollouts")
-    e.add_argument("--save-videos", type=int, default=2, help="rollouts saved per task")
+    e.add_argument("--save-videos", type=count(0), default=2, help="rollouts saved per task")
     e.set_defaults(func=_eval)

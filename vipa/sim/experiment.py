@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from vipa.ranges import count, nonnegative, positive
 from vipa.sim.evaluate import EVAL_SEED_OFFSET, rollout, save_rollout, wilson_interval
 
 _POLICIES: dict[str, Any] = {}
@@ -294,20 +295,20 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("collect")
     e = sub.add_parser("eval")
     e.add_argument("--run", action="append", required=True, help="NAME=CHECKPOINT (repeat)")
-    e.add_argument("--replan", type=int, default=8)
-    e.add_argument("--deadline-s", type=float)
-    e.add_argument("--save-first", type=int, default=2, help="rollouts recorded (npz + rrd) per run and task")
+    e.add_argument("--replan", type=count(), default=8)
+    e.add_argument("--deadline-s", type=positive())
+    e.add_argument("--save-first", type=count(0), default=2, help="rollouts recorded (npz + rrd) per run and task")
     for q in (c, e):  # collect and eval must agree on tasks, image size and camera
         q.add_argument("--tasks", nargs="+", required=True)
-        q.add_argument("--episodes", type=int, default=50)
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--size", type=int, default=64)
-        q.add_argument("--max-steps", type=int, default=200)
-        q.add_argument("--workers", type=int, default=4)
+        q.add_argument("--episodes", type=count(), default=50)
+        q.add_argument("--seed", type=count(0), default=0)
+        q.add_argument("--size", type=count(8), default=64)
+        q.add_argument("--max-steps", type=count(), default=200)
+        q.add_argument("--workers", type=count(), default=4)
         q.add_argument("--out", required=True)
         q.add_argument("--camera", default="workspace", help="workspace (default) or a Meta-World camera name; "
                        "evaluate with the camera the demonstrations were collected with")
-    c.add_argument("--noise", type=float, default=0.0, help="execution noise (sd, action units) on the xyz "
+    c.add_argument("--noise", type=nonnegative(), default=0.0, help="execution noise (sd, action units) on the xyz "
                    "deltas: the expert's action is recorded, a perturbed one executed (DART)")
     r = sub.add_parser("report")
     r.add_argument("eval_dir")

@@ -64,6 +64,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vipa.ranges import count, positive
 from vipa.sim.metaworld_env import SimObservation
 from vipa.sim.stats import wilson_interval
 
@@ -447,19 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="offline policy when no --server: zero (hold still) or replay --actions")
     p.add_argument("--actions", help="(T, 7) .npy/.npz actions for --policy replay")
     p.add_argument("--suite", default="libero_spatial")
-    p.add_argument("--task", type=int, default=0)
-    p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i and initial state (seed + i) %% 50")
-    p.add_argument("--replan", type=int, default=5, help="actions executed from each chunk before asking again")
-    p.add_argument("--size", type=int, default=128, help="square camera image size in px")
+    p.add_argument("--task", type=count(0), default=0)
+    p.add_argument("--episodes", type=count(), default=1)
+    p.add_argument("--seed", type=count(0), default=0, help="episode i uses seed + i and initial state (seed + i) %% 50")
+    p.add_argument("--replan", type=count(), default=5, help="actions executed from each chunk before asking again")
+    p.add_argument("--size", type=count(8), default=128, help="square camera image size in px")
     p.add_argument("--wrist", action="store_true", help="also render the wrist camera (wrist_* keys)")
-    p.add_argument("--max-steps", type=int, default=None, help="default: the suite's limit")
-    p.add_argument("--wait-steps", type=int, default=10, help="no-op steps after reset while objects settle")
+    p.add_argument("--max-steps", type=count(), default=None, help="default: the suite's limit")
+    p.add_argument("--wait-steps", type=count(0), default=10, help="no-op steps after reset while objects settle")
     p.add_argument("--fast-render", action="store_true", help="shadows/reflections/skybox off (faster, looks different)")
     p.add_argument("--no-render", action="store_true", help="blank images, no depth: physics-only timing")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server per request")
+    p.add_argument("--timeout", type=positive(), default=120.0, help="seconds to wait for the server per request")
     p.add_argument("--out", help="folder for report.json and videos")
-    p.add_argument("--save-videos", type=int, default=2, help="first episodes saved as videos and rollout records")
+    p.add_argument("--save-videos", type=count(0), default=2, help="first episodes saved as videos and rollout records")
     return p
 
 

@@ -13,20 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vipa.model.config import GEOMETRY_FEATURES, MOTION_DECODING, STAGES, TRAIN_RANGES, Range, VIPAConfig, get_config
+from vipa.model.config import GEOMETRY_FEATURES, MOTION_DECODING, STAGES, TRAIN_RANGES, VIPAConfig, get_config
+from vipa.ranges import count, flag, fraction, positive
 
 if TYPE_CHECKING:
     from vipa.train.loop import RunResult
-
-
-# `vipa train`'s numeric flags and their allowed values (TrainConfig's own where the flag sets a field),
-# checked before anything is read or written.
-FLAG_RANGES: dict[str, Range] = {
-    **{f: TRAIN_RANGES[f] for f in ("steps", "batch_size", "lr", "pointmap_dropout", "stage2_replay", "w_motion",
-                                    "motion_label_sigma")},
-    "frame_step": Range(1, integer=True), "real_frame_step": Range(1, integer=True),
-    "real_weight": Range(0.0, 1.0), "test_fraction": Range(0.0, 1.0), "max_episodes": Range(1, integer=True),
-    "threads": Range(1, integer=True), "budget_s": Range(0.0, above=True)}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,27 +28,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, nargs="+",
                    help="Hand3D dataset folder (stage1/2); post: LeRobot v3 folder(s) or .npz array export(s)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps, count, 0 = one epoch (default: the config's)")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per optimizer step (default: the config's)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate, per step, unitless (default: the config's)")
-    p.add_argument("--seed", type=int, default=None, help="random seed, integer (default: the config's)")
+    p.add_argument("--steps", type=flag(TRAIN_RANGES["steps"]), default=None, help="optimizer steps, count, 0 = one epoch (default: the config's)")
+    p.add_argument("--batch-size", type=flag(TRAIN_RANGES["batch_size"]), default=None, help="samples per optimizer step (default: the config's)")
+    p.add_argument("--lr", type=flag(TRAIN_RANGES["lr"]), default=None, help="peak learning rate, per step, unitless (default: the config's)")
+    p.add_argument("--seed", type=count(0), default=None, help="random seed, integer >= 0 (default: the config's)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. stage 1's final)")
     p.add_argument("--no-3d", action="store_true", help="ablation: without the 3D encoder")
-    p.add_argument("--frame-step", type=int, default=1, help="use every k-th frame of each episode (k in frames)")
+    p.add_argument("--frame-step", type=count(), default=1, help="use every k-th frame of each episode (k in frames)")
     p.add_argument("--real-data", default=None,
                    help="stage2: Hand3D dataset of annotated real RGB clips (no depth) mixed in beside --data")
     p.add_argument("--real-episodes", nargs="+", default=None, help="stage2: the --real-data episodes to use (default: all)")
-    p.add_argument("--real-weight", type=float, default=0.5,
+    p.add_argument("--real-weight", type=fraction(), default=0.5,
                    help="stage2: fraction of the drawn samples that come from --real-data, 0-1")
-    p.add_argument("--real-frame-step", type=int, default=1, help="stage2: use every k-th frame of each real clip")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of the episodes held out for evaluation, 0-1")
-    p.add_argument("--max-episodes", type=int, default=None, help="use at most this many episodes (default: all)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, count (default: torch's choice)")
+    p.add_argument("--real-frame-step", type=count(), default=1, help="stage2: use every k-th frame of each real clip")
+    p.add_argument("--test-fraction", type=fraction(), default=0.2, help="fraction of the episodes held out for evaluation, 0-1")
+    p.add_argument("--max-episodes", type=count(), default=None, help="use at most this many episodes (default: all)")
+    p.add_argument("--threads", type=count(), default=None, help="torch CPU threads, count (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto (GPU when available) | cpu | cuda | cuda:N")
     p.add_argument("--vlm-path", default=None, help="config paper: local pretrained VLM folder (LLaVA or Qwen2.5-VL)")
     p.add_argument("--encoder3d-path", default=None, help="config paper: local 3D-encoder folder (encoder3d.json)")
-    p.add_argument("--budget-s", type=float, default=None,
+    p.add_argument("--budget-s", type=positive(), default=None,
                    help="post: train as many steps as fit in this many seconds, timed by a 10-step calibration run (default: no budget, --steps)")
     p.add_argument("--export-npz", default=None, metavar="FILE",
                    help="post: write the demonstrations as one .npz and exit (no training)")
@@ -67,11 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how the geometry token sees its numbers: raw metres, or with sin / cos features "
                         "(config geometry_features; default: the config's, fourier; an --init checkpoint's "
                         "token keeps its own)")
-    p.add_argument("--motion-label-sigma", type=float, default=None,
+    p.add_argument("--motion-label-sigma", type=flag(TRAIN_RANGES["motion_label_sigma"]), default=None,
                    help="motion-token labels: Gaussian over neighbouring bins, std in bins (0 = one-hot; default: the config's)")
     p.add_argument("--motion-decoding", choices=MOTION_DECODING, default=None,
                    help="how constrained decoding picks motion tokens, stored in the checkpoint (default: the config's)")
-    p.add_argument("--pointmap-dropout", type=float, default=None,
+    p.add_argument("--pointmap-dropout", type=flag(TRAIN_RANGES["pointmap_dropout"]), default=None,
                    help="stages 1/2: fraction of samples trained with their point map hidden (RGB only), 0-1 "
                         "(default: the config's, 0.3)")
     p.add_argument("--no-mono-points", action="store_true",
@@ -80,10 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lm-per-sample", action="store_true",
                    help="the text loss averages each sample's tokens first, so a QA answer weighs as much as a "
                         "motion-token sequence (config lm_per_sample; default: every token weighs the same)")
-    p.add_argument("--stage2-replay", type=float, default=None,
+    p.add_argument("--stage2-replay", type=flag(TRAIN_RANGES["stage2_replay"]), default=None,
                    help="stage 2: stage-1 QA samples mixed in, as a fraction of the motion samples, >= 0 "
                         "(default: the config's, 0.5)")
-    p.add_argument("--w-motion", type=float, default=None,
+    p.add_argument("--w-motion", type=flag(TRAIN_RANGES["w_motion"]), default=None,
                    help="stages 1/2: weight of the L1 in metres on the trajectory relative to pointer A (the "
                         "displacement from the wrist now), >= 0 (default: the config's, 0 = off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -156,12 +147,6 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
 def run(args: argparse.Namespace) -> int:
     from vipa.model.checkpoint import CheckpointError
 
-    for field, rng in FLAG_RANGES.items():
-        value = getattr(args, field)
-        problem = rng.problem(value) if value is not None else None
-        if problem:
-            print(f"vipa train: --{field.replace('_', '-')} {problem}", file=sys.stderr)
-            return 2
     if args.stage != "post" and len(args.data) != 1:
         print(f"vipa train {args.stage}: --data takes one Hand3D dataset folder, got {len(args.data)}", file=sys.stderr)
         return 2
