@@ -296,6 +296,19 @@ def test_ablations_with_step3_resume_and_timing(hand3d_root, tmp_path):
     rows = run_ablations(hand3d_root, out, [0], 1, 1, threads=1, max_qa=4, max_motion=2, steps3=1,
                          variants=["no_3d"])  # one row, as a side-by-side process trains it
     assert rows["variants"] == ["no_3d"] and rows["table"] == {"no_3d": rep["table"]["no_3d"]}
+    # A phase interrupted after a checkpoint continues from it instead of starting over.
+    from safetensors.torch import load_file
+
+    rd = out / "no_3d_no_stage1_seed0"
+    ck = sorted((rd / "s2" / "checkpoints").glob("step_*"))[-1]
+    shutil.rmtree(rd / "s2" / "final")
+    shutil.rmtree(rd / "s2g")
+    resumed = run_ablations(hand3d_root, out, [0], 1, 1, threads=1, max_qa=4, max_motion=2, steps3=1,
+                            variants=["no_3d_no_stage1"])
+    assert resumed["wall_s"]["no_3d_no_stage1_seed0"]["stage2_s_resumed"] is True
+    w, w0 = load_file(rd / "s2" / "final" / "model.safetensors"), load_file(ck / "model.safetensors")
+    assert w.keys() == w0.keys() and all(torch.equal(w[k], w0[k]) for k in w)
+    assert (rd / "s2g" / "final" / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="steps3"):
         run_ablations(hand3d_root, out, [0], 1, 1, steps3=-1)
     with pytest.raises(ValueError, match="unknown or no variants.*no_2d"):

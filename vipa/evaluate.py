@@ -233,10 +233,11 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
     the sample checkpoint's values of all of these.
     ``variants`` (default: all of ``ABLATIONS``) picks the rows, so one table can be trained by several
     processes side by side in the same OUT, each on its own rows, and then gathered by a call with all.
-    Writes OUT/ablations.json (with each run's wall seconds per phase); finished runs are reused, so an
-    interrupted table resumes."""
+    Writes OUT/ablations.json (with each run's wall seconds per phase); finished runs are reused and an
+    interrupted training phase continues from its latest checkpoint, so an interrupted table resumes."""
     from vipa.model.config import get_config
     from vipa.train.cli import run_stage
+    from vipa.train.loop import latest_checkpoint
 
     if steps3 < 0 or lr3 <= 0 or sigma3 < 0:
         raise ValueError(f"ablations: steps3 must be >= 0, lr3 > 0 and sigma3 >= 0 bins "
@@ -265,10 +266,15 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
             tpath = rd / "timing.json"
             timing = json.loads(tpath.read_text()) if tpath.is_file() else {}
 
-            def phase(key: str, fn: Any) -> None:
+            def phase(key: str, fn: Any, run_dir: Path | None = None) -> None:
+                # a phase interrupted after a checkpoint continues from it (run_stage's resume); its time
+                # then counts this call only, and the table says so
+                resumed = run_dir is not None and latest_checkpoint(run_dir) is not None
                 t0 = time.time()
                 fn()
                 timing[key] = round(time.time() - t0, 1)
+                if resumed:
+                    timing[f"{key}_resumed"] = True
                 tpath.write_text(json.dumps(timing, indent=2))
 
             no3d = {} if use_3d else {"use_3d": False}
@@ -276,7 +282,7 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
             cfg.train.seed = seed
             if dropout12 is not None:
                 cfg.train.pointmap_dropout = dropout12
-            common = dict(max_episodes=max_episodes, threads=threads, progress=False)
+            common = dict(max_episodes=max_episodes, threads=threads, progress=False, resume=True)
             fit_head = bool(head_steps) and use_3d and not mono12
             s2_final = rd / "s2h" if fit_head else rd / "s2" / "final"  # stage 2 (+ the fitted head)
             final = rd / "s2g" / "final" if steps3 else s2_final
@@ -285,10 +291,12 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
                 final = runs4[-1][1] / "final"
             try:
                 if stage1 and not (rd / "s1" / "final").is_dir():
-                    phase("stage1_s", lambda: run_stage(cfg, "stage1", data, rd / "s1", steps=steps1, **common))
+                    phase("stage1_s", lambda: run_stage(cfg, "stage1", data, rd / "s1", steps=steps1, **common),
+                          rd / "s1")
                 if not (rd / "s2" / "final").is_dir():
                     phase("stage2_s", lambda: run_stage(cfg, "stage2", data, rd / "s2", steps=steps2,
-                                                        init=rd / "s1" / "final" if stage1 else None, **common))
+                                                        init=rd / "s1" / "final" if stage1 else None, **common),
+                          rd / "s2")
                 if fit_head and not (s2_final / "model.safetensors").is_file():
                     phase("head_s", lambda: fit_point_head(rd / "s2" / "final", data, s2_final, steps=head_steps,
                                                            threads=threads, seed=seed, max_episodes=max_episodes))
@@ -305,12 +313,12 @@ def run_ablations(data: str | Path, out: str | Path, seeds: list[int], steps1: i
 
                 if steps3 and not (rd / "s2g" / "final").is_dir():
                     phase("step3_s", lambda: run_stage(step_cfg(lr3, replay3), "stage2", data, rd / "s2g",
-                                                       steps=steps3, init=s2_final, **common))
+                                                       steps=steps3, init=s2_final, **common), rd / "s2g")
                 prev = rd / "s2g" / "final"
                 for k, (n4, d4) in enumerate(runs4, 1):
                     if not (d4 / "final").is_dir():
                         phase(f"step4_{k}_s", lambda: run_stage(step_cfg(lr4, replay4), "stage2", data, d4,
-                                                                steps=n4, init=prev, **common))
+                                                                steps=n4, init=prev, **common), d4)
                     prev = d4 / "final"
             except (ValueError, FileNotFoundError) as exc:
                 raise RuntimeError(f"ablation {name} seed {seed}: training failed ({exc})") from exc
