@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 from annotators.io import IMAGE_EXTS
-from vipa.ranges import Range, count, flag, fraction, positive
+from vipa.ranges import count, field_of_view, fraction, positive
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=positive(), default=None, help="sample the input at about this frame rate, frames/s (default: every frame)")
     p.add_argument("--max-width", type=count(0), default=640, help="downscale wider frames to this width in pixels (0 = keep)")
     p.add_argument("--max-frames", type=count(), default=None, help="annotate at most this many frames per input (default: all)")
-    p.add_argument("--fov", type=flag(Range(0.0, 180.0, above=True)), default=None, help="horizontal field of view in degrees assumed when K is unknown (default: 60, vipa.conventions.DEFAULT_FOV_DEG)")
+    p.add_argument("--fov", type=field_of_view(), default=None, help="horizontal field of view in degrees assumed when K is unknown (default: 60, vipa.conventions.DEFAULT_FOV_DEG)")
     p.add_argument("--intrinsics", default=None, metavar="FILE", help="K of the input (json fx/fy/cx/cy, Open3D or ROS camera file, or 3x3 text); a file stating "
                         "another width/height is scaled to the input (same aspect ratio) or refused")
     p.add_argument("--depth-factor", type=positive(), default=None, help="uint16 depth counts per metre, e.g. 1000 for millimetres (default: the layout's meta file, else 5000 as TUM)")

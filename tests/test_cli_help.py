@@ -85,7 +85,7 @@ UNBOUNDED = {"--K", "--state"}
 def _outside(rng) -> str:
     """A value just outside ``rng``, as the command line would give it."""
     if rng.hi is not None:
-        return str(int(rng.hi) + 1 if rng.integer else rng.hi + 0.5)
+        return str(int(rng.hi) + (0 if rng.below else 1) if rng.integer else rng.hi + (0 if rng.below else 0.5))
     return str(int(rng.lo) if rng.above else int(rng.lo) - 1)
 
 
@@ -121,6 +121,9 @@ def test_numeric_option_errors_name_the_flag_and_value(capsys):
     with pytest.raises(SystemExit):
         cli.main(["sim", "eval", "expert", "--episodes", "nan"])
     assert "argument --episodes: expected an integer, got 'nan'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "ck", "--image", "i.png", "--instruction", "x", "--fov", "180"])
+    assert "argument --fov: must be in (0, 180), got 180.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["serve", "ck", "--max-request-mb", "nan"])
     assert "argument --max-request-mb: expected a number, got nan" in capsys.readouterr().err

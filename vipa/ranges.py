@@ -14,13 +14,14 @@ from typing import Any, Callable, NamedTuple
 
 
 class Range(NamedTuple):
-    """Allowed values of a number: ``lo`` <= v (``lo`` < v when ``above``), v <= ``hi`` unless None, and a
-    whole number when ``integer``. NaN is never allowed."""
+    """Allowed values of a number: ``lo`` <= v (``lo`` < v when ``above``), v <= ``hi`` (v < ``hi`` when
+    ``below``) unless ``hi`` is None, and a whole number when ``integer``. NaN is never allowed."""
 
     lo: float
     hi: float | None = None
     above: bool = False
     integer: bool = False
+    below: bool = False
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` (a one-line phrase), or None."""
@@ -31,8 +32,10 @@ class Range(NamedTuple):
         if math.isnan(value):
             return "expected a number, got nan"
         if self.hi is not None:
-            ok = (self.lo < value if self.above else self.lo <= value) and value <= self.hi
-            return None if ok else f"must be in {'(' if self.above else '['}{self.lo:g}, {self.hi:g}], got {value}"
+            ok = (self.lo < value if self.above else self.lo <= value) and \
+                (value < self.hi if self.below else value <= self.hi)
+            return None if ok else (f"must be in {'(' if self.above else '['}{self.lo:g}, {self.hi:g}"
+                                    f"{')' if self.below else ']'}, got {value}")
         if self.above:
             return None if value > self.lo else f"must be > {self.lo:g}, got {value}"
         return None if value >= self.lo else f"must be >= {self.lo:g}, got {value}"
@@ -76,3 +79,8 @@ def nonnegative() -> Callable[[str], int | float]:
 def fraction() -> Callable[[str], int | float]:
     """A number in [0, 1]."""
     return flag(Range(0.0, 1.0))
+
+
+def field_of_view() -> Callable[[str], int | float]:
+    """A field of view in degrees, in (0, 180)."""
+    return flag(Range(0.0, 180.0, above=True, below=True))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vipa.ranges import Range, count, flag, positive
+from vipa.ranges import count, field_of_view, positive
 
 
 def _read_image(path: str) -> np.ndarray:
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--points", help="(H, W, 3) camera-frame point map .npy, metres (instead of depth)")
     p.add_argument("--K", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                    help="intrinsics (pixels); default: 60 degree horizontal field of view")
-    p.add_argument("--fov", type=flag(Range(0.0, 180.0, above=True)), default=60.0, help="horizontal field of view in degrees, used when --K is not given")
+    p.add_argument("--fov", type=field_of_view(), default=60.0, help="horizontal field of view in degrees, used when --K is not given")
     p.add_argument("--instruction", required=True, help="the task in words")
     p.add_argument("--mode", default="auto", choices=("auto", "answer", "trajectory", "action"),
                    help="auto: action when the checkpoint is post-trained and --state is given, else by the instruction")

@@ -262,9 +262,10 @@ class ModelConfig:
             raise ConfigError(source, where, str(exc)) from exc
 
 
-# TrainConfig fields with a range, checked on load and by `vipa train`'s flags; for lr, batch_size and
-# steps the range holds for each stage's value (steps 0 = one epoch). A negative lr climbs the loss, grad_clip 0 zeroes every
-# gradient and log_every 0 divides by zero: all three would otherwise run without a word.
+# TrainConfig fields with a range, checked on load and by `vipa train`'s flags; for lr, batch_size
+# and steps the range holds for each stage's value (steps 0 = one epoch). A negative lr climbs the
+# loss, grad_clip 0 zeroes every gradient and log_every 0 divides by zero: all three would otherwise
+# run without a word.
 TRAIN_RANGES: dict[str, Range] = {
     "lr": Range(0.0, above=True), "batch_size": Range(1, integer=True), "steps": Range(0, integer=True),
     "warmup_steps": Range(0, integer=True), "weight_decay": Range(0.0), "grad_clip": Range(0.0, above=True),
