@@ -48,7 +48,7 @@ for run in $RUNS; do
     b) extra=() ;;
     c) extra=(--no-3d) ;;
     d) [ -n "$INIT_NO3D" ] || { echo "skip $run: INIT_NO3D is not set" >&2; continue; }
-       extra=(--init "$INIT_NO3D") ;;
+       extra=(--init "$INIT_NO3D" --no-3d) ;;
     *) echo "unknown condition in $run (a3, b, c or d)" >&2; exit 2 ;;
   esac
   t0=$(date +%s)
