@@ -363,3 +363,17 @@ def test_vipa_predict_reads_depth_png_counts_like_the_predict_tab(tmp_path):
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match="single-channel"):
         _read_depth(str(tmp_path / "rgb.png"), 0.001)
+
+
+def test_init_without_3d_says_to_add_no_3d(tmp_path, tok, capsys):
+    """Post-training from a checkpoint pretrained without the 3D encoder needs --no-3d; without it the
+    refusal says so, and nothing is written."""
+    from vipa.cli import main
+
+    cfg = get_config("tiny", use_3d=False)
+    ck = save_checkpoint(tmp_path / "no3d", VIPAModel(cfg.model, tok.vocab_size, tok.pad_id), cfg, tok)
+    assert main(["train", "post", "--data", str(tmp_path / "demos"), "--out", str(tmp_path / "post"),
+                 "--init", str(ck)]) == 1
+    err = capsys.readouterr().err
+    assert "use_3d: False != True); add --no-3d" in err and "\n" not in err.strip()
+    assert not (tmp_path / "post").exists()

@@ -107,9 +107,10 @@ def run_stage(cfg: VIPAConfig, stage: str, data: str | Path | Sequence[str | Pat
         init_model = checkpoint_config(init, info).model
         adopt_init_parts(cfg.model, init_model)
         if not init_fits(init_model, cfg.model, stage):
+            hint = "; add --no-3d" if cfg.model.use_3d and not init_model.use_3d else ""
             raise CheckpointError(f"--init {init} was trained with config {info['config']['name']!r} "
                                   f"(model differs from {cfg.name!r}{'' if cfg.model.use_3d else ' without 3D'}: "
-                                  f"{'; '.join(config_diff(init_model, cfg.model))})")
+                                  f"{'; '.join(config_diff(init_model, cfg.model))}){hint}")
         tok = VIPATokenizer.load(Path(init) / "tokenizer.json")
     no3d = "" if cfg.model.use_3d else " (no 3D)"
     if stage == "post":
