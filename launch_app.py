@@ -20,7 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
-from vipa.ranges import Range, count, flag
+from vipa.ranges import count, tcp_port
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -28,7 +28,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="VIPA workbench (Gradio + Rerun)")
     p.add_argument("--data", type=Path, help="Hand3D dataset folder (default: the bundled sample)")
-    p.add_argument("--port", type=flag(Range(0, 65535, integer=True)), default=int(os.environ.get("VIPA_PORT", 7860)),
+    p.add_argument("--port", type=tcp_port(), default=int(os.environ.get("VIPA_PORT", 7860)),
                    help="TCP port (default: $VIPA_PORT, else 7860)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint for the Predict tab")

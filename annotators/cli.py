@@ -14,7 +14,8 @@ import textwrap
 from pathlib import Path
 
 from annotators.io import IMAGE_EXTS
-from vipa.ranges import count, field_of_view, fraction, positive
+from vipa.data.qa import GAMMA_RANGE
+from vipa.ranges import count, field_of_view, flag, positive
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -90,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "another width/height is scaled to the input (same aspect ratio) or refused")
     p.add_argument("--depth-factor", type=positive(), default=None, help="uint16 depth counts per metre, e.g. 1000 for millimetres (default: the layout's meta file, else 5000 as TUM)")
     p.add_argument("--instruction", default=None, help="task instruction for every input (default: sidecar files, else a template)")
-    p.add_argument("--gamma", type=fraction(), default=None, help="QA direction threshold: an axis is named when its share of the unit displacement exceeds it, 0-1 (default: 0.3, vipa.data.qa.DEFAULT_GAMMA)")
+    p.add_argument("--gamma", type=flag(GAMMA_RANGE), default=None, help="QA direction threshold: an axis is named when its share of the unit displacement exceeds it, 0-1 (1 excluded) (default: 0.3, vipa.data.qa.DEFAULT_GAMMA)")
     p.add_argument("--no-smooth", action="store_true", help="keep the raw lifted 3D joints (no temporal filter)")
     p.add_argument("--no-objects", action="store_true", help="no object backends (same as --objects '')")
     p.add_argument("--require-hands", action="store_true",

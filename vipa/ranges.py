@@ -81,6 +81,11 @@ def fraction() -> Callable[[str], int | float]:
     return flag(Range(0.0, 1.0))
 
 
+def tcp_port() -> Callable[[str], int | float]:
+    """A TCP port, 0 (any free port) to 65535."""
+    return flag(Range(0, 65535, integer=True))
+
+
 def field_of_view() -> Callable[[str], int | float]:
     """A field of view in degrees, in (0, 180)."""
     return flag(Range(0.0, 180.0, above=True, below=True))

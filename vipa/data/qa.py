@@ -49,6 +49,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from vipa.conventions import AXIS_WORDS
+from vipa.ranges import Range
 
 DEFAULT_GAMMA = 0.3
 STILL_DISTANCE = 0.005  # metres; shorter motions are "stationary"
@@ -96,9 +97,14 @@ def _as_vec3(v: Sequence[float] | np.ndarray, name: str = "v") -> np.ndarray:
     return a
 
 
+# the direction threshold: an axis is named when its share of the unit displacement exceeds it
+GAMMA_RANGE = Range(0.0, 1.0, below=True)
+
+
 def _check_gamma(gamma: float) -> float:
-    if not (0.0 <= gamma < 1.0):
-        raise ValueError(f"gamma: must be in [0, 1), got {gamma!r}")
+    problem = GAMMA_RANGE.problem(gamma)
+    if problem:
+        raise ValueError(f"gamma: {problem}")
     return float(gamma)
 
 

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vipa.infer.msgpack_numpy import MessageError, packb, unpackb
-from vipa.ranges import Range, count, flag, positive
+from vipa.ranges import count, positive, tcp_port
 
 MAX_STATE_ABS = 1e4  # any state value beyond this (m, rad, ...) is a unit or sensor error
 MAX_DEPTH_M = 1e3
@@ -424,7 +424,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=Formatter)
     p.add_argument("checkpoint", help="checkpoint folder with an action head (from `vipa train post`)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
-    p.add_argument("--port", type=flag(Range(0, 65535, integer=True)), default=8765, help="TCP port (0 = any free port)")
+    p.add_argument("--port", type=tcp_port(), default=8765, help="TCP port (0 = any free port)")
     p.add_argument("--replan", type=count(), default=8, help="actions executed per chunk (metadata only)")
     p.add_argument("--max-connections", type=count(), default=DEFAULT_MAX_CONNECTIONS,
                    help="clients served at once; more are closed with code 1013")
